@@ -1,0 +1,61 @@
+"""Plain records that cross the schema boundary (ORM rows never do)."""
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    project: str | None
+    name: str | None
+    group: str | None
+    notes: str | None
+    status: str
+    exit_code: int | None
+    config: dict
+    tags: list
+    host: str | None
+    pid: int | None
+    command: str | None
+    python_version: str | None
+    tf_version: str | None
+    tfblackbox_version: str | None
+    git_commit: str | None
+    started_at: float
+    ended_at: float | None
+    heartbeat_at: float | None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriterRecord:
+    writer_id: int
+    run_id: str
+    attempt: int
+    host: str | None
+    pid: int | None
+    started_at: float
+    ended_at: float | None
+    first_step: int | None
+    dropped_rows: int
+    error: str | None
+
+
+def run_record(row):
+    return RunRecord(
+        run_id=row.run_id, project=row.project, name=row.name, group=row.group,
+        notes=row.notes, status=row.status, exit_code=row.exit_code,
+        config=json.loads(row.config_json or "{}"), tags=json.loads(row.tags_json or "[]"),
+        host=row.host, pid=row.pid, command=row.command, python_version=row.python_version,
+        tf_version=row.tf_version, tfblackbox_version=row.tfblackbox_version,
+        git_commit=row.git_commit, started_at=row.started_at, ended_at=row.ended_at,
+        heartbeat_at=row.heartbeat_at)
+
+
+def writer_record(row):
+    return WriterRecord(row.writer_id, row.run_id, row.attempt, row.host, row.pid,
+                        row.started_at, row.ended_at, row.first_step, row.dropped_rows or 0,
+                        row.error)

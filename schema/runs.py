@@ -1,0 +1,110 @@
+"""Catalog writes of a run's lifecycle: create, attempts (writers), finish, replay cursors.
+
+These are bound as methods of Store (`store.create_run(...)`), so `self` is a Store.
+"""
+
+import json
+import time
+
+from . import catalog as cat
+from .errors import BlackboxError, RunNotFoundError
+from .records import run_record
+
+RUN_FIELDS = ("project", "name", "group", "notes", "host", "pid", "command", "python_version",
+              "tf_version", "tfblackbox_version", "git_commit")
+
+
+def create_run(self, run_id, config=None, tags=None, **fields):
+    """Inserts a new run in status 'running'; refuses an id that exists."""
+    unknown = set(fields) - set(RUN_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown run fields {sorted(unknown)}")
+    now = time.time()
+    with self.catalog.session() as s:
+        if s.get(cat.RunRow, run_id) is not None:
+            raise BlackboxError(f"run {run_id!r} already exists in store {self.root}")
+        row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
+                         tags_json=json.dumps(list(tags or [])), started_at=now,
+                         heartbeat_at=now, **fields)
+        s.add(row)
+        s.flush()
+        return run_record(row)
+
+
+def reopen_run(self, run_id, config=None, tags=None, **fields):
+    """Marks an existing run running again (resume); merges config, replaces given fields."""
+    with self.catalog.session() as s:
+        row = s.get(cat.RunRow, run_id)
+        if row is None:
+            raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
+        if config:
+            merged = json.loads(row.config_json or "{}")
+            merged.update(config)
+            row.config_json = cat.dumps(merged)
+        if tags is not None:
+            row.tags_json = json.dumps(list(tags))
+        for k, v in fields.items():
+            if v is not None:
+                setattr(row, k, v)
+        row.status, row.exit_code, row.ended_at = "running", None, None
+        row.heartbeat_at = time.time()
+        s.flush()
+        return run_record(row)
+
+
+def begin_attempt(self, run_id, host=None, pid=None):
+    """Registers a new writer (attempt n+1) for the run; returns (writer_id, attempt)."""
+    with self.catalog.session() as s:
+        last = s.scalar(cat.select(cat.WriterRow.attempt).where(
+            cat.WriterRow.run_id == run_id).order_by(cat.WriterRow.attempt.desc()).limit(1))
+        w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
+                          started_at=time.time(), dropped_rows=0)
+        s.add(w)
+        s.flush()
+        return w.writer_id, w.attempt
+
+
+def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None):
+    """Lowers first_step, raises dropped_rows, or records an error for a writer."""
+    with self.catalog.session() as s:
+        w = s.get(cat.WriterRow, writer_id)
+        if w is None:
+            return
+        if first_step is not None and (w.first_step is None or first_step < w.first_step):
+            w.first_step = first_step
+        if dropped_rows is not None:
+            w.dropped_rows = max(w.dropped_rows or 0, dropped_rows)
+        if error is not None:
+            w.error = error
+
+
+def end_attempt(self, writer_id):
+    with self.catalog.session() as s:
+        w = s.get(cat.WriterRow, writer_id)
+        if w is not None:
+            w.ended_at = time.time()
+
+
+def finish_run(self, run_id, exit_code=0):
+    with self.catalog.session() as s:
+        row = s.get(cat.RunRow, run_id)
+        if row is None:
+            raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
+        row.status = "finished" if exit_code == 0 else "failed"
+        row.exit_code = exit_code
+        row.ended_at = row.heartbeat_at = time.time()
+
+
+def get_cursor(self, run_id, destination):
+    """(step, state dict) of a replay destination for a run; (None, {}) if never replayed."""
+    with self.catalog.session() as s:
+        row = s.get(cat.CursorRow, (run_id, destination))
+        if row is None:
+            return None, {}
+        return row.step, json.loads(row.state_json or "{}")
+
+
+def set_cursor(self, run_id, destination, step, state=None):
+    with self.catalog.session() as s:
+        s.merge(cat.CursorRow(run_id=run_id, destination=destination, step=step,
+                              state_json=cat.dumps(state or {}), updated_at=time.time()))

@@ -1,0 +1,74 @@
+"""One pyarrow schema constant per Parquet table; every batch is cast to it before writing.
+
+Common leading columns: the TF global step, the wall time at which that step ran, the tag, and
+the attempt (writer) that recorded the row, so readers can prefer the latest attempt.
+"""
+
+import pyarrow as pa
+
+_KEY = [
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("wall_time", pa.float64(), nullable=False),
+    pa.field("tag", pa.string(), nullable=False),
+    pa.field("attempt", pa.int32(), nullable=False),
+]
+
+SCALARS = pa.schema(_KEY + [pa.field("value", pa.float64())])
+
+HISTOGRAMS = pa.schema(_KEY + [
+    pa.field("num", pa.float64()),
+    pa.field("min", pa.float64()),
+    pa.field("max", pa.float64()),
+    pa.field("sum", pa.float64()),
+    pa.field("sum_squares", pa.float64()),
+    pa.field("bucket_limits", pa.list_(pa.float64())),   # right edges, as HistogramProto
+    pa.field("bucket_counts", pa.list_(pa.float64())),
+    pa.field("bucket_lefts", pa.list_(pa.float64())),    # left edges; only for plugin tensors
+    pa.field("source", pa.string()),                      # "histo" or "tensor"
+])
+
+# Images, audio, text, pr-curves: the bytes exactly as the summary carried them, plus the
+# per-kind fields that a replay needs without TensorFlow.
+MEDIA = pa.schema(_KEY + [
+    pa.field("kind", pa.string(), nullable=False),        # image | audio | text | pr_curve
+    pa.field("index", pa.int32()),                        # position within a multi-item tensor
+    pa.field("content_type", pa.string()),
+    pa.field("data", pa.binary()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("colorspace", pa.int32()),
+    pa.field("sample_rate", pa.float64()),
+    pa.field("num_channels", pa.int64()),
+    pa.field("length_frames", pa.int64()),
+    pa.field("plugin_content", pa.binary()),
+])
+
+# Every other tensor summary, kept as the raw TensorProto bytes with dtype and shape.
+TENSORS = pa.schema(_KEY + [
+    pa.field("dtype", pa.string()),
+    pa.field("shape", pa.list_(pa.int64())),
+    pa.field("plugin_name", pa.string()),
+    pa.field("plugin_content", pa.binary()),
+    pa.field("tensor", pa.binary()),
+])
+
+TABLES = {
+    "scalars": SCALARS,
+    "histograms": HISTOGRAMS,
+    "media": MEDIA,
+    "tensors": TENSORS,
+}
+
+
+def register_table(name, schema):
+    """Adds a table (later features own theirs); a name may be registered once."""
+    if name in TABLES and TABLES[name] != schema:
+        raise ValueError(f"table {name!r} is already registered with another schema")
+    TABLES[name] = schema
+
+
+def schema_of(table):
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None
