@@ -1,0 +1,40 @@
+"""tfblackbox.recorder: the capture side, running inside the training process.
+
+    from tfblackbox import recorder
+    run = recorder.init(store="./bbx", project="mnist", config={"lr": 0.1})
+    hooks = [recorder.SummaryHook(steps_per_log=100), recorder.DumpHook(every_n_steps=1000)]
+    ...
+    recorder.finish()
+
+The hooks need TensorFlow; they are imported on first use so `init` stays cheap.
+"""
+
+import importlib.util as _ilu
+
+if _ilu.find_spec("tensorflow") is None:
+    raise ImportError(
+        "tfblackbox.recorder needs TensorFlow, which is not installed in this environment: "
+        "pip install 'tfblackbox[tf]' (or your own tensorflow / tensorflow-cpu build)")
+
+from .run import Run, active_run, finish, init  # noqa: E402
+
+_LAZY = {"SummaryHook": ".summary_hook", "DumpHook": ".dump_hook"}
+
+
+def flush(timeout=None):
+    """Blocks until everything the active run recorded so far is in the store."""
+    run = active_run()
+    if run is not None:
+        run.flush(timeout)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+import importlib  # noqa: E402
+
+__all__ = ["init", "finish", "flush", "active_run", "Run", "SummaryHook", "DumpHook"]

@@ -1,0 +1,216 @@
+"""Run: the recording side of one training run; `init`/`finish` mirror wandb's.
+
+A run lives in a store; each process that records into it (first start, every resume) is an
+attempt with its own Writer. Status is running until `finish`; a process that dies leaves it
+running, and `tfblackbox runs` shows it so with its last heartbeat.
+"""
+
+import atexit
+import logging
+import os
+import re
+import secrets
+import string
+import sys
+import threading
+
+from tfblackbox.schema import BlackboxError, Store, WriterError
+
+from . import environment
+from .writer import Writer
+
+log = logging.getLogger("tfblackbox")
+
+DEFAULT_STORE = "./tfblackbox-store"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RESUME_MODES = ("allow", "must", "never", None)
+
+_active = None
+_lock = threading.Lock()
+
+
+class Run:
+    def __init__(self, store, record, writer_id, attempt, writer_options):
+        self.store = store
+        self.record = record
+        self.run_id = record.run_id
+        self.writer_id, self.attempt = writer_id, attempt
+        self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
+        self.finished = False
+        self._reported = 0
+
+    @property
+    def name(self):
+        return self.record.name
+
+    @property
+    def config(self):
+        return dict(self.record.config)
+
+    def submit(self, job, nbytes=0):
+        """Queues a decode job for the writer. Never raises: the recorder must not take the
+        training down. A writer failure is logged (once per failure) and recorded in the
+        catalog; returns False if the job was not queued."""
+        try:
+            return self.writer.submit(job, nbytes)
+        except WriterError as e:
+            self._report(e)
+            try:
+                return self.writer.submit(job, nbytes)
+            except WriterError:
+                return False
+
+    def _report(self, err):
+        self._reported += 1
+        log.error("tfblackbox: run %s: %s (training goes on)", self.run_id, err)
+
+    def flush(self, timeout=None):
+        """Blocks until everything recorded so far is in registered segments."""
+        self.writer.flush(timeout)
+
+    def note_start_step(self, step):
+        """The global step this attempt starts from; earlier attempts' rows from here on are
+        superseded by this one's."""
+        self.store.note_writer(self.writer_id, first_step=int(step))
+
+    def finish(self, exit_code=0, timeout=None):
+        """Flushes, closes the writer and marks the run finished (0) or failed (non-zero).
+
+        Raises WriterError after marking the run if some rows could not be written."""
+        if self.finished:
+            return
+        self.finished = True
+        error = None
+        try:
+            self.writer.close(timeout)
+        except WriterError as e:
+            error = e
+        if self.writer.dropped_jobs:
+            log.warning("tfblackbox: run %s: %d recorded item(s) were dropped because the writer "
+                        "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
+        self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
+        self.store.end_attempt(self.writer_id)
+        self.store.finish_run(self.run_id, exit_code)
+        self.record = self.store.run(self.run_id)
+        if error is not None:
+            raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if _active is self:
+            finish(exit_code=0 if exc_type is None else 1)
+        else:
+            self.finish(exit_code=0 if exc_type is None else 1)
+
+    def __repr__(self):
+        return f"<tfblackbox Run {self.run_id} in {self.store.root}>"
+
+
+def new_run_id():
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
+         run_id=None, resume=None, catalog_url=None, **writer_options):
+    """Starts (or resumes) a run and makes it the active one; returns the Run.
+
+    resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
+    "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
+    max_queue_bytes, on_full ("drop" or "block").
+    """
+    global _active
+    if resume is True:
+        resume = "allow"
+    if resume is False:
+        resume = None
+    if resume not in RESUME_MODES:
+        raise BlackboxError(f"resume={resume!r}; expected one of 'allow', 'must', 'never', None")
+    if run_id is not None and not RUN_ID_RE.match(str(run_id)):
+        raise BlackboxError(f"run_id {run_id!r} is not valid: use 1-64 letters, digits, '_', "
+                            f"'-' or '.', starting with a letter or digit")
+    if config is not None and not isinstance(config, dict):
+        config = _config_to_dict(config)
+    with _lock:
+        if _active is not None and not _active.finished:
+            log.warning("tfblackbox: init() while run %s is active: finishing it first",
+                        _active.run_id)
+            _finish_locked(0)
+        path = store or os.environ.get("TFBLACKBOX_STORE") or DEFAULT_STORE
+        the_store = Store.create(path, catalog_url)
+        facts = environment.describe()
+        exists = run_id is not None and the_store.has_run(run_id)
+        if exists and resume in (None, "never"):
+            raise BlackboxError(f"run {run_id!r} already exists in store {the_store.root}; pass "
+                                f"resume='allow' or resume='must' to continue it")
+        if not exists and resume == "must":
+            raise BlackboxError(f"resume='must' but run {run_id!r} is not in store "
+                                f"{the_store.root}")
+        if exists:
+            record = the_store.reopen_run(run_id, config=config, tags=tags, project=project,
+                                          name=name, notes=notes, group=group, **facts)
+        else:
+            record = the_store.create_run(run_id or new_run_id(), config=config, tags=tags,
+                                          project=project, name=name, notes=notes, group=group,
+                                          **facts)
+        writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
+        _active = Run(the_store, record, writer_id, attempt, writer_options)
+        _install_exit_handlers()
+        return _active
+
+
+def _config_to_dict(config):
+    for attr in ("as_dict", "_asdict", "to_dict"):
+        if hasattr(config, attr):
+            return dict(getattr(config, attr)())
+    if hasattr(config, "__dict__"):
+        return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+    raise BlackboxError(f"config must be a dict (or namespace), got {type(config).__name__}")
+
+
+def active_run():
+    return _active if _active is not None and not _active.finished else None
+
+
+def get_or_start_run():
+    """The active run, or a new one with defaults (store from TFBLACKBOX_STORE)."""
+    run = active_run()
+    return run if run is not None else init()
+
+
+def finish(exit_code=0, timeout=None):
+    with _lock:
+        _finish_locked(exit_code, timeout)
+
+
+def _finish_locked(exit_code, timeout=None):
+    global _active
+    run, _active = _active, None
+    if run is not None:
+        run.finish(exit_code, timeout)
+
+
+_exit_state = {"installed": False, "exception": False}
+
+
+def _install_exit_handlers():
+    if _exit_state["installed"]:
+        return
+    _exit_state["installed"] = True
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        _exit_state["exception"] = True
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+    atexit.register(_at_exit)
+
+
+def _at_exit():
+    try:
+        finish(exit_code=1 if _exit_state["exception"] else 0, timeout=60)
+    except Exception as e:
+        log.error("tfblackbox: could not finish the run at exit: %s", e)

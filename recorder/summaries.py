@@ -1,0 +1,160 @@
+"""Decodes a serialized tf.Summary into typed rows (runs on the writer thread).
+
+Every value lands somewhere: simple_value and scalar tensors -> scalars; `histo` and
+histogram-plugin tensors -> histograms; images, audio, text and pr-curves -> media (bytes as
+written); any other tensor -> tensors (raw TensorProto bytes). Nothing is dropped.
+"""
+
+import json
+
+import numpy as np
+
+_PNG, _GIF, _JPEG = b"\x89PNG", b"GIF8", b"\xff\xd8\xff"
+_PR_ROWS = ("tp", "fp", "tn", "fn", "precision", "recall")
+
+
+def _summary_cls():
+    from tensorflow.core.framework import summary_pb2
+    return summary_pb2.Summary
+
+
+def _dtype_name(dtype):
+    from tensorflow.core.framework import types_pb2
+    return types_pb2.DataType.Name(dtype)
+
+
+def _ndarray(tensor_proto):
+    from tensorflow.python.framework import tensor_util
+    return tensor_util.MakeNdarray(tensor_proto)
+
+
+def image_content_type(data):
+    if data.startswith(_PNG):
+        return "image/png"
+    if data.startswith(_GIF):
+        return "image/gif"
+    if data.startswith(_JPEG):
+        return "image/jpeg"
+    return "application/octet-stream"
+
+
+def decode_summary(serialized, step, wall_time, buffers):
+    """Parses one serialized Summary and appends its values to `buffers`."""
+    summary = _summary_cls().FromString(serialized)
+    for value in summary.value:
+        _decode_value(value, step, wall_time, buffers)
+
+
+def _decode_value(v, step, wall, buf):
+    key = dict(step=step, wall_time=wall, tag=v.tag)
+    which = v.WhichOneof("value")
+    if which == "simple_value":
+        buf.add("scalars", value=float(v.simple_value), **key)
+    elif which == "histo":
+        h = v.histo
+        buf.add("histograms", num=h.num, min=h.min, max=h.max, sum=h.sum,
+                sum_squares=h.sum_squares, bucket_limits=list(h.bucket_limit),
+                bucket_counts=list(h.bucket), source="histo", **key)
+    elif which == "image":
+        im = v.image
+        data = im.encoded_image_string
+        buf.add("media", kind="image", index=0, content_type=image_content_type(data), data=data,
+                width=im.width, height=im.height, colorspace=im.colorspace, **key)
+    elif which == "audio":
+        a = v.audio
+        buf.add("media", kind="audio", index=0, content_type=a.content_type or "audio/wav",
+                data=a.encoded_audio_string, sample_rate=a.sample_rate,
+                num_channels=a.num_channels, length_frames=a.length_frames, **key)
+    elif which == "tensor":
+        _decode_tensor(v, key, buf)
+    elif which == "obsolete_old_style_histogram":
+        _keep_tensor(v, key, buf)   # never written by TF >= 1.0; kept as a tensor row
+    else:   # an empty value: keep it visible rather than lose it
+        buf.add("tensors", dtype=None, shape=None, plugin_name="", plugin_content=None,
+                tensor=None, **key)
+
+
+def _decode_tensor(v, key, buf):
+    t = v.tensor
+    plugin = v.metadata.plugin_data.plugin_name
+    rank = len(t.tensor_shape.dim)
+    try:
+        if plugin == "scalars" or (not plugin and rank == 0 and _is_numeric(t.dtype)):
+            buf.add("scalars", value=float(_ndarray(t)), **key)
+        elif plugin == "histograms":
+            _histogram_tensor(_ndarray(t), key, buf)
+        elif plugin == "images":
+            _image_tensor(_ndarray(t), v, key, buf)
+        elif plugin == "audio":
+            _audio_tensor(_ndarray(t), v, key, buf)
+        elif plugin == "text":
+            _text_tensor(_ndarray(t), v, key, buf)
+        elif plugin == "pr_curves":
+            _pr_curve_tensor(_ndarray(t), v, key, buf)
+        else:
+            _keep_tensor(v, key, buf)
+    except (ValueError, TypeError, IndexError):
+        _keep_tensor(v, key, buf)   # an unexpected shape for its plugin: keep it raw
+
+
+def _is_numeric(dtype):
+    # DT_FLOAT..DT_INT64, DT_BOOL, DT_HALF, DT_BFLOAT16, unsigned ints; not strings/resources
+    return dtype in (1, 2, 3, 4, 5, 6, 9, 10, 14, 17, 19, 22, 23)
+
+
+def _keep_tensor(v, key, buf):
+    t = v.tensor
+    buf.add("tensors", dtype=_dtype_name(t.dtype), shape=[d.size for d in t.tensor_shape.dim],
+            plugin_name=v.metadata.plugin_data.plugin_name,
+            plugin_content=v.metadata.plugin_data.content or None, tensor=t.SerializeToString(),
+            **key)
+
+
+def _histogram_tensor(arr, key, buf):
+    arr = np.asarray(arr, dtype=np.float64).reshape(-1, 3)
+    counts = arr[:, 2]
+    buf.add("histograms", num=float(counts.sum()),
+            min=float(arr[0, 0]) if len(arr) else None,
+            max=float(arr[-1, 1]) if len(arr) else None, sum=None, sum_squares=None,
+            bucket_limits=arr[:, 1].tolist(), bucket_counts=counts.tolist(),
+            bucket_lefts=arr[:, 0].tolist(), source="tensor", **key)
+
+
+def _image_tensor(arr, v, key, buf):
+    flat = arr.reshape(-1)
+    width, height = int(flat[0]), int(flat[1])
+    for i, data in enumerate(flat[2:]):
+        buf.add("media", kind="image", index=i, content_type=image_content_type(data), data=data,
+                width=width, height=height,
+                plugin_content=v.metadata.plugin_data.content or None, **key)
+
+
+def _audio_tensor(arr, v, key, buf):
+    rows = arr.reshape(-1, arr.shape[-1] if arr.ndim > 1 else 1)
+    for i, row in enumerate(rows):
+        buf.add("media", kind="audio", index=i, content_type="audio/wav", data=row[0],
+                plugin_content=v.metadata.plugin_data.content or None, **key)
+
+
+def _text_tensor(arr, v, key, buf):
+    if arr.ndim == 0:
+        data, ctype = bytes(arr.item()), "text/plain"
+    else:
+        data = json.dumps(_strings(arr)).encode()
+        ctype = "application/json"
+    buf.add("media", kind="text", index=0, content_type=ctype, data=data,
+            plugin_content=v.metadata.plugin_data.content or None, **key)
+
+
+def _strings(arr):
+    if arr.ndim == 0:
+        return bytes(arr.item()).decode("utf-8", "replace")
+    return [_strings(a) for a in arr]
+
+
+def _pr_curve_tensor(arr, v, key, buf):
+    arr = np.asarray(arr, dtype=np.float64)
+    data = {name: arr[i].tolist() for i, name in enumerate(_PR_ROWS)}
+    buf.add("media", kind="pr_curve", index=0, content_type="application/json",
+            data=json.dumps(data).encode(),
+            plugin_content=v.metadata.plugin_data.content or None, **key)

@@ -1,0 +1,225 @@
+"""The background writer: a bounded queue of jobs, column buffers, segments on flush.
+
+The training thread only enqueues (`submit`); decoding, Arrow conversion, Parquet encoding,
+fsync and catalog registration all happen on one daemon thread. Buffers become a segment every
+`flush_rows` rows or `flush_secs` seconds, on `flush()` and on `close()`. When the queue is full
+the policy `on_full` applies: "drop" (default: the training step never waits on disk; every
+dropped job is counted, logged and recorded in the catalog) or "block".
+A failure on the writer thread is kept and raised as WriterError on the caller's next call;
+the rows it could not write stay buffered and are retried at the next flush.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+import pyarrow as pa
+
+from tfblackbox.schema import WriterError
+from tfblackbox.schema.tables import schema_of
+
+log = logging.getLogger("tfblackbox")
+
+FLUSH_ROWS = 50_000          # rows buffered (all tables together) before a flush
+FLUSH_SECS = 5.0             # at most this long between a row's arrival and its segment
+MAX_QUEUE_BYTES = 256 << 20  # payload bytes waiting for the writer thread
+MAX_QUEUE_JOBS = 100_000
+
+
+class Buffers:
+    """Per-table column lists, filled on the writer thread by jobs."""
+
+    def __init__(self, attempt):
+        self.attempt = attempt
+        self.tables = {}
+        self.rows = 0
+
+    def columns(self, table):
+        cols = self.tables.get(table)
+        if cols is None:
+            cols = self.tables[table] = {f.name: [] for f in schema_of(table)}
+        return cols
+
+    def add(self, table, **row):
+        cols = self.columns(table)
+        row.setdefault("attempt", self.attempt)
+        for name, values in cols.items():
+            values.append(row.get(name))
+        self.rows += 1
+
+    def add_many(self, table, n, **columns):
+        """Appends n rows given as equal-length lists (missing columns become null)."""
+        cols = self.columns(table)
+        for name, values in cols.items():
+            if name in columns:
+                values.extend(columns[name])
+            elif name == "attempt":
+                values.extend([self.attempt] * n)
+            else:
+                values.extend([None] * n)
+        self.rows += n
+
+    def take(self):
+        """Returns {table: pa.Table} and empties the buffers."""
+        out = {}
+        for name, cols in self.tables.items():
+            if cols and next(iter(cols.values())):
+                out[name] = pa.Table.from_pydict(cols, schema=schema_of(name))
+        self.tables, self.rows = {}, 0
+        return out
+
+
+class _Flush:
+    def __init__(self):
+        self.done = threading.Event()
+        self.error = None
+
+
+class Writer:
+    def __init__(self, store, run_id, writer_id, attempt, flush_rows=FLUSH_ROWS,
+                 flush_secs=FLUSH_SECS, max_queue_bytes=MAX_QUEUE_BYTES, on_full="drop"):
+        if on_full not in ("drop", "block"):
+            raise ValueError(f"on_full={on_full!r}; expected 'drop' or 'block'")
+        self.store, self.run_id = store, run_id
+        self.writer_id, self.attempt = writer_id, attempt
+        self.flush_rows, self.flush_secs = flush_rows, flush_secs
+        self.max_queue_bytes, self.on_full = max_queue_bytes, on_full
+        self._queue = collections.deque()
+        self._queued_bytes = 0
+        self._cond = threading.Condition()
+        self._error = None            # raised once on the caller's next call
+        self._closed = False
+        self.dropped_jobs = 0
+        self.failed_jobs = 0
+        self.rows_written = 0
+        self.segments_written = 0
+        self._pending = {}            # tables that failed to write, retried next flush
+        self._buffers = Buffers(attempt)
+        self._thread = threading.Thread(target=self._loop, name=f"tfblackbox-writer-{run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- caller side ----------------------------------------------------------------------
+
+    def submit(self, job, nbytes=0):
+        """Queues job(buffers) for the writer thread. False if the job was dropped."""
+        self.raise_if_failed()
+        with self._cond:
+            if self._closed:
+                raise WriterError(f"writer of run {self.run_id} is closed")
+            while self._full(nbytes):
+                if self.on_full == "drop":
+                    self.dropped_jobs += 1
+                    if self.dropped_jobs == 1 or self.dropped_jobs % 1000 == 0:
+                        log.warning("tfblackbox: writer queue of run %s is full (%d jobs, %d "
+                                    "bytes); dropped %d job(s) so far", self.run_id,
+                                    len(self._queue), self._queued_bytes, self.dropped_jobs)
+                    return False
+                self._cond.wait(0.1)
+            self._queue.append((job, nbytes))
+            self._queued_bytes += nbytes
+            self._cond.notify_all()
+        return True
+
+    def _full(self, nbytes):
+        return self._queue and (len(self._queue) >= MAX_QUEUE_JOBS or
+                                self._queued_bytes + nbytes > self.max_queue_bytes)
+
+    def flush(self, timeout=None):
+        """Blocks until every job submitted so far is in a registered segment."""
+        marker = _Flush()
+        with self._cond:
+            if not self._thread.is_alive():
+                raise WriterError(f"writer thread of run {self.run_id} is not running")
+            self._queue.append((marker, 0))
+            self._cond.notify_all()
+        if not marker.done.wait(timeout):
+            raise WriterError(f"writer of run {self.run_id}: flush did not finish in {timeout}s")
+        if marker.error is not None:
+            raise WriterError(f"writer of run {self.run_id} could not flush: "
+                              f"{marker.error}") from marker.error
+        self.raise_if_failed()
+
+    def close(self, timeout=None):
+        """Flushes and stops the thread. Raises WriterError if rows could not be written."""
+        try:
+            if self._thread.is_alive():
+                self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._thread.join(timeout)
+
+    def raise_if_failed(self):
+        err, self._error = self._error, None
+        if err is not None:
+            raise WriterError(f"writer of run {self.run_id} failed: {err}") from err
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _loop(self):
+        last_flush = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    wait = self.flush_secs - (time.monotonic() - last_flush)
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                closed = self._closed
+                self._cond.notify_all()
+            markers = []
+            for job, _n in batch:
+                if isinstance(job, _Flush):
+                    markers.append(job)
+                    continue
+                try:
+                    job(self._buffers)
+                except Exception as e:   # a job that cannot decode its input: count and report
+                    self.failed_jobs += 1
+                    self._fail(e, f"a recorded item could not be decoded ({self.failed_jobs} "
+                                  f"so far)")
+                if self._buffers.rows >= self.flush_rows:
+                    self._write()
+            due = time.monotonic() - last_flush >= self.flush_secs
+            if markers or due or closed:
+                error = self._write()
+                last_flush = time.monotonic()
+                for m in markers:
+                    m.error = error
+                    m.done.set()
+            if closed and not self._queue:
+                return
+
+    def _write(self):
+        """Turns the buffers into segments; returns the exception if any table failed."""
+        for name, table in self._buffers.take().items():
+            prev = self._pending.pop(name, None)
+            self._pending[name] = table if prev is None else pa.concat_tables([prev, table])
+        error = None
+        for name in list(self._pending):
+            table = self._pending[name]
+            try:
+                self.store.write_segment(self.run_id, name, table, self.writer_id)
+            except Exception as e:
+                error = e
+                self._fail(e, f"{table.num_rows} {name} rows kept in memory, retried at the "
+                              f"next flush")
+                continue
+            del self._pending[name]
+            self.rows_written += table.num_rows
+            self.segments_written += 1
+        return error
+
+    def _fail(self, exc, what):
+        log.error("tfblackbox: writer of run %s: %s: %s", self.run_id, what, exc)
+        self._error = exc
+        try:
+            self.store.note_writer(self.writer_id, error=f"{what}: {exc!r}")
+        except Exception:
+            pass
