@@ -14,7 +14,7 @@ import string
 import sys
 import threading
 
-from tfblackbox.schema import BlackboxError, Store, WriterError
+from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 
 from . import environment
 from .writer import Writer
@@ -31,6 +31,7 @@ _lock = threading.Lock()
 
 class Run:
     def __init__(self, store, record, writer_id, attempt, writer_options):
+        self.compact_on_finish = writer_options.pop("compact_on_finish", True)
         self.store = store
         self.record = record
         self.run_id = record.run_id
@@ -90,6 +91,12 @@ class Run:
                         "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
         self.store.end_attempt(self.writer_id)
+        if self.compact_on_finish:
+            try:   # many small flush segments -> one file per table; a failure loses nothing
+                compact(self.store, self.run_id)
+            except Exception as e:
+                log.warning("tfblackbox: run %s: compaction at finish failed (the store stays "
+                            "valid; run `tfblackbox compact`): %s", self.run_id, e)
         self.store.finish_run(self.run_id, exit_code)
         self.record = self.store.run(self.run_id)
         if error is not None:
@@ -119,7 +126,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
     "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
-    max_queue_bytes, on_full ("drop" or "block").
+    max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
     if resume is True:

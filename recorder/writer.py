@@ -90,7 +90,8 @@ class Writer:
         self._cond = threading.Condition()
         self._error = None            # raised once on the caller's next call
         self._closed = False
-        self.dropped_jobs = 0
+        self.dropped_jobs = 0         # jobs refused because the queue was full (on_full="drop")
+        self._dropped_noted = 0
         self.failed_jobs = 0
         self.rows_written = 0
         self.segments_written = 0
@@ -214,6 +215,12 @@ class Writer:
             del self._pending[name]
             self.rows_written += table.num_rows
             self.segments_written += 1
+        if self.dropped_jobs != self._dropped_noted:
+            try:
+                self.store.note_writer(self.writer_id, dropped_rows=self.dropped_jobs)
+                self._dropped_noted = self.dropped_jobs
+            except Exception as e:
+                error = error or e
         return error
 
     def _fail(self, exc, what):

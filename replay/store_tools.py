@@ -1,0 +1,140 @@
+"""`tfblackbox runs|show|verify|compact`: look at and look after a store (no TensorFlow)."""
+
+import datetime
+import sys
+import time
+
+
+from tfblackbox.schema import Store, TABLES, compact as compact_store, verify as verify_store
+from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
+
+from .cli import EXIT_FAILED, EXIT_OK, print_json
+
+STALE_SECS = 600   # a running run with no heartbeat for this long is probably dead
+
+
+def _when(ts):
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(r, now=None):
+    if r.status != "running" or r.heartbeat_at is None:
+        return r.status
+    idle = (now or time.time()) - r.heartbeat_at
+    return f"running (no heartbeat for {idle / 60:.0f} min)" if idle > STALE_SECS else "running"
+
+
+def runs(args):
+    store = Store.open(args.store)
+    records = store.runs()
+    if args.json:
+        print_json([r.to_dict() | {"size_bytes": store.size_bytes(r.run_id)} for r in records])
+        return EXIT_OK
+    if not records:
+        print(f"no runs in {store.root}")
+        return EXIT_OK
+    rows = [("RUN", "PROJECT", "NAME", "STATUS", "STARTED", "SIZE")]
+    for r in records:
+        rows.append((r.run_id, r.project or "-", r.name or "-", _status(r), _when(r.started_at),
+                     _size(store.size_bytes(r.run_id))))
+    _table(rows)
+    return EXIT_OK
+
+
+def describe_run(store, run_id):
+    """Per table and tag: rows, step range; plus kinds for media, sizes and attempts."""
+    r = store.run(run_id)
+    out = {"run": r.to_dict(), "size_bytes": store.size_bytes(run_id), "tables": {},
+           "attempts": [w.__dict__ for w in store.writers(run_id)]}
+    for name in TABLES:
+        segs = store.segments(run_id, name)
+        if not segs:
+            continue
+        cols = ["step", "tag"] + (["kind"] if name == "media" else [])
+        t = store.read(run_id, name, columns=cols)
+        tags = {}
+        if t.num_rows:
+            keys = ["tag", "kind"] if name == "media" else ["tag"]
+            g = t.group_by(keys).aggregate([("step", "min"), ("step", "max"), ("step", "count")])
+            for row in g.to_pylist():
+                tags[row["tag"]] = {"rows": row["step_count"], "first_step": row["step_min"],
+                                    "last_step": row["step_max"],
+                                    **({"kind": row["kind"]} if "kind" in row else {})}
+        out["tables"][name] = {"rows": t.num_rows, "segments": len(segs),
+                               "bytes": sum(s.size_bytes for s in segs), "tags": tags}
+    return out
+
+
+def show(args):
+    store = Store.open(args.store)
+    info = describe_run(store, args.run_id)
+    if args.json:
+        print_json(info)
+        return EXIT_OK
+    r = store.run(args.run_id)
+    print(f"run {r.run_id}  project={r.project or '-'}  name={r.name or '-'}  "
+          f"status={_status(r)}")
+    print(f"  started {_when(r.started_at)}  ended {_when(r.ended_at)}  host={r.host}  "
+          f"git={r.git_commit or '-'}  tf={r.tf_version or '-'}")
+    print(f"  config {r.config}  tags {r.tags}")
+    for w in info["attempts"]:
+        extra = f"  dropped={w['dropped_rows']}" if w["dropped_rows"] else ""
+        extra += f"  error={w['error']}" if w["error"] else ""
+        print(f"  attempt {w['attempt']}: pid {w['pid']} from step {w['first_step']}{extra}")
+    print(f"  size {_size(info['size_bytes'])}")
+    rows = [("TABLE", "TAG", "KIND", "ROWS", "STEPS")]
+    for name, t in info["tables"].items():
+        for tag, d in sorted(t["tags"].items()):
+            rows.append((name, tag, d.get("kind", "-"), str(d["rows"]),
+                         f"{d['first_step']}..{d['last_step']}"))
+    _table(rows)
+    return EXIT_OK
+
+
+def verify(args):
+    store = Store.open(args.store, clean_orphans=False)
+    grace = ORPHAN_GRACE_SECS if args.grace is None else args.grace
+    report = verify_store(store, fix=True, grace_secs=grace)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for path, reason in report.damaged:
+            print(f"DAMAGED {path}: {reason}", file=sys.stderr)
+        for path in report.orphans_removed:
+            print(f"removed orphan {path}")
+        for path in report.in_flight:
+            print(f"left alone (a live writer's file in flight) {path}")
+        print(f"{report.checked} segment(s) checked, {len(report.damaged)} damaged, "
+              f"{len(report.orphans_removed)} orphan(s) removed")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def compact(args):
+    store = Store.open(args.store)
+    done = compact_store(store, run_id=args.run_id)
+    if args.json:
+        print_json([{"run_id": r, "table": t, "segments_before": a, "segments_after": b}
+                    for (r, t), (a, b) in done.items()])
+    else:
+        for (r, t), (a, b) in done.items():
+            print(f"{r} {t}: {a} segments -> {b}")
+        if not done:
+            print("nothing to compact")
+    return EXIT_OK
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+

@@ -1,0 +1,77 @@
+"""The demo: an air-gapped training run recorded into ./tfblackbox-store, then replayed.
+
+A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
+tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def dense(tf, x, width, name, relu=True):
+    with tf.compat.v1.variable_scope(name):
+        kernel = tf.compat.v1.get_variable(
+            "kernel", [x.shape[1], width],
+            initializer=tf.compat.v1.glorot_uniform_initializer(seed=len(name)))
+        bias = tf.compat.v1.get_variable("bias", [width], initializer=tf.zeros_initializer())
+    y = tf.matmul(x, kernel) + bias
+    return tf.nn.relu(y) if relu else y
+
+
+def build_model(tf):
+    rng = tf.random.stateless_uniform
+    x = rng([64, 20], seed=[1, 2])
+    labels = tf.cast(tf.reduce_sum(x[:, :5], axis=1) > 2.5, tf.int64)
+    h = x
+    for i, width in enumerate([32, 16, 2]):
+        h = dense(tf, h, width, f"dense{i}", relu=i < 2)
+    logits = h
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                         logits=logits))
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.float32))
+    step = tf.compat.v1.train.get_or_create_global_step()
+    train_op = tf.compat.v1.train.AdamOptimizer(0.01).minimize(loss, global_step=step)
+    tf.compat.v1.summary.scalar("loss", loss)
+    tf.compat.v1.summary.scalar("accuracy", accuracy)
+    for var in tf.compat.v1.trainable_variables():
+        if "kernel" in var.name:
+            tf.compat.v1.summary.histogram(var.op.name, var)
+    kernel = tf.compat.v1.trainable_variables()[0]
+    picture = tf.cast(255 * tf.sigmoid(kernel), tf.uint8)[tf.newaxis, :, :, tf.newaxis]
+    tf.compat.v1.summary.image("dense0_kernel", picture)
+    tf.compat.v1.summary.text("status", tf.strings.format("loss {}", loss))
+    return train_op
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--store", default="./tfblackbox-store")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--log-every", type=int, default=10)
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+    from tfblackbox import recorder
+    from tfblackbox.replay.cli import main as tfblackbox
+
+    tf.compat.v1.disable_eager_execution()
+    run = recorder.init(store=args.store, project="tfblackbox-demo", name="dense-synthetic",
+                        config={"lr": 0.01, "steps": args.steps, "layers": [32, 16, 2]},
+                        tags=["air-gapped", "demo"])
+    train_op = build_model(tf)
+    hooks = [recorder.SummaryHook(steps_per_log=args.log_every)]
+    with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
+        for _ in range(args.steps):
+            sess.run(train_op)
+    recorder.finish()
+    print(f"\nrecorded run {run.run_id} into {args.store}\n")
+    tfblackbox(["runs", "--store", args.store])
+    tfblackbox(["show", run.run_id, "--store", args.store])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
