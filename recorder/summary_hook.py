@@ -1,9 +1,9 @@
 """SummaryHook: a drop-in for wandb's WandbHook that records into the store.
 
 Same signature and step rule as WandbHook (log when global_step % steps_per_log == 0), but the
-summary op is requested only on steps that will be logged, as SummarySaverHook does. The rows
-carry the global step read in the same session.run as the summary (before the train op's
-increment): SummarySaverHook labels the same summary with that value + 1.
+summary op is requested only on steps that will be logged, as SummarySaverHook does. Rows carry
+the global step at which the session.run began (the step the train op was applied at);
+SummarySaverHook labels the same summary with the step after the run, that value + 1.
 """
 
 import functools
@@ -65,17 +65,31 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         try:
-            self._record(run_values.results)
+            self._record(run_context, run_values.results)
         except Exception as e:   # never take the training down
             log.error("tfblackbox: SummaryHook could not record a step: %s", e)
 
-    def _record(self, results):
+    def _record(self, run_context, results):
         wall = time.time()
-        step = int(results["step"]) if "step" in results else self._next_step
-        self._next_step = step + 1
+        step = self._next_step
         summary = results.get("summary")
+        if self._step_tensor is None:
+            self._next_step = step + 1
+        elif summary is not None:
+            # The read fetched with the train op races with its increment, so on logging steps
+            # we read the global step again after the run (as SummarySaverHook does).
+            after = int(run_context.session.run(self._step_tensor))
+            if step is None or after != step + 1:
+                step = after - 1          # moved by other than +1 (another worker?): best guess
+            self._next_step = after
+        else:
+            seen = int(results["step"])
+            if step is None or seen not in (step, step + 1):
+                self._next_step = seen    # out of step with our count: follow the graph
+            else:
+                self._next_step = step + 1
         if summary is None or not self._wants(step):
-            return   # not a logging step (the predicted step was off): nothing computed to keep
+            return
         self._last_logged = step
         for serialized in summary if isinstance(summary, (list, tuple)) else [summary]:
             self._run.submit(functools.partial(decode_summary, serialized, step, wall),

@@ -1,0 +1,202 @@
+"""SummaryHook against SummarySaverHook on the same session (real TensorFlow).
+
+Step convention: SummaryHook labels a summary with the global step read in the session.run
+that computed it (before the train op increments it); SummarySaverHook labels the same summary
+with the step after the increment. So tfevents step == store step + 1 here.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfblackbox import recorder
+from tfblackbox.schema import Store
+from tfgraphs import ODD_TAG, build_all_kinds, read_tfevents
+
+K = 5
+STEPS = 23
+
+
+def train(tf, hooks, steps=STEPS, train_op=None):
+    with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
+        for _ in range(steps):
+            sess.run(train_op)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One training with both hooks on the same summary op; returns (store, run_id, tfevents)."""
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    base = tmp_path_factory.mktemp("diff")
+    with tf.Graph().as_default():
+        train_op = build_all_kinds(tf)
+        op = tf.compat.v1.summary.merge_all()
+        run = recorder.init(store=str(base / "store"), project="p", name="diff",
+                            config={"lr": 0.05, "nested": {"a": [1, 2]}}, tags=["t1"],
+                            notes="n")
+        saver = tf.compat.v1.train.SummarySaverHook(save_steps=K, output_dir=str(base / "tb"),
+                                                    summary_op=op)
+        train(tf, [saver, recorder.SummaryHook(summary_op=op, steps_per_log=K)],
+              train_op=train_op)
+        recorder.finish()
+    store = Store.open(str(base / "store"))
+    return store, run.run_id, read_tfevents(str(base / "tb"))
+
+
+def by_key(table):
+    return {(r["step"], r["tag"], r.get("index", 0) or 0): r for r in table.to_pylist()}
+
+
+def test_logging_steps_follow_the_global_step_rule(recorded):
+    store, run_id, _ = recorded
+    steps = sorted(set(store.scalars(run_id)["step"].to_pylist()))
+    assert steps == [s for s in range(STEPS) if s % K == 0]
+
+
+def test_every_scalar_in_tfevents_is_in_the_store(recorded):
+    store, run_id, events = recorded
+    rows = by_key(store.scalars(run_id))
+    scalars = [(s, tag, v) for (s, tag), (_w, v) in events.items()
+               if v.WhichOneof("value") == "simple_value"]
+    assert len(scalars) >= 5 * 4
+    for step, tag, v in scalars:
+        got = rows[(step - 1, tag, 0)]["value"]
+        if math.isnan(v.simple_value):
+            assert math.isnan(got)
+        else:
+            assert got == v.simple_value, (step, tag)
+    assert {tag for _s, tag, _v in scalars} <= {t for _s, t, _i in rows}
+    assert any(math.isinf(r["value"]) for r in rows.values())
+    assert rows[(0, ODD_TAG, 0)]["value"] == 2.5
+
+
+def test_histograms_have_the_same_buckets(recorded):
+    store, run_id, events = recorded
+    rows = by_key(store.histograms(run_id))
+    histos = [(s, tag, v.histo) for (s, tag), (_w, v) in events.items()
+              if v.WhichOneof("value") == "histo"]
+    assert len(histos) == 2 * 5
+    for step, tag, h in histos:
+        r = rows[(step - 1, tag, 0)]
+        assert r["bucket_limits"] == list(h.bucket_limit)
+        assert r["bucket_counts"] == list(h.bucket)
+        assert (r["num"], r["min"], r["max"], r["sum"], r["sum_squares"]) == (
+            h.num, h.min, h.max, h.sum, h.sum_squares)
+
+
+def test_image_gif_and_audio_bytes_are_identical(recorded):
+    store, run_id, events = recorded
+    rows = by_key(store.media(run_id))
+    seen = {"image/png": 0, "image/gif": 0, "audio/wav": 0}
+    for (step, tag), (_w, v) in events.items():
+        kind = v.WhichOneof("value")
+        if kind == "image":
+            r = rows[(step - 1, tag, 0)]
+            assert r["data"] == v.image.encoded_image_string
+            assert (r["width"], r["height"]) == (v.image.width, v.image.height)
+            seen[r["content_type"]] += 1
+        elif kind == "audio":
+            r = rows[(step - 1, tag, 0)]
+            assert r["data"] == v.audio.encoded_audio_string
+            assert r["sample_rate"] == v.audio.sample_rate == 8000
+            assert r["length_frames"] == v.audio.length_frames
+            seen[r["content_type"]] += 1
+    assert seen == {"image/png": 2 * 5, "image/gif": 5, "audio/wav": 5}
+
+
+def test_text_is_identical(recorded):
+    import tensorflow as tf
+    store, run_id, events = recorded
+    rows = by_key(store.media(run_id))
+    texts = [(s, v) for (s, tag), (_w, v) in events.items() if tag == "note"]
+    assert len(texts) == 5
+    for step, v in texts:
+        expected = tf.make_ndarray(v.tensor).item()
+        r = rows[(step - 1, "note", 0)]
+        assert r["kind"] == "text" and r["data"] == expected
+
+
+def test_plugin_tensors_pr_curve_and_other_tensors(recorded):
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+    store, run_id, events = recorded
+    scalars = by_key(store.scalars(run_id))
+    assert scalars[(0, "v2scalar", 0)]["value"] == 1.25
+    hist = by_key(store.histograms(run_id))[(0, "v2hist", 0)]
+    assert hist["bucket_lefts"] == [0, 1] and hist["bucket_limits"] == [1, 2]
+    assert hist["bucket_counts"] == [3, 5] and hist["num"] == 8 and hist["source"] == "tensor"
+    curve = by_key(store.media(run_id))[(0, "curve", 0)]
+    assert curve["kind"] == "pr_curve"
+    assert json.loads(curve["data"])["recall"] == pytest.approx(np.linspace(0, 1, 18)[15:].tolist())
+    tensors = by_key(store.tensors(run_id))
+    for step in range(0, STEPS, K):
+        r = tensors[(step, "matrix", 0)]
+        assert r["dtype"] == "DT_FLOAT" and r["shape"] == [2, 3]
+        expected = tf.make_ndarray(events[(step + 1, "matrix")][1].tensor)
+        got = tf.make_ndarray(tensor_pb2.TensorProto.FromString(r["tensor"]))
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_wall_time_is_when_the_step_ran(recorded):
+    store, run_id, events = recorded
+    rows = by_key(store.scalars(run_id))
+    for (step, tag), (wall, _v) in events.items():
+        if (step - 1, tag, 0) in rows:
+            assert abs(rows[(step - 1, tag, 0)]["wall_time"] - wall) < 1.0
+
+
+def test_run_record_keeps_config_tags_and_facts(recorded):
+    store, run_id, _ = recorded
+    r = store.run(run_id)
+    assert r.config == {"lr": 0.05, "nested": {"a": [1, 2]}}
+    assert r.tags == ["t1"] and r.notes == "n" and r.status == "finished" and r.exit_code == 0
+    assert r.pid and r.host and r.python_version and r.tf_version
+    assert r.command and r.started_at <= r.ended_at
+
+
+def test_several_hooks_with_different_ops_and_frequencies(graph, store_dir):
+    import tensorflow as tf
+    step = tf.compat.v1.train.get_or_create_global_step()
+    fed = tf.compat.v1.placeholder(tf.float32, [])   # the loop index: the step the run began at
+    a = tf.compat.v1.summary.scalar("a", fed)
+    b = tf.compat.v1.summary.scalar("b", fed * 10)
+    train_op = tf.compat.v1.assign_add(step, 1)
+    run = recorder.init(store=store_dir)
+    hooks = [recorder.SummaryHook(a, 2), recorder.SummaryHook(b, steps_per_log=5)]
+    with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
+        for i in range(12):
+            sess.run(train_op, feed_dict={fed: i})
+    recorder.finish()
+    t = Store.open(store_dir).scalars(run.run_id)
+    got = sorted(zip(t["tag"].to_pylist(), t["step"].to_pylist(), t["value"].to_pylist()))
+    assert [x for x in got if x[0] == "a"] == [("a", s, float(s)) for s in range(0, 12, 2)]
+    assert [x for x in got if x[0] == "b"] == [("b", s, 10.0 * s) for s in (0, 5, 10)]
+
+
+def test_graph_without_global_step_counts_runs(graph, store_dir):
+    import tensorflow as tf
+    v = tf.compat.v1.get_variable("v", initializer=0.0)
+    tf.compat.v1.summary.scalar("v", v)
+    train_op = tf.compat.v1.assign_add(v, 1.0)
+    run = recorder.init(store=store_dir)
+    with tf.compat.v1.train.MonitoredSession(hooks=[recorder.SummaryHook(steps_per_log=3)]) as s:
+        for _ in range(7):
+            s.run(train_op)
+    recorder.finish()
+    assert Store.open(store_dir).scalars(run.run_id)["step"].to_pylist() == [0, 3, 6]
+
+
+def test_hook_without_init_starts_a_run_in_the_env_store(graph, tmp_path, monkeypatch):
+    import tensorflow as tf
+    monkeypatch.setenv("TFBLACKBOX_STORE", str(tmp_path / "envstore"))
+    step = tf.compat.v1.train.get_or_create_global_step()
+    tf.compat.v1.summary.scalar("s", tf.cast(step, tf.float32))
+    train(tf, [recorder.SummaryHook(steps_per_log=1)], steps=3,
+          train_op=tf.compat.v1.assign_add(step, 1))
+    recorder.finish()
+    store = Store.open(str(tmp_path / "envstore"))
+    [r] = store.runs()
+    assert store.scalars(r.run_id)["step"].to_pylist() == [0, 1, 2]
