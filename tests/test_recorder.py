@@ -1,0 +1,182 @@
+"""The recording side: runs, resume, exit handling, the writer's policies, crashes."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tfblackbox import recorder
+from tfblackbox.recorder.writer import Writer
+from tfblackbox.replay.cli import main as cli
+from tfblackbox.schema import BlackboxError, Store, WriterError
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "record_script.py")
+
+
+def add_scalars(steps, tag="x"):
+    def job(buffers):
+        for s in steps:
+            buffers.add("scalars", step=s, wall_time=float(s), tag=tag, value=float(s))
+    return job
+
+
+def test_resume_modes(store_dir):
+    run = recorder.init(store=store_dir, run_id="abc", config={"a": 1}, name="one")
+    recorder.finish()
+    with pytest.raises(BlackboxError, match="already exists.*resume="):
+        recorder.init(store=store_dir, run_id="abc")
+    with pytest.raises(BlackboxError, match="resume='must'.*'zzz' is not in store"):
+        recorder.init(store=store_dir, run_id="zzz", resume="must")
+    with pytest.raises(BlackboxError, match="run_id '../x' is not valid"):
+        recorder.init(store=store_dir, run_id="../x")
+    again = recorder.init(store=store_dir, run_id="abc", resume="must", config={"b": 2})
+    assert again.attempt == run.attempt + 1
+    recorder.finish()
+    rec = Store.open(store_dir).run("abc")
+    assert rec.config == {"a": 1, "b": 2} and rec.status == "finished" and rec.name == "one"
+
+
+def test_unwritable_store_is_a_clear_error_at_init(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(BlackboxError, match=r"cannot create a store at .*f/store"):
+        recorder.init(store=str(tmp_path / "f" / "store"))
+
+
+def test_drop_policy_counts_and_records_what_it_dropped(store_dir, caplog):
+    run = recorder.init(store=store_dir, max_queue_bytes=1000, on_full="drop")
+    gate = __import__("threading").Event()
+    run.submit(lambda b: gate.wait(10), 10)          # holds the writer thread
+    time.sleep(0.2)
+    accepted = [run.submit(add_scalars([i]), 400) for i in range(6)]
+    gate.set()
+    assert accepted.count(False) >= 3
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        recorder.finish()
+    assert "dropped" in caplog.text
+    store = Store.open(store_dir)
+    [w] = store.writers(run.run_id)
+    assert w.dropped_rows == accepted.count(False)
+    assert store.scalars(run.run_id).num_rows == accepted.count(True)
+
+
+def test_block_policy_loses_nothing(store_dir):
+    run = recorder.init(store=store_dir, max_queue_bytes=1000, on_full="block")
+    for i in range(50):
+        assert run.submit(add_scalars([i]), 600)
+    recorder.finish()
+    assert Store.open(store_dir).scalars(run.run_id)["step"].to_pylist() == list(range(50))
+
+
+def test_writer_error_reaches_the_caller_and_rows_are_kept(store_dir, caplog):
+    run = recorder.init(store=store_dir)
+    data = os.path.join(store_dir, "data")
+    os.rename(data, data + ".away")
+    with open(data, "w") as f:
+        f.write("not a directory")                   # every segment write now fails
+    run.submit(add_scalars([0, 1]))
+    with pytest.raises(WriterError, match="could not flush"):
+        run.flush()
+    with caplog.at_level(logging.ERROR, logger="tfblackbox"):
+        run.submit(add_scalars([5]))                  # Run.submit reports, never raises
+    os.remove(data)
+    os.rename(data + ".away", data)
+    run.flush()                                       # the kept rows are retried
+    recorder.finish()
+    assert Store.open(store_dir).scalars(run.run_id)["step"].to_pylist() == [0, 1, 5]
+
+
+def test_writer_flushes_every_n_rows_and_t_seconds(store_dir):
+    store = Store.create(store_dir)
+    store.create_run("r")
+    wid, attempt = store.begin_attempt("r")
+    w = Writer(store, "r", wid, attempt, flush_rows=100, flush_secs=0.3)
+    for i in range(25):
+        w.submit(add_scalars(range(i * 10, i * 10 + 10)))
+    deadline = time.time() + 5
+    while len(store.segments("r")) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert [g.row_count for g in store.segments("r")][:2] == [100, 100]
+    assert sum(g.row_count for g in store.segments("r")) == 250    # the rest after 0.3 s
+    w.close()
+
+
+def test_undecodable_item_is_reported_not_fatal(store_dir, graph):
+    from tfblackbox.recorder.summaries import decode_summary
+    run = recorder.init(store=store_dir)
+    run.submit(lambda b: decode_summary(b"\xff\xff not a summary", 0, 0.0, b))
+    run.submit(add_scalars([3]))
+    with pytest.raises(WriterError, match="could not be decoded|Error parsing|DecodeError"):
+        run.flush()
+    recorder.finish()
+    store = Store.open(store_dir)
+    assert store.scalars(run.run_id)["step"].to_pylist() == [3]
+    assert "could not be decoded" in store.writers(run.run_id)[0].error
+
+
+def run_script(store, mode, *extra, timeout=120):
+    return subprocess.run([sys.executable, SCRIPT, store, mode, *map(str, extra)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_exit_without_finish_flushes_and_marks_finished(store_dir):
+    assert run_script(store_dir, "exit", 30).returncode == 0
+    store = Store.open(store_dir)
+    assert store.run("crash").status == "finished"
+    assert store.scalars("crash")["step"].to_pylist() == list(range(30))
+
+
+def test_an_exception_marks_the_run_failed(store_dir):
+    proc = run_script(store_dir, "raise", 10)
+    assert proc.returncode == 1 and "training blew up" in proc.stderr
+    r = Store.open(store_dir).run("crash")
+    assert (r.status, r.exit_code) == ("failed", 1)
+    assert Store.open(store_dir).scalars("crash").num_rows == 10
+
+
+def test_sigkill_mid_training_leaves_a_consistent_store(store_dir):
+    proc = subprocess.Popen([sys.executable, SCRIPT, store_dir, "kill"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    flushed = -1
+    try:
+        for line in proc.stdout:
+            flushed = int(line.split()[1])
+            if flushed >= 100:
+                break
+        time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert flushed >= 100
+    assert cli(["verify", "--store", store_dir]) == 0
+    store = Store.open(store_dir)
+    steps = store.scalars("crash")["step"].to_pylist()
+    assert steps[: flushed + 1] == list(range(flushed + 1))         # all up to the last flush
+    assert store.scalars("crash")["value"].to_pylist()[:flushed + 1] == [
+        float(s) for s in range(flushed + 1)]
+    assert store.histograms("crash").num_rows >= flushed + 1
+    assert store.run("crash").status == "running"                  # died: stays running
+    # a resumed attempt goes on, and the store still verifies
+    assert run_script(store_dir, "exit", 5).returncode == 0
+    assert cli(["verify", "--store", store_dir]) == 0
+    assert Store.open(store_dir).run("crash").status == "finished"
+
+
+def test_runs_and_show_commands(store_dir, capsys):
+    run = recorder.init(store=store_dir, project="proj", name="nm")
+    run.submit(add_scalars([0, 1, 2], tag="loss"))
+    recorder.finish()
+    assert cli(["runs", "--store", store_dir, "--json"]) == 0
+    [r] = json.loads(capsys.readouterr().out)
+    assert (r["run_id"], r["project"], r["status"]) == (run.run_id, "proj", "finished")
+    assert r["size_bytes"] > 0
+    assert cli(["show", run.run_id, "--store", store_dir, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tables"]["scalars"]["tags"]["loss"] == {"rows": 3, "first_step": 0,
+                                                        "last_step": 2}
+    assert cli(["show", "nope", "--store", store_dir]) == 2
+    assert "not in store" in capsys.readouterr().err
