@@ -169,15 +169,11 @@ class Store:
         """
         schema = schema_of(table)
         self.run(run_id)   # a clear error for an unknown run
-        segs = self.segments(run_id, table)
-        if steps is not None:
-            lo, hi = steps
-            segs = [g for g in segs if g.max_step is None or (
-                (lo is None or g.max_step >= lo) and (hi is None or g.min_step < hi))]
-        if not segs:
-            result = schema.empty_table()
-        else:
-            result = self._scan([g.path for g in segs], schema)
+        try:
+            result = self._scan_registered(run_id, table, schema, steps)
+        except StoreDamageError:
+            # a compaction may have swapped the files between listing and reading: list again
+            result = self._scan_registered(run_id, table, schema, steps)
         if steps is not None:
             lo, hi = steps
             if lo is not None:
@@ -203,6 +199,16 @@ class Store:
 
     def tensors(self, run_id, **kw):
         return self.read(run_id, "tensors", **kw)
+
+    def _scan_registered(self, run_id, table, schema, steps):
+        segs = self.segments(run_id, table)
+        if steps is not None:
+            lo, hi = steps
+            segs = [g for g in segs if g.max_step is None or (
+                (lo is None or g.max_step >= lo) and (hi is None or g.min_step < hi))]
+        if not segs:
+            return schema.empty_table()
+        return self._scan([g.path for g in segs], schema)
 
     def _scan(self, rel_paths, schema):
         paths = [os.path.join(self.root, p) for p in rel_paths]
