@@ -47,11 +47,12 @@ def decode_summary(serialized, step, wall_time, buffers):
 
 
 def _decode_value(v, step, wall, buf):
-    key = dict(step=step, wall_time=wall, tag=v.tag)
     which = v.WhichOneof("value")
     if which == "simple_value":
-        buf.add("scalars", value=float(v.simple_value), **key)
-    elif which == "histo":
+        buf.add_scalar(step, wall, v.tag, v.simple_value)
+        return
+    key = dict(step=step, wall_time=wall, tag=v.tag)
+    if which == "histo":
         buf.add("histograms", source="histo", **histo_fields(v.histo), **key)
     elif which == "image":
         im = v.image

@@ -59,16 +59,15 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
                 step % self._steps_per_log == 0 and step != self._last_logged)
 
     def before_run(self, run_context):
-        fetches = {}
-        if self._step_tensor is not None:
-            fetches["step"] = self._step_tensor
-        if self._wants(self._next_step):
-            fetches["summary"] = self._summary_op
-        return tf.compat.v1.train.SessionRunArgs(fetches)
+        if self._wants(self._next_step):   # the step is read exactly after this run
+            return tf.compat.v1.train.SessionRunArgs({"summary": self._summary_op})
+        if self._step_tensor is not None:   # a cheap read to follow the step between logs
+            return tf.compat.v1.train.SessionRunArgs({"step": self._step_tensor})
+        return None
 
     def after_run(self, run_context, run_values):
         try:
-            self._record(run_context, run_values.results)
+            self._record(run_context, run_values.results or {})
         except Exception as e:   # never take the training down
             log.error("tfblackbox: SummaryHook could not record a step: %s", e)
 
