@@ -1,0 +1,337 @@
+"""`replay --to wandb`: push recorded runs to W&B, incrementally, without TensorFlow.
+
+One W&B run per recorded run (a stable id derived from the run id); each replay of a run pushes
+one *chunk*: the steps after the run's cursor for this destination, one `log` call per step with
+the recorded step and `_timestamp`. The cursor moves only after W&B's `finish()` returned and, in
+offline mode, after the finished run dir was published into --wandb-dir by one rename
+(wandb_offline.py). The cursor state names a chunk before it is published, so a replay killed
+between the rename and the cursor update is settled by the next one (`_reconcile`).
+
+Exit codes: 0 every selected run replayed (or already up to date), 1 some run's replay did not
+complete, 2 bad input (raised as BlackboxError: unknown run, empty store, no credentials).
+"""
+
+import os
+import re
+import sys
+import time
+import uuid
+
+from tfblackbox.schema import BlackboxError, Store
+
+from .cli import EXIT_FAILED, EXIT_OK, print_json
+from .wandb_rows import load_rows, run_state, settled_step
+
+FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
+_WANDB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _kill_point(name):
+    """Tests stop a replay with SIGKILL at a named point of a chunk (TFBLACKBOX_TEST_KILL_AT)."""
+    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ChunkFailed(Exception):
+    """W&B did not take a chunk; the cursor did not move."""
+
+
+# -- names ----------------------------------------------------------------------------------
+
+def wandb_run_id(run_id):
+    """The W&B run id of a recorded run: the run id itself when W&B accepts it as is, else a
+    sanitised form plus a hash of the original, so different run ids never share a W&B run."""
+    if _WANDB_ID_RE.match(run_id):
+        return run_id
+    import hashlib
+    clean = re.sub(r"[^a-z0-9_-]", "-", run_id.lower()).strip("-")[:48] or "run"
+    return f"{clean}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
+
+
+def destination(args, record):
+    """The cursor key: mode, entity/project and, offline, the --wandb-dir written into."""
+    where = f"{args.entity or ''}/{project_of(args, record)}"
+    if args.mode == "offline":
+        return f"wandb-offline:{where}:{os.path.realpath(args.wandb_dir)}"
+    return f"wandb:{where}"
+
+
+def project_of(args, record):
+    return args.project or record.project or "tfblackbox"
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+def main(args):
+    store = Store.open(args.store, clean_orphans=False)   # a reader: never deletes files
+    records = select_runs(store, args.runs)
+    if args.dry_run:
+        report = [dry_run(store, r, args) for r in records]
+        _print(args, {"dry_run": True, "mode": args.mode, "runs": report})
+        return EXIT_OK
+    if args.mode == "online":
+        require_credentials()
+    from .wandb_offline import OfflineDir
+    results = {r.run_id: new_result(store, r, args) for r in records}
+    interrupted = False
+    with OfflineDir(args.wandb_dir) as odir:
+        todo = list(records)
+        try:
+            while todo:
+                for record in todo:
+                    push_run(store, store.run(record.run_id), args, odir, results[record.run_id])
+                todo = [r for r in todo if args.follow and results[r.run_id]["ok"]
+                        and not results[r.run_id]["complete"]]
+                if todo:
+                    time.sleep(FOLLOW_POLL_SECS)
+        except KeyboardInterrupt:
+            if not args.follow:
+                raise
+            interrupted = True   # Ctrl-C ends --follow; every finished chunk is kept
+    summary = {"dry_run": False, "mode": args.mode, "runs": list(results.values()),
+               "interrupted": interrupted}
+    if args.mode == "offline":
+        summary["wandb_dir"] = os.path.abspath(args.wandb_dir)
+        summary["sync_command"] = sync_command(args.wandb_dir)
+    _print(args, summary)
+    return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAILED
+
+
+def select_runs(store, run_ids):
+    if run_ids:
+        return [store.run(r) for r in dict.fromkeys(run_ids)]   # unknown id: RunNotFoundError
+    records = store.runs()
+    if not records:
+        raise BlackboxError(f"store {store.root} holds no runs: nothing to replay (runs are "
+                            f"recorded with recorder.init(store=...))")
+    return records
+
+
+def sync_command(wandb_dir):
+    return f"wandb sync {os.path.join(wandb_dir, 'offline-run-*')}"
+
+
+def require_credentials():
+    """Online mode needs a W&B API key; say so before anything is written."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    import wandb
+    base_url = wandb.Settings().base_url
+    try:
+        from wandb.sdk.lib.wbauth import wbnetrc
+        if wbnetrc.read_netrc_auth(host=base_url):
+            return
+    except ImportError:
+        import netrc
+        from urllib.parse import urlsplit
+        try:
+            if netrc.netrc().authenticators(urlsplit(base_url).netloc):
+                return
+        except (OSError, netrc.NetrcParseError):
+            pass
+    except Exception as e:
+        raise BlackboxError(f"W&B credentials for {base_url} cannot be read: {e}") from e
+    raise BlackboxError(
+        f"--mode online needs W&B credentials for {base_url}, and none were found (no "
+        f"WANDB_API_KEY, no entry in ~/.netrc): run `wandb login`, or replay with "
+        f"--mode offline and upload later with `wandb sync`")
+
+
+# -- one run --------------------------------------------------------------------------------
+
+def new_result(store, record, args):
+    step, _ = store.get_cursor(record.run_id, destination(args, record))
+    return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
+            "project": project_of(args, record), "entity": args.entity,
+            "destination": destination(args, record), "cursor_before": step,
+            "cursor_after": step, "pushed_steps": 0, "first_step": None, "last_step": None,
+            "chunks": [], "ok": True, "complete": False, "state": run_state(record),
+            "error": None}
+
+
+def push_run(store, record, args, odir, result):
+    """Pushes what is new for one run (one chunk), updating `result`."""
+    dest = destination(args, record)
+    step, state = _reconcile(store, record.run_id, dest, odir)
+    now = time.time()
+    status = run_state(record, now)
+    limit = settled_step(store, record, now)
+    lo = None if step is None else step + 1
+    hi = None if limit is None else limit + 1
+    rows = load_rows(store, record.run_id, lo, hi) if hi is None or lo is None or hi > lo else None
+    result.update(state=status, cursor_after=step)
+    new_status = status != "running" and state.get("status") != status
+    if (rows is None or not len(rows)) and not (new_status and state.get("chunks")):
+        result["complete"] = status != "running"
+        return
+    try:
+        chunk = push_chunk(store, record, args, odir, dest, step, state, rows, status)
+    except ChunkFailed as e:
+        result.update(ok=False, error=str(e))
+        print(f"error: run {record.run_id}: {e}", file=sys.stderr)
+        return
+    n = chunk["steps"]
+    result["pushed_steps"] += n
+    if n:
+        result["first_step"] = chunk["lo"] if result["first_step"] is None else result["first_step"]
+        result["last_step"] = chunk["hi"]
+    result["cursor_after"] = chunk["hi"]
+    result["chunks"].append(chunk.get("dir") or chunk["chunk"])
+    result["complete"] = status != "running"
+    if not args.json:
+        where = chunk.get("dir") or f"{args.entity + '/' if args.entity else ''}{result['project']}"
+        span = f"steps {chunk['lo']}..{chunk['hi']}" if n else "no new steps"
+        print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}) -> {where}")
+
+
+def _reconcile(store, run_id, dest, odir):
+    """Settles a chunk that a killed replay left pending: published -> cursor moves to it;
+    not published -> forgotten (its staging dir is already gone)."""
+    step, state = store.get_cursor(run_id, dest)
+    pending = state.pop("pending", None)
+    if pending is None:
+        return step, state
+    if pending.get("dir") and odir.published(pending["dir"], pending["chunk"]):
+        step, state = _committed(step, state, pending)
+    store.set_cursor(run_id, dest, step, state)
+    return step, state
+
+
+def _committed(step, state, chunk):
+    state = dict(state)
+    state["status"] = chunk["status"]
+    state["chunks"] = state.get("chunks", []) + [chunk.get("dir") or chunk["chunk"]]
+    return chunk["hi"], state
+
+
+def push_chunk(store, record, args, odir, dest, step, state, rows, status):
+    import wandb
+    from .wandb_media import MediaFactory
+    n = len(rows) if rows is not None else 0
+    chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
+             "steps": n, "lo": rows.steps[0] if n else None,
+             "hi": rows.steps[-1] if n else step, "store": store.root}
+    staging = odir.new_staging(record.run_id)
+    run = None
+    try:
+        run = wandb.init(
+            id=wandb_run_id(record.run_id), resume="allow", project=project_of(args, record),
+            entity=args.entity, name=record.name or record.run_id, notes=record.notes,
+            group=record.group, tags=list(record.tags) or None, config=record.config,
+            mode=args.mode, dir=staging, settings=_settings(wandb))
+        sync_dir = run.settings.sync_dir
+        if args.mode == "offline":
+            chunk["dir"] = odir.final_name(sync_dir, run.id)
+            # named before it can exist: a kill after the rename is settled by _reconcile
+            store.set_cursor(record.run_id, dest, step, dict(state, pending=chunk))
+        _kill_point("init")
+        _log_rows(run, rows, MediaFactory(os.path.join(staging, "scratch")), record, args)
+        run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
+        exit_code = {"finished": 0, "running": 0, "died": 1}.get(status, record.exit_code or 1)
+        run.finish(exit_code=exit_code)
+        run = None
+        _kill_point("finish")
+        if args.mode == "offline":
+            odir.publish(sync_dir, chunk["dir"], chunk)
+            _kill_point("publish")
+        step, state = _committed(step, state, chunk)
+        store.set_cursor(record.run_id, dest, step, state)
+    except (KeyboardInterrupt, BlackboxError):
+        _abandon(run, store, record.run_id, dest, step, state)
+        raise
+    except Exception as e:
+        _abandon(run, store, record.run_id, dest, step, state)
+        raise ChunkFailed(f"W&B did not take the chunk ({type(e).__name__}: {e}); the cursor "
+                          f"stays at {step}") from e
+    odir.discard(staging)
+    return chunk
+
+
+def _abandon(run, store, run_id, dest, step, state):
+    if run is not None:
+        try:
+            run.finish(exit_code=1, quiet=True)
+        except BaseException:
+            pass
+    try:
+        store.set_cursor(run_id, dest, step, state)   # drop the pending chunk
+    except BaseException:
+        pass   # the next replay settles it
+
+
+def _settings(wandb):
+    # the replaying machine's metrics, code, git and console are not the training run's
+    return wandb.Settings(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
+                          x_save_requirements=False, save_code=False, disable_git=True,
+                          console="off", silent=True)
+
+
+def _log_rows(run, rows, factory, record, args):
+    n = len(rows) if rows is not None else 0
+    if not n:
+        return
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n, desc=record.run_id, unit="step", file=sys.stderr, leave=False,
+                   disable=None, mininterval=0.5)
+    log, row, steps = run.log, rows.row, rows.steps
+    every = 256
+    try:
+        for i in range(n):
+            log(row(i, factory), step=steps[i])
+            if i == n // 2:
+                _kill_point("log")
+            if bar is not None and i % every == every - 1:
+                bar.update(every)
+    finally:
+        if bar is not None:
+            bar.update(n - bar.n)
+            bar.close()
+
+
+# -- dry run --------------------------------------------------------------------------------
+
+def dry_run(store, record, args):
+    dest = destination(args, record)
+    step, state = store.get_cursor(record.run_id, dest)
+    pending = state.get("pending")
+    status = run_state(record)
+    limit = settled_step(store, record)
+    lo = None if step is None else step + 1
+    rows = load_rows(store, record.run_id, lo, None if limit is None else limit + 1)
+    return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
+            "project": project_of(args, record), "entity": args.entity, "destination": dest,
+            "state": status, "cursor": step, "pending_chunk": pending,
+            "would_push_steps": len(rows),
+            "first_step": rows.steps[0] if len(rows) else None,
+            "last_step": rows.steps[-1] if len(rows) else None,
+            "held_back_after_step": limit, "rows": rows.counts, "tags": rows.tags,
+            "name": record.name, "config": record.config, "wandb_tags": record.tags}
+
+
+def _print(args, summary):
+    if args.json:
+        print_json(summary)
+        return
+    if summary["dry_run"]:
+        for r in summary["runs"]:
+            span = (f"steps {r['first_step']}..{r['last_step']}" if r["would_push_steps"]
+                    else "nothing new")
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["rows"]["media_by_kind"].items()))
+            print(f"run {r['run_id']} -> W&B {r['project']}/{r['wandb_id']} ({r['state']}): "
+                  f"would push {r['would_push_steps']} step(s), {span}; cursor {r['cursor']}")
+            print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
+                  f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
+                  f"tensors not pushed {r['rows']['tensors_not_pushed']}")
+            for table, tags in r["tags"].items():
+                if tags:
+                    print(f"  {table} tags: {', '.join(tags)}")
+        print("dry run: nothing was written")
+        return
+    for r in summary["runs"]:
+        if r["ok"] and not r["chunks"]:
+            print(f"run {r['run_id']}: up to date (cursor {r['cursor_after']})")
+    if summary["mode"] == "offline" and any(r["chunks"] for r in summary["runs"]):
+        print(f"upload to W&B with:  {summary['sync_command']}")

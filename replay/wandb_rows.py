@@ -1,0 +1,149 @@
+"""A run's stored rows grouped into one W&B history row per TF step (no TensorFlow).
+
+`load_rows` reads the four tables for a step range, converts the Arrow columns to Python once
+and groups them by step: scalars become plain floats at once; histograms and media stay as row
+indices and are turned into W&B objects only when their step is logged (`Rows.row`), so a
+replay holds no W&B object longer than one step. Other tensors (raw TensorProto bytes) need
+TensorFlow to decode and are counted, not pushed.
+
+`settled_step` says how far a run that is still recording can be pushed safely.
+"""
+
+import collections
+import dataclasses
+import time
+
+SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
+STALE_SECS = 600.0    # a running run with no heartbeat for this long is taken as dead
+_MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
+               "height", "sample_rate"]
+_HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
+              "min", "max"]
+
+
+def run_state(record, now=None):
+    """'finished', 'failed', 'running', or 'died' (running with no heartbeat for STALE_SECS)."""
+    if record.status != "running":
+        return record.status
+    beat = record.heartbeat_at or record.started_at or 0
+    return "died" if (now or time.time()) - beat > STALE_SECS else "running"
+
+
+def settled_step(store, record, now=None):
+    """The highest step whose rows are all registered, or None for no limit.
+
+    A finished, failed or dead run is complete. A live writer registers one segment per table
+    at each flush, and a flush holds whole steps; so every step up to the highest step of the
+    segments registered at least SETTLE_SECS ago is complete. -1 when none has settled."""
+    if run_state(record, now) != "running":
+        return None
+    cutoff = (now or time.time()) - SETTLE_SECS
+    steps = [g.max_step for g in store.segments(record.run_id)
+             if g.max_step is not None and g.created_at <= cutoff]
+    return max(steps, default=-1)
+
+
+@dataclasses.dataclass
+class Rows:
+    """History rows of one step range: `steps` ascending; `row(i, media)` builds row i."""
+    steps: list
+    wall_times: list
+    scalars: list          # per step: {key: float}
+    lazy: list             # per step: [(key, table, index list)] or None
+    hist: dict
+    media: dict
+    counts: dict           # rows per table, media per kind, tensors skipped
+    tags: dict             # table -> sorted tags
+
+    def __len__(self):
+        return len(self.steps)
+
+    def row(self, i, factory):
+        """The dict to log for step i: scalars, then histograms and media built on demand."""
+        out = dict(self.scalars[i])
+        out["_timestamp"] = self.wall_times[i]
+        for key, table, idx in self.lazy[i] or ():
+            out[key] = self._build(table, idx, factory)
+        return out
+
+    def _build(self, table, idx, factory):
+        if table == "histograms":
+            from .wandb_media import histogram
+            h = self.hist
+            j = idx[0]
+            return histogram(h["bucket_limits"][j], h["bucket_counts"][j], h["bucket_lefts"][j],
+                             h["min"][j], h["max"][j])
+        m = self.media
+        items = [factory.make(m["kind"][j], m["data"][j], m["content_type"][j], m["width"][j],
+                              m["height"][j], m["sample_rate"][j]) for j in idx]
+        return items[0] if len(items) == 1 else items
+
+
+def _columns(table, names):
+    return {n: table.column(n).to_pylist() for n in names}
+
+
+def load_rows(store, run_id, lo=None, hi=None):
+    """Rows of steps lo <= step < hi (either None: open), grouped by step."""
+    rng = (lo, hi)
+    sc = _columns(store.scalars(run_id, steps=rng, columns=["step", "wall_time", "tag", "value"]),
+                  ["step", "wall_time", "tag", "value"])
+    hi_t = _columns(store.histograms(run_id, steps=rng, columns=_HIST_COLS), _HIST_COLS)
+    me = _columns(store.media(run_id, steps=rng, columns=_MEDIA_COLS), _MEDIA_COLS)
+    n_tensors = store.tensors(run_id, steps=rng, columns=["step"]).num_rows
+
+    index = {}            # step -> position in the lists below
+    steps, walls, scalars, lazy = [], [], [], []
+
+    def slot(step, wall):
+        i = index.get(step)
+        if i is None:
+            i = index[step] = len(steps)
+            steps.append(step)
+            walls.append(wall)
+            scalars.append({})
+            lazy.append(None)
+        elif wall < walls[i]:
+            walls[i] = wall
+        return i
+
+    for step, wall, tag, value in zip(sc["step"], sc["wall_time"], sc["tag"], sc["value"]):
+        scalars[slot(step, wall)][tag] = value
+    taken = collections.defaultdict(set)   # step position -> keys used by lazy items
+
+    def add_lazy(i, tag, table, idx, kind):
+        key = tag
+        if tag in scalars[i] or tag in taken[i]:
+            key = f"{tag}/{kind}"
+        taken[i].add(key)
+        if lazy[i] is None:
+            lazy[i] = []
+        lazy[i].append((key, table, idx))
+
+    for j, (step, wall, tag) in enumerate(zip(hi_t["step"], hi_t["wall_time"], hi_t["tag"])):
+        add_lazy(slot(step, wall), tag, "histograms", [j], "histogram")
+    groups = {}           # (step, tag, kind) -> media row indices, in recorded order
+    for j, (step, wall, tag, kind) in enumerate(zip(me["step"], me["wall_time"], me["tag"],
+                                                    me["kind"])):
+        slot(step, wall)
+        groups.setdefault((step, tag, kind), []).append(j)
+    for (step, tag, kind), idx in groups.items():
+        i = index[step]
+        gif = any(me["content_type"][j] == "image/gif" for j in idx)
+        if len(idx) > 1 and (kind != "image" or gif):
+            idx = sorted(idx, key=lambda j: me["index"][j] or 0)
+            for j in idx:   # several clips/texts/GIFs of one tag: one key each
+                add_lazy(i, f"{tag}/{me['index'][j] or 0}", "media", [j], kind)
+        else:
+            add_lazy(i, tag, "media", sorted(idx, key=lambda j: me["index"][j] or 0), kind)
+
+    order = sorted(range(len(steps)), key=steps.__getitem__)
+    if order != list(range(len(steps))):
+        steps, walls = [steps[i] for i in order], [walls[i] for i in order]
+        scalars, lazy = [scalars[i] for i in order], [lazy[i] for i in order]
+    counts = {"scalars": len(sc["step"]), "histograms": len(hi_t["step"]),
+              "media": len(me["step"]), "tensors_not_pushed": n_tensors,
+              "media_by_kind": dict(collections.Counter(me["kind"]))}
+    tags = {"scalars": sorted(set(sc["tag"])), "histograms": sorted(set(hi_t["tag"])),
+            "media": sorted(set(me["tag"]))}
+    return Rows(steps, walls, scalars, lazy, hi_t, me, counts, tags)
