@@ -1,0 +1,246 @@
+"""The staging area and ingest thread behind DumpHook.
+
+TF's debug ops write to one fixed `file://` URL per training thread, on tmpfs (/dev/shm) when
+there is one, so the executor cache is reused run after run (a new URL per run, as
+DumpingDebugHook does, makes TF rebuild the executor and re-publish the partition graphs on
+every step). After each dumped session.run the hook renames the thread's staging dir aside
+(one rename: the files of that run are attributed to it, whatever runs next) and queues it
+here; this thread reads the files, deletes them, and hands rows to the run's writer. A
+partition graph is published only when TF builds an executor, so the ingest remembers which
+graph each (thread, watch config, fetches) executor ran and records each distinct graph once.
+"""
+
+import collections
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+
+from tfblackbox.schema import dump_layout as layout
+
+log = logging.getLogger("tfblackbox")
+
+STAGING_PREFIX = "tfblackbox-dumps-"
+
+
+def default_staging_root():
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else (
+        tempfile.gettempdir())
+    _remove_stale(base)
+    return os.path.join(base, f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove_stale(base):
+    """Staging dirs of processes that died (SIGKILL) would otherwise keep tmpfs memory."""
+    for path in glob.glob(os.path.join(base, STAGING_PREFIX + "*")):
+        try:
+            pid = int(os.path.basename(path)[len(STAGING_PREFIX):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, OSError):
+            pass
+
+
+class Batch:
+    """What the hook knows about one dumped session.run; the files come from its staging dir."""
+
+    def __init__(self, step, wall_time, run_key, session_run, fetches_repr, feed_keys_repr,
+                 executor_key, status="ok"):
+        self.step, self.wall_time = step, wall_time
+        self.run_key, self.session_run = run_key, session_run
+        self.fetches_repr, self.feed_keys_repr = fetches_repr, feed_keys_repr
+        self.executor_key, self.status = executor_key, status
+        self.path = None
+
+
+class DumpCapture:
+    def __init__(self, run, staging_root=None, max_pending=16):
+        self.run = run
+        self.root = staging_root or default_staging_root()
+        os.makedirs(self.root, exist_ok=True)
+        self.max_pending = max_pending
+        self.bytes_recorded = 0        # uncompressed bytes handed to the writer (the budget)
+        self.largest_run = 0           # bytes of the largest dumped session.run so far
+        self.runs_recorded = 0
+        self.runs_dropped = 0          # refused by a full writer queue
+        self.tensors_recorded = 0
+        self._queue = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closed = False
+        self._seq = 0
+        self._graphs_seen = set()      # (device, hash) already recorded
+        self._executor_graphs = {}     # executor key -> {device: GraphFile}
+        self._device_names = {}        # device dir -> real device name
+        self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- training thread -------------------------------------------------------------------
+
+    def slot_dir(self, slot):
+        return os.path.join(self.root, f"t{slot}", "cur")
+
+    def url(self, slot):
+        return "file://" + self.slot_dir(slot)
+
+    def pending(self):
+        with self._cond:
+            return len(self._queue) + self._busy
+
+    def seal(self, slot, batch):
+        """Moves the thread's staging dir aside and queues it with its metadata."""
+        cur = self.slot_dir(slot)
+        with self._cond:
+            self._seq += 1
+            batch.path = os.path.join(self.root, f"t{slot}", f"b{self._seq:08d}")
+        try:
+            os.rename(cur, batch.path)
+        except FileNotFoundError:
+            os.makedirs(batch.path)     # nothing dumped (e.g. everything filtered out)
+        with self._cond:
+            self._queue.append(batch)
+            self._cond.notify_all()
+
+    def close(self, timeout=120.0):
+        """Ingests everything queued, stops the thread and removes the staging area."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("tfblackbox: DumpHook: ingest did not finish in %.0fs; %d dumped run(s) "
+                      "not recorded", timeout, self.pending())
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- ingest thread ---------------------------------------------------------------------
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait(1.0)
+                if not self._queue:
+                    return
+                batch = self._queue.popleft()
+                self._busy = 1
+            try:
+                self._ingest(batch)
+            except Exception as e:   # never take the training down
+                log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s",
+                          batch.step, e)
+            finally:
+                shutil.rmtree(batch.path, ignore_errors=True)
+                with self._cond:
+                    self._busy = 0
+                    self._cond.notify_all()
+
+    def _ingest(self, batch):
+        d = layout.read_dump_dir(batch.path, remove=True)
+        for path in d.unknown:
+            log.warning("tfblackbox: DumpHook: unexpected file %s in the staging area; skipped",
+                        path)
+        new_graphs = []
+        ekey = (batch.executor_key, executor_signature(d.core_metadata))
+        fresh = {}
+        for g in d.graphs:
+            wall, graph_def = layout.graph_event_parts(g.data)
+            fresh[g.device_dir] = (g, wall, graph_def)
+        if fresh:
+            names = layout.real_device_names([g.device_dir for g, _w, _d in fresh.values()],
+                                             [gd for _g, _w, gd in fresh.values()])
+            self._device_names.update(names)
+            self._executor_graphs[ekey] = dict(fresh)
+        graphs = self._executor_graphs.get(ekey, {})
+        for dev_dir, (g, wall, graph_def) in graphs.items():
+            key = (dev_dir, g.graph_hash)
+            if key not in self._graphs_seen:
+                new_graphs.append((self._device(dev_dir), g, wall, graph_def))
+        tensor_cols = self._tensor_columns(batch, d.tensors)
+        step = batch.step
+        meta = d.core_metadata
+        if meta:
+            meta = layout.with_global_step(meta, step)
+        devices = sorted({self._device(t.device_dir) for t in d.tensors} |
+                         {self._device(x) for x in graphs})
+        gdevs = sorted(graphs)
+        run_row = dict(
+            step=step, wall_time=batch.wall_time, tag=batch.run_key, run_key=batch.run_key,
+            session_run=batch.session_run, status=batch.status, source="DumpHook",
+            core_metadata_name=d.core_metadata_name, core_metadata=meta,
+            fetches_info=layout.log_message_event(batch.fetches_repr),
+            feed_keys_info=layout.log_message_event(batch.feed_keys_repr),
+            devices=devices, graph_devices=[self._device(x) for x in gdevs],
+            graph_hashes=[graphs[x][0].graph_hash for x in gdevs],
+            graph_timestamps=[graphs[x][0].timestamp for x in gdevs],
+            graph_wall_times=[graphs[x][1] for x in gdevs], graph_events=None,
+            tensor_count=len(d.tensors), tensor_bytes=sum(len(t.data) for t in d.tensors))
+        nbytes = run_row["tensor_bytes"] + sum(len(gd) for _d, _g, _w, gd in new_graphs) + len(
+            meta or b"")
+
+        def job(buffers):
+            for device, g, wall, graph_def in new_graphs:
+                buffers.add("debug_graphs", step=step, wall_time=g.timestamp / 1e6, tag=device,
+                            device=device, graph_hash=g.graph_hash, timestamp=g.timestamp,
+                            event_wall_time=wall, graph_def=graph_def)
+            if tensor_cols["step"]:
+                buffers.add_many("debug_tensors", len(tensor_cols["step"]), **tensor_cols)
+            buffers.add("debug_runs", **run_row)
+
+        if self.run.submit(job, nbytes):
+            for device, g, _w, _gd in new_graphs:
+                self._graphs_seen.add((g.device_dir, g.graph_hash))
+            self.bytes_recorded += nbytes
+            self.largest_run = max(self.largest_run, nbytes)
+            self.runs_recorded += 1
+            self.tensors_recorded += len(d.tensors)
+        else:
+            self.runs_dropped += 1
+
+    def _device(self, dev_dir):
+        name = self._device_names.get(dev_dir)
+        if name is None:
+            name = self._device_names[dev_dir] = layout.device_name_from_dir(dev_dir)
+        return name
+
+    def _tensor_columns(self, batch, tensors):
+        cols = {k: [] for k in ("step", "wall_time", "tag", "run_key", "device", "node_name",
+                                "output_slot", "debug_op", "timestamp", "ext_timestamp",
+                                "dtype", "shape", "event")}
+        for t in tensors:
+            dtype, shape = layout.tensor_info(t.data)
+            cols["step"].append(batch.step)
+            cols["wall_time"].append(t.timestamp / 1e6)
+            cols["tag"].append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
+            cols["run_key"].append(batch.run_key)
+            cols["device"].append(self._device(t.device_dir))
+            cols["node_name"].append(t.node_name)
+            cols["output_slot"].append(t.output_slot)
+            cols["debug_op"].append(t.debug_op)
+            cols["timestamp"].append(t.timestamp)
+            cols["ext_timestamp"].append(None if t.ext_timestamp == str(t.timestamp)
+                                         else t.ext_timestamp)
+            cols["dtype"].append(dtype)
+            cols["shape"].append(shape)
+            cols["event"].append(t.data)
+        return cols
+
+
+def executor_signature(core_metadata):
+    """The part of the core metadata that (with the watch config and the URL) picks TF's
+    executor: feeds, fetches and targets."""
+    if not core_metadata:
+        return None
+    try:
+        msg = json.loads(layout.log_message(core_metadata) or "{}")
+        return (tuple(sorted(msg.get("input_names", ()))),
+                tuple(sorted(msg.get("output_names", ()))),
+                tuple(sorted(msg.get("target_nodes", ()))))
+    except ValueError:
+        return None
+

@@ -1,0 +1,260 @@
+"""DumpHook: tfdbg's DumpingDebugHook, recorded into the store on chosen steps only.
+
+    hook = recorder.DumpHook(watch_fn=None, every_n_steps=100, steps=[(0, 5)], max_bytes=1 << 30)
+
+Watch semantics are DumpingDebugHook's: `watch_fn(fetches, feeds)` returns a tfdbg
+`WatchOptions` (debug ops, default ["DebugIdentity"]; node-name / op-type / dtype allowlist
+regexes, re.match, combined with AND; tolerate_debug_op_creation_failures); without one, every
+tensor is watched. `thread_name_filter` (re.match on the thread name) limits dumping to some
+threads. A step is dumped when `step % every_n_steps == 0` and, if `steps` is given, the step is
+in one of its ranges (ints, (lo, hi) pairs with hi exclusive, `range`s or "lo:hi" strings).
+
+How: see dump_capture.py. TF writes each dumped run to a fixed per-thread staging URL on tmpfs;
+the hook moves that dir aside after the run (one rename on the training thread) and a background
+thread turns it into rows. The global step is fetched with the run and written into TF's core
+metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
+global-step read op, so that op appears in the dumps too.
+
+Disk budget: `max_bytes` bounds the uncompressed bytes of recorded dumps (tensor Events, new
+partition graphs, core metadata), which is an upper bound of their size in the store. Before a
+step is dumped, the hook checks that the bytes recorded so far plus the largest dumped step so
+far (for each one still being ingested too) stay within the budget; when they would not, it
+stops dumping for the rest of the run, logs one warning saying so, and sets
+`hook.budget_exhausted`; training goes on. Dumping is also skipped (counted in
+`hook.skipped_busy`) while more than `max_pending` dumped runs wait for ingestion.
+"""
+
+import itertools
+import logging
+import re
+import threading
+import time
+
+import tensorflow as tf
+
+from tfblackbox.schema import dump_layout as layout
+
+from . import run as run_mod
+from .dump_capture import Batch, DumpCapture
+
+log = logging.getLogger("tfblackbox")
+
+_SESSION_RUNS = itertools.count()   # process-wide: run dir names never repeat in an attempt
+
+
+def _parse_steps(steps):
+    if steps is None:
+        return None
+    if isinstance(steps, (int, str, range)) or (
+            isinstance(steps, tuple) and len(steps) == 2 and all(
+                s is None or isinstance(s, int) for s in steps)):
+        steps = [steps]
+    ranges = []
+    for item in steps:
+        if isinstance(item, bool):
+            raise ValueError(f"steps: {item!r} is not a step")
+        if isinstance(item, int):
+            ranges.append((item, item + 1))
+        elif isinstance(item, range):
+            if item.step != 1:
+                raise ValueError(f"steps: {item!r}: only ranges with step 1")
+            ranges.append((item.start, item.stop))
+        elif isinstance(item, str) and ":" in item:
+            lo, hi = item.split(":", 1)
+            ranges.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            ranges.append((item[0], item[1]))
+        else:
+            raise ValueError(f"steps: {item!r}; expected an int, (lo, hi), range or 'lo:hi'")
+    return ranges
+
+
+class DumpHook(tf.compat.v1.train.SessionRunHook):
+    def __init__(self, store=None, watch_fn=None, thread_name_filter=None, *, every_n_steps=1,
+                 steps=None, max_bytes=None, staging_dir=None, max_pending=16):
+        if int(every_n_steps) < 1:
+            raise ValueError(f"every_n_steps={every_n_steps!r}; expected a positive integer")
+        if watch_fn is not None and not callable(watch_fn):
+            raise TypeError("watch_fn is not callable")
+        if max_bytes is not None and int(max_bytes) < 0:
+            raise ValueError(f"max_bytes={max_bytes!r}; expected a number of bytes >= 0")
+        self._store = store
+        self._watch_fn = watch_fn
+        self._thread_filter = re.compile(thread_name_filter) if thread_name_filter else None
+        self._every_n = int(every_n_steps)
+        self._ranges = _parse_steps(steps)
+        self._max_bytes = None if max_bytes is None else int(max_bytes)
+        self._staging_dir = staging_dir
+        self._max_pending = max_pending
+        self._run = None
+        self._capture = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.budget_exhausted = False
+        self.dumped_steps = 0
+        self.skipped_busy = 0
+
+    # -- which steps ---------------------------------------------------------------------------
+
+    def wants(self, step):
+        if step is None or step % self._every_n:
+            return False
+        if self._ranges is None:
+            return True
+        return any((lo is None or step >= lo) and (hi is None or step < hi)
+                   for lo, hi in self._ranges)
+
+    # -- hook ----------------------------------------------------------------------------------
+
+    def begin(self):
+        self._run = self._resolve_run()
+        from tensorflow.python.training import training_util
+        if tf.compat.v1.train.get_global_step() is not None:
+            self._step_tensor = training_util._get_or_create_global_step_read()
+        else:
+            self._step_tensor = None   # no global step: count session.run calls
+        self._next_step = 0 if self._step_tensor is None else None
+        self._graph = tf.compat.v1.get_default_graph()
+        self._options_cache = {}
+        if self._capture is None:
+            self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending)
+
+    def _resolve_run(self):
+        store = self._store
+        if store is None:
+            return run_mod.get_or_start_run()
+        if isinstance(store, run_mod.Run):
+            return store
+        import os
+        active = run_mod.active_run()
+        if active is not None and os.path.abspath(os.fspath(store)) == active.store.root:
+            return active
+        return run_mod.init(store=os.fspath(store))
+
+    def after_create_session(self, session, coord):
+        if self._step_tensor is None:
+            return
+        try:
+            self._next_step = int(session.run(self._step_tensor))
+            self._run.note_start_step(self._next_step)
+        except Exception as e:   # never take the training down
+            log.error("tfblackbox: DumpHook could not read the global step: %s", e)
+
+    def before_run(self, run_context):
+        fetches = {"step": self._step_tensor} if self._step_tensor is not None else {}
+        try:
+            options = self._prepare(run_context)
+        except Exception as e:   # never take the training down
+            log.error("tfblackbox: DumpHook could not prepare a dump (step not dumped): %s", e)
+            self._local.batch, options = None, None
+        return tf.compat.v1.train.SessionRunArgs(fetches, options=options)
+
+    def after_run(self, run_context, run_values):
+        batch, self._local.batch = getattr(self._local, "batch", None), None
+        try:
+            self._advance(run_values.results)
+            if batch is not None:
+                self._capture.seal(self._slot(), batch)
+        except Exception as e:   # never take the training down
+            log.error("tfblackbox: DumpHook could not record a dumped step: %s", e)
+
+    def end(self, session):
+        self._seal_leftover()
+        if self._capture is not None:
+            capture, self._capture = self._capture, None
+            capture.close()
+            if capture.runs_dropped:
+                log.warning("tfblackbox: DumpHook: %d dumped step(s) were dropped because the "
+                            "writer queue was full", capture.runs_dropped)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _slot(self):
+        return threading.get_ident()
+
+    def _seal_leftover(self):
+        """A run that raised never reached after_run: its partial dumps are recorded as such."""
+        batch, self._local.batch = getattr(self._local, "batch", None), None
+        if batch is not None and self._capture is not None:
+            batch.status = "error"
+            self._capture.seal(self._slot(), batch)
+
+    def _prepare(self, run_context):
+        self._seal_leftover()
+        step = self._next_step
+        if not self.wants(step) or self.budget_exhausted:
+            return None
+        if self._thread_filter and not self._thread_filter.match(
+                threading.current_thread().name or ""):
+            return None
+        cap = self._capture
+        pending = cap.pending()
+        if pending >= self._max_pending:
+            self.skipped_busy += 1
+            if self.skipped_busy == 1 or self.skipped_busy % 100 == 0:
+                log.warning("tfblackbox: DumpHook: %d dumped steps wait for ingestion; step %s "
+                            "not dumped (%d skipped so far)", pending, step, self.skipped_busy)
+            return None
+        if self._max_bytes is not None and (
+                cap.bytes_recorded + (pending + 1) * cap.largest_run > self._max_bytes):
+            self.budget_exhausted = True
+            log.warning("tfblackbox: DumpHook: disk budget max_bytes=%d reached (%d bytes of "
+                        "dumps recorded in %d steps); no more dumps are recorded in this run. "
+                        "Training goes on.", self._max_bytes, cap.bytes_recorded,
+                        self.dumped_steps)
+            return None
+        args = run_context.original_args
+        if self._watch_fn is None:
+            watch = _watch_options()
+        else:
+            watch = self._watch_fn(args.fetches, args.feed_dict)
+            if isinstance(watch, tuple):
+                watch = _watch_options(*watch)
+        slot = self._slot()
+        key, debug_options = self._debug_options(watch, cap.url(slot))
+        from tensorflow.core.protobuf import config_pb2
+        options = config_pb2.RunOptions()
+        options.debug_options.CopyFrom(debug_options)
+        options.debug_options.global_step = step
+        options.debug_options.reset_disk_byte_usage = True   # staging is emptied every run
+        micros = int(time.time() * 1e6)
+        n = next(_SESSION_RUNS)
+        feed = args.feed_dict
+        self._local.batch = Batch(step, micros / 1e6, layout.run_dir_name(micros, n), n,
+                                  repr(args.fetches), repr(feed.keys()) if feed else repr(feed),
+                                  (slot, key))
+        self.dumped_steps += 1
+        return options
+
+    def _debug_options(self, watch, url):
+        key = (repr(watch), url, self._graph.version)
+        cached = self._options_cache.get(key)
+        if cached is None:
+            from tensorflow.core.protobuf import config_pb2
+            from tensorflow.python.debug.lib import debug_utils
+            scratch = config_pb2.RunOptions()
+            debug_utils.watch_graph(
+                scratch, self._graph, debug_urls=[url], debug_ops=watch.debug_ops,
+                node_name_regex_allowlist=watch.node_name_regex_allowlist,
+                op_type_regex_allowlist=watch.op_type_regex_allowlist,
+                tensor_dtype_regex_allowlist=watch.tensor_dtype_regex_allowlist,
+                tolerate_debug_op_creation_failures=watch.tolerate_debug_op_creation_failures)
+            cached = self._options_cache[key] = (len(self._options_cache),
+                                                 scratch.debug_options)
+        return cached
+
+    def _advance(self, results):
+        step = self._next_step
+        if self._step_tensor is None:
+            self._next_step = step + 1
+            return
+        seen = int(results["step"])
+        if step is None or seen not in (step, step + 1):
+            self._next_step = seen    # out of step with our count: follow the graph
+        else:
+            self._next_step = step + 1
+
+
+def _watch_options(*args, **kwargs):
+    from tensorflow.python.debug.wrappers.framework import WatchOptions
+    return WatchOptions(*args, **kwargs)

@@ -1,0 +1,186 @@
+"""`replay --to debug-dump`: rebuild tfdbg DebugDumpDir layouts from the store (no TensorFlow).
+
+    replay --store DIR --to debug-dump --out OUT [--run ID] [--steps A:B] [--node REGEX] [--force]
+
+One `run_<micros>_<n>/` per recorded session.run, with the files TF wrote, byte for byte: the
+core metadata, fetches and feed-keys Events, per device the partition graph that run executed
+and one file per dumped tensor, named with its recorded timestamp (DebugDumpDir checks their
+causal order). With one run the dirs go straight into OUT, with several into OUT/<run_id>/.
+Each dir is built under a hidden temporary name and renamed into place. Names are data: a
+node, device or file name that would leave OUT (empty, '.', '..' parts, absolute, NUL) is
+refused and reported, never written.
+"""
+
+import collections
+import os
+import re
+import shutil
+import sys
+
+from tfblackbox.schema import BlackboxError, Store
+from tfblackbox.schema import dump_layout as layout
+
+from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
+                  "timestamp", "ext_timestamp", "event"]
+
+
+def parse_steps(text):
+    if not text:
+        return None
+    m = re.match(r"^\s*(-?\d*)\s*:\s*(-?\d*)\s*$", text)
+    if not m:
+        raise BlackboxError(f"--steps {text!r}: expected A:B (A <= step < B; either may be empty)")
+    lo, hi = (int(x) if x else None for x in m.groups())
+    return lo, hi
+
+
+def main(args):
+    if not args.out:
+        print("error: --to debug-dump needs --out DIR", file=sys.stderr)
+        return EXIT_USAGE
+    steps = parse_steps(args.steps)
+    try:
+        node_re = re.compile(args.node) if args.node else None
+    except re.error as e:
+        raise BlackboxError(f"--node {args.node!r} is not a valid regular expression: {e}") from e
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BlackboxError(f"--out {out} exists and is not a directory")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        raise BlackboxError(f"--out {out} is not empty; pass --force to write into it")
+    store = Store.open(args.store)
+    run_ids = list(args.runs) if args.runs else [
+        r.run_id for r in store.runs() if store.segments(r.run_id, "debug_runs")]
+    for run_id in run_ids:
+        store.run(run_id)   # a clear error for an unknown run
+        if not RUN_ID_RE.match(run_id) or ".." in run_id:
+            raise BlackboxError(f"run id {run_id!r} cannot be used as a directory name")
+    os.makedirs(out, exist_ok=True)
+    report = {"out": out, "runs": []}
+    for run_id in run_ids:
+        target = out if len(run_ids) == 1 else os.path.join(out, run_id)
+        report["runs"].append(rebuild_run(store, run_id, target, steps, node_re))
+    rejected = sum(len(r["rejected"]) for r in report["runs"])
+    if args.json:
+        print_json(report)
+    else:
+        for r in report["runs"]:
+            print(f"run {r['run_id']}: {len(r['dirs'])} session.run dir(s), {r['tensors']} "
+                  f"tensor(s) into {r['target']}")
+            for what in r["rejected"]:
+                print(f"  refused: {what}", file=sys.stderr)
+        if not any(r["dirs"] for r in report["runs"]):
+            print("no recorded debug dumps matched", file=sys.stderr)
+    return EXIT_FAILED if rejected else EXIT_OK
+
+
+def rebuild_run(store, run_id, target, steps=None, node_re=None):
+    """Writes the session.run dirs of one run into `target`; returns what it did."""
+    report = {"run_id": run_id, "target": target, "dirs": [], "tensors": 0, "rejected": [],
+              "warnings": []}
+    runs = store.read(run_id, "debug_runs", steps=steps).to_pylist()
+    if not runs:
+        return report
+    graphs = {}
+    for g in store.read(run_id, "debug_graphs", latest_only=False).to_pylist():
+        graphs.setdefault((g["device"], g["graph_hash"]), g)
+    table = store.read(run_id, "debug_tensors", steps=steps, columns=TENSOR_COLUMNS)
+    by_run = collections.defaultdict(list)
+    for t in table.to_pylist():
+        by_run[(t["attempt"], t["run_key"])].append(t)
+    os.makedirs(target, exist_ok=True)
+    for row in runs:
+        name = row["run_key"]
+        if not layout.RUN_DIR_RE.match(name or ""):
+            report["rejected"].append(f"run dir name {name!r}")
+            continue
+        tensors = by_run.get((row["attempt"], name), ())
+        written = _build(target, name, row, graphs, tensors, node_re, report)
+        report["tensors"] += written
+        report["dirs"].append(name)
+    return report
+
+
+def _build(target, name, row, graphs, tensors, node_re, report):
+    tmp = os.path.join(target, f".{name}.incomplete-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        meta_name = row["core_metadata_name"]
+        if row["core_metadata"] is not None:
+            if meta_name and layout.CORE_METADATA_RE.match(meta_name):
+                _write(tmp, meta_name, row["core_metadata"])
+            else:
+                report["rejected"].append(f"{name}: core metadata file name {meta_name!r}")
+        if row["fetches_info"] is not None:
+            _write(tmp, layout.FETCHES_INFO, row["fetches_info"])
+        if row["feed_keys_info"] is not None:
+            _write(tmp, layout.FEED_KEYS_INFO, row["feed_keys_info"])
+        dev_dirs = {}
+        for i, device in enumerate(row["graph_devices"] or ()):
+            try:
+                dev_dir = dev_dirs[device] = layout.device_dir(device)
+            except layout.DumpLayoutError as e:
+                report["rejected"].append(f"{name}: {e}")
+                continue
+            ghash, ts = row["graph_hashes"][i], row["graph_timestamps"][i]
+            raw = (row["graph_events"] or [None] * (i + 1))[i]
+            if raw is None:
+                g = graphs.get((device, ghash))
+                if g is None:
+                    report["warnings"].append(f"{name}: partition graph {ghash} of {device} is "
+                                              f"not in the store")
+                    continue
+                raw = layout.graph_event(row["graph_wall_times"][i], g["graph_def"])
+            if not str(ghash).isdigit():
+                report["rejected"].append(f"{name}: graph hash {ghash!r}")
+                continue
+            _write(tmp, f"{dev_dir}/{layout.GRAPH_PREFIX}hash{ghash}_{int(ts)}", raw)
+        for device in row["devices"] or ():   # a device dir may hold nothing (all filtered)
+            try:
+                os.makedirs(os.path.join(tmp, dev_dirs.get(device) or layout.device_dir(device)),
+                            exist_ok=True)
+            except layout.DumpLayoutError as e:
+                report["rejected"].append(f"{name}: {e}")
+        written = 0
+        for t in tensors:
+            if node_re is not None and not node_re.search(t["node_name"]):
+                continue
+            try:
+                dev_dir = dev_dirs.get(t["device"]) or layout.device_dir(t["device"])
+                ext = t["ext_timestamp"] or str(t["timestamp"])
+                rel = layout.dump_file_rel_path(t["node_name"], t["output_slot"], t["debug_op"],
+                                                ext)
+            except layout.DumpLayoutError as e:
+                report["rejected"].append(f"{name}: {e}")
+                continue
+            _write(tmp, f"{dev_dir}/{rel}", t["event"])
+            written += 1
+        _put_in_place(tmp, os.path.join(target, name))
+        return written
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write(root, rel, data):
+    path = os.path.join(root, *rel.split("/"))
+    if not layout.inside(root, path) or path == root:
+        raise BlackboxError(f"refusing to write {rel!r}: it resolves outside {root}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "xb") as f:   # never overwrite: two rows for one file is damage
+        f.write(data)
+
+
+def _put_in_place(tmp, final):
+    """Renames the finished dir into place; an older one is moved aside first, then removed."""
+    if os.path.lexists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)

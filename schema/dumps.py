@@ -1,0 +1,64 @@
+"""The Parquet tables of tfdbg debug dumps (DumpHook, import-dumps; read by replay --to debug-dump).
+
+One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys
+Events as TF wrote them, and which partition graph each device ran), plus one `debug_tensors`
+row per dumped tensor (the whole dump-file Event as TF produced it, with node, slot, debug op,
+device, timestamp, dtype and shape as columns), plus `debug_graphs` rows: each distinct partition
+graph once per device (by the hash tfdbg puts in its file name), not once per step.
+
+The common leading columns: `step` is the TF global step at which the session.run began,
+`wall_time` the time (seconds) of the row's event, `tag` the watch key / run dir / device.
+Rows of one session.run are joined on (attempt, run_key); `run_key` is the tfdbg run dir name
+`run_<micros>_<n>`.
+"""
+
+import pyarrow as pa
+
+from .tables import _KEY, register_table
+
+DEBUG_RUNS = pa.schema(_KEY + [                          # tag: the run dir name
+    pa.field("run_key", pa.string(), nullable=False),    # run_<micros>_<n>
+    pa.field("session_run", pa.int64()),                 # n, as in the run dir name
+    pa.field("status", pa.string()),                     # ok | error (the run raised) | partial
+    pa.field("source", pa.string()),                     # DumpHook | import
+    pa.field("core_metadata_name", pa.string()),         # _tfdbg_core_metadata_sessionrun..._<us>
+    pa.field("core_metadata", pa.binary()),              # the Event bytes as TF wrote them
+    pa.field("fetches_info", pa.binary()),               # Event bytes (log_message = repr)
+    pa.field("feed_keys_info", pa.binary()),
+    pa.field("devices", pa.list_(pa.string())),          # devices that dumped or ran a graph
+    pa.field("graph_devices", pa.list_(pa.string())),    # parallel lists: which graph per device
+    pa.field("graph_hashes", pa.list_(pa.string())),
+    pa.field("graph_timestamps", pa.list_(pa.int64())),  # micros in the graph file name
+    pa.field("graph_wall_times", pa.list_(pa.float64())),  # Event.wall_time of the graph file
+    pa.field("graph_events", pa.list_(pa.binary())),     # raw graph Events, only when they do
+                                                         # not rebuild byte-exactly (else null)
+    pa.field("tensor_count", pa.int64()),
+    pa.field("tensor_bytes", pa.int64()),
+])
+
+DEBUG_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_op
+    pa.field("run_key", pa.string(), nullable=False),
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("node_name", pa.string(), nullable=False),
+    pa.field("output_slot", pa.int32()),
+    pa.field("debug_op", pa.string()),
+    pa.field("timestamp", pa.int64()),                   # micros, from the dump file name
+    pa.field("ext_timestamp", pa.string()),              # "<micros>-<k>" when TF de-duplicated
+    pa.field("dtype", pa.string()),
+    pa.field("shape", pa.list_(pa.int64())),
+    pa.field("event", pa.binary()),                      # the dump file: one serialized Event
+])
+
+DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("graph_hash", pa.string(), nullable=False),
+    pa.field("timestamp", pa.int64()),                   # micros in the file name
+    pa.field("event_wall_time", pa.float64()),           # Event.wall_time
+    pa.field("graph_def", pa.binary()),                  # serialized GraphDef (Event.graph_def)
+])
+
+register_table("debug_runs", DEBUG_RUNS)
+register_table("debug_tensors", DEBUG_TENSORS)
+register_table("debug_graphs", DEBUG_GRAPHS)
+
+__all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS"]

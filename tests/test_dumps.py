@@ -1,0 +1,333 @@
+"""DumpHook, `replay --to debug-dump` and `import-dumps`, judged by tfdbg's own DebugDumpDir.
+
+The differential: the same deterministic graph and feeds run once under tfdbg's DumpingDebugHook
+and once under DumpHook; every rebuilt session.run dir must load with validate=True and hold
+the same watch keys and tensor values as DumpingDebugHook's.
+"""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tfblackbox.replay.cli import main as cli
+
+N_STEPS = 4
+
+
+def build_graph(tf):
+    """Floats, float16, int64, bool, strings, scalars, a while loop, a cond, resource handles
+    and a ref variable initialised inside the run (dumped uninitialised on the first run)."""
+    step = tf.compat.v1.train.get_or_create_global_step()
+    x = tf.compat.v1.placeholder(tf.float32, [3], name="x")
+    w = tf.compat.v1.get_variable("w", initializer=tf.constant([3.0, -2.0, 0.5]))
+    half = tf.cast(x * w, tf.float16, name="half")
+    count = tf.cast(tf.reduce_sum(tf.cast(x > 0, tf.int64)), tf.int64, name="count")
+    positive = tf.reduce_any(x > 1.0, name="positive")
+    words = tf.strings.join([tf.constant(["a", "b"]), tf.strings.as_string(count)], name="words")
+    i0 = tf.constant(0, name="i0")
+    _, acc = tf.while_loop(lambda i, a: i < 3, lambda i, a: (i + 1, a * 1.5),
+                           [i0, tf.reduce_sum(x)], name="loop")
+    branch = tf.cond(positive, lambda: acc * 2.0, lambda: acc - 1.0, name="branch")
+    ref = tf.compat.v1.Variable(7.0, use_resource=False, collections=[], name="ref")
+    loss = tf.add(tf.reduce_sum(w * w * x), branch * 0.0 + tf.cast(tf.reduce_sum(half),
+                  tf.float32) * 0.0, name="loss")
+    minimize = tf.compat.v1.train.GradientDescentOptimizer(0.05).minimize(loss, global_step=step)
+    return x, [tf.group(minimize, ref.initializer, name="train"), words, count, half, branch,
+               positive]
+
+
+def feeds(i):
+    return np.array([1.5 - i, 2.0 * i, -0.25 + i], np.float32)
+
+
+def _train(tf, hooks, steps=N_STEPS):
+    x, train = build_graph(tf)
+    with tf.compat.v1.train.MonitoredSession(hooks=hooks) as sess:
+        for i in range(steps):
+            sess.run(train, feed_dict={x: feeds(i)})
+
+
+def _step_fetch_hook(tf):
+    """Fetches the global-step read as DumpHook does, so both runs execute the same ops."""
+    from tensorflow.python.training import training_util
+
+    class Hook(tf.compat.v1.train.SessionRunHook):
+        def begin(self):
+            self._t = training_util._get_or_create_global_step_read()
+
+        def before_run(self, ctx):
+            return tf.compat.v1.train.SessionRunArgs(self._t)
+    return Hook()
+
+
+def record_reference(tmp, watch_fn=None, name="tfdbg"):
+    import tensorflow as tf
+    from tensorflow.python.debug.wrappers.hooks import DumpingDebugHook
+    root = str(tmp / name)
+    with tf.Graph().as_default():
+        _train(tf, [DumpingDebugHook(root, watch_fn=watch_fn), _step_fetch_hook(tf)])
+    return root
+
+
+def record_blackbox(tmp, name="bbx", n_steps=N_STEPS, **hook_kw):
+    import tensorflow as tf
+    from tfblackbox import recorder
+    store = str(tmp / name)
+    run = recorder.init(store=store)
+    hook = recorder.DumpHook(**hook_kw)
+    with tf.Graph().as_default():
+        _train(tf, [hook], n_steps)
+    recorder.finish()
+    return store, run.run_id, hook
+
+
+def replay(store, out, *extra):
+    return cli(["replay", "--store", store, "--to", "debug-dump", "--out", str(out), *extra])
+
+
+def run_dirs(root):
+    return sorted(glob.glob(os.path.join(root, "run_*")),
+                  key=lambda p: tuple(int(x) for x in os.path.basename(p).split("_")[1:]))
+
+
+def load(path):
+    from tensorflow.python.debug.lib import debug_data
+    return debug_data.DebugDumpDir(path, validate=True)
+
+
+def values(dump):
+    """{watch key: [value per dump, in time order]}, with uninitialised / resource tensors
+    as markers."""
+    from tensorflow.python.debug.lib import debug_data
+    out = {}
+    for datum in dump.dumped_tensor_data:
+        v = datum.get_tensor()
+        if isinstance(v, debug_data.InconvertibleTensorProto):
+            v = ("inconvertible", v.initialized, v._tensor_proto.dtype)
+        out.setdefault(datum.watch_key, []).append(v)
+    return out
+
+
+def assert_same(ref, got):
+    assert sorted(ref) == sorted(got)
+    for key in ref:
+        a, b = ref[key], got[key]
+        assert len(a) == len(b), key
+        if "global_step/" in key:   # the step read races the increment, in TF itself
+            continue
+        for u, v in zip(a, b):
+            if isinstance(u, tuple):
+                assert u == v, key
+            else:
+                assert u.dtype == v.dtype and u.shape == v.shape, key
+                np.testing.assert_array_equal(u, v, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def identity_dumps(tmp_path_factory):
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    tmp = tmp_path_factory.mktemp("identity")
+    ref = record_reference(tmp)
+    store, run_id, hook = record_blackbox(tmp)
+    out = tmp / "out"
+    assert replay(store, out) == 0
+    return ref, store, run_id, str(out)
+
+
+def test_differential_against_dumping_debug_hook(identity_dumps):
+    ref, _store, _run_id, out = identity_dumps
+    ref_dirs, got_dirs = run_dirs(ref), run_dirs(out)
+    assert len(ref_dirs) == len(got_dirs) == N_STEPS
+    kinds = set()
+    for step, (r, g) in enumerate(zip(ref_dirs, got_dirs)):
+        rd, gd = load(r), load(g)
+        assert gd.core_metadata.global_step == step        # tfdbg says 0 here
+        assert gd.run_fetches_info == rd.run_fetches_info
+        assert gd.run_feed_keys_info == rd.run_feed_keys_info
+        assert gd.devices() == rd.devices()
+        rv, gv = values(rd), values(gd)
+        assert_same(rv, gv)
+        for key, vs in gv.items():
+            v = vs[0]
+            kinds.add(v[0] if isinstance(v, tuple) and not v[1] else
+                      "resource" if isinstance(v, tuple) else (v.dtype.kind, v.ndim == 0))
+            if isinstance(v, tuple) and not v[1]:
+                kinds.add("uninitialized")
+    assert {("f", False), ("f", True), ("i", True), ("b", True), "resource"} <= kinds
+    assert ("O", False) in kinds or ("S", False) in kinds      # strings
+    first = values(load(got_dirs[0]))
+    assert any(isinstance(v[0], tuple) and not v[0][1] for v in first.values()), "uninitialized"
+    loop = [k for k in values(load(got_dirs[0])) if k.startswith("loop/")]
+    assert any(len(values(load(got_dirs[0]))[k]) == 3 for k in loop)    # iterations
+    assert any(k.startswith("branch/") for k in first)
+
+
+def test_graphs_stored_once_and_steps(identity_dumps):
+    from tfblackbox.schema import Store
+    _ref, store, run_id, _out = identity_dumps
+    s = Store.open(store)
+    graphs = s.read(run_id, "debug_graphs")
+    assert graphs.num_rows == 1                        # one device, one graph, 4 steps
+    runs = s.read(run_id, "debug_runs")
+    assert runs["step"].to_pylist() == list(range(N_STEPS))
+    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag"])
+    assert "float16" in tensors["dtype"].to_pylist() and "string" in tensors["dtype"].to_pylist()
+
+
+def test_offline_analyzer_opens_a_rebuilt_dir(identity_dumps):
+    _ref, _store, _run_id, out = identity_dumps
+    proc = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.debug.cli.offline_analyzer",
+         "--dump_dir", run_dirs(out)[1], "--ui_type", "readline"],
+        input="lt -n loss\nexit\n", capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss" in proc.stdout and "Error" not in proc.stdout
+
+
+def test_import_dumps_round_trip(identity_dumps, tmp_path):
+    ref, _store, _run_id, _out = identity_dumps
+    store = str(tmp_path / "imported")
+    assert cli(["import-dumps", ref, "--store", store, "--run", "old"]) == 0
+    out = tmp_path / "back"
+    assert replay(store, out, "--run", "old") == 0
+    assert _tree(ref) == _tree(str(out))
+
+
+def _tree(root):
+    files = {}
+    for folder, _dirs, names in os.walk(root):
+        for n in names:
+            p = os.path.join(folder, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, root)] = f.read()
+    return files
+
+
+def test_numeric_summary(tmp_path):
+    import tensorflow as tf
+    from tensorflow.python.debug.wrappers.framework import WatchOptions
+    tf.compat.v1.disable_eager_execution()
+
+    def watch(fetches, feeds):
+        return WatchOptions(debug_ops=["DebugNumericSummary"],
+                            tensor_dtype_regex_allowlist="^float32$",
+                            tolerate_debug_op_creation_failures=True)
+    ref = record_reference(tmp_path, watch_fn=watch)
+    store, _run_id, _hook = record_blackbox(tmp_path, watch_fn=watch)
+    assert replay(store, tmp_path / "out") == 0
+    got = run_dirs(str(tmp_path / "out"))
+    assert len(got) == N_STEPS
+    for r, g in zip(run_dirs(ref), got):
+        rv, gv = values(load(r)), values(load(g))
+        assert all(k.endswith(":DebugNumericSummary") for k in gv) and gv
+        for key in rv:   # element 0 is "initialized", the rest counts and moments
+            np.testing.assert_array_equal(rv[key][0][:12], gv[key][0][:12], err_msg=key)
+        assert sorted(rv) == sorted(gv)
+
+
+def test_every_n_step_ranges_and_filters(tmp_path):
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    store, _run_id, hook = record_blackbox(tmp_path, n_steps=12, every_n_steps=3, steps=[(0, 10)])
+    out = tmp_path / "out"
+    assert replay(store, out) == 0
+    assert [load(d).core_metadata.global_step for d in run_dirs(str(out))] == [0, 3, 6, 9]
+    part = tmp_path / "part"
+    assert replay(store, part, "--steps", "3:7", "--node", "^(positive|w)$") == 0
+    dirs = run_dirs(str(part))
+    assert [load(d).core_metadata.global_step for d in dirs] == [3, 6]
+    assert {d.node_name for d in load(dirs[0]).dumped_tensor_data} == {"positive", "w"}
+    # a non-empty --out is refused unless --force
+    assert replay(store, part) == 2
+    assert replay(store, part, "--force") == 0
+    assert len(run_dirs(str(part))) == 4
+
+
+def test_max_bytes_stops_dumping_training_goes_on(tmp_path, caplog):
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    from tfblackbox.schema import Store
+    _s, run_id, hook = record_blackbox(tmp_path, n_steps=3, name="probe")
+    one_step = Store.open(_s).read(run_id, "debug_runs")["tensor_bytes"].to_pylist()[0]
+    with caplog.at_level("WARNING", logger="tfblackbox"):
+        store, run_id, hook = record_blackbox(tmp_path, n_steps=10, max_bytes=int(3.5 * one_step),
+                                              max_pending=1)
+    assert hook.budget_exhausted and "disk budget" in caplog.text
+    runs = Store.open(store).read(run_id, "debug_runs")
+    assert 1 <= runs.num_rows < 10
+    assert sum(runs["tensor_bytes"].to_pylist()) <= int(3.5 * one_step)
+
+
+def test_unsafe_node_names_never_leave_out(tmp_path):
+    import pyarrow as pa
+    from tfblackbox.schema import DEBUG_RUNS, DEBUG_TENSORS, Store
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("evil")
+    w, attempt = store.begin_attempt("evil")
+    base = dict(step=0, wall_time=1.0, attempt=attempt, run_key="run_1_0")
+    store.write_segment("evil", "debug_runs", pa.Table.from_pylist([dict(
+        base, tag="run_1_0", devices=["/job:localhost/replica:0/task:0/device:CPU:0"])],
+        schema=DEBUG_RUNS), w)
+    names = ["../../escape", "/abs/olute", "a/../../b", "ok/node", "a//b", ".", "x\x00y"]
+    store.write_segment("evil", "debug_tensors", pa.Table.from_pylist([dict(
+        base, tag=n, device="/job:localhost/replica:0/task:0/device:CPU:0", node_name=n,
+        output_slot=0, debug_op="DebugIdentity", timestamp=5, event=b"") for n in names],
+        schema=DEBUG_TENSORS), w)
+    out = tmp_path / "deep" / "out"
+    assert replay(store.root, out) == 1                 # refused names are reported
+    written = [os.path.relpath(os.path.join(d, f), tmp_path) for d, _s, fs in
+               os.walk(tmp_path) for f in fs if "store" not in d]
+    assert written == [os.path.join("deep", "out", "run_1_0",
+                                    "_tfdbg_device_,job_localhost,replica_0,task_0,device_CPU_0",
+                                    "ok", "node_0_DebugIdentity_5")]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    from tfblackbox import recorder
+    tf.compat.v1.disable_eager_execution()
+    recorder.init(store=sys.argv[1], run_id="killed", flush_secs=0.2)
+    step = tf.compat.v1.train.get_or_create_global_step()
+    w = tf.compat.v1.get_variable("w", [64, 64])
+    train = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(
+        tf.reduce_sum(tf.matmul(w, w)), global_step=step)
+    with tf.compat.v1.train.MonitoredSession(hooks=[recorder.DumpHook()]) as sess:
+        i = 0
+        while True:
+            sess.run(train)
+            i += 1
+            if i == 20:
+                print("dumping", flush=True)
+""")
+
+
+def test_sigkill_mid_dump_leaves_a_valid_store(tmp_path):
+    from tfblackbox.schema import Store, verify
+    store = str(tmp_path / "store")
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, store], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        assert proc.stdout.readline().strip() == "dumping"
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    s = Store.open(store)
+    assert verify(s).ok
+    runs = s.read("killed", "debug_runs")
+    assert runs.num_rows > 0
+    out = tmp_path / "out"
+    assert replay(store, out) == 0
+    for d in run_dirs(str(out))[:3]:
+        assert load(d).dumped_tensor_data
