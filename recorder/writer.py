@@ -24,7 +24,8 @@ log = logging.getLogger("tfblackbox")
 
 FLUSH_ROWS = 50_000          # rows buffered (all tables together) before a flush
 FLUSH_SECS = 5.0             # at most this long between a row's arrival and its segment
-MAX_QUEUE_BYTES = 256 << 20  # payload bytes waiting for the writer thread
+MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
+JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
 MAX_QUEUE_JOBS = 100_000
 
 
@@ -130,6 +131,7 @@ class Writer:
     def submit(self, job, nbytes=0):
         """Queues job(buffers) for the writer thread. False if the job was dropped."""
         self.raise_if_failed()
+        nbytes += JOB_OVERHEAD
         with self._cond:
             if self._closed:
                 raise WriterError(f"writer of run {self.run_id} is closed")

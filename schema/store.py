@@ -182,7 +182,7 @@ class Store:
                 result = result.filter(pc.less(result["step"], hi))
         if latest_only:
             result = self._latest_attempts(run_id, result)
-        if result.num_rows > 1:
+        if result.num_rows > 1 and not _sorted(result["step"]):
             result = result.take(pc.sort_indices(result["step"]))   # stable: keeps file order
         if columns is not None:
             result = result.select(columns)
@@ -242,6 +242,11 @@ class Store:
 
     def size_bytes(self, run_id=None):
         return sum(g.size_bytes for g in self.segments(run_id))
+
+
+def _sorted(column):
+    steps = column.to_numpy()
+    return bool((steps[1:] >= steps[:-1]).all())
 
 
 def _sqlite_url(path):
