@@ -10,7 +10,8 @@ from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
 
 from .cli import EXIT_FAILED, EXIT_OK, print_json
 
-STALE_SECS = 600   # a running run with no heartbeat for this long is probably dead
+STALE_SECS = 600
+MAX_TAGS_SHOWN = 30   # a running run with no heartbeat for this long is probably dead
 
 
 def _when(ts):
@@ -86,7 +87,13 @@ def show(args):
     print(f"  size {_size(info['size_bytes'])}")
     rows = [("TABLE", "TAG", "KIND", "ROWS", "STEPS")]
     for name, t in info["tables"].items():
-        for tag, d in sorted(t["tags"].items()):
+        tags = sorted(t["tags"].items())
+        if len(tags) > MAX_TAGS_SHOWN:   # debug dumps: one line per table (--json has them all)
+            steps = [d["first_step"] for _t, d in tags] + [d["last_step"] for _t, d in tags]
+            rows.append((name, f"({len(tags)} tags)", "-", str(t["rows"]),
+                         f"{min(steps)}..{max(steps)}"))
+            continue
+        for tag, d in tags:
             rows.append((name, tag, d.get("kind", "-"), str(d["rows"]),
                          f"{d['first_step']}..{d['last_step']}"))
     _table(rows)

@@ -38,7 +38,7 @@ def build_model(tf):
     tf.compat.v1.summary.scalar("accuracy", accuracy)
     for var in tf.compat.v1.trainable_variables():
         if "kernel" in var.name:
-            tf.compat.v1.summary.histogram(var.op.name, var)
+            tf.compat.v1.summary.histogram(var.op.name.replace("/", "_"), var)
     kernel = tf.compat.v1.trainable_variables()[0]
     picture = tf.cast(255 * tf.sigmoid(kernel), tf.uint8)[tf.newaxis, :, :, tf.newaxis]
     tf.compat.v1.summary.image("dense0_kernel", picture)
@@ -51,6 +51,9 @@ def main(argv=None):
     p.add_argument("--store", default="./tfblackbox-store")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--dump-every", type=int, default=100)
+    p.add_argument("--wandb-dir", default="./wandb")
+    p.add_argument("--dump-out", default="./tfblackbox-debug-dump")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -62,7 +65,8 @@ def main(argv=None):
                         config={"lr": 0.01, "steps": args.steps, "layers": [32, 16, 2]},
                         tags=["air-gapped", "demo"])
     train_op = build_model(tf)
-    hooks = [recorder.SummaryHook(steps_per_log=args.log_every)]
+    hooks = [recorder.SummaryHook(steps_per_log=args.log_every),
+             recorder.DumpHook(every_n_steps=args.dump_every, max_bytes=256 << 20)]
     with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
         for _ in range(args.steps):
             sess.run(train_op)
@@ -70,6 +74,23 @@ def main(argv=None):
     print(f"\nrecorded run {run.run_id} into {args.store}\n")
     tfblackbox(["runs", "--store", args.store])
     tfblackbox(["show", run.run_id, "--store", args.store])
+
+    print(f"\n== replay --to wandb (offline) into {args.wandb_dir}")
+    code = tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
+                       "--run", run.run_id, "--wandb-dir", args.wandb_dir, "--no-progress"])
+    if code != 0:
+        return code
+
+    step = args.dump_every
+    print(f"\n== replay --to debug-dump: step {step} into {args.dump_out}")
+    code = tfblackbox(["replay", "--store", args.store, "--to", "debug-dump", "--run", run.run_id,
+                       "--out", args.dump_out, "--steps", f"{step}:{step + 1}", "--force"])
+    if code != 0:
+        return code
+    dirs = sorted(d for d in os.listdir(args.dump_out) if d.startswith("run_"))
+    print(f"open step {step}'s dump in tfdbg's offline analyzer with:\n  {sys.executable} -m "
+          f"tensorflow.python.debug.cli.offline_analyzer --dump_dir "
+          f"{os.path.join(args.dump_out, dirs[0])}")
     return 0
 
 
