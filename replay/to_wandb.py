@@ -11,6 +11,7 @@ Exit codes: 0 every selected run replayed (or already up to date), 1 some run's 
 complete, 2 bad input (raised as BlackboxError: unknown run, empty store, no credentials).
 """
 
+import itertools
 import os
 import re
 import sys
@@ -20,7 +21,7 @@ import uuid
 from tfblackbox.schema import BlackboxError, Store
 
 from .cli import EXIT_FAILED, EXIT_OK, print_json
-from .wandb_rows import load_rows, run_state, settled_step
+from .wandb_rows import iter_rows, run_state, settled_step
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
 _WANDB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -159,14 +160,16 @@ def push_run(store, record, args, odir, result):
     limit = settled_step(store, record, now)
     lo = None if step is None else step + 1
     hi = None if limit is None else limit + 1
-    rows = load_rows(store, record.run_id, lo, hi) if hi is None or lo is None or hi > lo else None
+    batches = iter_rows(store, record.run_id, lo, hi)
+    first = next(batches, None)
     result.update(state=status, cursor_after=step)
     new_status = status != "running" and state.get("status") != status
-    if (rows is None or not len(rows)) and not (new_status and state.get("chunks")):
+    if first is None and not (new_status and state.get("chunks")):
         result["complete"] = status != "running"
         return
+    batches = itertools.chain([first], batches) if first is not None else iter(())
     try:
-        chunk = push_chunk(store, record, args, odir, dest, step, state, rows, status)
+        chunk = push_chunk(store, record, args, odir, dest, step, state, batches, status)
     except ChunkFailed as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
@@ -192,8 +195,9 @@ def _reconcile(store, run_id, dest, odir):
     pending = state.pop("pending", None)
     if pending is None:
         return step, state
-    if pending.get("dir") and odir.published(pending["dir"], pending["chunk"]):
-        step, state = _committed(step, state, pending)
+    marker = pending.get("dir") and odir.published(pending["dir"], pending["chunk"])
+    if marker:   # its step range is known from the published marker
+        step, state = _committed(step, state, marker)
     store.set_cursor(run_id, dest, step, state)
     return step, state
 
@@ -205,13 +209,13 @@ def _committed(step, state, chunk):
     return chunk["hi"], state
 
 
-def push_chunk(store, record, args, odir, dest, step, state, rows, status):
+def push_chunk(store, record, args, odir, dest, step, state, batches, status):
+    """Pushes the Rows batches (windows of steps) as one W&B chunk; returns the chunk record
+    (its lo/hi/steps filled in as the batches are logged)."""
     import wandb
     from .wandb_media import MediaFactory
-    n = len(rows) if rows is not None else 0
     chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
-             "steps": n, "lo": rows.steps[0] if n else None,
-             "hi": rows.steps[-1] if n else step, "store": store.root}
+             "steps": 0, "lo": None, "hi": step, "store": store.root}
     staging = odir.new_staging(record.run_id)
     run = None
     try:
@@ -226,7 +230,8 @@ def push_chunk(store, record, args, odir, dest, step, state, rows, status):
             # named before it can exist: a kill after the rename is settled by _reconcile
             store.set_cursor(record.run_id, dest, step, dict(state, pending=chunk))
         _kill_point("init")
-        _log_rows(run, rows, MediaFactory(os.path.join(staging, "scratch")), record, args)
+        _log_rows(run, batches, MediaFactory(os.path.join(staging, "scratch")), record, args,
+                  chunk)
         run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
         exit_code = {"finished": 0, "running": 0, "died": 1}.get(status, record.exit_code or 1)
         run.finish(exit_code=exit_code)
@@ -267,27 +272,27 @@ def _settings(wandb):
                           console="off", silent=True)
 
 
-def _log_rows(run, rows, factory, record, args):
-    n = len(rows) if rows is not None else 0
-    if not n:
-        return
+def _log_rows(run, batches, factory, record, args, chunk):
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
-        bar = tqdm(total=n, desc=record.run_id, unit="step", file=sys.stderr, leave=False,
-                   disable=None, mininterval=0.5)
-    log, row, steps = run.log, rows.row, rows.steps
-    every = 256
+        bar = tqdm(desc=record.run_id, unit="step", file=sys.stderr, leave=False, disable=None,
+                   mininterval=0.5)
+    log = run.log
     try:
-        for i in range(n):
-            log(row(i, factory), step=steps[i])
-            if i == n // 2:
-                _kill_point("log")
-            if bar is not None and i % every == every - 1:
-                bar.update(every)
+        for rows in batches:
+            row, steps, n = rows.row, rows.steps, len(rows)
+            for i in range(n):
+                log(row(i, factory), step=steps[i])
+                if i == n // 2:
+                    _kill_point("log")
+            if chunk["lo"] is None:
+                chunk["lo"] = steps[0]
+            chunk["hi"], chunk["steps"] = steps[-1], chunk["steps"] + n
+            if bar is not None:
+                bar.update(n)
     finally:
         if bar is not None:
-            bar.update(n - bar.n)
             bar.close()
 
 
@@ -300,15 +305,38 @@ def dry_run(store, record, args):
     status = run_state(record)
     limit = settled_step(store, record)
     lo = None if step is None else step + 1
-    rows = load_rows(store, record.run_id, lo, None if limit is None else limit + 1)
+    n, first, last, counts, tags = 0, None, None, None, None
+    for rows in iter_rows(store, record.run_id, lo, None if limit is None else limit + 1):
+        n += len(rows)
+        first = rows.steps[0] if first is None else first
+        last = rows.steps[-1]
+        counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
             "project": project_of(args, record), "entity": args.entity, "destination": dest,
             "state": status, "cursor": step, "pending_chunk": pending,
-            "would_push_steps": len(rows),
-            "first_step": rows.steps[0] if len(rows) else None,
-            "last_step": rows.steps[-1] if len(rows) else None,
-            "held_back_after_step": limit, "rows": rows.counts, "tags": rows.tags,
+            "would_push_steps": n, "first_step": first, "last_step": last,
+            "held_back_after_step": limit,
+            "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
             "name": record.name, "config": record.config, "wandb_tags": record.tags}
+
+
+def _add_counts(total, counts):
+    total = total or {"scalars": 0, "histograms": 0, "media": 0, "tensors_not_pushed": 0,
+                      "media_by_kind": {}}
+    for k, v in (counts or {}).items():
+        if k == "media_by_kind":
+            for kind, m in v.items():
+                total[k][kind] = total[k].get(kind, 0) + m
+        else:
+            total[k] += v
+    return total
+
+
+def _add_tags(total, tags):
+    total = total or {"scalars": [], "histograms": [], "media": []}
+    for k, v in (tags or {}).items():
+        total[k] = sorted(set(total[k]) | set(v))
+    return total
 
 
 def _print(args, summary):

@@ -96,12 +96,13 @@ class OfflineDir:
         _fsync_dir(self.path)
 
     def published(self, name, chunk):
-        """True when DIR holds the published chunk `name` whose marker names `chunk`."""
+        """The marker of the published chunk `name` if it is `chunk`, else None."""
         try:
             with open(os.path.join(self.path, name, MARKER)) as f:
-                return json.load(f).get("chunk") == chunk
+                marker = json.load(f)
         except (OSError, ValueError):
-            return False
+            return None
+        return marker if marker.get("chunk") == chunk else None
 
     def chunk_dirs(self):
         return sorted(os.path.join(self.path, n) for n in os.listdir(self.path)

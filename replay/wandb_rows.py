@@ -6,6 +6,8 @@ indices and are turned into W&B objects only when their step is logged (`Rows.ro
 replay holds no W&B object longer than one step. Other tensors (raw TensorProto bytes) need
 TensorFlow to decode and are counted, not pushed.
 
+`iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
+catalog's segment statistics), so a replay's memory does not grow with the run.
 `settled_step` says how far a run that is still recording can be pushed safely.
 """
 
@@ -13,6 +15,8 @@ import collections
 import dataclasses
 import time
 
+WINDOW_ROWS = 50_000  # rows read at once by a replay
+PUSHED_TABLES = ("scalars", "histograms", "media", "tensors")
 SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
 STALE_SECS = 600.0    # a running run with no heartbeat for this long is taken as dead
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
@@ -147,3 +151,28 @@ def load_rows(store, run_id, lo=None, hi=None):
     tags = {"scalars": sorted(set(sc["tag"])), "histograms": sorted(set(hi_t["tag"])),
             "media": sorted(set(me["tag"]))}
     return Rows(steps, walls, scalars, lazy, hi_t, me, counts, tags)
+
+
+def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
+    """Consecutive [a, b) step ranges covering lo <= step < hi where the run has rows, each
+    expected to hold about `window_rows` rows (from the segments' row counts and step spans)."""
+    segs = [g for g in store.segments(run_id) if g.table in PUSHED_TABLES
+            and g.min_step is not None and (lo is None or g.max_step >= lo)
+            and (hi is None or g.min_step < hi)]
+    if not segs:
+        return []
+    first = max(min(g.min_step for g in segs), lo if lo is not None else -2**62)
+    end = min(max(g.max_step for g in segs) + 1, hi if hi is not None else 2**62)
+    rows = sum(g.row_count for g in segs)
+    window_rows = window_rows or WINDOW_ROWS
+    span = max(g.max_step for g in segs) - min(g.min_step for g in segs) + 1
+    width = max(1, int(window_rows * span / max(rows, 1)))
+    return [(a, min(a + width, end)) for a in range(first, end, width)]
+
+
+def iter_rows(store, run_id, lo=None, hi=None, window_rows=None):
+    """Yields the non-empty Rows of each window of lo <= step < hi, in step order."""
+    for a, b in step_windows(store, run_id, lo, hi, window_rows):
+        rows = load_rows(store, run_id, a, b)
+        if len(rows):
+            yield rows

@@ -23,6 +23,7 @@ from .tables import schema_of
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SEQ = itertools.count()
 COMPRESSION = "zstd"
+ROW_GROUP_ROWS = 65_536   # small enough that a step-range read skips most of a big segment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ def encode(table, name):
     """Casts a table to its schema constant and serialises it to Parquet bytes."""
     table = table.cast(schema_of(name)) if table.schema != schema_of(name) else table
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION)
+    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
     return table, sink.getvalue()
 
 

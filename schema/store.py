@@ -174,12 +174,6 @@ class Store:
         except StoreDamageError:
             # a compaction may have swapped the files between listing and reading: list again
             result = self._scan_registered(run_id, table, schema, steps)
-        if steps is not None:
-            lo, hi = steps
-            if lo is not None:
-                result = result.filter(pc.greater_equal(result["step"], lo))
-            if hi is not None:
-                result = result.filter(pc.less(result["step"], hi))
         if latest_only:
             result = self._latest_attempts(run_id, result)
         if result.num_rows > 1 and not _sorted(result["step"]):
@@ -208,9 +202,9 @@ class Store:
                 (lo is None or g.max_step >= lo) and (hi is None or g.min_step < hi))]
         if not segs:
             return schema.empty_table()
-        return self._scan([g.path for g in segs], schema)
+        return self._scan([g.path for g in segs], schema, _step_filter(steps))
 
-    def _scan(self, rel_paths, schema):
+    def _scan(self, rel_paths, schema, row_filter=None):
         paths = [os.path.join(self.root, p) for p in rel_paths]
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
@@ -218,7 +212,9 @@ class Store:
                 f"store {self.root}: registered segment {missing[0]} is missing "
                 f"({len(missing)} missing in all); run `tfblackbox verify --store {self.root}`")
         try:
-            return ds.dataset(paths, schema=schema, format="parquet").to_table()
+            # the step filter prunes row groups by their statistics: a window of a big segment
+            # reads only the row groups it needs
+            return ds.dataset(paths, schema=schema, format="parquet").to_table(filter=row_filter)
         except (pa.ArrowException, OSError) as e:
             bad = _find_unreadable(paths)
             raise StoreDamageError(
@@ -242,6 +238,16 @@ class Store:
 
     def size_bytes(self, run_id=None):
         return sum(g.size_bytes for g in self.segments(run_id))
+
+
+def _step_filter(steps):
+    lo, hi = steps if steps is not None else (None, None)
+    expr = None
+    if lo is not None:
+        expr = ds.field("step") >= lo
+    if hi is not None:
+        expr = (ds.field("step") < hi) if expr is None else expr & (ds.field("step") < hi)
+    return expr
 
 
 def _sorted(column):
