@@ -90,9 +90,13 @@ def _arrow_column(values, typ):
     if pa.types.is_list(typ) and values and all(isinstance(v, np.ndarray) for v in values):
         lengths = np.fromiter((len(v) for v in values), dtype=np.int32, count=len(values))
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)])
-        flat = pa.array(np.concatenate(values), type=typ.value_type)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat, type=typ)
-    return pa.array(values, type=typ)
+        flat = pa.array(np.concatenate(values), type=typ.value_type, memory_pool=_POOL)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32(), memory_pool=_POOL), flat,
+                                        type=typ, pool=_POOL)
+    return pa.array(values, type=typ, memory_pool=_POOL)
+
+
+_POOL = pa.system_memory_pool()   # see schema/segments.py encode(): malloc returns freed pages
 
 
 class _Flush:

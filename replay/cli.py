@@ -6,9 +6,8 @@
 
 import argparse
 import json
+import os
 import sys
-
-from tfblackbox.schema import BlackboxError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -71,7 +70,15 @@ def build_parser():
     return parser
 
 
+def _arrow_pool():
+    """Before pyarrow is imported: its default pool (mimalloc) keeps the pages of every window
+    a replay reads, so memory grew with the run (tools/bench_replay --memory-rows); malloc
+    gives them back. A user's own setting wins."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+
 def main(argv=None):
+    _arrow_pool()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -82,6 +89,7 @@ def main(argv=None):
 
 def replay_main(argv=None):
     """The `replay` console script: `replay --store DIR --to wandb ...`."""
+    _arrow_pool()
     parser = argparse.ArgumentParser(prog="replay",
                                      description="push recorded runs to W&B or tfdbg dump dirs")
     _add_replay_arguments(parser)
@@ -94,7 +102,7 @@ def replay_main(argv=None):
 
 
 def _dispatch(args):
-    import os
+    from tfblackbox.schema import BlackboxError
     if getattr(args, "store", None) is None:
         args.store = os.environ.get("TFBLACKBOX_STORE", "./tfblackbox-store")
     try:

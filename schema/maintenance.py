@@ -145,13 +145,17 @@ def compact(store, run_id=None, table=None, min_segments=2, target_rows=5_000_00
 
 
 def _merge(store, run_id, table_name, olds):
-    schema = segments.schema_of(table_name)
-    parts = [segments.read_segment_file(store.root, g.path).cast(schema) for g in olds]
-    merged, data = segments.encode(pa.concat_tables(parts), table_name)
+    def batches():   # one old segment's row group at a time: memory stays flat
+        for g in olds:
+            f = pq.ParquetFile(os.path.join(store.root, g.path))
+            yield from f.iter_batches(batch_size=segments.ROW_GROUP_ROWS)
+
     rel = f"{segments.segment_dir(table_name, run_id)}/{segments.file_name('c')}"
-    segments.write_file(store.root, rel, data)
-    lo, hi = segments.step_range(merged)
+    rows, size, digest, lo, hi = segments.write_streamed(store.root, rel, table_name, batches())
     try:
+        if rows != sum(g.row_count for g in olds):
+            raise RuntimeError(f"compaction of {run_id}/{table_name} read {rows} rows, the "
+                               f"catalog records {sum(g.row_count for g in olds)}")
         with store.catalog.session() as s:
             for g in olds:
                 row = s.get(cat.SegmentRow, g.segment_id)
@@ -159,8 +163,7 @@ def _merge(store, run_id, table_name, olds):
                     raise RuntimeError(f"segment {g.path} vanished during compaction")
                 s.delete(row)
             s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
-                                 row_count=merged.num_rows, size_bytes=len(data),
-                                 sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
+                                 row_count=rows, size_bytes=size, sha256=digest, min_step=lo,
                                  max_step=hi, created_at=time.time()))
     except BaseException:
         os.remove(os.path.join(store.root, rel))

@@ -68,12 +68,58 @@ def is_this_host(host_tag):
     return host_tag == _HOST_TAG
 
 
+def parquet_options(name):
+    """How every segment of table `name` is written (one place, for segments and compaction)."""
+    # malloc, not pyarrow's default mimalloc pool, which keeps freed pages: a long recording
+    # would otherwise hold tens of MB it no longer uses (tools/bench_store)
+    return dict(compression=COMPRESSION, memory_pool=pa.system_memory_pool())
+
+
 def encode(table, name):
     """Casts a table to its schema constant and serialises it to Parquet bytes."""
     table = table.cast(schema_of(name)) if table.schema != schema_of(name) else table
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **parquet_options(name))
     return table, sink.getvalue()
+
+
+def write_streamed(root, rel_path, name, batches):
+    """Writes record batches (cast to table `name`'s schema) into one Parquet file under a
+    temporary name, fsyncs and renames it; memory stays at one batch. Returns
+    (rows, size_bytes, sha256, min_step, max_step)."""
+    import pyarrow.compute as pc
+    schema = schema_of(name)
+    final = os.path.join(root, rel_path)
+    folder, fname = os.path.split(final)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "." + fname + ".tmp")
+    rows, lo, hi = 0, None, None
+    try:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(name)) as writer:
+            for batch in batches:
+                t = pa.Table.from_batches([batch]).cast(schema)
+                if t.num_rows == 0:
+                    continue
+                writer.write_table(t, row_group_size=ROW_GROUP_ROWS)
+                mm = pc.min_max(t["step"]).as_py()
+                lo = mm["min"] if lo is None else min(lo, mm["min"])
+                hi = mm["max"] if hi is None else max(hi, mm["max"])
+                rows += t.num_rows
+        digest, size = hashlib.sha256(), 0
+        with open(tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+            os.fsync(f.fileno())
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    os.replace(tmp, final)
+    _fsync_dir(folder)
+    return rows, size, digest.hexdigest(), lo, hi
 
 
 def step_range(table):
