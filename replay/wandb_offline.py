@@ -19,6 +19,7 @@ import shutil
 import uuid
 
 from tfblackbox.schema import BlackboxError
+from tfblackbox.schema.segments import fsync_path
 
 LOCK_FILE = ".tfblackbox.lock"
 STAGING = ".tfblackbox-staging"
@@ -93,7 +94,7 @@ class OfflineDir:
             os.fsync(f.fileno())
         _fsync_tree(sync_dir)
         os.rename(sync_dir, os.path.join(self.path, name))
-        _fsync_dir(self.path)
+        fsync_path(self.path)
 
     def published(self, name, chunk):
         """The marker of the published chunk `name` if it is `chunk`, else None."""
@@ -113,31 +114,9 @@ def _safe(text):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:64]
 
 
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root):
     """fsyncs the files of a finished run dir so that a published chunk survives a power cut."""
     for folder, _dirs, files in os.walk(root):
         for name in files:
-            try:
-                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        _fsync_dir(folder)
+            fsync_path(os.path.join(folder, name))
+        fsync_path(folder)

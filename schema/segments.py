@@ -118,7 +118,7 @@ def write_streamed(root, rel_path, name, batches):
             pass
         raise
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_path(folder)
     return rows, size, digest.hexdigest(), lo, hi
 
 
@@ -145,12 +145,14 @@ def write_file(root, rel_path, data):
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_path(folder)
 
 
-def _fsync_dir(folder):
+def fsync_path(path):
+    """fsyncs a file or a directory (a rename is durable once its directory is); best effort
+    where the platform or filesystem cannot."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
