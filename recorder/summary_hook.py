@@ -2,8 +2,8 @@
 
 Same signature and step rule as WandbHook (log when global_step % steps_per_log == 0), but the
 summary op is requested only on steps that will be logged, as SummarySaverHook does. Rows carry
-the global step at which the session.run began (the step the train op was applied at);
-SummarySaverHook labels the same summary with the step after the run, that value + 1.
+the global step at which the session.run began (the step the train op was applied at), read
+exactly (global_step.py); SummarySaverHook labels the same summary with that value + 1.
 """
 
 import functools
@@ -13,6 +13,7 @@ import time
 import tensorflow as tf
 
 from . import run as run_mod
+from .global_step import StepTracker
 from .summaries import decode_summary
 
 log = logging.getLogger("tfblackbox")
@@ -34,23 +35,14 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
         if self._summary_op is None:
             log.warning("tfblackbox: SummaryHook found no summaries in the graph; it records "
                         "nothing")
-        from tensorflow.python.training import training_util
-        if tf.compat.v1.train.get_global_step() is not None:
-            self._step_tensor = training_util._get_or_create_global_step_read()
-        else:
-            self._step_tensor = None   # no global step: count session.run calls, as WandbHook did
-        self._next_step = 0 if self._step_tensor is None else None
-        self._read_step = None
+        self._steps = StepTracker(tf)
         self._last_logged = None
 
     def after_create_session(self, session, coord):
-        if self._step_tensor is None:
-            return
         try:
-            # a callable on the raw session reads the step in ~35 us; session.run takes ~200 us
-            self._read_step = session.make_callable(self._step_tensor)
-            self._next_step = int(self._read_step())
-            self._run.note_start_step(self._next_step)
+            start = self._steps.start(session)
+            if start is not None:
+                self._run.note_start_step(start)
         except Exception as e:   # never take the training down
             log.error("tfblackbox: SummaryHook could not read the global step: %s", e)
 
@@ -59,40 +51,26 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
                 step % self._steps_per_log == 0 and step != self._last_logged)
 
     def before_run(self, run_context):
-        if self._wants(self._next_step):   # the step is read exactly after this run
-            return tf.compat.v1.train.SessionRunArgs({"summary": self._summary_op})
-        if self._step_tensor is not None:   # a cheap read to follow the step between logs
-            return tf.compat.v1.train.SessionRunArgs({"step": self._step_tensor})
-        return None
+        fetches = self._steps.fetches()
+        if self._wants(self._steps.next):
+            fetches["summary"] = self._summary_op
+        return tf.compat.v1.train.SessionRunArgs(fetches) if fetches else None
 
     def after_run(self, run_context, run_values):
         try:
-            self._record(run_context, run_values.results or {})
+            self._record(run_values.results or {})
         except Exception as e:   # never take the training down
             log.error("tfblackbox: SummaryHook could not record a step: %s", e)
 
-    def _record(self, run_context, results):
+    def _record(self, results):
         wall = time.time()
-        step = self._next_step
+        step = self._steps.advance(results)
         summary = results.get("summary")
-        if self._step_tensor is None:
-            self._next_step = step + 1
-        elif summary is not None:
-            # The read fetched with the train op races with its increment, so on logging steps
-            # we read the global step again after the run (as SummarySaverHook does).
-            read = self._read_step or (lambda: run_context.session.run(self._step_tensor))
-            after = int(read())
-            if step is None or after != step + 1:
-                step = after - 1          # moved by other than +1 (another worker?): best guess
-            self._next_step = after
-        else:
-            seen = int(results["step"])
-            if step is None or seen not in (step, step + 1):
-                self._next_step = seen    # out of step with our count: follow the graph
-            else:
-                self._next_step = step + 1
-        if summary is None or not self._wants(step):
+        if summary is None:
             return
+        step = self._steps.confirm(step)
+        if not self._wants(step):
+            return   # the step was not the predicted one: not a logging step after all
         self._last_logged = step
         for serialized in summary if isinstance(summary, (list, tuple)) else [summary]:
             self._run.submit(functools.partial(decode_summary, serialized, step, wall),

@@ -161,23 +161,33 @@ def test_run_record_keeps_config_tags_and_facts(recorded):
     assert r.command and r.started_at <= r.ended_at
 
 
-def test_several_hooks_with_different_ops_and_frequencies(graph, store_dir):
+@pytest.mark.parametrize("increment", ["optimizer", "assign_add", "assign"])
+def test_several_hooks_with_different_ops_and_frequencies(graph, store_dir, increment):
+    """Labels are the exact step each run began at. An optimizer's or assign_add's increment is
+    ordered after the hook's read; a plain assign is not found, and the hook re-reads."""
     import tensorflow as tf
     step = tf.compat.v1.train.get_or_create_global_step()
     fed = tf.compat.v1.placeholder(tf.float32, [])   # the loop index: the step the run began at
     a = tf.compat.v1.summary.scalar("a", fed)
     b = tf.compat.v1.summary.scalar("b", fed * 10)
-    train_op = tf.compat.v1.assign_add(step, 1)
+    if increment == "optimizer":
+        w = tf.compat.v1.get_variable("w", initializer=2.0)
+        train_op = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(w * w,
+                                                                             global_step=step)
+    elif increment == "assign_add":
+        train_op = tf.compat.v1.assign_add(step, 1)
+    else:
+        train_op = step.assign(step.read_value() + 1)
     run = recorder.init(store=store_dir)
     hooks = [recorder.SummaryHook(a, 2), recorder.SummaryHook(b, steps_per_log=5)]
     with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
-        for i in range(12):
+        for i in range(40):
             sess.run(train_op, feed_dict={fed: i})
     recorder.finish()
     t = Store.open(store_dir).scalars(run.run_id)
     got = sorted(zip(t["tag"].to_pylist(), t["step"].to_pylist(), t["value"].to_pylist()))
-    assert [x for x in got if x[0] == "a"] == [("a", s, float(s)) for s in range(0, 12, 2)]
-    assert [x for x in got if x[0] == "b"] == [("b", s, 10.0 * s) for s in (0, 5, 10)]
+    assert [x for x in got if x[0] == "a"] == [("a", s, float(s)) for s in range(0, 40, 2)]
+    assert [x for x in got if x[0] == "b"] == [("b", s, 10.0 * s) for s in range(0, 40, 5)]
 
 
 def test_graph_without_global_step_counts_runs(graph, store_dir):
@@ -204,3 +214,20 @@ def test_hook_without_init_starts_a_run_in_the_env_store(graph, tmp_path, monkey
     store = Store.open(str(tmp_path / "envstore"))
     [r] = store.runs()
     assert store.scalars(r.run_id)["step"].to_pylist() == [0, 1, 2]
+
+
+def test_step_read_is_ordered_before_the_increment(graph):
+    """The read the hooks fetch gives the step each run began at, in every run; the read that
+    SummarySaverHook and WandbHook fetch races with the increment (wrong in some runs here)."""
+    import tensorflow as tf
+    from tfblackbox.recorder.global_step import step_before_run
+    step = tf.compat.v1.train.get_or_create_global_step()
+    w = tf.compat.v1.get_variable("w", initializer=tf.ones([64, 64]))
+    train_op = tf.compat.v1.train.GradientDescentOptimizer(1e-6).minimize(
+        tf.reduce_sum(tf.matmul(w, w)), global_step=step)
+    before, exact = step_before_run(tf)
+    assert exact and step_before_run(tf) == (before, True)   # one read per graph, shared
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        seen = [sess.run([train_op, before])[1] for _ in range(300)]
+    assert seen == list(range(300))

@@ -1,0 +1,90 @@
+"""The global step at which a session.run began, exactly, without an extra session.run.
+
+The global-step read that SummarySaverHook and WandbHook fetch races with the train op's
+increment: fetched in the same run, it returns the value before or after it. So `begin()` adds
+one read op and makes every op that increments the global step wait for it (a control edge):
+fetched with the train op, it is the step the run began at, in every run, for free. Graphs
+where no increment is found (or that cannot be changed) fall back to the racy read, which
+`StepTracker` follows and hooks confirm with an exact read after the run where it matters.
+"""
+
+import logging
+
+log = logging.getLogger("tfblackbox")
+
+_COLLECTION = "tfblackbox_step_before_run"
+_INCREMENTS = {"AssignAddVariableOp", "AssignSubVariableOp", "AssignAdd", "AssignSub"}
+
+
+def step_before_run(tf):
+    """(tensor, exact) for the default graph: the read op shared by all hooks of the graph,
+    and whether every increment of the global step is ordered after it."""
+    graph = tf.compat.v1.get_default_graph()
+    found = graph.get_collection(_COLLECTION)
+    if found:
+        return found[0], bool(graph.get_collection(_COLLECTION + "_exact"))
+    step = tf.compat.v1.train.get_global_step(graph)
+    if step is None:
+        return None, False
+    target = step.handle if hasattr(step, "handle") else step._ref()   # resource or ref variable
+    increments = [op for op in graph.get_operations()
+                  if op.type in _INCREMENTS and op.inputs and op.inputs[0] is target]
+    with tf.control_dependencies(None), tf.name_scope("tfblackbox/"):
+        before = tf.identity(step.read_value(), name="global_step_before_run")
+    exact = False
+    try:
+        for op in increments:
+            op._add_control_input(before.op)   # noqa: SLF001 — TF1 graphs are frozen API
+        exact = bool(increments)
+    except Exception as e:   # an op that cannot take the edge: the racy read it is
+        log.warning("tfblackbox: cannot order the global-step read before its increment (%s); "
+                    "steps are read after logging runs instead", e)
+    graph.add_to_collection(_COLLECTION, before)
+    if exact:
+        graph.add_to_collection(_COLLECTION + "_exact", True)
+    return before, exact
+
+
+class StepTracker:
+    """Knows the step each session.run begins at: exactly when the read is ordered, else by
+    following the racy read (then `confirm()` with an exact read after the run)."""
+
+    def __init__(self, tf):
+        self.tensor, self.exact = step_before_run(tf)
+        self.next = 0 if self.tensor is None else None   # no global step: count runs
+        self._read = None
+
+    def start(self, session):
+        """In after_create_session: the step the first run will begin at."""
+        if self.tensor is None:
+            return None
+        self._read = session.make_callable(self.tensor)   # ~35 us; session.run ~200 us
+        self.next = int(self._read())
+        return self.next
+
+    def fetches(self):
+        return {} if self.tensor is None else {"step": self.tensor}
+
+    def advance(self, results):
+        """After a run: returns the step it began at (best estimate unless exact)."""
+        predicted = self.next
+        if self.tensor is None:
+            self.next = predicted + 1
+            return predicted
+        seen = int(results["step"])
+        if self.exact:
+            self.next = seen + 1
+            return seen
+        if predicted is None or seen not in (predicted, predicted + 1):
+            predicted = seen              # out of step with our count: follow the graph
+        self.next = predicted + 1
+        return predicted
+
+    def confirm(self, began):
+        """Racy case, after a run that matters: re-reads the step (as SummarySaverHook does) and
+        returns the step that run began at, assuming an increment of one."""
+        if self.exact or self._read is None:
+            return began
+        after = int(self._read())
+        self.next = after
+        return after - 1
