@@ -26,6 +26,8 @@ def step_before_run(tf):
     step = tf.compat.v1.train.get_global_step(graph)
     if step is None:
         return None, False
+    if graph.finalized:   # no op can be added: fetch the variable itself (its racy read)
+        return step, False
     target = step.handle if hasattr(step, "handle") else step._ref()   # resource or ref variable
     increments = [op for op in graph.get_operations()
                   if op.type in _INCREMENTS and op.inputs and op.inputs[0] is target]

@@ -231,3 +231,24 @@ def test_step_read_is_ordered_before_the_increment(graph):
         sess.run(tf.compat.v1.global_variables_initializer())
         seen = [sess.run([train_op, before])[1] for _ in range(300)]
     assert seen == list(range(300))
+
+
+def test_a_finalized_graph_still_records_exact_steps(graph, store_dir):
+    import tensorflow as tf
+    step = tf.compat.v1.train.get_or_create_global_step()
+    fed = tf.compat.v1.placeholder(tf.float32, [])
+    tf.compat.v1.summary.scalar("a", fed)
+    train_op = tf.compat.v1.assign_add(step, 1)
+    op = tf.compat.v1.summary.merge_all()
+    scaffold = tf.compat.v1.train.Scaffold()
+    scaffold.finalize()                     # the graph is final before any hook's begin()
+    run = recorder.init(store=store_dir)
+    with tf.compat.v1.train.MonitoredSession(
+            session_creator=tf.compat.v1.train.ChiefSessionCreator(scaffold=scaffold),
+            hooks=[recorder.SummaryHook(op, steps_per_log=3)]) as sess:
+        for i in range(10):
+            sess.run(train_op, feed_dict={fed: i})
+    recorder.finish()
+    t = Store.open(store_dir).scalars(run.run_id)
+    assert list(zip(t["step"].to_pylist(), t["value"].to_pylist())) == [
+        (s, float(s)) for s in (0, 3, 6, 9)]
