@@ -180,3 +180,23 @@ def test_runs_and_show_commands(store_dir, capsys):
                                                         "last_step": 2}
     assert cli(["show", "nope", "--store", store_dir]) == 2
     assert "not in store" in capsys.readouterr().err
+
+
+def test_run_record_has_the_git_commit_of_the_working_directory(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (repo / "train.py").write_text("print('hi')\n")
+    subprocess.run(git + ["add", "train.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.chdir(repo)
+    run = recorder.init(store=str(tmp_path / "store"))
+    recorder.finish()
+    assert Store.open(str(tmp_path / "store")).run(run.run_id).git_commit == head
+    monkeypatch.chdir(tmp_path)                       # outside any repo: no commit
+    run = recorder.init(store=str(tmp_path / "store"))
+    recorder.finish()
+    assert Store.open(str(tmp_path / "store")).run(run.run_id).git_commit is None
