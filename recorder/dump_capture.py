@@ -1,11 +1,13 @@
 """The staging area and ingest thread behind DumpHook.
 
 TF's debug ops write to one fixed `file://` URL per training thread, on tmpfs (/dev/shm) when
-there is one, so the executor cache is reused run after run (a new URL per run, as
+there is one, so TF's executor cache is reused run after run (a new URL per run, as
 DumpingDebugHook does, makes TF rebuild the executor and re-publish the partition graphs on
-every step). After each dumped session.run the hook renames the thread's staging dir aside
-(one rename: the files of that run are attributed to it, whatever runs next) and queues it
-here; this thread reads the files, deletes them, and hands rows to the run's writer. A
+every step). That URL is a symlink, pointed before each dumped run at a free staging dir, so
+the files of a run are its own whatever runs next. The staging dirs are reused: this thread
+reads a run's files and deletes them but keeps the directories, so TF does not re-create one
+directory per node-name scope on every run (measured: ~1 ms of a 91-tensor step). When no
+reusable dir is free (ingest behind), the run gets a fresh dir, removed after its ingest. A
 partition graph is published only when TF builds an executor, so the ingest remembers which
 graph each (thread, watch config, fetches) executor ran and records each distinct graph once.
 """
@@ -25,6 +27,7 @@ from tfblackbox.schema import dump_layout as layout
 log = logging.getLogger("tfblackbox")
 
 STAGING_PREFIX = "tfblackbox-dumps-"
+REUSABLE_DIRS = 2    # per thread: one being written by TF while the other is ingested
 
 
 def default_staging_root():
@@ -56,6 +59,7 @@ class Batch:
         self.fetches_repr, self.feed_keys_repr = fetches_repr, feed_keys_repr
         self.executor_key, self.status = executor_key, status
         self.path = None
+        self.reused = None    # the reusable staging dir it was written to (None: a fresh one)
 
 
 class DumpCapture:
@@ -72,6 +76,8 @@ class DumpCapture:
         self._queue = collections.deque()
         self._cond = threading.Condition()
         self._busy = 0
+        self._in_use = set()           # reusable staging dirs taken by a run or the ingest
+        self._targets = {}             # thread slot -> dir its staging symlink points at
         self._closed = False
         self._seq = 0
         self._graphs_seen = set()      # (device, hash) already recorded
@@ -84,25 +90,51 @@ class DumpCapture:
     # -- training thread -------------------------------------------------------------------
 
     def slot_dir(self, slot):
+        """The thread's staging URL path: a symlink to the dir of its next dumped run."""
         return os.path.join(self.root, f"t{slot}", "cur")
 
     def url(self, slot):
         return "file://" + self.slot_dir(slot)
+
+    def acquire(self, slot):
+        """Points thread `slot`'s staging URL at a dir for its next dumped run, a free
+        reusable one if there is one, else a fresh one. Returns (dir, reusable)."""
+        base = os.path.join(self.root, f"t{slot}")
+        with self._cond:
+            path = next((p for p in (os.path.join(base, f"s{k}") for k in range(REUSABLE_DIRS))
+                         if p not in self._in_use), None)
+            reusable = path is not None
+            if reusable:
+                self._in_use.add(path)
+            else:
+                self._seq += 1
+                path = os.path.join(base, f"b{self._seq:08d}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            if self._targets.get(slot) != path:
+                link = self.slot_dir(slot)
+                tmp = link + ".next"           # only this thread retargets its link
+                if os.path.lexists(tmp):
+                    os.remove(tmp)
+                os.symlink(path, tmp)
+                os.replace(tmp, link)          # atomic: TF sees the old dir or the new one
+                self._targets[slot] = path
+        except BaseException:
+            self.release(path if reusable else None)
+            raise
+        return path, reusable
+
+    def release(self, path):
+        """Gives back a reusable dir taken by acquire() for a run that will not be sealed."""
+        with self._cond:
+            self._in_use.discard(path)
 
     def pending(self):
         with self._cond:
             return len(self._queue) + self._busy
 
     def seal(self, slot, batch):
-        """Moves the thread's staging dir aside and queues it with its metadata."""
-        cur = self.slot_dir(slot)
-        with self._cond:
-            self._seq += 1
-            batch.path = os.path.join(self.root, f"t{slot}", f"b{self._seq:08d}")
-        try:
-            os.rename(cur, batch.path)
-        except FileNotFoundError:
-            os.makedirs(batch.path)     # nothing dumped (e.g. everything filtered out)
+        """Queues the run's staging dir (batch.path, from acquire()) with its metadata."""
         with self._cond:
             self._queue.append(batch)
             self._cond.notify_all()
@@ -134,10 +166,14 @@ class DumpCapture:
             except Exception as e:   # never take the training down
                 log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s",
                           batch.step, e)
+                if batch.reused:     # whatever is left must not be taken for the next run's
+                    shutil.rmtree(batch.reused, ignore_errors=True)
             finally:
-                shutil.rmtree(batch.path, ignore_errors=True)
+                if not batch.reused:
+                    shutil.rmtree(batch.path, ignore_errors=True)
                 with self._cond:
                     self._busy = 0
+                    self._in_use.discard(batch.reused)
                     self._cond.notify_all()
 
     def _ingest(self, batch):
@@ -145,6 +181,9 @@ class DumpCapture:
         for path in d.unknown:
             log.warning("tfblackbox: DumpHook: unexpected file %s in the staging area; skipped",
                         path)
+            if batch.reused:     # it would come back with every later run of this dir
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
+                    os.remove(path))
         new_graphs = []
         ekey = (batch.executor_key, executor_signature(d.core_metadata))
         fresh = {}

@@ -9,9 +9,9 @@ tensor is watched. `thread_name_filter` (re.match on the thread name) limits dum
 threads. A step is dumped when `step % every_n_steps == 0` and, if `steps` is given, the step is
 in one of its ranges (ints, (lo, hi) pairs with hi exclusive, `range`s or "lo:hi" strings).
 
-How: see dump_capture.py. TF writes each dumped run to a fixed per-thread staging URL on tmpfs;
-the hook moves that dir aside after the run (one rename on the training thread) and a background
-thread turns it into rows. The global step is fetched with the run and written into TF's core
+How: see dump_capture.py. TF writes each dumped run to a fixed per-thread staging URL on tmpfs,
+a symlink the hook points at a free staging dir before the run; a background thread turns each
+run's files into rows and empties the dir for a later run. The global step is fetched with the run and written into TF's core
 metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
 global-step read op, so that op appears in the dumps too.
 
@@ -211,18 +211,25 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             if isinstance(watch, tuple):
                 watch = _watch_options(*watch)
         slot = self._slot()
-        key, debug_options = self._debug_options(watch, cap.url(slot))
-        from tensorflow.core.protobuf import config_pb2
-        options = config_pb2.RunOptions()
-        options.debug_options.CopyFrom(debug_options)
-        options.debug_options.global_step = step
-        options.debug_options.reset_disk_byte_usage = True   # staging is emptied every run
-        micros = int(time.time() * 1e6)
-        n = next(_SESSION_RUNS)
-        feed = args.feed_dict
-        self._local.batch = Batch(step, micros / 1e6, layout.run_dir_name(micros, n), n,
-                                  repr(args.fetches), repr(feed.keys()) if feed else repr(feed),
-                                  (slot, key))
+        path, reusable = cap.acquire(slot)
+        try:
+            key, debug_options = self._debug_options(watch, cap.url(slot))
+            from tensorflow.core.protobuf import config_pb2
+            options = config_pb2.RunOptions()
+            options.debug_options.CopyFrom(debug_options)
+            options.debug_options.global_step = step
+            options.debug_options.reset_disk_byte_usage = True   # staging is emptied every run
+            micros = int(time.time() * 1e6)
+            n = next(_SESSION_RUNS)
+            feed = args.feed_dict
+            batch = Batch(step, micros / 1e6, layout.run_dir_name(micros, n), n,
+                          repr(args.fetches), repr(feed.keys()) if feed else repr(feed),
+                          (slot, key))
+        except BaseException:
+            cap.release(path)
+            raise
+        batch.path, batch.reused = path, (path if reusable else None)
+        self._local.batch = batch
         self.dumped_steps += 1
         return options
 

@@ -83,24 +83,68 @@ def _first(buf, number):
     return None
 
 
+def _field(buf, start, end, number):
+    """(payload start, payload end) of the first length-delimited field `number` in
+    buf[start:end], found by skipping the others in place (no slices: dump Events carry
+    the whole tensor, and copying it at each nesting level was most of the cost)."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 2:
+            size, i = _varint(buf, i)
+            if key >> 3 == number:
+                if i + size > end:
+                    raise DumpLayoutError("truncated protobuf message")
+                return i, i + size
+            i += size
+        elif wire == 0:
+            _v, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise DumpLayoutError(f"unsupported protobuf wire type {wire}")
+    return None
+
+
+def dtype_name(enum):
+    """numpy-style name of a DataType enum value; reference types get "_ref"."""
+    name = DTYPES.get(enum % 100, f"dtype{enum % 100}")
+    return name + "_ref" if enum > 100 else name
+
+
 def tensor_info(event_bytes):
     """(dtype name, shape list) of the tensor in a dump Event (summary.value[0].tensor)."""
-    summary = _first(event_bytes, 5)
-    value = _first(summary, 1) if summary is not None else None
-    tensor = _first(value, 8) if value is not None else None
-    if tensor is None:
+    buf = event_bytes
+    span = _field(buf, 0, len(buf), 5)                        # Event.summary
+    span = span and _field(buf, span[0], span[1], 1)          # Summary.value[0]
+    span = span and _field(buf, span[0], span[1], 8)          # Value.tensor
+    if not span:
         return None, None
     dtype, shape = 0, []
-    for num, _w, v in fields(tensor):
-        if num == 1:
-            dtype = v
-        elif num == 2:
-            for dnum, _dw, dim in fields(v):
-                if dnum == 2:
-                    size = _first(dim, 1) or 0
-                    shape.append(size - (1 << 64) if size >= 1 << 63 else size)
-    name = DTYPES.get(dtype % 100, f"dtype{dtype % 100}")
-    return (name + "_ref" if dtype > 100 else name), shape
+    i, end = span
+    while i < end:
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            if number == 1:
+                dtype = value
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            if number == 2:                                   # TensorShapeProto
+                for dnum, _dw, dim in fields(buf[i:i + size]):
+                    if dnum == 2:
+                        size_ = _first(dim, 1) or 0
+                        shape.append(size_ - (1 << 64) if size_ >= 1 << 63 else size_)
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise DumpLayoutError(f"unsupported protobuf wire type {wire}")
+    return dtype_name(dtype), shape
 
 
 def graph_event_parts(event_bytes):
@@ -295,8 +339,19 @@ class DumpDir:
 
 
 def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
+    # os.read of the known size: a third of the cost of open().read() for these small files
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        while len(data) < size:             # a short read (not seen on local files)
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 def parse_dump_file_name(base):
@@ -313,13 +368,16 @@ def parse_dump_file_name(base):
 
 def read_dump_dir(path, remove=False):
     """Parses one run dir (or a DumpHook staging batch). With `remove`, deletes each file
-    after reading it (used on the recorder's staging area)."""
+    after reading it, leaving the (empty) directories (the recorder's staging area reuses
+    them: TF would otherwise re-create every node-name directory on each run)."""
     out = DumpDir()
-    for entry in sorted(os.listdir(path)):
-        full = os.path.join(path, entry)
-        if entry.startswith(DEVICE_PREFIX) and os.path.isdir(full):
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        entry, full = e.name, e.path
+        if entry.startswith(DEVICE_PREFIX) and e.is_dir(follow_symlinks=False):
             out.device_dirs.append(entry)
-            _read_device_dir(out, entry, full, remove)
+            _read_device_dir(out, entry, full, "", remove)
             continue
         if entry.startswith(CORE_METADATA_PREFIX) and CORE_METADATA_RE.match(entry):
             out.core_metadata_name, out.core_metadata = entry, _read(full)
@@ -335,13 +393,17 @@ def read_dump_dir(path, remove=False):
     return out
 
 
-def _read_device_dir(out, dev, root, remove):
-    cut = len(root) + 1
-    for folder, _dirs, files in os.walk(root):
-        prefix = "" if folder == root else folder[cut:].replace(os.sep, "/") + "/"
-        for name in files:
-            full = os.path.join(folder, name)
-            m = GRAPH_FILE_RE.match(name)
+def _read_device_dir(out, dev, folder, prefix, remove):
+    with os.scandir(folder) as it:
+        for e in it:
+            name, full = e.name, e.path
+            if e.is_dir(follow_symlinks=False):
+                _read_device_dir(out, dev, full, prefix + name + "/", remove)
+                continue
+            if not e.is_file(follow_symlinks=False):   # TF writes no links, fifos, ...
+                out.unknown.append(full)
+                continue
+            m = GRAPH_FILE_RE.match(name) if name.startswith(GRAPH_PREFIX) else None
             if m and not prefix:
                 out.graphs.append(GraphFile(dev, m.group(1), int(m.group(2)), _read(full)))
             else:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
-from .tables import schema_of
+from .tables import WRITE_OPTIONS, schema_of
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SEQ = itertools.count()
@@ -77,8 +77,10 @@ def parquet_options(name):
     malloc, not pyarrow's default mimalloc pool, which keeps freed pages: a long recording would
     otherwise hold tens of MB it no longer uses (tools/bench_store)."""
     strings = [f.name for f in schema_of(name) if pa.types.is_string(f.type)]
-    return dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                use_dictionary=strings, memory_pool=pa.system_memory_pool())
+    options = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                   use_dictionary=strings, memory_pool=pa.system_memory_pool())
+    options.update(WRITE_OPTIONS.get(name, {}))   # a table's own (schema/tables.py)
+    return options
 
 
 def encode(table, name):

@@ -60,11 +60,18 @@ TABLES = {
 }
 
 
-def register_table(name, schema):
+# Parquet writer options of a table beyond the common ones (schema/segments.py
+# parquet_options), e.g. a zstd level for tables whose bulk compresses poorly.
+WRITE_OPTIONS = {}
+
+
+def register_table(name, schema, **write_options):
     """Adds a table (later features own theirs); a name may be registered once."""
     if name in TABLES and TABLES[name] != schema:
         raise ValueError(f"table {name!r} is already registered with another schema")
     TABLES[name] = schema
+    if write_options:
+        WRITE_OPTIONS[name] = write_options
 
 
 def schema_of(table):
