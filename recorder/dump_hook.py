@@ -11,7 +11,8 @@ in one of its ranges (ints, (lo, hi) pairs with hi exclusive, `range`s or "lo:hi
 
 How: see dump_capture.py. TF writes each dumped run to a fixed per-thread staging URL on tmpfs,
 a symlink the hook points at a free staging dir before the run; a background thread turns each
-run's files into rows and empties the dir for a later run. The global step is fetched with the run and written into TF's core
+run's files into rows and empties the dir for a later run. The global step (read exactly, see
+global_step.py) is fetched with the run and written into TF's core
 metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
 global-step read op, so that op appears in the dumps too.
 
@@ -36,6 +37,7 @@ from tfblackbox.schema import dump_layout as layout
 
 from . import run as run_mod
 from .dump_capture import Batch, DumpCapture
+from .global_step import StepTracker
 
 log = logging.getLogger("tfblackbox")
 
@@ -108,12 +110,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
 
     def begin(self):
         self._run = self._resolve_run()
-        from tensorflow.python.training import training_util
-        if tf.compat.v1.train.get_global_step() is not None:
-            self._step_tensor = training_util._get_or_create_global_step_read()
-        else:
-            self._step_tensor = None   # no global step: count session.run calls
-        self._next_step = 0 if self._step_tensor is None else None
+        self._steps = StepTracker(tf)   # exact: the read is ordered before the increment
         self._graph = tf.compat.v1.get_default_graph()
         self._options_cache = {}
         if self._capture is None:
@@ -132,16 +129,15 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         return run_mod.init(store=os.fspath(store))
 
     def after_create_session(self, session, coord):
-        if self._step_tensor is None:
-            return
         try:
-            self._next_step = int(session.run(self._step_tensor))
-            self._run.note_start_step(self._next_step)
+            start = self._steps.start(session)
+            if start is not None:
+                self._run.note_start_step(start)
         except Exception as e:   # never take the training down
             log.error("tfblackbox: DumpHook could not read the global step: %s", e)
 
     def before_run(self, run_context):
-        fetches = {"step": self._step_tensor} if self._step_tensor is not None else {}
+        fetches = self._steps.fetches()
         try:
             options = self._prepare(run_context)
         except Exception as e:   # never take the training down
@@ -152,7 +148,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
     def after_run(self, run_context, run_values):
         batch, self._local.batch = getattr(self._local, "batch", None), None
         try:
-            self._advance(run_values.results)
+            self._steps.advance(run_values.results or {})
             if batch is not None:
                 self._capture.seal(self._slot(), batch)
         except Exception as e:   # never take the training down
@@ -181,7 +177,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
 
     def _prepare(self, run_context):
         self._seal_leftover()
-        step = self._next_step
+        step = self._steps.next
         if not self.wants(step) or self.budget_exhausted:
             return None
         if self._thread_filter and not self._thread_filter.match(
@@ -249,17 +245,6 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             cached = self._options_cache[key] = (len(self._options_cache),
                                                  scratch.debug_options)
         return cached
-
-    def _advance(self, results):
-        step = self._next_step
-        if self._step_tensor is None:
-            self._next_step = step + 1
-            return
-        seen = int(results["step"])
-        if step is None or seen not in (step, step + 1):
-            self._next_step = seen    # out of step with our count: follow the graph
-        else:
-            self._next_step = step + 1
 
 
 def _watch_options(*args, **kwargs):

@@ -2,7 +2,7 @@
 
 The training thread only enqueues (`submit`); decoding, Arrow conversion, Parquet encoding,
 fsync and catalog registration all happen on one daemon thread. Buffers become a segment every
-`flush_rows` rows or `flush_secs` seconds, on `flush()` and on `close()`. When the queue is full
+`flush_rows` rows, `flush_bytes` payload bytes or `flush_secs` seconds, on `flush()` and on `close()`. When the queue is full
 the policy `on_full` applies: "drop" (default: the training step never waits on disk; every
 dropped job is counted, logged and recorded in the catalog) or "block".
 A failure on the writer thread is kept and raised as WriterError on the caller's next call;
@@ -23,6 +23,7 @@ from tfblackbox.schema.tables import schema_of
 log = logging.getLogger("tfblackbox")
 
 FLUSH_ROWS = 50_000          # rows buffered (all tables together) before a flush
+FLUSH_BYTES = 64 << 20       # or payload bytes buffered (debug dumps, images) before a flush
 FLUSH_SECS = 5.0             # at most this long between a row's arrival and its segment
 MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
 JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
@@ -107,12 +108,14 @@ class _Flush:
 
 class Writer:
     def __init__(self, store, run_id, writer_id, attempt, flush_rows=FLUSH_ROWS,
-                 flush_secs=FLUSH_SECS, max_queue_bytes=MAX_QUEUE_BYTES, on_full="drop"):
+                 flush_secs=FLUSH_SECS, max_queue_bytes=MAX_QUEUE_BYTES, on_full="drop",
+                 flush_bytes=FLUSH_BYTES):
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full={on_full!r}; expected 'drop' or 'block'")
         self.store, self.run_id = store, run_id
         self.writer_id, self.attempt = writer_id, attempt
-        self.flush_rows, self.flush_secs = flush_rows, flush_secs
+        self.flush_rows, self.flush_secs, self.flush_bytes = flush_rows, flush_secs, flush_bytes
+        self._buffered_bytes = 0
         self.max_queue_bytes, self.on_full = max_queue_bytes, on_full
         self._queue = collections.deque()
         self._queued_bytes = 0
@@ -205,17 +208,19 @@ class Writer:
                 closed = self._closed
                 self._cond.notify_all()
             markers = []
-            for job, _n in batch:
+            for job, n in batch:
                 if isinstance(job, _Flush):
                     markers.append(job)
                     continue
+                self._buffered_bytes += n - JOB_OVERHEAD
                 try:
                     job(self._buffers)
                 except Exception as e:   # a job that cannot decode its input: count and report
                     self.failed_jobs += 1
                     self._fail(e, f"a recorded item could not be decoded ({self.failed_jobs} "
                                   f"so far)")
-                if self._buffers.rows >= self.flush_rows:
+                if (self._buffers.rows >= self.flush_rows or
+                        self._buffered_bytes >= self.flush_bytes):
                     self._write()
             due = time.monotonic() - last_flush >= self.flush_secs
             if markers or due or closed:
@@ -229,6 +234,7 @@ class Writer:
 
     def _write(self):
         """Turns the buffers into segments; returns the exception if any table failed."""
+        self._buffered_bytes = 0
         for name, table in self._buffers.take().items():
             prev = self._pending.pop(name, None)
             self._pending[name] = table if prev is None else pa.concat_tables([prev, table])

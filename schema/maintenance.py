@@ -112,35 +112,38 @@ def _check_segment(full, g):
     return None
 
 
-def compact(store, run_id=None, table=None, min_segments=2, target_rows=5_000_000):
-    """Merges each (run, table)'s segments into as few files as `target_rows` allows.
+def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 20,
+            large_bytes=64 << 20):
+    """Merges each (run, table)'s small segments into files of about `target_bytes`.
 
-    The new file is written and registered in the same transaction that unregisters the old
-    ones; the old files are deleted only after that commit. Returns {(run, table): (n_old, n_new)}.
+    Segments of `large_bytes` or more are left as they are (rewriting them gains nothing and
+    costs a run's finish). The new file is written and registered in the same transaction that
+    unregisters the old ones; the old files are deleted only after that commit.
+    Returns {(run, table): (segments before, segments after)}.
     """
     done = {}
     groups = {}
     for g in store.segments(run_id, table):
         groups.setdefault((g.run_id, g.table), []).append(g)
     for (rid, tname), segs in groups.items():
-        if len(segs) < min_segments:
+        small = [g for g in segs if g.size_bytes < large_bytes]
+        if len(small) < min_segments:
             continue
-        batches, rows = [], 0
-        new = []
-        for g in segs:
-            batches.append(g)
-            rows += g.row_count
-            if rows >= target_rows:
-                new.append(batches)
-                batches, rows = [], 0
-        if batches:
-            new.append(batches)
-        if len(new) == len(segs):
+        merges, current, size = [], [], 0
+        for g in small:
+            current.append(g)
+            size += g.size_bytes
+            if size >= target_bytes:
+                merges.append(current)
+                current, size = [], 0
+        if current:
+            merges.append(current)
+        merges = [m for m in merges if len(m) > 1]
+        if not merges:
             continue
-        for group in new:
-            if len(group) > 1:
-                _merge(store, rid, tname, group)
-        done[(rid, tname)] = (len(segs), len(new))
+        for group in merges:
+            _merge(store, rid, tname, group)
+        done[(rid, tname)] = (len(segs), len(segs) - sum(len(m) - 1 for m in merges))
     return done
 
 

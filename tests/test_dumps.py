@@ -56,11 +56,11 @@ def _train(tf, hooks, steps=N_STEPS):
 
 def _step_fetch_hook(tf):
     """Fetches the global-step read as DumpHook does, so both runs execute the same ops."""
-    from tensorflow.python.training import training_util
+    from tfblackbox.recorder.global_step import step_before_run
 
     class Hook(tf.compat.v1.train.SessionRunHook):
         def begin(self):
-            self._t = training_util._get_or_create_global_step_read()
+            self._t, _exact = step_before_run(tf)
 
         def before_run(self, ctx):
             return tf.compat.v1.train.SessionRunArgs(self._t)
