@@ -23,6 +23,7 @@ import threading
 import uuid
 
 from tfblackbox.schema import dump_layout as layout
+from tfblackbox.schema import dump_proto as proto
 
 log = logging.getLogger("tfblackbox")
 
@@ -188,7 +189,7 @@ class DumpCapture:
         ekey = (batch.executor_key, executor_signature(d.core_metadata))
         fresh = {}
         for g in d.graphs:
-            wall, graph_def = layout.graph_event_parts(g.data)
+            wall, graph_def = proto.graph_event_parts(g.data)
             fresh[g.device_dir] = (g, wall, graph_def)
         if fresh:
             names = layout.real_device_names([g.device_dir for g, _w, _d in fresh.values()],
@@ -204,7 +205,7 @@ class DumpCapture:
         step = batch.step
         meta = d.core_metadata
         if meta:
-            meta = layout.with_global_step(meta, step)
+            meta = proto.with_global_step(meta, step)
         devices = sorted({self._device(t.device_dir) for t in d.tensors} |
                          {self._device(x) for x in graphs})
         gdevs = sorted(graphs)
@@ -212,8 +213,8 @@ class DumpCapture:
             step=step, wall_time=batch.wall_time, tag=batch.run_key, run_key=batch.run_key,
             session_run=batch.session_run, status=batch.status, source="DumpHook",
             core_metadata_name=d.core_metadata_name, core_metadata=meta,
-            fetches_info=layout.log_message_event(batch.fetches_repr),
-            feed_keys_info=layout.log_message_event(batch.feed_keys_repr),
+            fetches_info=proto.log_message_event(batch.fetches_repr),
+            feed_keys_info=proto.log_message_event(batch.feed_keys_repr),
             devices=devices, graph_devices=[self._device(x) for x in gdevs],
             graph_hashes=[graphs[x][0].graph_hash for x in gdevs],
             graph_timestamps=[graphs[x][0].timestamp for x in gdevs],
@@ -252,7 +253,7 @@ class DumpCapture:
                                 "output_slot", "debug_op", "timestamp", "ext_timestamp",
                                 "dtype", "shape", "event")}
         for t in tensors:
-            dtype, shape = layout.tensor_info(t.data)
+            dtype, shape = proto.tensor_info(t.data)
             cols["step"].append(batch.step)
             cols["wall_time"].append(t.timestamp / 1e6)
             cols["tag"].append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
@@ -276,7 +277,7 @@ def executor_signature(core_metadata):
     if not core_metadata:
         return None
     try:
-        msg = json.loads(layout.log_message(core_metadata) or "{}")
+        msg = json.loads(proto.log_message(core_metadata) or "{}")
         return (tuple(sorted(msg.get("input_names", ()))),
                 tuple(sorted(msg.get("output_names", ()))),
                 tuple(sorted(msg.get("target_nodes", ()))))

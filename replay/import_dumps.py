@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema import dump_layout as layout
+from tfblackbox.schema import dump_proto as proto
 from tfblackbox.schema.tables import schema_of
 
 from .cli import EXIT_OK, print_json
@@ -108,7 +109,7 @@ def _import_dir(out, path, name, seen):
     d = layout.read_dump_dir(path)
     micros, n = (int(x) for x in layout.RUN_DIR_RE.match(name).groups())
     step = _global_step(d.core_metadata)
-    parts = {g.device_dir: layout.graph_event_parts(g.data) for g in d.graphs}
+    parts = {g.device_dir: proto.graph_event_parts(g.data) for g in d.graphs}
     names = layout.real_device_names(d.device_dirs, [gd for _w, gd in parts.values()])
     graph_devices, hashes, stamps, walls, raws = [], [], [], [], []
     for g in sorted(d.graphs, key=lambda g: g.device_dir):
@@ -118,7 +119,7 @@ def _import_dir(out, path, name, seen):
         hashes.append(g.graph_hash)
         stamps.append(g.timestamp)
         walls.append(wall)
-        raws.append(None if layout.graph_event(wall, graph_def) == g.data else g.data)
+        raws.append(None if proto.graph_event(wall, graph_def) == g.data else g.data)
         if (device, g.graph_hash) not in seen:
             seen.add((device, g.graph_hash))
             out.add("debug_graphs", len(graph_def), step=step, wall_time=g.timestamp / 1e6,
@@ -126,7 +127,7 @@ def _import_dir(out, path, name, seen):
                     event_wall_time=wall, graph_def=graph_def)
     nbytes = 0
     for t in d.tensors:
-        dtype, shape = layout.tensor_info(t.data)
+        dtype, shape = proto.tensor_info(t.data)
         nbytes += len(t.data)
         out.add("debug_tensors", len(t.data), step=step, wall_time=t.timestamp / 1e6,
                 tag=f"{t.node_name}:{t.output_slot}:{t.debug_op}", run_key=name,
@@ -150,7 +151,7 @@ def _global_step(core_metadata):
     if not core_metadata:
         return 0
     try:
-        return int(json.loads(layout.log_message(core_metadata) or "{}").get("global_step", 0))
+        return int(json.loads(proto.log_message(core_metadata) or "{}").get("global_step", 0))
     except (ValueError, TypeError):
         return 0
 

@@ -19,6 +19,7 @@ import sys
 
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema import dump_layout as layout
+from tfblackbox.schema import dump_proto as proto
 
 from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 
@@ -134,7 +135,7 @@ def _build(target, name, row, graphs, tensors, node_re, report):
                     report["warnings"].append(f"{name}: partition graph {ghash} of {device} is "
                                               f"not in the store")
                     continue
-                raw = layout.graph_event(row["graph_wall_times"][i], g["graph_def"])
+                raw = proto.graph_event(row["graph_wall_times"][i], g["graph_def"])
             if not str(ghash).isdigit():
                 report["rejected"].append(f"{name}: graph hash {ghash!r}")
                 continue
