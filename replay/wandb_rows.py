@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import time
 
-WINDOW_ROWS = 50_000  # rows read at once by a replay
+WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
 PUSHED_TABLES = ("scalars", "histograms", "media", "tensors")
 SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
 STALE_SECS = 600.0    # a running run with no heartbeat for this long is taken as dead
