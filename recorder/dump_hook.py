@@ -129,12 +129,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         return run_mod.init(store=os.fspath(store))
 
     def after_create_session(self, session, coord):
-        try:
-            start = self._steps.start(session)
-            if start is not None:
-                self._run.note_start_step(start)
-        except Exception as e:   # never take the training down
-            log.error("tfblackbox: DumpHook could not read the global step: %s", e)
+        self._steps.start(session, self._run, "DumpHook")
 
     def before_run(self, run_context):
         fetches = self._steps.fetches()

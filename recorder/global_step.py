@@ -56,13 +56,17 @@ class StepTracker:
         self.next = 0 if self.tensor is None else None   # no global step: count runs
         self._read = None
 
-    def start(self, session):
-        """In after_create_session: the step the first run will begin at."""
+    def start(self, session, run, hook):
+        """In after_create_session: reads the step the first run will begin at and tells the
+        run (an attempt's first step supersedes older attempts' rows). Never raises."""
         if self.tensor is None:
-            return None
-        self._read = session.make_callable(self.tensor)   # ~35 us; session.run ~200 us
-        self.next = int(self._read())
-        return self.next
+            return
+        try:
+            self._read = session.make_callable(self.tensor)   # ~35 us; session.run ~200 us
+            self.next = int(self._read())
+            run.note_start_step(self.next)
+        except Exception as e:   # never take the training down
+            log.error("tfblackbox: %s could not read the global step: %s", hook, e)
 
     def fetches(self):
         return {} if self.tensor is None else {"step": self.tensor}

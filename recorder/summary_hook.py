@@ -39,12 +39,7 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
         self._last_logged = None
 
     def after_create_session(self, session, coord):
-        try:
-            start = self._steps.start(session)
-            if start is not None:
-                self._run.note_start_step(start)
-        except Exception as e:   # never take the training down
-            log.error("tfblackbox: SummaryHook could not read the global step: %s", e)
+        self._steps.start(session, self._run, "SummaryHook")
 
     def _wants(self, step):
         return (self._summary_op is not None and step is not None and
