@@ -32,7 +32,8 @@ def step_before_run(tf):
     increments = [op for op in graph.get_operations()
                   if op.type in _INCREMENTS and op.inputs and op.inputs[0] is target]
     with tf.control_dependencies(None), tf.name_scope("tfblackbox/"):
-        before = tf.identity(step.read_value(), name="global_step_before_run")
+        # a copy: Identity of a ref variable aliases its buffer and shows the later increment
+        before = tf.raw_ops.Snapshot(input=step.read_value(), name="global_step_before_run")
     exact = False
     try:
         for op in increments:

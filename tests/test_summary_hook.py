@@ -216,13 +216,18 @@ def test_hook_without_init_starts_a_run_in_the_env_store(graph, tmp_path, monkey
     assert store.scalars(r.run_id)["step"].to_pylist() == [0, 1, 2]
 
 
-def test_step_read_is_ordered_before_the_increment(graph):
-    """The read the hooks fetch gives the step each run began at, in every run; the read that
-    SummarySaverHook and WandbHook fetch races with the increment (wrong in some runs here)."""
+@pytest.mark.parametrize("use_resource", [True, False])
+def test_step_read_is_ordered_before_the_increment(graph, use_resource):
+    """The read the hooks fetch gives the step each run began at, in every run, for resource
+    and legacy ref variables; the read that SummarySaverHook and WandbHook fetch races with the
+    increment (wrong in some runs here)."""
     import tensorflow as tf
     from tfblackbox.recorder.global_step import step_before_run
-    step = tf.compat.v1.train.get_or_create_global_step()
-    w = tf.compat.v1.get_variable("w", initializer=tf.ones([64, 64]))
+    step = tf.compat.v1.Variable(0, trainable=False, name="global_step", dtype=tf.int64,
+                                 use_resource=use_resource,
+                                 collections=[tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,
+                                              tf.compat.v1.GraphKeys.GLOBAL_STEP])
+    w = tf.compat.v1.get_variable("w", initializer=tf.ones([64, 64]), use_resource=use_resource)
     train_op = tf.compat.v1.train.GradientDescentOptimizer(1e-6).minimize(
         tf.reduce_sum(tf.matmul(w, w)), global_step=step)
     before, exact = step_before_run(tf)
