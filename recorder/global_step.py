@@ -53,7 +53,12 @@ class StepTracker:
     following the racy read (then `confirm()` with an exact read after the run)."""
 
     def __init__(self, tf):
-        self.tensor, self.exact = step_before_run(tf)
+        try:
+            self.tensor, self.exact = step_before_run(tf)
+        except Exception as e:   # never take the training down: count runs instead
+            log.error("tfblackbox: cannot read the global step (%s); counting session.run "
+                      "calls from 0 instead", e)
+            self.tensor, self.exact = None, False
         self.next = 0 if self.tensor is None else None   # no global step: count runs
         self._read = None
 
