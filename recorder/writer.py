@@ -36,6 +36,7 @@ class Buffers:
     def __init__(self, attempt):
         self.attempt = attempt
         self.tables = {}
+        self.arrow = {}    # table -> [pa.Table] added ready-made (add_table)
         self.rows = 0
 
     def columns(self, table):
@@ -73,6 +74,18 @@ class Buffers:
                 values.extend([None] * n)
         self.rows += n
 
+    def add_table(self, table, rows):
+        """Appends a ready pa.Table of `table`'s columns (a missing attempt column is filled
+        in): producers that build Arrow arrays themselves skip the per-value conversion."""
+        schema = schema_of(table)
+        if "attempt" not in rows.column_names:
+            rows = rows.append_column("attempt", pa.array(
+                np.full(rows.num_rows, self.attempt, np.int32), pa.int32()))
+        rows = rows.select(schema.names)
+        self.arrow.setdefault(table, []).append(
+            rows if rows.schema == schema else rows.cast(schema))
+        self.rows += rows.num_rows
+
     def take(self):
         """Returns {table: pa.Table} and empties the buffers."""
         out = {}
@@ -81,7 +94,12 @@ class Buffers:
                 schema = schema_of(name)
                 out[name] = pa.Table.from_arrays(
                     [_arrow_column(cols[f.name], f.type) for f in schema], schema=schema)
-        self.tables, self.rows = {}, 0
+        for name, parts in self.arrow.items():
+            table = pa.concat_tables(([out[name]] if name in out else []) + parts)
+            if table.nbytes < 1 << 30:   # one chunk: Parquet pages split at chunk ends
+                table = table.combine_chunks(memory_pool=_POOL)
+            out[name] = table
+        self.tables, self.arrow, self.rows = {}, {}, 0
         return out
 
 
