@@ -116,7 +116,7 @@ def test_replay_matches_the_store(store_copy, tmp_path, capsys):
     assert "wandb sync" in capsys.readouterr().out
     files = wandb_log.run_files(str(wdir))
     assert len(files) == 1 and os.path.basename(os.path.dirname(files[0])).startswith(
-        f"offline-run-") and os.path.dirname(os.path.dirname(files[0])) == str(wdir)
+        "offline-run-") and os.path.dirname(os.path.dirname(files[0])) == str(wdir)
     f = files[0]
     store = Store.open(store_copy, clean_orphans=False)
     rec = store.run("alpha")
