@@ -10,6 +10,10 @@ directory per node-name scope on every run (measured: ~1 ms of a 91-tensor step)
 reusable dir is free (ingest behind), the run gets a fresh dir, removed after its ingest. A
 partition graph is published only when TF builds an executor, so the ingest remembers which
 graph each (thread, watch config, fetches) executor ran and records each distinct graph once.
+
+With the in-memory capture (native_capture.py), the tensors skip the files: they go to one
+`memcbk://` key per thread, taken after each run with the run's Batch, and only the core
+metadata and new partition graphs still come through the staging URL.
 """
 
 import collections
@@ -28,6 +32,8 @@ import pyarrow as pa
 
 from tfblackbox.schema import dump_layout as layout
 from tfblackbox.schema import dump_proto as proto
+
+from . import native_capture
 
 log = logging.getLogger("tfblackbox")
 
@@ -65,11 +71,15 @@ class Batch:
         self.executor_key, self.status = executor_key, status
         self.path = None
         self.reused = None    # the reusable staging dir it was written to (None: a fresh one)
+        self.records = None   # in-memory capture: the run's tensors (native_capture.Records)
+        self.failed = 0       # in-memory capture: tensors it could not keep (out of memory)
 
 
 class DumpCapture:
-    def __init__(self, run, staging_root=None, max_pending=16):
+    def __init__(self, run, staging_root=None, max_pending=16, native=None):
         self.run = run
+        self.native = native           # native_capture.Native, or None: tensors come as files
+        self._mem_keys = {}            # thread slot -> its memcbk key
         self.root = staging_root or default_staging_root()
         os.makedirs(self.root, exist_ok=True)
         self.max_pending = max_pending
@@ -83,6 +93,7 @@ class DumpCapture:
         self._busy = 0
         self._in_use = set()           # reusable staging dirs taken by a run or the ingest
         self._targets = {}             # thread slot -> dir its staging symlink points at
+        self._made = set()             # reusable staging dirs known to exist
         self._closed = False
         self._seq = 0
         self._graphs_seen = set()      # (device, hash) already recorded
@@ -101,6 +112,21 @@ class DumpCapture:
     def url(self, slot):
         return "file://" + self.slot_dir(slot)
 
+    def tensor_url(self, slot):
+        """Where thread `slot`'s debug ops send tensors: its memcbk key, or the staging URL."""
+        if self.native is None:
+            return self.url(slot)
+        key = self._mem_keys.get(slot)
+        if key is None:
+            key = self._mem_keys[slot] = f"tfblackbox-{os.path.basename(self.root)}/t{slot}"
+        return self.native.register(key)
+
+    def take(self, slot, batch):
+        """Moves thread `slot`'s captured tensors into its finished run's batch."""
+        key = self._mem_keys.get(slot)
+        if key is not None:
+            batch.records, batch.failed = self.native.take(key)
+
     def acquire(self, slot):
         """Points thread `slot`'s staging URL at a dir for its next dumped run, a free
         reusable one if there is one, else a fresh one. Returns (dir, reusable)."""
@@ -115,7 +141,10 @@ class DumpCapture:
                 self._seq += 1
                 path = os.path.join(base, f"b{self._seq:08d}")
         try:
-            os.makedirs(path, exist_ok=True)
+            if path not in self._made:
+                os.makedirs(path, exist_ok=True)
+                if reusable:
+                    self._made.add(path)
             if self._targets.get(slot) != path:
                 link = self.slot_dir(slot)
                 tmp = link + ".next"           # only this thread retargets its link
@@ -153,6 +182,8 @@ class DumpCapture:
         if self._thread.is_alive():
             log.error("tfblackbox: DumpHook: ingest did not finish in %.0fs; %d dumped run(s) "
                       "not recorded", timeout, self.pending())
+        for key in self._mem_keys.values():
+            self.native.close(key)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- ingest thread ---------------------------------------------------------------------
@@ -172,8 +203,12 @@ class DumpCapture:
                 log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s",
                           batch.step, e)
                 if batch.reused:     # whatever is left must not be taken for the next run's
+                    with self._cond:
+                        self._made.discard(batch.reused)
                     shutil.rmtree(batch.reused, ignore_errors=True)
             finally:
+                if batch.records is not None:
+                    batch.records.release()
                 if not batch.reused:
                     shutil.rmtree(batch.path, ignore_errors=True)
                 with self._cond:
@@ -183,6 +218,14 @@ class DumpCapture:
 
     def _ingest(self, batch):
         d = layout.read_dump_dir(batch.path, remove=True)
+        if batch.records is not None:
+            d.tensors.extend(native_capture.parse_records(batch.records.view))
+            batch.records.release()
+        if batch.failed:
+            log.error("tfblackbox: DumpHook: %d tensor(s) of step %s could not be captured (out "
+                      "of memory); the step is recorded with status 'incomplete'", batch.failed,
+                      batch.step)
+            batch.status = "incomplete" if batch.status == "ok" else batch.status
         for path in d.unknown:
             log.warning("tfblackbox: DumpHook: unexpected file %s in the staging area; skipped",
                         path)
@@ -200,6 +243,9 @@ class DumpCapture:
                                              [gd for _g, _w, gd in fresh.values()])
             self._device_names.update(names)
             self._executor_graphs[ekey] = dict(fresh)
+        for t in d.tensors:
+            if t.device_name:                  # the in-memory capture knows the true name
+                self._device_names[t.device_dir] = t.device_name
         graphs = self._executor_graphs.get(ekey, {})
         for dev_dir, (g, wall, graph_def) in graphs.items():
             key = (dev_dir, g.graph_hash)
@@ -260,7 +306,7 @@ class DumpCapture:
         tags, devices, nodes, slots, ops, stamps, exts, dtypes, shapes = (
             [], [], [], [], [], [], [], [], [])
         for t in tensors:
-            dtype, shape = proto.tensor_info(t.data)
+            dtype, shape = (t.dtype, t.shape) if t.dtype is not None else proto.tensor_info(t.data)
             tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
             devices.append(self._device(t.device_dir))
             nodes.append(t.node_name)

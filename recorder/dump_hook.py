@@ -11,9 +11,14 @@ in one of its ranges (ints, (lo, hi) pairs with hi exclusive, `range`s or "lo:hi
 
 How: see dump_capture.py. TF writes each dumped run to a fixed per-thread staging URL on tmpfs,
 a symlink the hook points at a free staging dir before the run; a background thread turns each
-run's files into rows and empties the dir for a later run. The global step (read exactly, see
-global_step.py) is fetched with the run and written into TF's core
-metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
+run's files into rows and empties the dir for a later run. With `capture="auto"` (the default,
+or $TFBLACKBOX_DUMP_CAPTURE) the tensors themselves skip the files: the in-memory capture
+(native_capture.py, built once per TensorFlow install) takes them from TF's debug ops, and
+only the core metadata and partition graphs come as files. `capture="files"` never builds it;
+`capture="memory"` raises when it cannot be had. `hook.capture` says which one is in use.
+
+The global step (read exactly, see global_step.py) is fetched with the run and written into
+TF's core metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
 global-step read op, so that op appears in the dumps too.
 
 Disk budget: `max_bytes` bounds the uncompressed bytes of recorded dumps (tensor Events, new
@@ -27,6 +32,7 @@ stops dumping for the rest of the run, logs one warning saying so, and sets
 
 import itertools
 import logging
+import os
 import re
 import threading
 import time
@@ -35,6 +41,7 @@ import tensorflow as tf
 
 from tfblackbox.schema import dump_layout as layout
 
+from . import native_capture
 from . import run as run_mod
 from .dump_capture import Batch, DumpCapture
 from .global_step import StepTracker
@@ -42,6 +49,10 @@ from .global_step import StepTracker
 log = logging.getLogger("tfblackbox")
 
 _SESSION_RUNS = itertools.count()   # process-wide: run dir names never repeat in an attempt
+# With the in-memory capture, a watch on a name no node can have (TF node names start with a
+# letter, digit or '.') carries the staging URL, so TF still writes the core metadata and
+# partition graphs there: it publishes those to every URL of every watch.
+METADATA_WATCH = "__tfblackbox_metadata__"
 
 
 def _parse_steps(steps):
@@ -73,7 +84,7 @@ def _parse_steps(steps):
 
 class DumpHook(tf.compat.v1.train.SessionRunHook):
     def __init__(self, store=None, watch_fn=None, thread_name_filter=None, *, every_n_steps=1,
-                 steps=None, max_bytes=None, staging_dir=None, max_pending=16):
+                 steps=None, max_bytes=None, staging_dir=None, max_pending=16, capture=None):
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r}; expected a positive integer")
         if watch_fn is not None and not callable(watch_fn):
@@ -88,6 +99,10 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self._max_bytes = None if max_bytes is None else int(max_bytes)
         self._staging_dir = staging_dir
         self._max_pending = max_pending
+        self._capture_mode = capture or os.environ.get("TFBLACKBOX_DUMP_CAPTURE") or "auto"
+        if self._capture_mode not in native_capture.MODES:
+            raise ValueError(f"capture={self._capture_mode!r}; expected one of "
+                             f"{', '.join(native_capture.MODES)}")
         self._run = None
         self._capture = None
         self._local = threading.local()
@@ -95,6 +110,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self.budget_exhausted = False
         self.dumped_steps = 0
         self.skipped_busy = 0
+        self.capture = None           # "memory" or "files", known from begin()
 
     # -- which steps ---------------------------------------------------------------------------
 
@@ -114,7 +130,9 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self._graph = tf.compat.v1.get_default_graph()
         self._options_cache = {}
         if self._capture is None:
-            self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending)
+            native = native_capture.load(tf, self._capture_mode)
+            self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending, native)
+        self.capture = "files" if self._capture.native is None else "memory"
 
     def _resolve_run(self):
         store = self._store
@@ -122,7 +140,6 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             return run_mod.get_or_start_run()
         if isinstance(store, run_mod.Run):
             return store
-        import os
         active = run_mod.active_run()
         if active is not None and os.path.abspath(os.fspath(store)) == active.store.root:
             return active
@@ -145,6 +162,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         try:
             self._steps.advance(run_values.results or {})
             if batch is not None:
+                self._capture.take(self._slot(), batch)
                 self._capture.seal(self._slot(), batch)
         except Exception as e:   # never take the training down
             log.error("tfblackbox: DumpHook could not record a dumped step: %s", e)
@@ -168,6 +186,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         batch, self._local.batch = getattr(self._local, "batch", None), None
         if batch is not None and self._capture is not None:
             batch.status = "error"
+            self._capture.take(self._slot(), batch)
             self._capture.seal(self._slot(), batch)
 
     def _prepare(self, run_context):
@@ -204,7 +223,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         slot = self._slot()
         path, reusable = cap.acquire(slot)
         try:
-            key, options = self._run_options(watch, cap.url(slot))
+            key, options = self._run_options(watch, cap.tensor_url(slot), cap.url(slot))
             options.debug_options.global_step = step
             micros = int(time.time() * 1e6)
             n = next(_SESSION_RUNS)
@@ -220,9 +239,9 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self.dumped_steps += 1
         return options
 
-    def _run_options(self, watch, url):
-        """(key, RunOptions) per watch config, URL and graph version; only the step changes
-        between runs (copying ~100 watches into new options cost ~0.1 ms a step). The URL is
+    def _run_options(self, watch, url, metadata_url):
+        """(key, RunOptions) per watch config, URLs and graph version; only the step changes
+        between runs (copying ~100 watches into new options cost ~0.1 ms a step). The URLs are
         per thread, so no two threads share one object."""
         key = (repr(watch), url, self._graph.version)
         cached = self._options_cache.get(key)
@@ -236,6 +255,22 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
                 op_type_regex_allowlist=watch.op_type_regex_allowlist,
                 tensor_dtype_regex_allowlist=watch.tensor_dtype_regex_allowlist,
                 tolerate_debug_op_creation_failures=watch.tolerate_debug_op_creation_failures)
+            watches = options.debug_options.debug_tensor_watch_opts
+            wildcard = [w for w in watches if w.node_name == "*"]
+            if wildcard:
+                # Without allowlists watch_graph adds the "*" watch next to one watch per
+                # node with the same ops and URLs, which TF's DebugNodeInserter would apply
+                # anyway; the per-node ones only cost a copy (MonitoredSession merges hook
+                # options into each run's) and a serialization of ~100 protos a run.
+                keep = type(wildcard[0])()
+                keep.CopyFrom(wildcard[0])
+                del watches[:]
+                watches.add().CopyFrom(keep)
+            if metadata_url != url:
+                meta = options.debug_options.debug_tensor_watch_opts.add()
+                meta.node_name, meta.output_slot = METADATA_WATCH, 0
+                meta.debug_ops.append("DebugIdentity")
+                meta.debug_urls.append(metadata_url)
             options.debug_options.reset_disk_byte_usage = True   # staging is emptied every run
             cached = self._options_cache[key] = (len(self._options_cache), options)
         return cached

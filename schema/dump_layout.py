@@ -101,6 +101,10 @@ class TensorFile:
     timestamp: int
     ext_timestamp: str
     data: bytes
+    # known without parsing `data` when the tensor comes from the in-memory capture
+    device_name: str | None = None
+    dtype: str | None = None
+    shape: list | None = None
 
 
 @dataclasses.dataclass

@@ -1,0 +1,222 @@
+// In-memory capture of tfdbg debug-op output (DebugIdentity, DebugNumericSummary, ...).
+//
+// TF's debug ops publish every watched tensor to their debug URLs; for a `memcbk://KEY` URL
+// they call the callback registered under KEY in DebugCallbackRegistry. This library registers
+// such callbacks and turns each tensor into the very Event bytes tfdbg's file:// path would
+// write (see WrapTensorAsEvents in tensorflow/core/debug/debug_io_utils.cc), appended to a
+// per-key buffer that Python takes after each session.run. No file per tensor, no syscall.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/debug/debug_callback_registry.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor.pb.h"
+#include "tensorflow/core/platform/env.h"
+
+namespace {
+
+struct Sink {
+  std::mutex mu;
+  std::string data;   // records, see append_record
+  bool open = true;
+  int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
+};
+
+std::mutex g_mu;
+// Never destroyed: TF may call a callback while the process exits.
+auto* g_sinks = new std::map<std::string, std::shared_ptr<Sink>>();
+
+void put_varint(std::string* out, uint64_t v) {
+  while (v >= 0x80) { out->push_back(static_cast<char>(v | 0x80)); v >>= 7; }
+  out->push_back(static_cast<char>(v));
+}
+
+void put_bytes(std::string* out, int field, const std::string& s) {
+  put_varint(out, (static_cast<uint64_t>(field) << 3) | 2);
+  put_varint(out, s.size());
+  out->append(s);
+}
+
+// The JSON that protobuf's MessageToJsonString prints for DebuggerEventMetadata with
+// always_print_primitive_fields (device, outputSlot, numChunks, chunkIndex).
+std::string metadata_json(const std::string& device, int32_t slot) {
+  std::string out = "{\"device\":\"";
+  for (char c : device) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out += "\",\"outputSlot\":" + std::to_string(slot) + ",\"numChunks\":1,\"chunkIndex\":0}";
+  return out;
+}
+
+struct Captured {
+  std::string event;
+  int32_t dtype = 0;
+  std::vector<int64_t> dims;
+};
+
+Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& tensor,
+                 uint64_t wall_time_us) {
+  Captured out;
+  // The tensor as WrapTensorAsEvents puts it: dtype, shape and tensor_content, or string_val
+  // for strings; nothing else of AsProtoTensorContent's output.
+  tensorflow::TensorProto full, proto;
+  if (tensor.dtype() == tensorflow::DT_STRING) {
+    tensor.AsProtoField(&full);
+    proto.set_dtype(full.dtype());
+    *proto.mutable_tensor_shape() = full.tensor_shape();
+    proto.mutable_string_val()->Swap(full.mutable_string_val());
+  } else {
+    tensor.AsProtoTensorContent(&full);
+    proto.set_dtype(full.dtype());
+    *proto.mutable_tensor_shape() = full.tensor_shape();
+    proto.mutable_tensor_content()->swap(*full.mutable_tensor_content());
+  }
+  std::string tensor_bytes;
+  proto.SerializeToString(&tensor_bytes);
+  out.dtype = proto.dtype();
+  for (const auto& dim : proto.tensor_shape().dim()) out.dims.push_back(dim.size());
+
+  std::string plugin, meta, value, summary, event;
+  put_bytes(&plugin, 1, "debugger");                                  // PluginData.plugin_name
+  put_bytes(&plugin, 2, metadata_json(key.device_name, key.output_slot));   // .content
+  put_bytes(&meta, 1, plugin);                                        // SummaryMetadata.plugin_data
+  put_bytes(&value, 1, key.node_name);                                // Value.tag
+  put_bytes(&value, 7, key.debug_node_name);                          // Value.node_name
+  put_bytes(&value, 8, tensor_bytes);                                 // Value.tensor
+  put_bytes(&value, 9, meta);                                         // Value.metadata
+  put_bytes(&summary, 1, value);                                      // Summary.value
+  double wall = static_cast<double>(wall_time_us);
+  put_varint(&event, (1 << 3) | 1);                                   // Event.wall_time
+  char raw[8];
+  std::memcpy(raw, &wall, 8);
+  event.append(raw, 8);
+  put_bytes(&event, 5, summary);                                      // Event.summary
+  out.event.swap(event);
+  return out;
+}
+
+template <typename T>
+void put_raw(std::string* out, T v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+
+// One record (little-endian): u32 length of the rest, u64 wall time (us), i32 output slot,
+// i32 dtype enum, u32 rank, u32 lengths of the device name, node name, debug op and Event;
+// then rank i64 dims and those four strings. dtype and dims are the Event's TensorProto's.
+void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
+                   const Captured& captured) {
+  const std::string& event = captured.event;
+  std::string rec;
+  rec.reserve(36 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
+              key.debug_op.size() + event.size());
+  put_raw<uint32_t>(&rec, 0);
+  put_raw<uint64_t>(&rec, wall_time_us);
+  put_raw<int32_t>(&rec, key.output_slot);
+  put_raw<int32_t>(&rec, captured.dtype);
+  put_raw<uint32_t>(&rec, captured.dims.size());
+  put_raw<uint32_t>(&rec, key.device_name.size());
+  put_raw<uint32_t>(&rec, key.node_name.size());
+  put_raw<uint32_t>(&rec, key.debug_op.size());
+  put_raw<uint32_t>(&rec, event.size());
+  for (int64_t d : captured.dims) put_raw<int64_t>(&rec, d);
+  rec += key.device_name;
+  rec += key.node_name;
+  rec += key.debug_op;
+  rec += event;
+  uint32_t n = rec.size() - 4;
+  std::memcpy(&rec[0], &n, 4);
+  std::lock_guard<std::mutex> lock(sink->mu);
+  if (sink->open) sink->data += rec;
+}
+
+std::shared_ptr<Sink> find(const char* key) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_sinks->find(key);
+  return it == g_sinks->end() ? nullptr : it->second;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Registers memcbk://KEY (once per key; a key is never unregistered, since a cached executor
+// may still publish to it and TF aborts the process on a memcbk key without a callback).
+int tfbb_register(const char* key) {
+  std::string k(key);
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_sinks->find(k);
+    if (it != g_sinks->end()) {
+      std::lock_guard<std::mutex> l2(it->second->mu);
+      it->second->open = true;
+      return 0;
+    }
+    (*g_sinks)[k] = std::make_shared<Sink>();
+  }
+  std::shared_ptr<Sink> sink = find(key);
+  tensorflow::DebugCallbackRegistry::singleton()->RegisterCallback(
+      k, [sink](const tensorflow::DebugNodeKey& node_key, const tensorflow::Tensor& tensor) {
+        try {
+          uint64_t now = tensorflow::Env::Default()->NowMicros();
+          append_record(sink.get(), node_key, now, capture(node_key, tensor, now));
+        } catch (...) {   // an exception here would terminate the training process
+          std::lock_guard<std::mutex> lock(sink->mu);
+          ++sink->failed;
+        }
+      });
+  return 1;
+}
+
+// Hands KEY's records over without copying: *data points into a buffer that stays valid until
+// tfbb_release(*handle). Returns their size (0: none, *handle is null; -1: unknown key).
+int64_t tfbb_take(const char* key, const char** data, void** handle) {
+  *data = nullptr;
+  *handle = nullptr;
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return -1;
+  auto* taken = new std::string();
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    taken->swap(sink->data);
+    sink->data.reserve(taken->size());   // the next run is likely as large: no regrowing
+  }
+  if (taken->empty()) {
+    delete taken;
+    return 0;
+  }
+  *data = taken->data();
+  *handle = taken;
+  return static_cast<int64_t>(taken->size());
+}
+
+void tfbb_release(void* handle) { delete static_cast<std::string*>(handle); }
+
+// Stops keeping KEY's records (they are dropped) until it is registered again.
+void tfbb_close(const char* key) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return;
+  std::lock_guard<std::mutex> lock(sink->mu);
+  sink->open = false;
+  std::string().swap(sink->data);
+}
+
+// Tensors of KEY that could not be captured since the last call.
+int64_t tfbb_take_failed(const char* key) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return 0;
+  std::lock_guard<std::mutex> lock(sink->mu);
+  int64_t n = sink->failed;
+  sink->failed = 0;
+  return n;
+}
+
+int tfbb_abi_version() { return 2; }
+
+}  // extern "C"

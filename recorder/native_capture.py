@@ -1,0 +1,286 @@
+"""The in-memory dump capture: native/capture.cc, built once per TensorFlow install.
+
+TF's debug ops call a C++ callback for `memcbk://KEY` debug URLs. capture.cc registers such
+callbacks and appends, for every watched tensor, the exact Event bytes that tfdbg's file://
+path would write (checked byte for byte by the self-test below) to a per-key buffer, which the
+hook takes after each session.run. Against one file per tensor on tmpfs this cuts the debug
+ops' cost on the training thread by more than half and leaves no files to read back.
+
+The library is compiled with the C++ compiler (`$CXX`, else g++ or c++) and TensorFlow's own
+compile and link flags (tf.sysconfig, as for custom ops) into a cache dir
+(`$TFBLACKBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/tfblackbox` or ~/.cache/tfblackbox), keyed by
+the source, TensorFlow build and flags. A fresh build is used only after a self-test in a child
+process (a crash there cannot take the training down) has compared its Events with TF's own
+files. When there is no compiler, or the build or self-test fails, DumpHook says why once and
+captures through files instead; a `capture-*.failed` file in the cache dir remembers the
+failure (remove it to try again).
+"""
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+
+from tfblackbox.schema import dump_layout as layout
+from tfblackbox.schema import dump_proto as proto
+
+log = logging.getLogger("tfblackbox")
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
+ABI_VERSION = 2
+BUILD_TIMEOUT = 600
+MODES = ("auto", "memory", "files")
+
+
+class NativeUnavailable(RuntimeError):
+    pass
+
+
+def cache_dir():
+    root = os.environ.get("TFBLACKBOX_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "tfblackbox")
+    return root
+
+
+def _flags(tf):
+    lib_dir = tf.sysconfig.get_lib()
+    cc = os.path.join(lib_dir, "libtensorflow_cc.so.2")
+    if not os.path.exists(cc):
+        raise NativeUnavailable(f"{cc} not found (DebugCallbackRegistry lives there)")
+    compile_flags = list(tf.sysconfig.get_compile_flags())
+    link_flags = list(tf.sysconfig.get_link_flags()) + ["-l:libtensorflow_cc.so.2",
+                                                        f"-Wl,-rpath,{lib_dir}"]
+    return compile_flags, link_flags
+
+
+def library_path(tf):
+    compile_flags, link_flags = _flags(tf)
+    h = hashlib.sha256()
+    with open(SOURCE, "rb") as f:
+        h.update(f.read())
+    for part in (tf.__version__, tf.sysconfig.get_lib(), platform.machine(), *compile_flags,
+                 *link_flags):
+        h.update(b"\0" + str(part).encode())
+    return os.path.join(cache_dir(), f"capture-{h.hexdigest()[:16]}.so")
+
+
+_lock = threading.Lock()
+_loaded = {}          # library path -> Native, or NativeUnavailable
+
+
+def load(tf, mode="auto"):
+    """The Native capture, or None (mode "files", or "auto" when it cannot be had: logged once).
+    Mode "memory" raises NativeUnavailable instead of falling back."""
+    if mode not in MODES:
+        raise ValueError(f"capture={mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "files":
+        return None
+    with _lock:
+        try:
+            path = library_path(tf)
+        except NativeUnavailable as e:
+            path, result = "?", e
+        else:
+            result = _loaded.get(path)
+            if result is None:
+                try:
+                    result = Native(_build(path))
+                except NativeUnavailable as e:
+                    result = e
+                    log.warning("tfblackbox: DumpHook captures through files: the in-memory "
+                                "capture is not available: %s", e)
+                _loaded[path] = result
+    if isinstance(result, NativeUnavailable):
+        if mode == "memory":
+            raise result
+        return None
+    return result
+
+
+def _build(path):
+    if os.path.exists(path):
+        return path
+    failed = path[:-3] + ".failed"
+    if os.path.exists(failed):
+        with open(failed, errors="replace") as f:
+            reason = f.read().strip().splitlines()[-1:] or ["(no reason kept)"]
+        raise NativeUnavailable(f"an earlier build failed ({reason[0]}); remove {failed} to "
+                                "try again")
+    import tensorflow as tf
+    compile_flags, link_flags = _flags(tf)
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not compiler:
+        raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    log.warning("tfblackbox: building the in-memory dump capture for TensorFlow %s (once per "
+                "install, ~30 s) into %s", tf.__version__, path)
+    cmd = [compiler, "-O2", "-shared", "-fPIC", "-w", *compile_flags, SOURCE, "-o", tmp,
+           *link_flags]
+    try:
+        _run(cmd, "compiling capture.cc", failed)
+        _run([sys.executable, "-c", "import sys; from tfblackbox.recorder import native_capture "
+              "as n; sys.exit(n.self_test(sys.argv[1]))", tmp], "its self-test", failed)
+        os.replace(tmp, path)            # atomic: a concurrent build replaces it with its twin
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _run(cmd, what, failed):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        reason = f"{what}: {e}"
+    else:
+        if done.returncode == 0:
+            return
+        tail = (done.stderr or done.stdout or "").strip().splitlines()[-15:]
+        reason = f"{what} failed (exit {done.returncode}): " + " | ".join(tail)
+    with open(failed, "w") as f:
+        f.write(" ".join(map(str, cmd)) + "\n" + reason + "\n")
+    raise NativeUnavailable(reason)
+
+
+class Native:
+    """ctypes face of capture.cc; keys are registered once and never unregistered (TF aborts
+    the process when a memcbk URL has no callback, and a cached executor keeps its URLs)."""
+
+    def __init__(self, path):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.tfbb_register.argtypes = [ctypes.c_char_p]
+            lib.tfbb_take.restype = ctypes.c_int64
+            lib.tfbb_take.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_void_p)]
+            lib.tfbb_release.argtypes = [ctypes.c_void_p]
+            lib.tfbb_take_failed.restype = ctypes.c_int64
+            lib.tfbb_take_failed.argtypes = [ctypes.c_char_p]
+            lib.tfbb_close.argtypes = [ctypes.c_char_p]
+            if lib.tfbb_abi_version() != ABI_VERSION:
+                raise NativeUnavailable(f"{path} is not capture ABI {ABI_VERSION}")
+        except (OSError, AttributeError) as e:
+            raise NativeUnavailable(f"cannot load {path}: {e}") from e
+        self.path, self._lib = path, lib
+
+    def register(self, key):
+        self._lib.tfbb_register(key.encode())
+        return "memcbk://" + key
+
+    def take(self, key):
+        """(Records or None, tensors that could not be captured) since the last take."""
+        data, handle = ctypes.c_void_p(), ctypes.c_void_p()
+        n = self._lib.tfbb_take(key.encode(), ctypes.byref(data), ctypes.byref(handle))
+        records = Records(self._lib, data.value, handle.value, n) if n > 0 else None
+        return records, self._lib.tfbb_take_failed(key.encode())
+
+    def close(self, key):
+        self._lib.tfbb_close(key.encode())
+
+
+class Records:
+    """One take()'s records, in capture.cc's buffer (no copy) until release()."""
+
+    def __init__(self, lib, address, handle, size):
+        self._lib, self._handle, self.size = lib, handle, size
+        self.view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+    def release(self):
+        if self._handle:
+            self.view.release()
+            self._lib.tfbb_release(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.release()
+
+
+_HEAD = struct.Struct("<IQiiIIIII")
+
+
+def parse_records(blob):
+    """TensorFile objects (the device dir derived from the device name, as TF names it) of a
+    take()'s records (bytes or a memoryview). Names repeated within them get TF's collision
+    suffix (`<micros>-1`, ...), as the files of one run dir would."""
+    out, seen, i, end = [], {}, 0, len(blob)
+    while i < end:
+        n, ts, slot, dtype, rank, ld, ln, lo, le = _HEAD.unpack_from(blob, i)
+        j = i + _HEAD.size
+        if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
+            raise proto.DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
+        dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
+        j += 8 * rank
+        device = str(blob[j:j + ld], "utf-8")
+        node = str(blob[j + ld:j + ld + ln], "utf-8")
+        op = str(blob[j + ld + ln:j + ld + ln + lo], "utf-8")
+        data = bytes(blob[j + ld + ln + lo:i + 4 + n])
+        dev_dir = layout.device_dir(device)
+        name = (dev_dir, node, slot, op, ts)
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
+                                     data, device, proto.dtype_name(dtype), dims))
+        i += 4 + n
+    return out
+
+
+def self_test(lib_path):
+    """Runs a graph with every watched tensor sent both to a file:// dir (TF's own writer) and
+    to the library; each captured Event must equal TF's file byte for byte once the wall time
+    is TF's. Returns 0 when it does (the exit status of the build's child process)."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.debug.lib import debug_utils
+    native = Native(lib_path)
+    url = native.register("tfblackbox-self-test")
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4))
+        fetches = [tf.matmul(x, x, transpose_b=True), tf.constant(["a", "", "xyz"]),
+                   tf.constant(7, tf.int64), tf.cast(x, tf.float16), x > 3.0,
+                   tf.zeros([0, 2]), tf.constant(2.5, tf.float64)]
+    with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
+        options = config_pb2.RunOptions()
+        debug_utils.watch_graph(options, g, debug_urls=["file://" + root, url])
+        sess.run(fetches, options=options)
+        files = {}
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    files[(os.path.relpath(folder, root), name)] = f.read()
+        taken, failed = native.take("tfblackbox-self-test")
+        records = parse_records(taken.view) if taken else []
+        if failed or not records:
+            print(f"self-test: {len(records)} tensors captured, {failed} failed")
+            return 1
+        for t in records:
+            folder = os.path.join(t.device_dir, *t.node_name.split("/")[:-1]) or "."
+            base = f"{t.node_name.split('/')[-1]}_{t.output_slot}_{t.debug_op}_"
+            theirs = [v for (d, n), v in files.items() if d == os.path.normpath(folder)
+                      and n.startswith(base) and n[len(base):].replace("-", "").isdigit()]
+            ours = [t.data[:1] + v[1:9] + t.data[9:] for v in theirs]   # TF's wall time
+            if not any(a == b for a, b in zip(ours, theirs)):
+                print(f"self-test: the Event of {t.node_name}:{t.output_slot} differs from TF's")
+                return 1
+            if proto.tensor_info(t.data) != (t.dtype, t.shape):
+                print(f"self-test: dtype/shape of {t.node_name} differ from its Event's")
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(self_test(sys.argv[1]))
