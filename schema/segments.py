@@ -178,14 +178,55 @@ def write_segment(root, catalog, run_id, table_name, table, writer_id=None):
     its rows and may retry.
     """
     table, data = encode(table, table_name)
+    lo, hi = step_range(table)
+    return write_encoded(root, catalog, run_id, table_name,
+                         Encoded(data, table.num_rows, lo, hi), writer_id)
+
+
+class Encoded:
+    """A whole Parquet segment in memory, with what the catalog records of it."""
+
+    def __init__(self, data, rows, min_step, max_step):
+        self.data, self.rows, self.min_step, self.max_step = data, rows, min_step, max_step
+
+
+class StreamEncoder:
+    """Encodes one segment row group by row group as its rows arrive (the recorder's writer
+    does the Parquet work for large tables while training runs, not all at a flush)."""
+
+    def __init__(self, table_name):
+        self.table_name, self.schema = table_name, schema_of(table_name)
+        self._sink = pa.BufferOutputStream(memory_pool=pa.system_memory_pool())
+        self._writer = pq.ParquetWriter(self._sink, self.schema, **parquet_options(table_name))
+        self.rows, self.min_step, self.max_step = 0, None, None
+
+    def write(self, table):
+        table = table.cast(self.schema) if table.schema != self.schema else table
+        if table.num_rows == 0:
+            return
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        lo, hi = step_range(table)
+        self.rows += table.num_rows
+        self.min_step = lo if self.min_step is None else min(lo, self.min_step)
+        self.max_step = hi if self.max_step is None else max(hi, self.max_step)
+
+    def finish(self):
+        self._writer.close()
+        return Encoded(self._sink.getvalue(), self.rows, self.min_step, self.max_step)
+
+
+def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
+    """Writes an encoded segment durably and registers it; returns its SegmentRecord. If
+    registration fails the file is removed again and the error raised."""
+    data = encoded.data
     rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
     write_file(root, rel, data)
-    lo, hi = step_range(table)
+    lo, hi = encoded.min_step, encoded.max_step
     now = time.time()
     try:
         with catalog.session() as s:
             row = cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=writer_id,
-                                 path=rel, row_count=table.num_rows, size_bytes=len(data),
+                                 path=rel, row_count=encoded.rows, size_bytes=len(data),
                                  sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
                                  max_step=hi, created_at=now)
             s.add(row)
@@ -215,5 +256,6 @@ def empty_table(table_name):
     return schema_of(table_name).empty_table()
 
 
-__all__ = ["SegmentRecord", "write_segment", "write_file", "encode", "read_segment_file",
+__all__ = ["SegmentRecord", "write_segment", "write_encoded", "Encoded", "StreamEncoder",
+           "write_file", "encode", "read_segment_file",
            "empty_table", "segment_dir", "file_name", "parse_owner", "is_this_host", "pa"]

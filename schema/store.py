@@ -149,6 +149,11 @@ class Store:
         return segments.write_segment(self.root, self.catalog, run_id, table_name, table,
                                       writer_id)
 
+    def write_encoded(self, run_id, table_name, encoded, writer_id=None):
+        """Registers a segment encoded beforehand (segments.StreamEncoder)."""
+        return segments.write_encoded(self.root, self.catalog, run_id, table_name, encoded,
+                                      writer_id)
+
     # runs.py holds the catalog writes of a run's lifecycle
     create_run = run_writes.create_run
     begin_attempt = run_writes.begin_attempt
