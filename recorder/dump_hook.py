@@ -49,8 +49,8 @@ from .global_step import StepTracker
 log = logging.getLogger("tfblackbox")
 
 _SESSION_RUNS = itertools.count()   # process-wide: run dir names never repeat in an attempt
-# With the in-memory capture, a watch on a name no node can have (TF node names start with a
-# letter, digit or '.') carries the staging URL, so TF still writes the core metadata and
+# A watch on a name no node can have (TF node names start with a letter, digit or '.') carries
+# the staging URL, so with the in-memory capture TF still writes the core metadata and
 # partition graphs there: it publishes those to every URL of every watch.
 METADATA_WATCH = "__tfblackbox_metadata__"
 
@@ -266,11 +266,12 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
                 keep.CopyFrom(wildcard[0])
                 del watches[:]
                 watches.add().CopyFrom(keep)
-            if metadata_url != url:
-                meta = options.debug_options.debug_tensor_watch_opts.add()
-                meta.node_name, meta.output_slot = METADATA_WATCH, 0
-                meta.debug_ops.append("DebugIdentity")
-                meta.debug_urls.append(metadata_url)
+            # Always there: it carries the metadata URL, and TF applies "*" only when some
+            # watch names a node
+            meta = watches.add()
+            meta.node_name, meta.output_slot = METADATA_WATCH, 0
+            meta.debug_ops.append("DebugIdentity")
+            meta.debug_urls.append(metadata_url)
             options.debug_options.reset_disk_byte_usage = True   # staging is emptied every run
             cached = self._options_cache[key] = (len(self._options_cache), options)
         return cached

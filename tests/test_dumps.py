@@ -130,13 +130,16 @@ def assert_same(ref, got):
                 np.testing.assert_array_equal(u, v, err_msg=key)
 
 
-@pytest.fixture(scope="module")
-def identity_dumps(tmp_path_factory):
+@pytest.fixture(scope="module", params=["memory", "files"])
+def identity_dumps(tmp_path_factory, request):
+    """Both captures: in memory (the compiled callback; this machine has a compiler, so it
+    must be available) and through files (its fallback)."""
     import tensorflow as tf
     tf.compat.v1.disable_eager_execution()
     tmp = tmp_path_factory.mktemp("identity")
     ref = record_reference(tmp)
-    store, run_id, hook = record_blackbox(tmp)
+    store, run_id, hook = record_blackbox(tmp, capture=request.param)
+    assert hook.capture == request.param
     out = tmp / "out"
     assert replay(store, out) == 0
     return ref, store, run_id, str(out)
@@ -331,3 +334,66 @@ def test_sigkill_mid_dump_leaves_a_valid_store(tmp_path):
     assert replay(store, out) == 0
     for d in run_dirs(str(out))[:3]:
         assert load(d).dumped_tensor_data
+
+
+def test_native_capture_builds_events_byte_identical_to_tfs_files():
+    """The self-test a fresh build must pass, run here too: every captured Event (float32,
+    float16, int64, bool, string, empty, float64) equals TF's own dump file byte for byte."""
+    import tensorflow as tf
+    from tfblackbox.recorder import native_capture
+    native = native_capture.load(tf, "memory")
+    assert native_capture.self_test(native.path) == 0
+
+
+def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
+            device="/job:localhost/replica:0/task:0/device:CPU:0", event=b"\x09evt"):
+    import struct
+    strings = device.encode() + node.encode() + op.encode() + event
+    body = struct.pack("<QiiIIIII", ts, slot, dtype, len(dims), len(device.encode()),
+                       len(node.encode()), len(op.encode()), len(event))
+    body += struct.pack(f"<{len(dims)}q", *dims) + strings
+    return blob + struct.pack("<I", len(body)) + body
+
+
+def test_capture_records_parse_with_tfs_name_collision_suffixes():
+    from tfblackbox.recorder.native_capture import parse_records
+    from tfblackbox.schema.dump_proto import DumpLayoutError
+    blob = b""
+    for node in ("loop/mul", "loop/mul", "loop/mul", "loop/add"):   # same microsecond
+        blob = _record(blob, 1700000000000001, node)
+    blob = _record(blob, 1700000000000002, "loop/mul", slot=1, dtype=7, dims=())
+    got = parse_records(memoryview(blob))
+    assert [t.ext_timestamp for t in got] == [
+        "1700000000000001", "1700000000000001-1", "1700000000000001-2", "1700000000000001",
+        "1700000000000002"]
+    assert got[0].device_dir == "_tfdbg_device_,job_localhost,replica_0,task_0,device_CPU_0"
+    assert (got[0].dtype, got[0].shape, got[4].dtype, got[4].shape) == (
+        "float32", [2], "string", [])
+    assert got[1].data == b"\x09evt" and got[4].output_slot == 1
+    with pytest.raises(DumpLayoutError, match="malformed"):
+        parse_records(blob[:-3])
+
+
+def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import tensorflow as tf
+    from tfblackbox.recorder import native_capture
+    tf.compat.v1.disable_eager_execution()
+    monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(native_capture.NativeUnavailable, match="compiling capture.cc"):
+        native_capture.load(tf, "memory")
+    failed = glob.glob(str(tmp_path / "cache" / "capture-*.failed"))
+    assert len(failed) == 1 and "no-such-compiler" in open(failed[0]).read()
+    monkeypatch.setattr(native_capture, "_loaded", {})      # a new process: the marker speaks
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        store, run_id, hook = record_blackbox(tmp_path, n_steps=2)
+    assert hook.capture == "files"
+    assert "captures through files" in caplog.text and "remove" in caplog.text
+    from tfblackbox.schema import Store
+    tensors = Store.open(store).read(run_id, "debug_tensors", columns=["step"])
+    assert sorted(set(tensors["step"].to_pylist())) == [0, 1]
+    from tfblackbox import recorder
+    with pytest.raises(ValueError, match="capture='fast'"):
+        recorder.DumpHook(capture="fast")

@@ -13,7 +13,7 @@ import pytest
 from tfblackbox import recorder
 from tfblackbox.recorder.writer import Writer
 from tfblackbox.replay.cli import main as cli
-from tfblackbox.schema import BlackboxError, Store, WriterError
+from tfblackbox.schema import BlackboxError, Store, WriterError, verify
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "record_script.py")
 
@@ -200,3 +200,72 @@ def test_run_record_has_the_git_commit_of_the_working_directory(tmp_path, monkey
     run = recorder.init(store=str(tmp_path / "store"))
     recorder.finish()
     assert Store.open(str(tmp_path / "store")).run(run.run_id).git_commit is None
+
+
+def _dump_rows(steps, payload_bytes, rows_per_step=10):
+    """Ready-made debug_tensors rows (as DumpHook's ingest builds them), ~payload_bytes each."""
+    import pyarrow as pa
+    from tfblackbox.schema.tables import schema_of
+    schema = schema_of("debug_tensors")
+    schema = schema.remove(schema.get_field_index("attempt"))
+    rows = [dict(step=s, wall_time=float(s), tag=f"n{k}:0:DebugIdentity", run_key=f"r{s}",
+                 device="/job:localhost/replica:0/task:0/device:CPU:0", node_name=f"n{k}",
+                 output_slot=0, debug_op="DebugIdentity", timestamp=s * 1000 + k,
+                 ext_timestamp=None, dtype="float32", shape=[payload_bytes // 4],
+                 event=bytes([s % 251, k]) * (payload_bytes // 2))
+            for s in steps for k in range(rows_per_step)]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _writer(store_dir):
+    store = Store.create(store_dir)
+    store.create_run("r")
+    wid, attempt = store.begin_attempt("r")
+    return store, Writer(store, "r", wid, attempt, flush_secs=60)
+
+
+def test_large_ready_made_tables_are_encoded_ahead_in_row_groups(store_dir):
+    import pyarrow.parquet as pq
+    store, w = _writer(store_dir)
+    for s in range(12):                       # 12 x 10 rows of 30 KB: ~3.6 MB, > 1 MiB
+        table = _dump_rows([s], 30_000)
+        w.submit(lambda b, t=table: b.add_table("debug_tensors", t), table.nbytes)
+    w.close()
+    segs = store.segments("r", "debug_tensors")
+    assert len(segs) == 1 and segs[0].row_count == 120
+    assert (segs[0].min_step, segs[0].max_step) == (0, 11)
+    assert pq.ParquetFile(os.path.join(store_dir, segs[0].path)).num_row_groups >= 3
+    got = store.read("r", "debug_tensors", columns=["step", "timestamp", "event"])
+    assert got["step"].to_pylist() == [s for s in range(12) for _k in range(10)]
+    assert got["event"].to_pylist() == _dump_rows(range(12), 30_000)["event"].to_pylist()
+    report = verify(store)
+    assert report.ok and report.checked == len(store.segments("r"))
+
+
+@pytest.mark.parametrize("where", ["encode", "register"])
+def test_a_failing_encode_ahead_falls_back_and_keeps_every_row(store_dir, monkeypatch, caplog,
+                                                               where):
+    from tfblackbox.schema import segments
+    store, w = _writer(store_dir)
+    fail = {"left": 1}
+
+    def once(real):
+        def wrapper(*a, **k):
+            if fail["left"]:
+                fail["left"] -= 1
+                raise OSError(f"injected {where} failure")
+            return real(*a, **k)
+        return wrapper
+    if where == "encode":
+        monkeypatch.setattr(segments.StreamEncoder, "write", once(segments.StreamEncoder.write))
+    else:
+        monkeypatch.setattr(store, "write_encoded", once(store.write_encoded))
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        for s in range(8):
+            table = _dump_rows([s], 30_000)
+            w.submit(lambda b, t=table: b.add_table("debug_tensors", t), table.nbytes)
+        w.close()
+    assert fail["left"] == 0
+    assert f"injected {where} failure" in caplog.text
+    got = store.read("r", "debug_tensors", columns=["step"])["step"].to_pylist()
+    assert sorted(got) == [s for s in range(8) for _k in range(10)]
