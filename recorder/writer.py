@@ -31,6 +31,14 @@ FLUSH_SECS = 5.0             # at most this long between a row's arrival and its
 MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
 JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
 MAX_QUEUE_JOBS = 100_000
+# The writer takes its queue every WAKE_SECS (or at once when a flush asks, or the queue passes
+# a quarter of its limits) rather than at every submit: woken per job, it decoded each step's
+# summary in the GIL windows the training thread opens for a moment (ExtendSession), which the
+# training thread then waited out (~90 us a step in tools/bench_hooks).
+WAKE_SECS = 0.05
+
+
+_HISTO_COLUMNS = ("num", "min", "max", "sum", "sum_squares", "bucket_limits", "bucket_counts")
 
 
 class Buffers:
@@ -64,6 +72,19 @@ class Buffers:
         cols["tag"].append(tag)
         cols["attempt"].append(self.attempt)
         cols["value"].append(value)
+        self.rows += 1
+
+    def add_histogram(self, step, wall_time, tag, fields):
+        """A `histo` histogram row (fields: histo_fields()'s dict) without the generic path."""
+        cols = self.tables.get("histograms") or self.columns("histograms")
+        cols["step"].append(step)
+        cols["wall_time"].append(wall_time)
+        cols["tag"].append(tag)
+        cols["attempt"].append(self.attempt)
+        for name in _HISTO_COLUMNS:
+            cols[name].append(fields[name])
+        cols["bucket_lefts"].append(None)
+        cols["source"].append("histo")
         self.rows += 1
 
     def add_many(self, table, n, **columns):
@@ -152,6 +173,8 @@ class Writer:
         self.max_queue_bytes, self.on_full = max_queue_bytes, on_full
         self._queue = collections.deque()
         self._queued_bytes = 0
+        self._queue_since = 0.0       # when the queue last became non-empty
+        self._wake = False            # a flush, a close or a filling queue wants the thread now
         self._cond = threading.Condition()
         self._error = None            # raised once on the caller's next call
         self._closed = False
@@ -188,9 +211,14 @@ class Writer:
                                     len(self._queue), self._queued_bytes, self.dropped_jobs)
                     return False
                 self._cond.wait(0.1)
+            if not self._queue:
+                self._queue_since = time.monotonic()
             self._queue.append((job, nbytes))
             self._queued_bytes += nbytes
-            self._cond.notify_all()
+            if self._queued_bytes * 4 > self.max_queue_bytes or len(self._queue) * 4 > (
+                    MAX_QUEUE_JOBS):
+                self._wake = True
+                self._cond.notify_all()
         return True
 
     def _full(self, nbytes):
@@ -204,6 +232,7 @@ class Writer:
             if not self._thread.is_alive():
                 raise WriterError(f"writer thread of run {self.run_id} is not running")
             self._queue.append((marker, 0))
+            self._wake = True
             self._cond.notify_all()
         if not marker.done.wait(timeout):
             raise WriterError(f"writer of run {self.run_id}: flush did not finish in {timeout}s")
@@ -220,6 +249,7 @@ class Writer:
         finally:
             with self._cond:
                 self._closed = True
+                self._wake = True
                 self._cond.notify_all()
             self._thread.join(timeout)
 
@@ -234,11 +264,13 @@ class Writer:
         last_flush = time.monotonic()
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
-                    wait = self.flush_secs - (time.monotonic() - last_flush)
-                    if wait <= 0:
+                while not self._closed and not self._wake:
+                    now = time.monotonic()
+                    wait = self.flush_secs - (now - last_flush)
+                    if wait <= 0 or (self._queue and now - self._queue_since >= WAKE_SECS):
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(min(wait, WAKE_SECS))
+                self._wake = False
                 batch = list(self._queue)
                 self._queue.clear()
                 self._queued_bytes = 0

@@ -257,3 +257,58 @@ def test_a_finalized_graph_still_records_exact_steps(graph, store_dir):
     t = Store.open(store_dir).scalars(run.run_id)
     assert list(zip(t["step"].to_pylist(), t["value"].to_pylist())) == [
         (s, float(s)) for s in (0, 3, 6, 9)]
+
+
+def _decoded(decode, data):
+    from tfblackbox.recorder.writer import Buffers
+    buffers = Buffers(attempt=3)
+    decode(data, 7, 1.5, buffers)
+    return buffers.take()
+
+
+def test_the_wire_fast_path_decodes_exactly_as_protobuf():
+    """decode_summary reads scalars and `histo` histograms off the wire; every Summary here
+    must give the very rows the protobuf path gives, including the ones it hands back to it."""
+    import struct
+
+    from tensorflow.core.framework import summary_pb2
+    from tfblackbox.recorder import summaries
+    s = summary_pb2.Summary()
+    for tag, v in (("loss", 0.25), (ODD_TAG, float("nan")), ("inf", float("inf")),
+                   ("neg0", -0.0)):
+        s.value.add(tag=tag, simple_value=v)
+    h = s.value.add(tag="w/hist").histo
+    h.min, h.max, h.num, h.sum, h.sum_squares = -1.0, 2.0, 5.0, 3.0, 7.5
+    h.bucket_limit.extend([-1.0, 0.0, 2.0])
+    h.bucket.extend([1.0, 3.0, 1.0])
+    s.value.add(tag="empty-histo").histo.SetInParent()
+    meta = s.value.add(tag="with-metadata", simple_value=3.0)
+    meta.metadata.plugin_data.plugin_name = "scalars"
+    s.value.add(tag="img").image.encoded_image_string = b"\x89PNG..."
+    s.value.add(tag="nothing")
+    data = s.SerializeToString()
+    # a histogram whose buckets are not packed (valid protobuf, not what TF writes)
+    unpacked = b"\x0a\x03raw" + b"\x2a" + bytes([9 * 3]) + b"".join(
+        bytes([0x31]) + struct.pack("<d", x) for x in (1.0, 2.0, 3.0))
+    data += b"\x0a" + bytes([len(unpacked)]) + unpacked
+    fast = _decoded(summaries.decode_summary, data)
+    slow = _decoded(lambda d, *a: summaries._decode_slow(d, *a, 0), data)
+    assert sorted(fast) == sorted(slow) == ["histograms", "media", "scalars", "tensors"]
+    for name in fast:
+        assert fast[name].schema == slow[name].schema and _rows(fast[name]) == _rows(
+            slow[name]), name
+    assert fast["scalars"]["tag"].to_pylist() == ["loss", ODD_TAG, "inf", "neg0", "with-metadata"]
+    assert fast["histograms"]["bucket_limits"].to_pylist()[0] == [-1.0, 0.0, 2.0]
+    assert fast["histograms"]["bucket_limits"].to_pylist()[2] == [1.0, 2.0, 3.0]
+    # a Summary that is not a run of values falls back whole, from where it stops
+    odd = data + b"\x12\x00"
+    assert _rows(_decoded(summaries.decode_summary, odd)["scalars"]) == _rows(slow["scalars"])
+
+
+def _rows(table):
+    """Rows with NaN made comparable and -0.0 told apart from 0.0."""
+    def norm(v):
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else (v, math.copysign(1, v))
+        return [norm(x) for x in v] if isinstance(v, list) else v
+    return [{k: norm(v) for k, v in row.items()} for row in table.to_pylist()]
