@@ -71,7 +71,8 @@ def main(argv=None):
         for _ in range(args.steps):
             sess.run(train_op)
     recorder.finish()
-    print(f"\nrecorded run {run.run_id} into {args.store}\n")
+    print(f"\nrecorded run {run.run_id} into {args.store} (DumpHook captured tensors "
+          f"{'in memory' if hooks[1].capture == 'memory' else 'through files'})\n")
     tfblackbox(["runs", "--store", args.store])
     tfblackbox(["show", run.run_id, "--store", args.store])
 
