@@ -86,23 +86,27 @@ def load(tf, mode="auto"):
     with _lock:
         try:
             path = library_path(tf)
-        except NativeUnavailable as e:
-            path, result = "?", e
+        except Exception as e:   # flags, an unreadable source: whatever it is, files will do
+            path, result = "?", _unavailable(e)
         else:
             result = _loaded.get(path)
             if result is None:
                 try:
                     result = Native(_build(path))
-                except NativeUnavailable as e:
-                    result = e
+                except Exception as e:   # an unwritable cache dir, a failed build, ...
+                    result = _unavailable(e)
                     log.warning("tfblackbox: DumpHook captures through files: the in-memory "
-                                "capture is not available: %s", e)
+                                "capture is not available: %s", result)
                 _loaded[path] = result
     if isinstance(result, NativeUnavailable):
         if mode == "memory":
             raise result
         return None
     return result
+
+
+def _unavailable(e):
+    return e if isinstance(e, NativeUnavailable) else NativeUnavailable(f"{type(e).__name__}: {e}")
 
 
 def _build(path):

@@ -397,3 +397,15 @@ def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, c
     from tfblackbox import recorder
     with pytest.raises(ValueError, match="capture='fast'"):
         recorder.DumpHook(capture="fast")
+
+
+def test_an_unwritable_cache_dir_falls_back_never_raises_into_training(tmp_path, monkeypatch):
+    import tensorflow as tf
+    from tfblackbox.recorder import native_capture
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(native_capture.NativeUnavailable, match="NotADirectoryError|exists"):
+        native_capture.load(tf, "memory")
+    monkeypatch.setattr(native_capture, "_loaded", {})
+    assert native_capture.load(tf, "auto") is None
