@@ -119,7 +119,8 @@ class DumpCapture:
         key = self._mem_keys.get(slot)
         if key is None:
             key = self._mem_keys[slot] = f"tfblackbox-{os.path.basename(self.root)}/t{slot}"
-        return self.native.register(key)
+            self.native.register(key)
+        return "memcbk://" + key
 
     def take(self, slot, batch):
         """Moves thread `slot`'s captured tensors into its finished run's batch."""

@@ -32,9 +32,9 @@ MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JO
 JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
 MAX_QUEUE_JOBS = 100_000
 # The writer takes its queue every WAKE_SECS (or at once when a flush asks, or the queue passes
-# a quarter of its limits) rather than at every submit: woken per job, it decoded each step's
-# summary in the GIL windows the training thread opens for a moment (ExtendSession), which the
-# training thread then waited out (~90 us a step in tools/bench_hooks).
+# a quarter of its limits) rather than at every submit: woken per job, it took the GIL in the
+# moment the training thread let go of it in ExtendSession and decoded the step's summary
+# while training waited (py-spy: 453 of 3643 training-thread samples there; 36 after).
 WAKE_SECS = 0.05
 
 
