@@ -18,8 +18,8 @@ only the core metadata and partition graphs come as files. `capture="files"` nev
 `capture="memory"` raises when it cannot be had. `hook.capture` says which one is in use.
 
 The global step (read exactly, see global_step.py) is fetched with the run and written into
-TF's core metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook fetches the
-global-step read op, so that op appears in the dumps too.
+TF's core metadata (DumpingDebugHook under MonitoredSession leaves it at -1/0). DumpHook
+fetches the global-step read op, so that op appears in the dumps too.
 
 Disk budget: `max_bytes` bounds the uncompressed bytes of recorded dumps (tensor Events, new
 partition graphs, core metadata), which is an upper bound of their size in the store. Before a

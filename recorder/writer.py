@@ -2,9 +2,10 @@
 
 The training thread only enqueues (`submit`); decoding, Arrow conversion, Parquet encoding,
 fsync and catalog registration all happen on one daemon thread. Buffers become a segment every
-`flush_rows` rows, `flush_bytes` payload bytes or `flush_secs` seconds, on `flush()` and on `close()`. When the queue is full
-the policy `on_full` applies: "drop" (default: the training step never waits on disk; every
-dropped job is counted, logged and recorded in the catalog) or "block".
+`flush_rows` rows, `flush_bytes` payload bytes or `flush_secs` seconds, on `flush()` and on
+`close()`; the thread takes its queue every WAKE_SECS. When the queue is full the policy
+`on_full` applies: "drop" (default: the training step never waits on disk; every dropped job
+is counted, logged and recorded in the catalog) or "block".
 A failure on the writer thread is kept and raised as WriterError on the caller's next call;
 the rows it could not write stay buffered and are retried at the next flush.
 """

@@ -118,8 +118,9 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
 
     Segments of `large_bytes` or more are left as they are: rewriting them gains little and
     costs a run's finish (tools/bench_dump: 300 dumped steps flushed as two ~25 MB segments
-    took 1.7 s to merge at finish; with 64 MiB as the bar they were). The new file is written and registered in the same transaction that
-    unregisters the old ones; the old files are deleted only after that commit.
+    took 1.7 s to merge at finish; with 64 MiB as the bar they were). The new file is written
+    and registered in the same transaction that unregisters the old ones; the old files are
+    deleted only after that commit.
     Returns {(run, table): (segments before, segments after)}.
     """
     done = {}
