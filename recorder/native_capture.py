@@ -33,7 +33,7 @@ from tfblackbox.schema import dump_proto as proto
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 2
+ABI_VERSION = 3
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -172,6 +172,7 @@ class Native:
             lib.tfbb_take_failed.restype = ctypes.c_int64
             lib.tfbb_take_failed.argtypes = [ctypes.c_char_p]
             lib.tfbb_close.argtypes = [ctypes.c_char_p]
+            lib.tfbb_test_fail_next.argtypes = [ctypes.c_char_p, ctypes.c_int64]
             if lib.tfbb_abi_version() != ABI_VERSION:
                 raise NativeUnavailable(f"{path} is not capture ABI {ABI_VERSION}")
         except (OSError, AttributeError) as e:
@@ -191,6 +192,10 @@ class Native:
 
     def close(self, key):
         self._lib.tfbb_close(key.encode())
+
+    def fail_next(self, key, n):
+        """Tests only: the next n tensors of `key` take the out-of-memory path."""
+        self._lib.tfbb_test_fail_next(key.encode(), n)
 
 
 class Records:

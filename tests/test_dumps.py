@@ -456,3 +456,33 @@ def test_concurrent_threads_keep_their_own_dumps(tmp_path):
     from tfblackbox.schema import Store
     runs = Store.open(store).read(run.run_id, "debug_runs", columns=["status"])
     assert set(runs["status"].to_pylist()) == {"ok"}
+
+
+def test_tensors_the_capture_cannot_keep_are_counted_and_the_step_marked(tmp_path, caplog):
+    """The callback's out-of-memory path (forced through the library's test switch): the
+    training goes on, the step is recorded as 'incomplete' and the loss is logged."""
+    import logging
+    import threading
+
+    import tensorflow as tf
+    from tfblackbox import recorder
+    from tfblackbox.schema import Store
+    tf.compat.v1.disable_eager_execution()
+    store = str(tmp_path / "bbx")
+    run = recorder.init(store=store)
+    hook = recorder.DumpHook(capture="memory")
+    with caplog.at_level(logging.ERROR, logger="tfblackbox"), tf.Graph().as_default():
+        x, train = build_graph(tf)
+        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
+            for i in range(3):
+                if i == 1:
+                    key = hook._capture._mem_keys[threading.get_ident()]
+                    hook._capture.native.fail_next(key, 5)
+                sess.run(train, feed_dict={x: feeds(i)})
+        recorder.finish()
+    s = Store.open(store)
+    runs = s.read(run.run_id, "debug_runs", columns=["step", "status", "tensor_count"])
+    assert runs["status"].to_pylist() == ["ok", "incomplete", "ok"]
+    counts = runs["tensor_count"].to_pylist()
+    assert counts[1] == counts[2] - 5
+    assert "5 tensor(s) of step 1 could not be captured" in caplog.text

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct Sink {
   std::string data;   // records, see append_record
   bool open = true;
   int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
+  int64_t fail_next = 0;  // tests: make the next N captures fail as an allocation would
 };
 
 std::mutex g_mu;
@@ -164,6 +166,13 @@ int tfbb_register(const char* key) {
   tensorflow::DebugCallbackRegistry::singleton()->RegisterCallback(
       k, [sink](const tensorflow::DebugNodeKey& node_key, const tensorflow::Tensor& tensor) {
         try {
+          {
+            std::lock_guard<std::mutex> lock(sink->mu);
+            if (sink->fail_next > 0) {
+              --sink->fail_next;
+              throw std::bad_alloc();
+            }
+          }
           uint64_t now = tensorflow::Env::Default()->NowMicros();
           append_record(sink.get(), node_key, now, capture(node_key, tensor, now));
         } catch (...) {   // an exception here would terminate the training process
@@ -217,6 +226,14 @@ int64_t tfbb_take_failed(const char* key) {
   return n;
 }
 
-int tfbb_abi_version() { return 2; }
+// Tests: the next N tensors of KEY fail to be captured, through the out-of-memory path.
+void tfbb_test_fail_next(const char* key, int64_t n) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return;
+  std::lock_guard<std::mutex> lock(sink->mu);
+  sink->fail_next = n;
+}
+
+int tfbb_abi_version() { return 3; }
 
 }  // extern "C"
