@@ -10,6 +10,8 @@ import struct
 
 import numpy as np
 
+from tfblackbox.schema.dump_proto import varint
+
 _PNG, _GIF, _JPEG = b"\x89PNG", b"GIF8", b"\xff\xd8\xff"
 _PR_ROWS = ("tp", "fp", "tn", "fn", "precision", "recall")
 
@@ -51,7 +53,7 @@ def decode_summary(serialized, step, wall_time, buffers):
     while i < n:
         if data[i] != 0x0A:                               # Summary.value (1, bytes)
             return _decode_slow(data, step, wall_time, buffers, i)
-        length, start = _varint(data, i + 1)
+        length, start = varint(data, i + 1)
         end = start + length
         if end > n or not _decode_value_fast(data, start, end, step, wall_time, buffers):
             _decode_value(_value_cls().FromString(data[start:end]), step, wall_time, buffers)
@@ -77,7 +79,7 @@ def _decode_value_fast(data, i, end, step, wall, buf):
     while i < end:
         key = data[i]
         if key == 0x0A or key == 0x2A or key == 0x4A:      # tag, histo, metadata (bytes)
-            length, j = _varint(data, i + 1)
+            length, j = varint(data, i + 1)
             if key == 0x0A:
                 tag = data[j:j + length]
             elif key == 0x2A:
@@ -158,7 +160,7 @@ def _histo_wire(data, i, n):
             out[_HISTO_SCALARS[field]] = struct.unpack_from("<d", data, i + 1)[0]
             i += 9
         elif wire == 2 and field in _HISTO_ARRAYS:
-            length, i = _varint(data, i + 1)
+            length, i = varint(data, i + 1)
             if length % 8 or i + length > n:
                 return None
             out[_HISTO_ARRAYS[field]] = np.frombuffer(data, "<f8", length // 8, i)
@@ -169,17 +171,6 @@ def _histo_wire(data, i, n):
 
 
 _EMPTY = np.zeros(0, dtype="<f8")
-
-
-def _varint(data, i):
-    shift = result = 0
-    while True:
-        b = data[i]
-        result |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return result, i
-        shift += 7
 
 
 def _decode_tensor(v, key, buf):
