@@ -124,6 +124,7 @@ def _build(path):
     if not compiler:
         raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _remove_dead_builds(os.path.dirname(path))
     tmp = f"{path}.{os.getpid()}.tmp"
     log.warning("tfblackbox: building the in-memory dump capture for TensorFlow %s (once per "
                 "install, ~30 s) into %s", tf.__version__, path)
@@ -138,6 +139,22 @@ def _build(path):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _remove_dead_builds(folder):
+    """Half-built libraries of build processes that were killed (`capture-*.so.<pid>.tmp`)."""
+    for name in os.listdir(folder):
+        parts = name.split(".")
+        if name.startswith("capture-") and name.endswith(".tmp") and len(parts) >= 4:
+            try:
+                os.kill(int(parts[-2]), 0)
+            except ProcessLookupError:
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
+            except (ValueError, OSError):
+                pass
 
 
 def _run(cmd, what, failed):

@@ -486,3 +486,19 @@ def test_tensors_the_capture_cannot_keep_are_counted_and_the_step_marked(tmp_pat
     counts = runs["tensor_count"].to_pylist()
     assert counts[1] == counts[2] - 5
     assert "5 tensor(s) of step 1 could not be captured" in caplog.text
+
+
+def test_a_killed_builds_half_library_is_removed_by_the_next_build(tmp_path, monkeypatch):
+    import tensorflow as tf
+    from tfblackbox.recorder import native_capture
+    monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))   # the build itself fails fast
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"capture-0123456789abcdef.so.{dead.pid}.tmp"
+    alive = tmp_path / f"capture-0123456789abcdef.so.{os.getpid()}.tmp"
+    stale.write_bytes(b"half")
+    alive.write_bytes(b"in progress")
+    with pytest.raises(native_capture.NativeUnavailable):
+        native_capture.load(tf, "memory")
+    assert not stale.exists() and alive.exists()
