@@ -5,15 +5,17 @@ ORM rows never leave the schema package; `store.py` turns them into plain record
 
 import contextlib
 import json
+import threading
 
 from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, create_engine, event,
                         exc, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import BlackboxError
+from .errors import CatalogError
 
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+JOURNAL_MODE = "DELETE"
 
 
 class Base(DeclarativeBase):
@@ -91,38 +93,63 @@ class CursorRow(Base):
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
+    # The driver's own BEGIN is off: _begin() below emits BEGIN, or BEGIN IMMEDIATE for writes.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Nothing of the catalog is memory-mapped in the training process: WAL's -shm index is
+    # always mmap'd, and a -shm file truncated or unwritable under a live writer killed it with
+    # SIGBUS. A rollback journal needs no shared memory; catalog transactions are a few rows
+    # every flush, so readers blocking the writer for a moment costs nothing measurable.
+    cur.execute("PRAGMA mmap_size=0")
+    cur.execute(f"PRAGMA journal_mode={JOURNAL_MODE}")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
+_tx = threading.local()   # whether the session being begun on this thread will write
+
+
+def _begin(conn):
+    # A write that starts as a read (BEGIN) and upgrades later can fail at once with "database
+    # is locked" when another process writes too (SQLite skips the busy handler where waiting
+    # could deadlock); BEGIN IMMEDIATE takes the write lock first, waiting up to the timeout.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(_tx, "write", False) else "BEGIN")
+
+
 class Catalog:
-    """An engine plus a session factory; `session()` commits or rolls back as one unit."""
+    """An engine plus a session factory; `session()` (reads) and `write()` (writes) commit or
+    roll back as one unit and turn database errors into BlackboxError naming the catalog."""
 
     def __init__(self, url):
         self.url = url
         self.engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    def write(self):
+        return self.session(write=True)
+
     @contextlib.contextmanager
-    def session(self):
+    def session(self, write=False):
+        outer = getattr(_tx, "write", False)
+        _tx.write = write
         s = self._sessions()
         try:
             yield s
             s.commit()
         except exc.SQLAlchemyError as e:
             s.rollback()
-            raise BlackboxError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
+            raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
         except BaseException:
             s.rollback()
             raise
         finally:
             s.close()
+            _tx.write = outer
 
     def create_all(self):
         Base.metadata.create_all(self.engine)

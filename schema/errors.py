@@ -23,3 +23,7 @@ class RunNotFoundError(BlackboxError):
 
 class WriterError(BlackboxError):
     """The background writer failed; raised on the caller's next call."""
+
+
+class CatalogError(BlackboxError):
+    """The catalog database refused an operation (locked too long, disk full, damaged)."""

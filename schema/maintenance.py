@@ -161,7 +161,7 @@ def _merge(store, run_id, table_name, olds):
         if rows != sum(g.row_count for g in olds):
             raise RuntimeError(f"compaction of {run_id}/{table_name} read {rows} rows, the "
                                f"catalog records {sum(g.row_count for g in olds)}")
-        with store.catalog.session() as s:
+        with store.catalog.write() as s:
             for g in olds:
                 row = s.get(cat.SegmentRow, g.segment_id)
                 if row is None:

@@ -24,7 +24,7 @@ def check_and_migrate(catalog, root, found, package_version):
             f"format versions up to {cat.FORMAT_VERSION}: upgrade tfblackbox "
             f"(pip install -U tfblackbox) to read it")
     for target in range(found + 1, cat.FORMAT_VERSION + 1):
-        with catalog.session() as s:
+        with catalog.write() as s:
             MIGRATIONS[target](s, root)
             catalog.set_meta(s, "format_version", target)
     return cat.FORMAT_VERSION

@@ -20,7 +20,7 @@ def create_run(self, run_id, config=None, tags=None, **fields):
     if unknown:
         raise TypeError(f"unknown run fields {sorted(unknown)}")
     now = time.time()
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         if s.get(cat.RunRow, run_id) is not None:
             raise BlackboxError(f"run {run_id!r} already exists in store {self.root}")
         row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
@@ -33,7 +33,7 @@ def create_run(self, run_id, config=None, tags=None, **fields):
 
 def reopen_run(self, run_id, config=None, tags=None, **fields):
     """Marks an existing run running again (resume); merges config, replaces given fields."""
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         row = s.get(cat.RunRow, run_id)
         if row is None:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
@@ -54,7 +54,7 @@ def reopen_run(self, run_id, config=None, tags=None, **fields):
 
 def begin_attempt(self, run_id, host=None, pid=None):
     """Registers a new writer (attempt n+1) for the run; returns (writer_id, attempt)."""
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         last = s.scalar(cat.select(cat.WriterRow.attempt).where(
             cat.WriterRow.run_id == run_id).order_by(cat.WriterRow.attempt.desc()).limit(1))
         w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
@@ -66,7 +66,7 @@ def begin_attempt(self, run_id, host=None, pid=None):
 
 def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None):
     """Lowers first_step, raises dropped_rows, or records an error for a writer."""
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         w = s.get(cat.WriterRow, writer_id)
         if w is None:
             return
@@ -79,14 +79,14 @@ def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None)
 
 
 def end_attempt(self, writer_id):
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         w = s.get(cat.WriterRow, writer_id)
         if w is not None:
             w.ended_at = time.time()
 
 
 def finish_run(self, run_id, exit_code=0):
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         row = s.get(cat.RunRow, run_id)
         if row is None:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
@@ -105,6 +105,6 @@ def get_cursor(self, run_id, destination):
 
 
 def set_cursor(self, run_id, destination, step, state=None):
-    with self.catalog.session() as s:
+    with self.catalog.write() as s:
         s.merge(cat.CursorRow(run_id=run_id, destination=destination, step=step,
                               state_json=cat.dumps(state or {}), updated_at=time.time()))

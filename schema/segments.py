@@ -224,7 +224,7 @@ def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
     lo, hi = encoded.min_step, encoded.max_step
     now = time.time()
     try:
-        with catalog.session() as s:
+        with catalog.write() as s:
             row = cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=writer_id,
                                  path=rel, row_count=encoded.rows, size_bytes=len(data),
                                  sha256=hashlib.sha256(data).hexdigest(), min_step=lo,

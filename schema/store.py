@@ -5,8 +5,10 @@ understands. Readers see registered segments only, and for a step recorded by se
 of a run (resumed from an older checkpoint) they keep the latest attempt's rows.
 """
 
+import contextlib
 import os
 import time
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,7 @@ from . import migrations, segments
 from . import runs as run_writes
 from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, writer_record
+from .segments import fsync_path
 from .tables import schema_of
 
 CATALOG_FILE = "catalog.sqlite"
@@ -40,30 +43,23 @@ class Store:
 
     @classmethod
     def create(cls, path, catalog_url=None):
-        """Creates a store at `path` (an absent or empty directory), or opens the one there."""
+        """Creates a store at `path` (an absent or empty directory), or opens the one there.
+
+        Atomic: the catalog is built complete (tables and format version) under a temporary
+        name and linked into place, so a process killed at any instant leaves either no
+        catalog (the next create finishes the job) or a whole one. Several processes creating
+        the same store at once all end up in the one that was linked first."""
         path = os.fspath(path)
-        if os.path.exists(os.path.join(path, CATALOG_FILE)) or (
-                catalog_url and os.path.isdir(os.path.join(path, "data"))):
-            return cls.open(path, catalog_url)
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise NotAStoreError(f"cannot create a store at {path}: it is a file, not a directory")
-        if os.path.isdir(path) and os.listdir(path):
-            raise NotAStoreError(
-                f"cannot create a store at {path}: the directory is not empty and holds no "
-                f"{CATALOG_FILE}; choose an empty or new directory")
-        try:
-            os.makedirs(os.path.join(path, "data"), exist_ok=True)
-            _probe_writable(os.path.join(path, "data"))
-        except OSError as e:
-            raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
-        catalog = cat.Catalog(catalog_url or _sqlite_url(path))
-        catalog.create_all()
-        with catalog.session() as s:
-            if s.get(cat.Meta, "format_version") is None:
-                catalog.set_meta(s, "format_version", cat.FORMAT_VERSION)
-                catalog.set_meta(s, "created_by", package_version())
-                catalog.set_meta(s, "created_at", time.time())
-        return cls(path, catalog)
+        if catalog_url is None:
+            _create_sqlite(path)
+            return cls.open(path)
+        if not os.path.isdir(os.path.join(path, "data")):
+            _make_data_dir(path)
+        catalog = cat.Catalog(catalog_url)
+        if "meta" not in catalog.table_names():
+            _init_catalog(catalog)
+        catalog.dispose()
+        return cls.open(path, catalog_url)
 
     @classmethod
     def open(cls, path, catalog_url=None, clean_orphans=True):
@@ -80,9 +76,14 @@ class Store:
             tables = catalog.table_names()
         except Exception as e:
             raise NotAStoreError(f"{path}: {CATALOG_FILE} is not a readable SQLite catalog: {e}") from e
-        if "meta" not in tables:
+        found = catalog.get_meta("format_version") if "meta" in tables else None
+        if found is None and _never_used(catalog, tables):
+            # tfblackbox <= 0.1 created the tables and the version in two steps: a process
+            # killed between them left this; no run was ever recorded, so finish the job
+            _init_catalog(catalog)
+            found = catalog.get_meta("format_version")
+        if "meta" not in tables and found is None:
             raise NotAStoreError(f"{path} is not a tfblackbox store: its catalog has no meta table")
-        found = catalog.get_meta("format_version")
         migrations.check_and_migrate(catalog, path, found, package_version())
         store = cls(path, catalog)
         if clean_orphans:
@@ -260,8 +261,115 @@ def _sorted(column):
     return bool((steps[1:] >= steps[:-1]).all())
 
 
+# -- creating -------------------------------------------------------------------------------
+
+CREATING_PREFIX = "." + CATALOG_FILE + ".creating-"
+
+
+def _create_sqlite(path):
+    """Makes the SQLite store at `path` unless its catalog exists (see Store.create)."""
+    final = os.path.join(path, CATALOG_FILE)
+    if os.path.exists(final):
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotAStoreError(f"cannot create a store at {path}: it is a file, not a directory")
+    if os.path.isdir(path):
+        foreign = [n for n in os.listdir(path) if not _half_made(path, n)]
+        if foreign:
+            raise NotAStoreError(
+                f"cannot create a store at {path}: the directory is not empty and holds no "
+                f"{CATALOG_FILE} (found {sorted(foreign)[0]!r}); choose an empty or new "
+                f"directory")
+    _make_data_dir(path)
+    tmp = f"{os.path.join(path, CREATING_PREFIX)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        catalog = cat.Catalog(_sqlite_url_of(tmp))
+        try:
+            _init_catalog(catalog)
+        finally:
+            catalog.dispose()
+        fsync_path(tmp)
+        _link_into_place(tmp, final)
+        fsync_path(path)
+    except OSError as e:
+        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
+    finally:
+        for leftover in (tmp, tmp + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+
+def _never_used(catalog, tables):
+    """An empty catalog, or one with our tables but no version and no run in it."""
+    if not tables:
+        return True
+    if not {"meta", "runs"} <= tables:
+        return False
+    with catalog.session() as s:
+        return s.scalar(cat.select(cat.RunRow.run_id).limit(1)) is None
+
+
+def _half_made(path, name):
+    """True for what a create killed midway leaves: an empty data/ tree, and temporary
+    catalogs (those of dead processes are removed here)."""
+    full = os.path.join(path, name)
+    if name == "data" and os.path.isdir(full):
+        return not any(files for _d, _s, files in os.walk(full))
+    if name.startswith(CREATING_PREFIX):
+        pid = name[len(CREATING_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(full)
+        return True
+    return False
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _link_into_place(tmp, final):
+    """A hard link never replaces a catalog another process linked first; on a filesystem
+    without hard links (FAT), a rename guarded by an existence check."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return
+    except OSError:
+        if not os.path.exists(final):
+            os.rename(tmp, final)
+
+
+def _make_data_dir(path):
+    try:
+        os.makedirs(os.path.join(path, "data"), exist_ok=True)
+        _probe_writable(os.path.join(path, "data"))
+    except OSError as e:
+        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
+
+
+def _init_catalog(catalog):
+    """Tables and format version in one transaction."""
+    with catalog.write() as s:
+        cat.Base.metadata.create_all(s.connection())
+        if s.get(cat.Meta, "format_version") is None:
+            catalog.set_meta(s, "format_version", cat.FORMAT_VERSION)
+            catalog.set_meta(s, "created_by", package_version())
+            catalog.set_meta(s, "created_at", time.time())
+
+
 def _sqlite_url(path):
-    return "sqlite:///" + os.path.abspath(os.path.join(path, CATALOG_FILE))
+    return _sqlite_url_of(os.path.join(path, CATALOG_FILE))
+
+
+def _sqlite_url_of(file):
+    return "sqlite:///" + os.path.abspath(file)
 
 
 def _probe_writable(folder):

@@ -160,3 +160,64 @@ def test_segments_are_cast_to_the_schema_constant(store):
     assert store.scalars("r1").schema == SCALARS
     with pytest.raises((pa.ArrowInvalid, KeyError, ValueError)):
         store.write_segment("r1", "scalars", pa.table({"step": [1]}), w)
+
+
+CREATE_CHILD = """
+import sys, time
+from tfblackbox.schema import Store
+print("go", flush=True)
+Store.create(sys.argv[1])
+print("done", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_kill_at_any_instant_of_store_creation_leaves_a_usable_path(tmp_path):
+    """SIGKILL at random instants of Store.create (after the imports): the next create on the
+    same path always works, and the store opens and verifies."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    rng = random.Random(7)
+    done = 0
+    for i in range(24):
+        path = str(tmp_path / f"s{i}")
+        child = subprocess.Popen([sys.executable, "-c", CREATE_CHILD, path],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "go"
+        time.sleep(rng.uniform(0, 0.06))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        s = Store.create(path)            # finishes what the killed process began
+        s.create_run("r")
+        assert [r.run_id for r in Store.open(path).runs()] == ["r"]
+        assert verify(s).ok
+        assert not [n for n in os.listdir(path) if n.startswith(".catalog")]
+        done += os.path.exists(os.path.join(path, "data"))
+    assert done == 24
+
+
+def test_a_store_half_made_by_an_older_version_is_finished(tmp_path):
+    """tfblackbox 0.1 created the tables, then the version in a second transaction."""
+    path = tmp_path / "s"
+    (path / "data").mkdir(parents=True)
+    from tfblackbox.schema import catalog as cat
+    c = cat.Catalog("sqlite:///" + str(path / "catalog.sqlite"))
+    cat.Base.metadata.create_all(c.engine)
+    c.dispose()
+    s = Store.create(str(path))
+    s.create_run("r")
+    assert Store.open(str(path)).run("r").status == "running"
+
+
+def test_concurrent_creates_of_one_path_share_one_catalog(tmp_path):
+    import subprocess
+    import sys
+    path = str(tmp_path / "s")
+    code = ("import sys; from tfblackbox.schema import Store; s = Store.create(sys.argv[1]); "
+            "s.create_run(sys.argv[2])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, path, f"r{i}"]) for i in range(4)]
+    assert [p.wait() for p in procs] == [0, 0, 0, 0]
+    assert sorted(r.run_id for r in Store.open(path).runs()) == ["r0", "r1", "r2", "r3"]
