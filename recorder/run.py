@@ -38,7 +38,6 @@ class Run:
         self.writer_id, self.attempt = writer_id, attempt
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
-        self._reported = 0
 
     @property
     def name(self):
@@ -62,7 +61,6 @@ class Run:
                 return False
 
     def _report(self, err):
-        self._reported += 1
         log.error("tfblackbox: run %s: %s (training goes on)", self.run_id, err)
 
     def flush(self, timeout=None):
@@ -77,30 +75,60 @@ class Run:
     def finish(self, exit_code=0, timeout=None):
         """Flushes, closes the writer and marks the run finished (0) or failed (non-zero).
 
-        Raises WriterError after marking the run if some rows could not be written."""
+        Every step is tried even when one before it failed (a full disk, a store that
+        vanished), so the run is marked whenever the catalog can be written at all. Raises
+        only WriterError, after all of that, naming what failed."""
         if self.finished:
             return
         self.finished = True
-        error = None
+        errors = []
         try:
             self.writer.close(timeout)
-        except WriterError as e:
-            error = e
+        except Exception as e:
+            lost = self.writer.unwritten_rows()
+            errors.append((f"writing the last rows ({lost} row(s) not written)", e))
         if self.writer.dropped_jobs:
             log.warning("tfblackbox: run %s: %d recorded item(s) were dropped because the writer "
                         "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
+        steps = [("recording the attempt's end", lambda: self._with_reserve(self._end_attempt)),
+                 ("marking the run", lambda: self._with_reserve(
+                     lambda: self.store.finish_run(self.run_id, exit_code)))]
+        if self.compact_on_finish:
+            steps.insert(1, ("compacting", self._compact))
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:
+                errors.append((what, e))
+        try:
+            self.record = self.store.run(self.run_id)
+        except Exception:
+            pass
+        if errors:
+            what, first = errors[0]
+            more = f" (and {len(errors) - 1} later step(s) failed too)" if len(errors) > 1 else ""
+            raise WriterError(f"run {self.run_id}: finish failed while {what}: {first}{more}"
+                              ) from first
+
+    def _with_reserve(self, write):
+        try:
+            write()
+        except BlackboxError:
+            # a full disk: the reserve kept since init makes room for the last catalog writes
+            if not self.store.release_reserve():
+                raise
+            write()
+
+    def _end_attempt(self):
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
         self.store.end_attempt(self.writer_id)
-        if self.compact_on_finish:
-            try:   # many small flush segments -> one file per table; a failure loses nothing
-                compact(self.store, self.run_id)
-            except Exception as e:
-                log.warning("tfblackbox: run %s: compaction at finish failed (the store stays "
-                            "valid; run `tfblackbox compact`): %s", self.run_id, e)
-        self.store.finish_run(self.run_id, exit_code)
-        self.record = self.store.run(self.run_id)
-        if error is not None:
-            raise error
+
+    def _compact(self):
+        try:   # many small flush segments -> one file per table; a failure loses nothing
+            compact(self.store, self.run_id)
+        except Exception as e:
+            log.warning("tfblackbox: run %s: compaction at finish failed (the store stays "
+                        "valid; run `tfblackbox compact`): %s", self.run_id, e)
 
     def __enter__(self):
         return self
@@ -163,6 +191,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
                                           project=project, name=name, notes=notes, group=group,
                                           **facts)
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
+        the_store.keep_reserve()
         _active = Run(the_store, record, writer_id, attempt, writer_options)
         _install_exit_handlers()
         return _active

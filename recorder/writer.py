@@ -254,6 +254,10 @@ class Writer:
                 self._cond.notify_all()
             self._thread.join(timeout)
 
+    def unwritten_rows(self):
+        """Rows held in memory after a failed write (retried at the next flush)."""
+        return sum(t.num_rows for t in list(self._pending.values()))
+
     def raise_if_failed(self):
         err, self._error = self._error, None
         if err is not None:

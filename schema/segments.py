@@ -5,6 +5,7 @@ transaction. A crash at any point leaves either nothing, or an orphan file that 
 `Store.open` remove; never a registered segment without its file.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -119,13 +120,11 @@ def write_streamed(root, rel_path, name, batches):
                 digest.update(block)
                 size += len(block)
             os.fsync(f.fileno())
+        os.replace(tmp, final)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except OSError:
-            pass
         raise
-    os.replace(tmp, final)
     fsync_path(folder)
     return rows, size, digest.hexdigest(), lo, hi
 
@@ -146,13 +145,20 @@ def write_file(root, rel_path, data):
     tmp = os.path.join(folder, "." + name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        # a disk-full write must not leave its partial file behind: each retry would leave
+        # another and eat the space freed later
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     fsync_path(folder)
 
 

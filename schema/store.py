@@ -24,6 +24,10 @@ from .segments import fsync_path
 from .tables import schema_of
 
 CATALOG_FILE = "catalog.sqlite"
+# A few KiB kept free on the store's disk: on a full disk, finish() deletes this file to make
+# room for the catalog write that marks the run (SQLite needs space for its journal).
+RESERVE_FILE = ".tfblackbox-reserve"
+RESERVE_BYTES = 256 << 10
 
 
 def package_version():
@@ -96,6 +100,32 @@ class Store:
 
     def close(self):
         self.catalog.dispose()
+
+    # -- the space reserve --------------------------------------------------------------------
+
+    def keep_reserve(self):
+        """Makes sure the reserve file exists (best effort: a full disk has no room for it)."""
+        path = os.path.join(self.root, RESERVE_FILE)
+        if os.path.exists(path) and os.path.getsize(path) == RESERVE_BYTES:
+            return True
+        try:
+            with open(path, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            return False
+
+    def release_reserve(self):
+        """Frees the reserve's space; True if there was one."""
+        try:
+            os.remove(os.path.join(self.root, RESERVE_FILE))
+            return True
+        except OSError:
+            return False
 
     def __enter__(self):
         return self
@@ -315,6 +345,8 @@ def _half_made(path, name):
     full = os.path.join(path, name)
     if name == "data" and os.path.isdir(full):
         return not any(files for _d, _s, files in os.walk(full))
+    if name == RESERVE_FILE:
+        return True
     if name.startswith(CREATING_PREFIX):
         pid = name[len(CREATING_PREFIX):].split("-")[0]
         if pid.isdigit() and not _pid_alive(int(pid)):

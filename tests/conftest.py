@@ -30,3 +30,36 @@ def _no_active_run():
     from tfblackbox.recorder import run as run_mod
     if run_mod.active_run() is not None:
         run_mod.finish()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A directory on a tmpfs of the given size (a full disk on demand); unmounted after."""
+    import subprocess
+    mounted = []
+
+    def make(size="4m"):
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path, leave=0):
+    """Fills the file system of `path` with one file, leaving about `leave` bytes free."""
+    filler = os.path.join(str(path), "filler")
+    free = os.statvfs(str(path)).f_bavail * os.statvfs(str(path)).f_frsize
+    with open(filler, "wb") as f:
+        try:
+            f.write(b"\0" * max(0, free - leave))
+        except OSError:
+            pass
+    return filler

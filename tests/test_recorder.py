@@ -269,3 +269,46 @@ def test_a_failing_encode_ahead_falls_back_and_keeps_every_row(store_dir, monkey
     assert f"injected {where} failure" in caplog.text
     got = store.read("r", "debug_tensors", columns=["step"])["step"].to_pylist()
     assert sorted(got) == [s for s in range(8) for _k in range(10)]
+
+
+def test_disk_full_loses_nothing_logged_after_space_returns(small_fs):
+    """A store on a full file system: training goes on, no partial files pile up, and once
+    space returns every row is written, finish() marks the run and the store verifies."""
+    from conftest import fill
+    fs = small_fs("4m")
+    store_dir = str(fs / "store")
+    run = recorder.init(store=store_dir, run_id="full", flush_secs=3600)
+    filler = fill(fs, leave=0)
+    for i in range(5):                                  # flushes fail: the disk is full
+        assert run.submit(add_scalars(range(i * 100, i * 100 + 100)), 100 * 40)
+        with pytest.raises(WriterError):
+            recorder.flush()
+        assert not [n for _d, _s, files in os.walk(store_dir) for n in files
+                    if n.endswith(".tmp")], "a failed write left its temporary file"
+    os.remove(filler)                                   # space returns
+    assert run.submit(add_scalars(range(500, 600)), 100 * 40)
+    recorder.finish()
+    store = Store.open(store_dir)
+    assert store.scalars("full")["step"].to_pylist() == list(range(600))
+    assert store.run("full").status == "finished"
+    assert verify(store).ok
+
+
+def test_finish_raises_only_writer_error_and_still_marks_the_run(small_fs):
+    from conftest import fill
+    fs = small_fs("4m")
+    store_dir = str(fs / "store")
+    run = recorder.init(store=store_dir, run_id="stuck", flush_secs=3600)
+    filler = fill(fs, leave=0)
+    run.submit(add_scalars(range(100)), 4000)
+    with pytest.raises(WriterError) as info:
+        recorder.finish()
+    assert "No space left" in str(info.value) and "100 row(s) not written" in str(info.value)
+    store = Store.open(store_dir)
+    assert store.run("stuck").status == "finished"    # the space reserve made room for it
+    assert store.writers("stuck")[0].ended_at is not None
+    os.remove(filler)
+    run2 = recorder.init(store=store_dir, run_id="stuck", resume="must")
+    run2.submit(add_scalars(range(100, 110)), 400)
+    recorder.finish()
+    assert store.scalars("stuck")["step"].to_pylist() == list(range(100, 110))
