@@ -6,11 +6,17 @@ written); any other tensor -> tensors (raw TensorProto bytes). Nothing is droppe
 """
 
 import json
+import logging
 import struct
 
 import numpy as np
 
+from tfblackbox.schema.dump_proto import DumpLayoutError as WireFormatError
+from tfblackbox.schema.dump_proto import _encode_varint as encode_varint
 from tfblackbox.schema.dump_proto import varint
+from tfblackbox.schema.dump_proto import walk as wire_fields
+
+log = logging.getLogger("tfblackbox")
 
 _PNG, _GIF, _JPEG = b"\x89PNG", b"GIF8", b"\xff\xd8\xff"
 _PR_ROWS = ("tp", "fp", "tn", "fn", "precision", "recall")
@@ -42,34 +48,94 @@ def image_content_type(data):
 
 
 def decode_summary(serialized, step, wall_time, buffers):
-    """Parses one serialized Summary and appends its values to `buffers`.
+    """Parses one serialized Summary and appends its values to `buffers`, value by value.
 
     Scalars (simple_value) and `histo` histograms, what tf.compat.v1.summary writes on every
     logging step, are read straight from the wire (a third of the protobuf path's time, on the
-    writer thread that shares the GIL with training); every other value, or any layout the
-    fast path does not expect, goes through protobuf."""
+    writer thread that shares the GIL with training); every other value goes through
+    protobuf. A value protobuf refuses (a tag that is not UTF-8) is kept under its tag with
+    the bad bytes escaped, or, if it still does not parse, as raw bytes in a `tensors` row;
+    either way with a warning, and the other values of the Summary are unaffected."""
     data = serialized if isinstance(serialized, bytes) else bytes(serialized)
     i, n = 0, len(data)
     while i < n:
-        if data[i] != 0x0A:                               # Summary.value (1, bytes)
-            return _decode_slow(data, step, wall_time, buffers, i)
-        length, start = varint(data, i + 1)
-        end = start + length
-        if end > n or not _decode_value_fast(data, start, end, step, wall_time, buffers):
-            _decode_value(_value_cls().FromString(data[start:end]), step, wall_time, buffers)
+        try:
+            number, wire, _f, start, end = next(wire_fields(data, i))
+        except (WireFormatError, IndexError) as e:
+            _keep_undecodable(data[i:], "", step, wall_time, buffers,
+                              f"the Summary's bytes from offset {i} do not parse ({e})")
+            return
+        if number != 1 or wire != 2:   # Summary has only `value`; keep anything else raw
+            _keep_undecodable(data[i:end], "", step, wall_time, buffers,
+                              f"unknown Summary field {number} (wire type {wire})")
+        elif not _decode_value_fast(data, start, end, step, wall_time, buffers):
+            _decode_value_bytes(data[start:end], step, wall_time, buffers)
         i = end
 
 
-def _decode_slow(data, step, wall_time, buffers, offset):
-    """The protobuf path for the values from byte `offset` on (`offset` is where a value
-    starts, so the ones before it were decoded already)."""
-    summary = _summary_cls().FromString(data[offset:])
-    for value in summary.value:
+def _decode_slow(data, step, wall_time, buffers, offset=0):
+    """Every value from byte `offset` on through protobuf alone: the reference the tests hold
+    the wire path to."""
+    for value in _summary_cls().FromString(data[offset:]).value:
         _decode_value(value, step, wall_time, buffers)
 
 
 def _value_cls():
     return _summary_cls().Value
+
+
+def _decode_value_bytes(raw, step, wall_time, buffers):
+    from google.protobuf.message import DecodeError
+    try:
+        value = _value_cls().FromString(raw)
+    except DecodeError:   # most likely a tag that is not UTF-8
+        tag_bytes = _tag_bytes(raw)
+        tag = tag_bytes.decode("utf-8", "backslashreplace") if tag_bytes is not None else ""
+        try:
+            value = _value_cls().FromString(_with_tag(raw, tag))
+        except DecodeError as e:
+            _keep_undecodable(raw, tag, step, wall_time, buffers,
+                              f"summary value {tag!r} does not parse ({e})")
+            return
+        if tag_bytes is not None and tag != tag_bytes.decode("utf-8", "replace"):
+            log.warning("tfblackbox: summary tag %r at step %s is not UTF-8; recorded with "
+                        "its bad bytes escaped as %r", tag_bytes, step, tag)
+    _decode_value(value, step, wall_time, buffers)
+
+
+def _tag_bytes(raw):
+    try:
+        for number, wire, _f, start, end in wire_fields(raw):
+            if number == 1 and wire == 2:
+                return bytes(raw[start:end])
+    except (WireFormatError, IndexError):
+        pass
+    return None
+
+
+def _with_tag(raw, tag):
+    """The Value bytes with field 1 (tag) replaced by `tag` (UTF-8)."""
+    out, encoded = bytearray(), tag.encode("utf-8")
+    try:
+        for number, wire, field, _start, end in wire_fields(raw):
+            if number == 1 and wire == 2:
+                out += b"\x0a" + encode_varint(len(encoded)) + encoded
+            else:
+                out += raw[field:end]
+    except (WireFormatError, IndexError):
+        return raw
+    return bytes(out)
+
+
+UNDECODABLE = "tfblackbox/undecodable"
+
+
+def _keep_undecodable(raw, tag, step, wall_time, buffers, why):
+    """Nothing is dropped: bytes no decoder understands become a `tensors` row of their own."""
+    log.warning("tfblackbox: step %s: %s; its %d bytes are kept as a tensors row with "
+                "plugin_name %r", step, why, len(raw), UNDECODABLE)
+    buffers.add("tensors", step=step, wall_time=wall_time, tag=tag, dtype=None, shape=None,
+                plugin_name=UNDECODABLE, plugin_content=bytes(raw), tensor=None)
 
 
 def _decode_value_fast(data, i, end, step, wall, buf):

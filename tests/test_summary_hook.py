@@ -7,6 +7,7 @@ with the step after the increment. So tfevents step == store step + 1 here.
 
 import json
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -312,3 +313,64 @@ def _rows(table):
             return "nan" if math.isnan(v) else (v, math.copysign(1, v))
         return [norm(x) for x in v] if isinstance(v, list) else v
     return [{k: norm(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def test_a_tag_that_is_not_utf8_loses_nothing(graph, store_dir, caplog):
+    """One value with a non-UTF-8 tag (C++ writers can emit one; Python protobuf refuses to
+    parse it): it is kept under its tag with the bad bytes escaped, with a warning, and the
+    Summary's other values are all recorded."""
+    import logging
+
+    import tensorflow as tf
+
+    from tensorflow.core.framework import summary_pb2
+    from tfblackbox import recorder
+    from tfblackbox.schema import Store
+    good = summary_pb2.Summary()
+    good.value.add(tag="before", simple_value=1.0)
+    h = good.value.add(tag="hist").histo
+    h.bucket_limit.extend([0.0, 1.0])
+    h.bucket.extend([2.0, 3.0])
+    bad_scalar = b"\x0a\x07loss\xff\xfe!" + b"\x15" + struct.pack("<f", 2.5)
+    bad_image = (b"\x0a\x04im\xc3\x28" + b"\x22\x08" + b"\x08\x01\x10\x01\x22\x02ab")
+    after = summary_pb2.Summary()
+    after.value.add(tag="after", simple_value=3.0)
+    data = (good.SerializeToString() + b"\x0a" + bytes([len(bad_scalar)]) + bad_scalar +
+            b"\x0a" + bytes([len(bad_image)]) + bad_image + after.SerializeToString())
+    step = tf.compat.v1.train.get_or_create_global_step()
+    train = tf.compat.v1.assign_add(step, 1)
+    run = recorder.init(store=store_dir)
+    hook = recorder.SummaryHook(summary_op=tf.constant(data), steps_per_log=1)
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
+            sess.run(train)
+        recorder.finish()
+    s = Store.open(store_dir)
+    assert s.scalars(run.run_id)["tag"].to_pylist() == ["before", "loss\\xff\\xfe!", "after"]
+    assert s.scalars(run.run_id)["value"].to_pylist() == [1.0, 2.5, 3.0]
+    assert s.histograms(run.run_id)["tag"].to_pylist() == ["hist"]
+    media = s.media(run.run_id)
+    assert media["tag"].to_pylist() == ["im\\xc3("] and media["data"].to_pylist() == [b"ab"]
+    assert "not UTF-8" in caplog.text and "loss\\xff" in caplog.text
+
+
+def test_bytes_that_are_no_summary_are_kept_raw(graph, store_dir, caplog):
+    import logging
+
+    import tensorflow as tf
+
+    from tfblackbox import recorder
+    from tfblackbox.schema import Store
+    step = tf.compat.v1.train.get_or_create_global_step()
+    train = tf.compat.v1.assign_add(step, 1)
+    junk = b"\xff\xff\xff not a summary at all"
+    run = recorder.init(store=store_dir)
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        with tf.compat.v1.train.MonitoredSession(hooks=[
+                recorder.SummaryHook(summary_op=tf.constant(junk), steps_per_log=1)]) as sess:
+            sess.run(train)
+        recorder.finish()
+    t = Store.open(store_dir).tensors(run.run_id)
+    assert t["plugin_name"].to_pylist() == ["tfblackbox/undecodable"] * t.num_rows
+    assert t["plugin_content"].to_pylist() == [junk]
+    assert "kept as a tensors row" in caplog.text
