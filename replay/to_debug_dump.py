@@ -21,6 +21,7 @@ from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema import dump_layout as layout
 from tfblackbox.schema import dump_proto as proto
 
+from . import out_dirs
 from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -47,11 +48,6 @@ def main(args):
         node_re = re.compile(args.node) if args.node else None
     except re.error as e:
         raise BlackboxError(f"--node {args.node!r} is not a valid regular expression: {e}") from e
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise BlackboxError(f"--out {out} exists and is not a directory")
-    if os.path.isdir(out) and os.listdir(out) and not args.force:
-        raise BlackboxError(f"--out {out} is not empty; pass --force to write into it")
     store = Store.open(args.store)
     run_ids = list(args.runs) if args.runs else [
         r.run_id for r in store.runs() if store.segments(r.run_id, "debug_runs")]
@@ -59,7 +55,7 @@ def main(args):
         store.run(run_id)   # a clear error for an unknown run
         if not RUN_ID_RE.match(run_id) or ".." in run_id:
             raise BlackboxError(f"run id {run_id!r} cannot be used as a directory name")
-    os.makedirs(out, exist_ok=True)
+    out = out_dirs.prepare(args.out, "--out", empty=not args.force)
     report = {"out": out, "runs": []}
     for run_id in run_ids:
         target = out if len(run_ids) == 1 else os.path.join(out, run_id)

@@ -21,6 +21,8 @@ import uuid
 from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.segments import fsync_path
 
+from . import out_dirs
+
 LOCK_FILE = ".tfblackbox.lock"
 STAGING = ".tfblackbox-staging"
 MARKER = "tfblackbox-chunk.json"
@@ -36,11 +38,12 @@ class OfflineDir:
         self._lock = None
 
     def __enter__(self):
+        out_dirs.prepare(self.path, "--wandb-dir")
         try:
             os.makedirs(self.staging, exist_ok=True)
+            self._lock = open(os.path.join(self.path, LOCK_FILE), "a+")
         except OSError as e:
             raise BlackboxError(f"cannot use --wandb-dir {self.path}: {e.strerror or e}") from e
-        self._lock = open(os.path.join(self.path, LOCK_FILE), "a+")
         try:
             import fcntl
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

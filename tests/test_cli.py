@@ -1,0 +1,48 @@
+"""The command line's contract: bad output paths are clear errors, exit codes as README says."""
+
+import os
+import subprocess
+
+import pyarrow as pa
+import pytest
+
+from tfblackbox.replay.cli import main as cli
+from tfblackbox.schema import Store
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    path = str(tmp_path / "store")
+    s = Store.create(path)
+    s.create_run("r1")
+    w, a = s.begin_attempt("r1")
+    s.write_segment("r1", "scalars", pa.table({
+        "step": [0, 1], "wall_time": [1.0, 2.0], "tag": ["x", "x"], "attempt": [a, a],
+        "value": [0.5, 1.5]}), w)
+    s.finish_run("r1")
+    return path
+
+
+def _bad_outs(tmp_path, small_fs):
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    ro = small_fs("1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    return {"dangling link": (str(dangling), "symbolic link to .*nowhere.*does not exist"),
+            "a file": (str(a_file), "exists and is not a directory"),
+            "under a file": (str(a_file / "sub"), "cannot write into .*Not a directory"),
+            "read-only": (str(ro / "out"), "cannot write into .*Read-only file system")}
+
+
+@pytest.mark.parametrize("to", ["debug-dump", "wandb"])
+def test_every_bad_output_directory_is_a_clear_error(store_dir, tmp_path, small_fs, capsys, to):
+    for form, (path, message) in _bad_outs(tmp_path, small_fs).items():
+        opt = ["--out", path] if to == "debug-dump" else ["--mode", "offline", "--wandb-dir", path]
+        code = cli(["replay", "--store", store_dir, "--to", to, "--no-progress", *opt])
+        err = capsys.readouterr().err
+        assert code == 2, (form, err)
+        assert "Traceback" not in err and path in err, (form, err)
+        import re
+        assert re.search(message, err), (form, err)
