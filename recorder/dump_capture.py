@@ -30,8 +30,8 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
-from tfblackbox.schema import dump_layout as layout
-from tfblackbox.schema import dump_proto as proto
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.formats import tfdbg_v1 as proto
 
 from . import native_capture
 

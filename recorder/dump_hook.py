@@ -39,7 +39,7 @@ import time
 
 import tensorflow as tf
 
-from tfblackbox.schema import dump_layout as layout
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
 from . import native_capture
 from . import run as run_mod

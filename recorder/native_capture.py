@@ -27,8 +27,10 @@ import subprocess
 import sys
 import threading
 
-from tfblackbox.schema import dump_layout as layout
-from tfblackbox.schema import dump_proto as proto
+from tfblackbox.schema.errors import DumpLayoutError, NativeCaptureUnavailable
+from tfblackbox.schema.formats import dtypes
+from tfblackbox.schema.formats import tfdbg_v1 as proto
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
 log = logging.getLogger("tfblackbox")
 
@@ -38,8 +40,8 @@ BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
 
-class NativeUnavailable(RuntimeError):
-    pass
+# The family's class under the name this module has always raised
+NativeUnavailable = NativeCaptureUnavailable
 
 
 def cache_dir():
@@ -244,7 +246,7 @@ def parse_records(blob):
         n, ts, slot, dtype, rank, ld, ln, lo, le = _HEAD.unpack_from(blob, i)
         j = i + _HEAD.size
         if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
-            raise proto.DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
+            raise DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
         dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
         j += 8 * rank
         device = str(blob[j:j + ld], "utf-8")
@@ -256,7 +258,7 @@ def parse_records(blob):
         k = seen.get(name, 0)
         seen[name] = k + 1
         out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
-                                     data, device, proto.dtype_name(dtype), dims))
+                                     data, device, dtypes.name(dtype), dims))
         i += 4 + n
     return out
 

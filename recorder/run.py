@@ -15,6 +15,7 @@ import sys
 import threading
 
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
+from tfblackbox.schema.errors import RunExistsError
 
 from . import environment
 from .writer import Writer
@@ -86,7 +87,8 @@ class Run:
             self.writer.close(timeout)
         except Exception as e:
             lost = self.writer.unwritten_rows()
-            errors.append((f"writing the last rows ({lost} row(s) not written)", e))
+            errors.append((f"writing the last rows ({lost} row(s) not written)" if lost else
+                           "writing the last rows", e))
         if self.writer.dropped_jobs:
             log.warning("tfblackbox: run %s: %d recorded item(s) were dropped because the writer "
                         "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
@@ -183,13 +185,17 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         if not exists and resume == "must":
             raise BlackboxError(f"resume='must' but run {run_id!r} is not in store "
                                 f"{the_store.root}")
-        if exists:
-            record = the_store.reopen_run(run_id, config=config, tags=tags, project=project,
-                                          name=name, notes=notes, group=group, **facts)
-        else:
-            record = the_store.create_run(run_id or new_run_id(), config=config, tags=tags,
-                                          project=project, name=name, notes=notes, group=group,
-                                          **facts)
+        fields = dict(project=project, name=name, notes=notes, group=group, **facts)
+        record = None
+        if not exists:
+            try:
+                record = the_store.create_run(run_id or new_run_id(), config=config, tags=tags,
+                                              **fields)
+            except RunExistsError:
+                if resume != "allow":   # another process created it since has_run() above
+                    raise
+        if record is None:
+            record = the_store.reopen_run(run_id, config=config, tags=tags, **fields)
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
         the_store.keep_reserve()
         _active = Run(the_store, record, writer_id, attempt, writer_options)

@@ -11,10 +11,9 @@ import struct
 
 import numpy as np
 
-from tfblackbox.schema.dump_proto import DumpLayoutError as WireFormatError
-from tfblackbox.schema.dump_proto import _encode_varint as encode_varint
-from tfblackbox.schema.dump_proto import varint
-from tfblackbox.schema.dump_proto import walk as wire_fields
+from tfblackbox.schema.errors import WireFormatError
+from tfblackbox.schema.formats.wire import encode_varint, varint
+from tfblackbox.schema.formats.wire import walk as wire_fields
 
 log = logging.getLogger("tfblackbox")
 
@@ -53,24 +52,28 @@ def decode_summary(serialized, step, wall_time, buffers):
     Scalars (simple_value) and `histo` histograms, what tf.compat.v1.summary writes on every
     logging step, are read straight from the wire (a third of the protobuf path's time, on the
     writer thread that shares the GIL with training); every other value goes through
-    protobuf. A value protobuf refuses (a tag that is not UTF-8) is kept under its tag with
-    the bad bytes escaped, or, if it still does not parse, as raw bytes in a `tensors` row;
-    either way with a warning, and the other values of the Summary are unaffected."""
+    protobuf. A value whose tag is not UTF-8 (protobuf refuses it) is kept under its tag with
+    the bad bytes escaped, with a warning. Bytes that do not parse at all are kept raw in a
+    `tensors` row (plugin_name UNDECODABLE) and raised as WireFormatError once the rest of
+    the Summary is recorded, so the writer reports them (WriterError, the catalog)."""
     data = serialized if isinstance(serialized, bytes) else bytes(serialized)
-    i, n = 0, len(data)
+    i, n, bad = 0, len(data), []
     while i < n:
         try:
             number, wire, _f, start, end = next(wire_fields(data, i))
-        except (WireFormatError, IndexError) as e:
-            _keep_undecodable(data[i:], "", step, wall_time, buffers,
-                              f"the Summary's bytes from offset {i} do not parse ({e})")
-            return
-        if number != 1 or wire != 2:   # Summary has only `value`; keep anything else raw
+        except WireFormatError as e:
+            bad.append(_keep_undecodable(data[i:], "", step, wall_time, buffers,
+                                         f"the Summary's bytes from offset {i} do not parse "
+                                         f"({e})"))
+            break
+        if number != 1 or wire != 2:   # Summary has only `value`: keep anything else raw
             _keep_undecodable(data[i:end], "", step, wall_time, buffers,
                               f"unknown Summary field {number} (wire type {wire})")
         elif not _decode_value_fast(data, start, end, step, wall_time, buffers):
-            _decode_value_bytes(data[start:end], step, wall_time, buffers)
+            bad.extend(_decode_value_bytes(data[start:end], step, wall_time, buffers))
         i = end
+    if bad:
+        raise WireFormatError("; ".join(bad))
 
 
 def _decode_slow(data, step, wall_time, buffers, offset=0):
@@ -85,6 +88,7 @@ def _value_cls():
 
 
 def _decode_value_bytes(raw, step, wall_time, buffers):
+    """Decodes one Value; returns the problems it could not fix ([] when it was kept whole)."""
     from google.protobuf.message import DecodeError
     try:
         value = _value_cls().FromString(raw)
@@ -94,13 +98,13 @@ def _decode_value_bytes(raw, step, wall_time, buffers):
         try:
             value = _value_cls().FromString(_with_tag(raw, tag))
         except DecodeError as e:
-            _keep_undecodable(raw, tag, step, wall_time, buffers,
-                              f"summary value {tag!r} does not parse ({e})")
-            return
+            return [_keep_undecodable(raw, tag, step, wall_time, buffers,
+                                      f"summary value {tag!r} does not parse ({e})")]
         if tag_bytes is not None and tag != tag_bytes.decode("utf-8", "replace"):
             log.warning("tfblackbox: summary tag %r at step %s is not UTF-8; recorded with "
                         "its bad bytes escaped as %r", tag_bytes, step, tag)
     _decode_value(value, step, wall_time, buffers)
+    return []
 
 
 def _tag_bytes(raw):
@@ -108,7 +112,7 @@ def _tag_bytes(raw):
         for number, wire, _f, start, end in wire_fields(raw):
             if number == 1 and wire == 2:
                 return bytes(raw[start:end])
-    except (WireFormatError, IndexError):
+    except WireFormatError:
         pass
     return None
 
@@ -122,7 +126,7 @@ def _with_tag(raw, tag):
                 out += b"\x0a" + encode_varint(len(encoded)) + encoded
             else:
                 out += raw[field:end]
-    except (WireFormatError, IndexError):
+    except WireFormatError:
         return raw
     return bytes(out)
 
@@ -131,11 +135,14 @@ UNDECODABLE = "tfblackbox/undecodable"
 
 
 def _keep_undecodable(raw, tag, step, wall_time, buffers, why):
-    """Nothing is dropped: bytes no decoder understands become a `tensors` row of their own."""
-    log.warning("tfblackbox: step %s: %s; its %d bytes are kept as a tensors row with "
-                "plugin_name %r", step, why, len(raw), UNDECODABLE)
+    """Nothing is dropped: bytes no decoder understands become a `tensors` row of their own.
+    Returns the message (also logged)."""
+    message = (f"step {step}: {why}; its {len(raw)} bytes are kept as a tensors row with "
+               f"plugin_name {UNDECODABLE!r}")
+    log.warning("tfblackbox: %s", message)
     buffers.add("tensors", step=step, wall_time=wall_time, tag=tag, dtype=None, shape=None,
                 plugin_name=UNDECODABLE, plugin_content=bytes(raw), tensor=None)
+    return message
 
 
 def _decode_value_fast(data, i, end, step, wall, buf):

@@ -259,9 +259,10 @@ class Writer:
         return sum(t.num_rows for t in list(self._pending.values()))
 
     def raise_if_failed(self):
-        err, self._error = self._error, None
-        if err is not None:
-            raise WriterError(f"writer of run {self.run_id} failed: {err}") from err
+        failed, self._error = self._error, None
+        if failed is not None:
+            what, err = failed
+            raise WriterError(f"writer of run {self.run_id}: {what}: {err}") from err
 
     # -- writer thread ---------------------------------------------------------------------
 
@@ -371,7 +372,7 @@ class Writer:
 
     def _fail(self, exc, what):
         log.error("tfblackbox: writer of run %s: %s: %s", self.run_id, what, exc)
-        self._error = exc
+        self._error = (what, exc)
         try:
             self.store.note_writer(self.writer_id, error=f"{what}: {exc!r}")
         except Exception:

@@ -18,8 +18,8 @@ import sys
 import pyarrow as pa
 
 from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema import dump_layout as layout
-from tfblackbox.schema import dump_proto as proto
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.tables import schema_of
 
 from .cli import EXIT_OK, print_json

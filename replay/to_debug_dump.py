@@ -17,9 +17,9 @@ import re
 import shutil
 import sys
 
-from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema import dump_layout as layout
-from tfblackbox.schema import dump_proto as proto
+from tfblackbox.schema import BlackboxError, DumpLayoutError, Store
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.formats import tfdbg_v1 as proto
 
 from . import out_dirs
 from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
@@ -120,7 +120,7 @@ def _build(target, name, row, graphs, tensors, node_re, report):
         for i, device in enumerate(row["graph_devices"] or ()):
             try:
                 dev_dir = dev_dirs[device] = layout.device_dir(device)
-            except layout.DumpLayoutError as e:
+            except DumpLayoutError as e:
                 report["rejected"].append(f"{name}: {e}")
                 continue
             ghash, ts = row["graph_hashes"][i], row["graph_timestamps"][i]
@@ -140,7 +140,7 @@ def _build(target, name, row, graphs, tensors, node_re, report):
             try:
                 os.makedirs(os.path.join(tmp, dev_dirs.get(device) or layout.device_dir(device)),
                             exist_ok=True)
-            except layout.DumpLayoutError as e:
+            except DumpLayoutError as e:
                 report["rejected"].append(f"{name}: {e}")
         written = 0
         for t in tensors:
@@ -151,7 +151,7 @@ def _build(target, name, row, graphs, tensors, node_re, report):
                 ext = t["ext_timestamp"] or str(t["timestamp"])
                 rel = layout.dump_file_rel_path(t["node_name"], t["output_slot"], t["debug_op"],
                                                 ext)
-            except layout.DumpLayoutError as e:
+            except DumpLayoutError as e:
                 report["rejected"].append(f"{name}: {e}")
                 continue
             _write(tmp, f"{dev_dir}/{rel}", t["event"])

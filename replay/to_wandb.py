@@ -19,6 +19,7 @@ import time
 import uuid
 
 from tfblackbox.schema import BlackboxError, Store
+from tfblackbox.schema.errors import ReplayError
 
 from .cli import EXIT_FAILED, EXIT_OK, print_json
 from .wandb_rows import iter_rows, run_state, settled_step
@@ -32,10 +33,6 @@ def _kill_point(name):
     if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class ChunkFailed(Exception):
-    """W&B did not take a chunk; the cursor did not move."""
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -170,7 +167,7 @@ def push_run(store, record, args, odir, result):
     batches = itertools.chain([first], batches) if first is not None else iter(())
     try:
         chunk = push_chunk(store, record, args, odir, dest, step, state, batches, status)
-    except ChunkFailed as e:
+    except ReplayError as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
         return
@@ -247,7 +244,7 @@ def push_chunk(store, record, args, odir, dest, step, state, batches, status):
         raise
     except Exception as e:
         _abandon(run, store, record.run_id, dest, step, state)
-        raise ChunkFailed(f"W&B did not take the chunk ({type(e).__name__}: {e}); the cursor "
+        raise ReplayError(f"W&B did not take the chunk ({type(e).__name__}: {e}); the cursor "
                           f"stays at {step}") from e
     odir.discard(staging)
     return chunk

@@ -7,13 +7,13 @@ import contextlib
 import json
 import threading
 
-from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, create_engine, event,
-                        exc, select)
+from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        create_engine, event, exc, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from .errors import CatalogError
+from .migrate import FORMAT_VERSION
 
-FORMAT_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 JOURNAL_MODE = "DELETE"
 
@@ -64,6 +64,7 @@ class WriterRow(Base):
     first_step: Mapped[int | None] = mapped_column(Integer)   # lowest step it registered
     dropped_rows: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("run_id", "attempt", name="uq_writers_run_attempt"),)
 
 
 class SegmentRow(Base):
@@ -134,22 +135,30 @@ class Catalog:
         return self.session(write=True)
 
     @contextlib.contextmanager
-    def session(self, write=False):
+    def writing(self, write=True):
+        """Transactions begun on this thread inside this block take the write lock first."""
         outer = getattr(_tx, "write", False)
         _tx.write = write
-        s = self._sessions()
         try:
-            yield s
-            s.commit()
-        except exc.SQLAlchemyError as e:
-            s.rollback()
-            raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
-        except BaseException:
-            s.rollback()
-            raise
+            yield
         finally:
-            s.close()
             _tx.write = outer
+
+    @contextlib.contextmanager
+    def session(self, write=False):
+        with self.writing(write):
+            s = self._sessions()
+            try:
+                yield s
+                s.commit()
+            except exc.SQLAlchemyError as e:
+                s.rollback()
+                raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
+            except BaseException:
+                s.rollback()
+                raise
+            finally:
+                s.close()
 
     def create_all(self):
         Base.metadata.create_all(self.engine)

@@ -1,4 +1,5 @@
-"""The one error family of tfblackbox: every message names the offending file or value."""
+"""The one error family of tfblackbox: every class is named for what went wrong, and every
+message names the offending file or value and what was expected."""
 
 
 class BlackboxError(Exception):
@@ -21,9 +22,35 @@ class RunNotFoundError(BlackboxError):
     """A run id the store does not hold."""
 
 
+class RunExistsError(BlackboxError):
+    """A run id that is taken, where a new run was asked for."""
+
+
 class WriterError(BlackboxError):
     """The background writer failed; raised on the caller's next call."""
 
 
 class CatalogError(BlackboxError):
     """The catalog database refused an operation (locked too long, disk full, damaged)."""
+
+
+class WireFormatError(BlackboxError):
+    """Bytes that are not the protobuf message (or record framing) they should be."""
+
+
+class DumpLayoutError(BlackboxError):
+    """A dump directory, or a name stored for one, that does not fit tfdbg's layout."""
+
+
+class NativeCaptureUnavailable(BlackboxError):
+    """The in-memory dump capture cannot be built or loaded here (no compiler, no TF library,
+    a failed self-test); DumpHook falls back to files unless capture="memory"."""
+
+
+class ReplayError(BlackboxError):
+    """A destination did not take what a replay pushed (W&B refused a chunk); the cursor
+    did not move."""
+
+
+class MigrationError(BlackboxError):
+    """A store's catalog could not be upgraded to this version's format."""

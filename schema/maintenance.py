@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from . import catalog as cat
 from . import segments
+from .errors import StoreDamageError
 
 ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even if its owner lives
 
@@ -159,13 +160,15 @@ def _merge(store, run_id, table_name, olds):
     rows, size, digest, lo, hi = segments.write_streamed(store.root, rel, table_name, batches())
     try:
         if rows != sum(g.row_count for g in olds):
-            raise RuntimeError(f"compaction of {run_id}/{table_name} read {rows} rows, the "
-                               f"catalog records {sum(g.row_count for g in olds)}")
+            raise StoreDamageError(
+                f"compaction of {run_id}/{table_name} read {rows} rows from its segments, the "
+                f"catalog records {sum(g.row_count for g in olds)}; nothing was changed")
         with store.catalog.write() as s:
             for g in olds:
                 row = s.get(cat.SegmentRow, g.segment_id)
                 if row is None:
-                    raise RuntimeError(f"segment {g.path} vanished during compaction")
+                    raise StoreDamageError(f"segment {g.path} was unregistered by another "
+                                           f"process during compaction; nothing was changed")
                 s.delete(row)
             s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
                                  row_count=rows, size_bytes=size, sha256=digest, min_step=lo,

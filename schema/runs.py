@@ -6,10 +6,13 @@ These are bound as methods of Store (`store.create_run(...)`), so `self` is a St
 import json
 import time
 
+from sqlalchemy import exc
+
 from . import catalog as cat
-from .errors import BlackboxError, RunNotFoundError
+from .errors import CatalogError, RunExistsError, RunNotFoundError
 from .records import run_record
 
+ATTEMPT_TRIES = 20
 RUN_FIELDS = ("project", "name", "group", "notes", "host", "pid", "command", "python_version",
               "tf_version", "tfblackbox_version", "git_commit")
 
@@ -22,7 +25,7 @@ def create_run(self, run_id, config=None, tags=None, **fields):
     now = time.time()
     with self.catalog.write() as s:
         if s.get(cat.RunRow, run_id) is not None:
-            raise BlackboxError(f"run {run_id!r} already exists in store {self.root}")
+            raise RunExistsError(f"run {run_id!r} already exists in store {self.root}")
         row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
                          tags_json=json.dumps(list(tags or [])), started_at=now,
                          heartbeat_at=now, **fields)
@@ -53,15 +56,27 @@ def reopen_run(self, run_id, config=None, tags=None, **fields):
 
 
 def begin_attempt(self, run_id, host=None, pid=None):
-    """Registers a new writer (attempt n+1) for the run; returns (writer_id, attempt)."""
-    with self.catalog.write() as s:
-        last = s.scalar(cat.select(cat.WriterRow.attempt).where(
-            cat.WriterRow.run_id == run_id).order_by(cat.WriterRow.attempt.desc()).limit(1))
-        w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
-                          started_at=time.time(), dropped_rows=0)
-        s.add(w)
-        s.flush()
-        return w.writer_id, w.attempt
+    """Registers a new writer (attempt n+1) for the run; returns (writer_id, attempt).
+
+    Attempt numbers are unique per run (a constraint of the catalog): processes that start
+    the same run at once take turns for the write lock (SQLite) or, where two transactions
+    read the same last attempt (PostgreSQL), the loser tries again with the next number."""
+    for _ in range(ATTEMPT_TRIES):
+        try:
+            with self.catalog.write() as s:
+                last = s.scalar(cat.select(cat.WriterRow.attempt).where(
+                    cat.WriterRow.run_id == run_id).order_by(
+                        cat.WriterRow.attempt.desc()).limit(1))
+                w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
+                                  started_at=time.time(), dropped_rows=0)
+                s.add(w)
+                s.flush()
+                return w.writer_id, w.attempt
+        except CatalogError as e:
+            if not isinstance(e.__cause__, exc.IntegrityError):
+                raise
+    raise CatalogError(f"run {run_id!r} in store {self.root}: no free attempt number after "
+                       f"{ATTEMPT_TRIES} tries (too many processes starting it at once?)")
 
 
 def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None):

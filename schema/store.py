@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from . import catalog as cat
-from . import migrations, segments
+from . import migrate, segments
 from . import runs as run_writes
 from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, writer_record
@@ -83,12 +83,16 @@ class Store:
         found = catalog.get_meta("format_version") if "meta" in tables else None
         if found is None and _never_used(catalog, tables):
             # tfblackbox <= 0.1 created the tables and the version in two steps: a process
-            # killed between them left this; no run was ever recorded, so finish the job
+            # killed between them left this; no run was ever recorded, so start it afresh
+            _drop_all(catalog)
             _init_catalog(catalog)
+            tables = catalog.table_names()
             found = catalog.get_meta("format_version")
         if "meta" not in tables and found is None:
             raise NotAStoreError(f"{path} is not a tfblackbox store: its catalog has no meta table")
-        migrations.check_and_migrate(catalog, path, found, package_version())
+        found = migrate.check(path, found, package_version())
+        migrate.upgrade(catalog, path, found,
+                        None if catalog_url else os.path.join(path, CATALOG_FILE))
         store = cls(path, catalog)
         if clean_orphans:
             from .maintenance import remove_orphans
@@ -329,6 +333,14 @@ def _create_sqlite(path):
                 os.remove(leftover)
 
 
+def _drop_all(catalog):
+    from sqlalchemy import MetaData
+    with catalog.write() as s:
+        meta = MetaData()
+        meta.reflect(s.connection())
+        meta.drop_all(s.connection())
+
+
 def _never_used(catalog, tables):
     """An empty catalog, or one with our tables but no version and no run in it."""
     if not tables:
@@ -390,8 +402,9 @@ def _init_catalog(catalog):
     """Tables and format version in one transaction."""
     with catalog.write() as s:
         cat.Base.metadata.create_all(s.connection())
+        migrate.stamp_newest(s.connection())
         if s.get(cat.Meta, "format_version") is None:
-            catalog.set_meta(s, "format_version", cat.FORMAT_VERSION)
+            catalog.set_meta(s, "format_version", migrate.FORMAT_VERSION)
             catalog.set_meta(s, "created_by", package_version())
             catalog.set_meta(s, "created_at", time.time())
 

@@ -357,7 +357,7 @@ def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
 
 def test_capture_records_parse_with_tfs_name_collision_suffixes():
     from tfblackbox.recorder.native_capture import parse_records
-    from tfblackbox.schema.dump_proto import DumpLayoutError
+    from tfblackbox.schema.errors import DumpLayoutError
     blob = b""
     for node in ("loop/mul", "loop/mul", "loop/mul", "loop/add"):   # same microsecond
         blob = _record(blob, 1700000000000001, node)

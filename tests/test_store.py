@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.replay.cli import main as cli
-from tfblackbox.schema import (NotAStoreError, RunNotFoundError, Store, StoreDamageError,
+from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store, StoreDamageError,
                                StoreVersionError, compact, verify)
 
 
@@ -56,7 +56,8 @@ def test_a_store_from_a_newer_format_is_refused(store, store_dir):
     con.execute("UPDATE meta SET value='99' WHERE key='format_version'")
     con.commit()
     con.close()
-    with pytest.raises(StoreVersionError, match=r"format version 99.*up to 1.*upgrade"):
+    with pytest.raises(StoreVersionError,
+                       match=rf"format version 99.*up to {FORMAT_VERSION}.*upgrade"):
         Store.open(store_dir)
     assert cli(["runs", "--store", store_dir]) == 2
 

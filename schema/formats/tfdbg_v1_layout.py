@@ -6,14 +6,15 @@ device with the partition graph `_tfdbg_graph_hash<hash>_<micros>` and one dump 
 `<node>_<slot>_<debug_op>_<micros>[-k]` per tensor (node-name slashes become directories).
 Every file is one serialized `Event`. This module parses such a directory into plain values
 and turns stored values back into safe relative paths; the protobuf fields it needs are read
-and written by dump_proto.py, so the replay side does not need TensorFlow.
+and written by tfdbg_v1.py, so the replay side does not need TensorFlow.
 """
 
 import dataclasses
 import os
 import re
 
-from .dump_proto import DumpLayoutError, graph_node_devices
+from ..errors import DumpLayoutError
+from .tfdbg_v1 import graph_node_devices
 
 PREFIX = "_tfdbg_"
 DEVICE_PREFIX = PREFIX + "device_"

@@ -1,0 +1,12 @@
+"""Foreign formats every side speaks, and the small helpers they share.
+
+wire.py      the protobuf wire format (varints, fields), enough to read and write the few
+             fields the store needs without TensorFlow
+dtypes.py    TensorFlow's DataType enum and the one dtype vocabulary of the store
+files.py     durable file writes (fsync, write-then-rename)
+tfdbg_v1.py  tfdbg's Event / Summary / TensorProto fields of v1 debug dumps
+tfdbg_v1_layout.py  the v1 dump directory layout that DebugDumpDir reads
+
+Nothing here knows the store's files or tables; every module may be imported by the
+recorder, the schema and the replay alike.
+"""

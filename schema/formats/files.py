@@ -1,0 +1,44 @@
+"""Durable file writes shared by the store, the replays and the recorder's staging."""
+
+import contextlib
+import os
+
+
+def fsync_path(path):
+    """fsyncs a file or a directory (a rename is durable once its directory is); best effort
+    where the platform or filesystem cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_durably(final, data):
+    """Writes bytes under a temporary name next to `final` (leading '.', so readers skip it),
+    fsyncs, renames into place and fsyncs the directory. A failed write (a full disk)
+    removes its temporary file: each retry would otherwise leave another and eat the space
+    freed later."""
+    folder, name = os.path.split(final)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "." + name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_path(folder)

@@ -1,0 +1,99 @@
+"""Store format versions, by alembic (schema/migrations/).
+
+A new catalog is created from the models and stamped with the newest revision. Opening an
+older store upgrades it in place, after a copy of its catalog is kept next to it
+(`catalog.sqlite.format<N>-backup-<time>`); a store of a newer format is refused, naming the
+version it needs. `meta.format_version` says the format in plain words for older readers;
+alembic's own `alembic_version` table says which revision the catalog is at.
+"""
+
+import contextlib
+import os
+import shutil
+import time
+
+from .errors import MigrationError, StoreVersionError
+
+FORMAT_VERSION = 2
+REVISIONS = {1: "0001", 2: "0002"}     # format version -> alembic revision
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+def _script():
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory(SCRIPTS)
+
+
+def stamp_newest(connection):
+    """Records a catalog created from the current models as being at the newest revision."""
+    from alembic.runtime.migration import MigrationContext
+    MigrationContext.configure(connection).stamp(_script(), REVISIONS[FORMAT_VERSION])
+
+
+def check(root, found, package_version):
+    """The store's format version as an int; refuses a newer or an unreadable one."""
+    try:
+        found = int(found)
+    except (TypeError, ValueError):
+        raise StoreVersionError(
+            f"store {root}: catalog format_version {found!r} is not a number; the catalog is "
+            f"damaged or was not written by tfblackbox") from None
+    if found > FORMAT_VERSION:
+        raise StoreVersionError(
+            f"store {root} has format version {found}, but tfblackbox {package_version} reads "
+            f"format versions up to {FORMAT_VERSION}: upgrade tfblackbox "
+            f"(pip install -U tfblackbox) to read it")
+    return found
+
+
+def upgrade(catalog, root, found, catalog_file=None):
+    """Upgrades an older catalog to FORMAT_VERSION in one transaction, after a backup."""
+    if found >= FORMAT_VERSION:
+        return
+    from alembic import command
+    from alembic.config import Config
+    backup = _backup(catalog_file, found)
+    after_commit = []
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPTS)
+    cfg.attributes.update(store_root=root, after_commit=after_commit)
+    try:
+        with catalog.engine.connect() as conn, _foreign_keys_off(conn):
+            cfg.attributes["connection"] = conn
+            from alembic.runtime.migration import MigrationContext
+            if MigrationContext.configure(conn).get_current_revision() is None:
+                conn.rollback()   # (the read above began a transaction)
+                with conn.begin():
+                    MigrationContext.configure(conn).stamp(_script(), REVISIONS[found])
+            with catalog.writing():
+                command.upgrade(cfg, REVISIONS[FORMAT_VERSION])
+    except Exception as e:
+        where = f"; the catalog as it was is kept in {backup}" if backup else ""
+        raise MigrationError(f"store {root}: upgrading the catalog from format {found} to "
+                             f"{FORMAT_VERSION} failed ({type(e).__name__}: {e}); nothing was "
+                             f"changed{where}") from e
+    for done in after_commit:
+        with contextlib.suppress(OSError):
+            done()
+
+
+def _backup(catalog_file, found):
+    if not catalog_file or not os.path.exists(catalog_file):
+        return None
+    backup = f"{catalog_file}.format{found}-backup-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copy2(catalog_file, backup)
+    return backup
+
+
+@contextlib.contextmanager
+def _foreign_keys_off(conn):
+    """SQLite rebuilds a table to add a constraint (batch mode); the rows that refer to it
+    must not be checked halfway. The pragma only works outside a transaction."""
+    raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")

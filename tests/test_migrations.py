@@ -1,0 +1,115 @@
+"""Store format upgrades (alembic): a format-1 store as tfblackbox 0.1 wrote it opens,
+upgraded in place after a backup; attempt numbers are unique even for concurrent starts."""
+
+import glob
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from tfblackbox.schema import FORMAT_VERSION, Store, verify
+from tfblackbox.schema import segments
+
+V1_SQL = os.path.join(os.path.dirname(__file__), "data", "catalog_v1.sql")
+
+
+def _segment(root, run_id, table_name, table, writer_id, con):
+    _t, data = segments.encode(table, table_name)
+    rel = f"data/{table_name}/run_id={run_id}/w{writer_id}-old.parquet"
+    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+    with open(os.path.join(root, rel), "wb") as f:
+        f.write(data)
+    con.execute("INSERT INTO segments (run_id, table_name, writer_id, path, row_count, "
+                "size_bytes, sha256, min_step, max_step, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, table_name, writer_id, rel, table.num_rows, len(data),
+                 hashlib.sha256(data).hexdigest(), min(table["step"].to_pylist()),
+                 max(table["step"].to_pylist()), 1.0))
+    return rel
+
+
+def make_format1_store(root):
+    """A store as 0.1 left it: its catalog DDL, two writers that got the same attempt number
+    (the race of format 1), a tensors segment with "DT_FLOAT"-style dtypes."""
+    os.makedirs(os.path.join(root, "data"))
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    con.executescript(open(V1_SQL).read())
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [("format_version", "1"),
+                                                       ("created_by", "0.1.0")])
+    con.execute("INSERT INTO runs (run_id, status, config_json, tags_json, started_at) VALUES "
+                "('r', 'finished', '{}', '[]', 1.0)")
+    for wid, attempt, first in ((1, 1, 0), (2, 2, 5), (3, 2, 7)):
+        con.execute("INSERT INTO writers (writer_id, run_id, attempt, started_at, first_step, "
+                    "dropped_rows) VALUES (?, 'r', ?, 1.0, ?, 0)", (wid, attempt, first))
+    scalars = pa.table({"step": list(range(10)), "wall_time": [1.0] * 10, "tag": ["x"] * 10,
+                        "attempt": [1] * 5 + [2] * 5, "value": [float(i) for i in range(10)]})
+    _segment(root, "r", "scalars", scalars, 1, con)
+    tensors = pa.table({"step": [3, 4], "wall_time": [1.0, 1.0], "tag": ["t", "u"],
+                        "attempt": [1, 1], "dtype": ["DT_FLOAT", "DT_STRING_REF"],
+                        "shape": [[2], []], "plugin_name": ["", ""],
+                        "plugin_content": [None, None], "tensor": [b"a", b"b"]})
+    old = _segment(root, "r", "tensors", tensors, 1, con)
+    con.commit()
+    con.close()
+    return old
+
+
+def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
+    root = str(tmp_path / "store")
+    old_tensors = make_format1_store(root)
+    s = Store.open(root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
+        str(FORMAT_VERSION),)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    attempts = [(w.writer_id, w.attempt, w.first_step) for w in s.writers("r")]
+    assert attempts == [(1, 1, 0), (2, 2, 5), (3, 3, None)]
+    assert "renumbered from 2" in s.writers("r")[2].error
+    with pytest.raises(sqlite3.IntegrityError):
+        con.execute("INSERT INTO writers (run_id, attempt, started_at, dropped_rows) "
+                    "VALUES ('r', 1, 1.0, 0)")
+    # readers see what format 1 showed: attempt 2's rows from step 5 on cut attempt 1 there
+    assert s.scalars("r")["step"].to_pylist() == list(range(10))
+    assert s.tensors("r")["dtype"].to_pylist() == ["float32", "string_ref"]
+    assert not os.path.exists(os.path.join(root, old_tensors))
+    assert verify(s).ok
+    [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))
+    old = sqlite3.connect(backup)
+    assert old.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("1",)
+    Store.open(root)    # opening again changes nothing
+    assert len(glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))) == 1
+
+
+def test_a_new_store_is_at_the_newest_revision(tmp_path):
+    Store.create(str(tmp_path / "s"))
+    con = sqlite3.connect(str(tmp_path / "s" / "catalog.sqlite"))
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    assert not glob.glob(str(tmp_path / "s" / "*backup*"))
+
+
+CHILD = """
+import sys, time
+from tfblackbox import recorder
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+run = recorder.init(store=sys.argv[1], run_id="same", resume="allow")
+print(run.attempt)
+recorder.finish()
+"""
+
+
+def test_processes_starting_one_run_at_once_get_unique_attempts(tmp_path):
+    import time
+    root = str(tmp_path / "s")
+    Store.create(root)
+    start = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, root, str(start)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    assert sorted(int(o.split()[-1]) for o in outs) == [1, 2, 3, 4]
+    assert sorted(w.attempt for w in Store.open(root).writers("same")) == [1, 2, 3, 4]
