@@ -12,6 +12,7 @@ import struct
 import numpy as np
 
 from tfblackbox.schema.errors import WireFormatError
+from tfblackbox.schema.formats import dtypes
 from tfblackbox.schema.formats.wire import encode_varint, varint
 from tfblackbox.schema.formats.wire import walk as wire_fields
 
@@ -24,11 +25,6 @@ _PR_ROWS = ("tp", "fp", "tn", "fn", "precision", "recall")
 def _summary_cls():
     from tensorflow.core.framework import summary_pb2
     return summary_pb2.Summary
-
-
-def _dtype_name(dtype):
-    from tensorflow.core.framework import types_pb2
-    return types_pb2.DataType.Name(dtype)
 
 
 def _ndarray(tensor_proto):
@@ -276,7 +272,7 @@ def _is_numeric(dtype):
 
 def _keep_tensor(v, key, buf):
     t = v.tensor
-    buf.add("tensors", dtype=_dtype_name(t.dtype), shape=[d.size for d in t.tensor_shape.dim],
+    buf.add("tensors", dtype=dtypes.name(t.dtype), shape=[d.size for d in t.tensor_shape.dim],
             plugin_name=v.metadata.plugin_data.plugin_name,
             plugin_content=v.metadata.plugin_data.content or None, tensor=t.SerializeToString(),
             **key)

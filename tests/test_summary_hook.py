@@ -139,7 +139,7 @@ def test_plugin_tensors_pr_curve_and_other_tensors(recorded):
     tensors = by_key(store.tensors(run_id))
     for step in range(0, STEPS, K):
         r = tensors[(step, "matrix", 0)]
-        assert r["dtype"] == "DT_FLOAT" and r["shape"] == [2, 3]
+        assert r["dtype"] == "float32" and r["shape"] == [2, 3]
         expected = tf.make_ndarray(events[(step + 1, "matrix")][1].tensor)
         got = tf.make_ndarray(tensor_pb2.TensorProto.FromString(r["tensor"]))
         np.testing.assert_array_equal(got, expected)
