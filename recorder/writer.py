@@ -2,7 +2,8 @@
 
 The training thread only enqueues (`submit`); decoding, Arrow conversion, Parquet encoding,
 fsync and catalog registration all happen on one daemon thread. Buffers become a segment every
-`flush_rows` rows, `flush_bytes` payload bytes or `flush_secs` seconds, on `flush()` and on
+`flush_rows` rows, `flush_bytes` payload bytes or `flush_secs` seconds after the oldest row
+arrived (so no row waits longer than flush_secs plus one write), on `flush()` and on
 `close()`; the thread takes its queue every WAKE_SECS. When the queue is full the policy
 `on_full` applies: "drop" (default: the training step never waits on disk; every dropped job
 is counted, logged and recorded in the catalog) or "block".
@@ -28,7 +29,7 @@ FLUSH_ROWS = 50_000          # rows buffered (all tables together) before a flus
 FLUSH_BYTES = 64 << 20       # or payload bytes buffered (debug dumps, images) before a flush
 COMBINE_BELOW = 64 << 10     # average bytes per Arrow chunk under which a flush makes one chunk
 STREAM_BYTES = 1 << 20       # ready-made rows of a table (dumps) encoded as a row group at once
-FLUSH_SECS = 5.0             # at most this long between a row's arrival and its segment
+FLUSH_SECS = 5.0             # a row's segment is written at most this long after it arrived
 MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
 JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
 MAX_QUEUE_JOBS = 100_000
@@ -267,17 +268,24 @@ class Writer:
     # -- writer thread ---------------------------------------------------------------------
 
     def _loop(self):
-        last_flush = time.monotonic()
+        # held_since: when the oldest row not yet in a registered segment arrived. A flush is
+        # due flush_secs after it, so no row waits longer than flush_secs plus one write.
+        held_since = None
         while True:
             with self._cond:
                 while not self._closed and not self._wake:
                     now = time.monotonic()
-                    wait = self.flush_secs - (now - last_flush)
-                    if wait <= 0 or (self._queue and now - self._queue_since >= WAKE_SECS):
+                    oldest = min((t for t in (held_since, self._queue and self._queue_since)
+                                  if t), default=None)
+                    if oldest is not None and now - oldest >= self.flush_secs:
                         break
-                    self._cond.wait(min(wait, WAKE_SECS))
+                    if self._queue and now - self._queue_since >= WAKE_SECS:
+                        break
+                    self._cond.wait(WAKE_SECS)
                 self._wake = False
                 batch = list(self._queue)
+                if batch and held_since is None:
+                    held_since = self._queue_since
                 self._queue.clear()
                 self._queued_bytes = 0
                 closed = self._closed
@@ -300,10 +308,11 @@ class Writer:
                 if (self._buffers.rows >= self.flush_rows or
                         self._buffered_bytes >= self.flush_bytes):
                     self._write()
-            due = time.monotonic() - last_flush >= self.flush_secs
-            if markers or due or closed:
+            due = held_since is not None and time.monotonic() - held_since >= self.flush_secs
+            if markers or due or closed or self.dropped_jobs != self._dropped_noted:
                 error = self._write()
-                last_flush = time.monotonic()
+                # rows a failed write kept are tried again flush_secs later, not at once
+                held_since = time.monotonic() if self._pending else None
                 for m in markers:
                     m.error = error
                     m.done.set()

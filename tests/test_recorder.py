@@ -312,3 +312,32 @@ def test_finish_raises_only_writer_error_and_still_marks_the_run(small_fs):
     run2.submit(add_scalars(range(100, 110)), 400)
     recorder.finish()
     assert store.scalars("stuck")["step"].to_pylist() == list(range(100, 110))
+
+
+def test_no_row_waits_longer_than_flush_secs_plus_one_write(store_dir):
+    """The flush interval is timed from the oldest buffered row, not from the end of the last
+    flush: a row that arrives while a slow flush runs is written flush_secs after it came
+    (plus that write), not flush_secs after the slow flush ended (plus another write)."""
+    store = Store.create(store_dir)
+    store.create_run("r")
+    wid, attempt = store.begin_attempt("r")
+    slow, registered = 0.4, {}
+    write = store.write_segment
+
+    def slow_write(run_id, name, table, writer_id=None):    # a slow disk
+        time.sleep(slow)
+        rec = write(run_id, name, table, writer_id)
+        for step in table["step"].to_pylist():
+            registered[step] = time.monotonic()
+        return rec
+    store.write_segment = slow_write
+    w = Writer(store, "r", wid, attempt, flush_secs=0.5)
+    arrived = {}
+    t0 = time.monotonic()
+    for i, at in enumerate([0.0, 0.55, 0.7, 1.6, 2.5]):   # 0.55, 0.7: during the first write
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        arrived[i] = time.monotonic()
+        w.submit(add_scalars([i]))
+    w.close()
+    waits = {i: registered[i] - arrived[i] for i in arrived}
+    assert max(waits.values()) <= 0.5 + slow + 0.2, waits   # was up to ~1.3 s
