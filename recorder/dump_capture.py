@@ -18,7 +18,6 @@ metadata and new partition graphs still come through the staging URL.
 
 import collections
 import glob
-import itertools
 import json
 import logging
 import os
@@ -27,11 +26,9 @@ import tempfile
 import threading
 import uuid
 
-import numpy as np
-import pyarrow as pa
-
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema import rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
 from . import native_capture
 
@@ -238,7 +235,7 @@ class DumpCapture:
         fresh = {}
         for g in d.graphs:
             wall, graph_def = proto.graph_event_parts(g.data)
-            fresh[g.device_dir] = (g, wall, graph_def)
+            fresh[g.device_dir] = (g, wall, proto.without_scope(graph_def, OWN_SCOPE))
         if fresh:
             names = layout.real_device_names([g.device_dir for g, _w, _d in fresh.values()],
                                              [gd for _g, _w, gd in fresh.values()])
@@ -252,33 +249,28 @@ class DumpCapture:
             key = (dev_dir, g.graph_hash)
             if key not in self._graphs_seen:
                 new_graphs.append((self._device(dev_dir), g, wall, graph_def))
-        tensors = self._tensor_table(batch, d.tensors) if d.tensors else None
+        d.tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
+        tensors = (rows.debug_tensor_table(batch.step, batch.run_key, d.tensors, self._device)
+                   if d.tensors else None)
         step = batch.step
         meta = d.core_metadata
         if meta:
-            meta = proto.with_global_step(meta, step)
+            meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
         devices = sorted({self._device(t.device_dir) for t in d.tensors} |
                          {self._device(x) for x in graphs})
-        gdevs = sorted(graphs)
-        run_row = dict(
-            step=step, wall_time=batch.wall_time, tag=batch.run_key, run_key=batch.run_key,
-            session_run=batch.session_run, status=batch.status, source="DumpHook",
-            core_metadata_name=d.core_metadata_name, core_metadata=meta,
-            fetches_info=proto.log_message_event(batch.fetches_repr),
-            feed_keys_info=proto.log_message_event(batch.feed_keys_repr),
-            devices=devices, graph_devices=[self._device(x) for x in gdevs],
-            graph_hashes=[graphs[x][0].graph_hash for x in gdevs],
-            graph_timestamps=[graphs[x][0].timestamp for x in gdevs],
-            graph_wall_times=[graphs[x][1] for x in gdevs], graph_events=None,
-            tensor_count=len(d.tensors), tensor_bytes=sum(len(t.data) for t in d.tensors))
+        run_row = rows.debug_run_row(
+            step, batch.wall_time, batch.run_key, batch.session_run, batch.status, "DumpHook",
+            d.core_metadata_name, meta, proto.log_message_event(batch.fetches_repr),
+            proto.log_message_event(batch.feed_keys_repr), devices,
+            [(self._device(x), graphs[x][0].graph_hash, graphs[x][0].timestamp, graphs[x][1],
+              None) for x in sorted(graphs)], d.tensors)
         nbytes = run_row["tensor_bytes"] + sum(len(gd) for _d, _g, _w, gd in new_graphs) + len(
             meta or b"")
 
         def job(buffers):
             for device, g, wall, graph_def in new_graphs:
-                buffers.add("debug_graphs", step=step, wall_time=g.timestamp / 1e6, tag=device,
-                            device=device, graph_hash=g.graph_hash, timestamp=g.timestamp,
-                            event_wall_time=wall, graph_def=graph_def)
+                buffers.add("debug_graphs", **rows.debug_graph_row(
+                    step, device, g.graph_hash, g.timestamp, wall, graph_def))
             if tensors is not None:
                 buffers.add_table("debug_tensors", tensors)
             buffers.add("debug_runs", **run_row)
@@ -299,57 +291,13 @@ class DumpCapture:
             name = self._device_names[dev_dir] = layout.device_name_from_dir(dev_dir)
         return name
 
-    def _tensor_table(self, batch, tensors):
-        """The run's debug_tensors rows as a pa.Table (no attempt column; the writer adds it),
-        built here so the writer thread only concatenates: converting the Event bytes value
-        by value on the writer was as costly as reading the files."""
-        n = len(tensors)
-        tags, devices, nodes, slots, ops, stamps, exts, dtypes, shapes = (
-            [], [], [], [], [], [], [], [], [])
-        for t in tensors:
-            dtype, shape = (t.dtype, t.shape) if t.dtype is not None else proto.tensor_info(t.data)
-            tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
-            devices.append(self._device(t.device_dir))
-            nodes.append(t.node_name)
-            slots.append(t.output_slot)
-            ops.append(t.debug_op)
-            stamps.append(t.timestamp)
-            exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
-            dtypes.append(dtype)
-            shapes.append(shape)
-        stamps = np.array(stamps, np.int64)
-        return pa.Table.from_arrays([
-            pa.array(np.full(n, batch.step, np.int64)), pa.array(stamps / 1e6),
-            pa.array(tags, pa.string()), pa.array([batch.run_key] * n, pa.string()),
-            pa.array(devices, pa.string()), pa.array(nodes, pa.string()),
-            pa.array(slots, pa.int32()), pa.array(ops, pa.string()), pa.array(stamps),
-            pa.array(exts, pa.string()), pa.array(dtypes, pa.string()),
-            _int64_lists(shapes), _binary([t.data for t in tensors]),
-        ], names=TENSOR_COLUMNS)
+# The recorder's own nodes (the global-step read, global_step.py) live in this name scope;
+# TF dumps them with every watched run, DumpingDebugHook's dumps would not have them.
+OWN_SCOPE = "tfblackbox/"
 
 
-TENSOR_COLUMNS = ["step", "wall_time", "tag", "run_key", "device", "node_name", "output_slot",
-                  "debug_op", "timestamp", "ext_timestamp", "dtype", "shape", "event"]
-
-
-def _int64_lists(values):
-    if any(v is None for v in values):
-        return pa.array(values, pa.list_(pa.int64()))
-    offsets = np.zeros(len(values) + 1, np.int32)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(values), np.int64, int(offsets[-1]))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-
-
-def _binary(values):
-    """One join and zero-copy buffers: pa.array(values) grows its data buffer by realloc, 10x
-    slower on ~280 KB of Events a run."""
-    offsets = np.zeros(len(values) + 1, np.int64)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    if offsets[-1] >= 1 << 31:         # int32 offsets: let pyarrow split it into chunks
-        return pa.array(values, pa.binary())
-    return pa.Array.from_buffers(pa.binary(), len(values), [
-        None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(values))])
+def is_own_node(node_name):
+    return node_name.startswith(OWN_SCOPE)
 
 
 def executor_signature(core_metadata):

@@ -9,20 +9,26 @@ where no increment is found (or that cannot be changed) fall back to the racy re
 """
 
 import logging
+import weakref
 
 log = logging.getLogger("tfblackbox")
 
-_COLLECTION = "tfblackbox_step_before_run"
 _INCREMENTS = {"AssignAddVariableOp", "AssignSubVariableOp", "AssignAdd", "AssignSub"}
+
+
+# graph -> (read tensor, exact): kept here, not in a graph collection, so nothing of the
+# recorder's ends up in the user's MetaGraph (a Python bool in a collection made every
+# checkpoint save log "Issue encountered when serializing ...")
+_READS = weakref.WeakKeyDictionary()
 
 
 def step_before_run(tf):
     """(tensor, exact) for the default graph: the read op shared by all hooks of the graph,
     and whether every increment of the global step is ordered after it."""
     graph = tf.compat.v1.get_default_graph()
-    found = graph.get_collection(_COLLECTION)
-    if found:
-        return found[0], bool(graph.get_collection(_COLLECTION + "_exact"))
+    found = _READS.get(graph)
+    if found is not None:
+        return found
     step = tf.compat.v1.train.get_global_step(graph)
     if step is None:
         return None, False
@@ -42,9 +48,7 @@ def step_before_run(tf):
     except Exception as e:   # an op that cannot take the edge: the racy read it is
         log.warning("tfblackbox: cannot order the global-step read before its increment (%s); "
                     "steps are read after logging runs instead", e)
-    graph.add_to_collection(_COLLECTION, before)
-    if exact:
-        graph.add_to_collection(_COLLECTION + "_exact", True)
+    _READS[graph] = (before, exact)
     return before, exact
 
 

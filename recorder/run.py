@@ -8,14 +8,12 @@ running, and `tfblackbox runs` shows it so with its last heartbeat.
 import atexit
 import logging
 import os
-import re
-import secrets
-import string
 import sys
 import threading
 
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 from tfblackbox.schema.errors import RunExistsError
+from tfblackbox.schema.records import new_run_id, valid_run_id
 
 from . import environment
 from .writer import Writer
@@ -23,7 +21,6 @@ from .writer import Writer
 log = logging.getLogger("tfblackbox")
 
 DEFAULT_STORE = "./tfblackbox-store"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESUME_MODES = ("allow", "must", "never", None)
 
 _active = None
@@ -145,11 +142,6 @@ class Run:
         return f"<tfblackbox Run {self.run_id} in {self.store.root}>"
 
 
-def new_run_id():
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
          run_id=None, resume=None, catalog_url=None, **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
@@ -165,7 +157,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         resume = None
     if resume not in RESUME_MODES:
         raise BlackboxError(f"resume={resume!r}; expected one of 'allow', 'must', 'never', None")
-    if run_id is not None and not RUN_ID_RE.match(str(run_id)):
+    if run_id is not None and not valid_run_id(run_id):
         raise BlackboxError(f"run_id {run_id!r} is not valid: use 1-64 letters, digits, '_', "
                             f"'-' or '.', starting with a letter or digit")
     if config is not None and not isinstance(config, dict):

@@ -16,18 +16,16 @@ import logging
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from tfblackbox.schema import WriterError
 from tfblackbox.schema import segments
-from tfblackbox.schema.tables import schema_of
+from tfblackbox.schema.rows import ColumnBuffers
 
 log = logging.getLogger("tfblackbox")
 
 FLUSH_ROWS = 50_000          # rows buffered (all tables together) before a flush
 FLUSH_BYTES = 64 << 20       # or payload bytes buffered (debug dumps, images) before a flush
-COMBINE_BELOW = 64 << 10     # average bytes per Arrow chunk under which a flush makes one chunk
 STREAM_BYTES = 1 << 20       # ready-made rows of a table (dumps) encoded as a row group at once
 FLUSH_SECS = 5.0             # a row's segment is written at most this long after it arrived
 MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
@@ -38,122 +36,6 @@ MAX_QUEUE_JOBS = 100_000
 # moment the training thread let go of it in ExtendSession and decoded the step's summary
 # while training waited (py-spy: 453 of 3643 training-thread samples there; 36 after).
 WAKE_SECS = 0.05
-
-
-_HISTO_COLUMNS = ("num", "min", "max", "sum", "sum_squares", "bucket_limits", "bucket_counts")
-
-
-class Buffers:
-    """Per-table column lists, filled on the writer thread by jobs."""
-
-    def __init__(self, attempt):
-        self.attempt = attempt
-        self.tables = {}
-        self.arrow = {}    # table -> [pa.Table] added ready-made (add_table)
-        self.arrow_bytes = {}   # table -> bytes in self.arrow[table]
-        self.rows = 0
-
-    def columns(self, table):
-        cols = self.tables.get(table)
-        if cols is None:
-            cols = self.tables[table] = {f.name: [] for f in schema_of(table)}
-        return cols
-
-    def add(self, table, **row):
-        cols = self.columns(table)
-        row.setdefault("attempt", self.attempt)
-        for name, values in cols.items():
-            values.append(row.get(name))
-        self.rows += 1
-
-    def add_scalar(self, step, wall_time, tag, value):
-        """The hot path: one scalar row without building a dict."""
-        cols = self.tables.get("scalars") or self.columns("scalars")
-        cols["step"].append(step)
-        cols["wall_time"].append(wall_time)
-        cols["tag"].append(tag)
-        cols["attempt"].append(self.attempt)
-        cols["value"].append(value)
-        self.rows += 1
-
-    def add_histogram(self, step, wall_time, tag, fields):
-        """A `histo` histogram row (fields: histo_fields()'s dict) without the generic path."""
-        cols = self.tables.get("histograms") or self.columns("histograms")
-        cols["step"].append(step)
-        cols["wall_time"].append(wall_time)
-        cols["tag"].append(tag)
-        cols["attempt"].append(self.attempt)
-        for name in _HISTO_COLUMNS:
-            cols[name].append(fields[name])
-        cols["bucket_lefts"].append(None)
-        cols["source"].append("histo")
-        self.rows += 1
-
-    def add_many(self, table, n, **columns):
-        """Appends n rows given as equal-length lists (missing columns become null)."""
-        cols = self.columns(table)
-        for name, values in cols.items():
-            if name in columns:
-                values.extend(columns[name])
-            elif name == "attempt":
-                values.extend([self.attempt] * n)
-            else:
-                values.extend([None] * n)
-        self.rows += n
-
-    def add_table(self, table, rows):
-        """Appends a ready pa.Table of `table`'s columns (a missing attempt column is filled
-        in): producers that build Arrow arrays themselves skip the per-value conversion."""
-        schema = schema_of(table)
-        if "attempt" not in rows.column_names:
-            rows = rows.append_column("attempt", pa.array(
-                np.full(rows.num_rows, self.attempt, np.int32), pa.int32()))
-        rows = rows.select(schema.names)
-        self.arrow.setdefault(table, []).append(
-            rows if rows.schema == schema else rows.cast(schema))
-        self.arrow_bytes[table] = self.arrow_bytes.get(table, 0) + rows.nbytes
-        self.rows += rows.num_rows
-
-    def take_arrow(self, table):
-        """Returns the ready-made rows of one table as a pa.Table and forgets them."""
-        parts = self.arrow.pop(table, [])
-        self.arrow_bytes.pop(table, None)
-        out = pa.concat_tables(parts)
-        self.rows -= out.num_rows
-        return out
-
-    def take(self):
-        """Returns {table: pa.Table} and empties the buffers."""
-        out = {}
-        for name, cols in self.tables.items():
-            if cols and next(iter(cols.values())):
-                schema = schema_of(name)
-                out[name] = pa.Table.from_arrays(
-                    [_arrow_column(cols[f.name], f.type) for f in schema], schema=schema)
-        for name, parts in self.arrow.items():
-            table = pa.concat_tables(([out[name]] if name in out else []) + parts)
-            # One chunk, as Parquet pages split at chunk ends, unless the chunks are large
-            # already (dumps: ~1 ms a dumped step to copy, for 1% smaller files)
-            if table.nbytes < min(1 << 30, COMBINE_BELOW * table.column(0).num_chunks):
-                table = table.combine_chunks(memory_pool=_POOL)
-            out[name] = table
-        self.tables, self.arrow, self.arrow_bytes, self.rows = {}, {}, {}, 0
-        return out
-
-
-def _arrow_column(values, typ):
-    """Lists of numpy arrays (histogram buckets) become one flat array plus offsets: ~20x
-    faster than converting each array as a Python sequence."""
-    if pa.types.is_list(typ) and values and all(isinstance(v, np.ndarray) for v in values):
-        lengths = np.fromiter((len(v) for v in values), dtype=np.int32, count=len(values))
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)])
-        flat = pa.array(np.concatenate(values), type=typ.value_type, memory_pool=_POOL)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32(), memory_pool=_POOL), flat,
-                                        type=typ, pool=_POOL)
-    return pa.array(values, type=typ, memory_pool=_POOL)
-
-
-_POOL = pa.system_memory_pool()   # see schema/segments.py encode(): malloc returns freed pages
 
 
 class _Flush:
@@ -190,7 +72,7 @@ class Writer:
         # ready-made rows is encoded row group by row group between flushes, and its rows
         # are kept until it is registered, as a failed write falls back to _pending
         self._streams = {}
-        self._buffers = Buffers(attempt)
+        self._buffers = ColumnBuffers(attempt)
         self._thread = threading.Thread(target=self._loop, name=f"tfblackbox-writer-{run_id}",
                                         daemon=True)
         self._thread.start()

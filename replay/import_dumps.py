@@ -10,43 +10,32 @@ attempt of the run (a new run unless --run names an existing one).
 """
 
 import os
-import secrets
 import socket
-import string
 import sys
 
-import pyarrow as pa
-
-from tfblackbox.schema import BlackboxError, Store
+from tfblackbox.schema import BlackboxError, Store, rows
+from tfblackbox.schema.records import new_run_id
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats import tfdbg_v1 as proto
-from tfblackbox.schema.tables import schema_of
 
 from .cli import EXIT_OK, print_json
 
 FLUSH_BYTES = 64 << 20
 
 
-class _Tables:
-    """Column buffers written as segments of one attempt every FLUSH_BYTES."""
+class _Segments:
+    """The import's rows, written as segments of one attempt every FLUSH_BYTES."""
 
     def __init__(self, store, run_id, writer_id, attempt):
-        self.store, self.run_id, self.writer_id, self.attempt = store, run_id, writer_id, attempt
-        self.cols, self.nbytes, self.segments = {}, 0, 0
-
-    def add(self, table, nbytes=0, **row):
-        cols = self.cols.setdefault(table, {f.name: [] for f in schema_of(table)})
-        row["attempt"] = self.attempt
-        for name, values in cols.items():
-            values.append(row.get(name))
-        self.nbytes += nbytes
+        self.store, self.run_id, self.writer_id = store, run_id, writer_id
+        self.buffers = rows.ColumnBuffers(attempt)
+        self.nbytes, self.segments = 0, 0
 
     def flush(self):
+        tables = self.buffers.take()
         for name in ("debug_graphs", "debug_tensors", "debug_runs"):   # runs last
-            cols = self.cols.pop(name, None)
-            if cols and cols["step"]:
-                table = pa.Table.from_pydict(cols, schema=schema_of(name))
-                self.store.write_segment(self.run_id, name, table, self.writer_id)
+            if name in tables:
+                self.store.write_segment(self.run_id, name, tables[name], self.writer_id)
                 self.segments += 1
         self.nbytes = 0
 
@@ -70,8 +59,7 @@ def _run_dirs(root):
 def _open_run(store, run_id, root):
     if run_id is not None and store.has_run(run_id):
         return run_id, False
-    run_id = run_id or "".join(secrets.choice(string.ascii_lowercase + string.digits)
-                               for _ in range(8))
+    run_id = run_id or new_run_id()
     store.create_run(run_id, tags=["import-dumps"], name=os.path.basename(os.path.abspath(root)),
                      notes=f"imported from {os.path.abspath(root)}", host=socket.gethostname(),
                      pid=os.getpid(), command=" ".join(sys.argv))
@@ -87,7 +75,7 @@ def import_session_root(store, root, run_id=None):
                                 f"(<node>_<slot>_<op>_<micros>); nothing imported")
     run_id, created = _open_run(store, run_id, root)
     writer_id, attempt = store.begin_attempt(run_id, socket.gethostname(), os.getpid())
-    out = _Tables(store, run_id, writer_id, attempt)
+    out = _Segments(store, run_id, writer_id, attempt)
     seen = {(g["device"], g["graph_hash"]) for g in store.read(
         run_id, "debug_graphs", columns=["device", "graph_hash"], latest_only=False).to_pylist()}
     tensors = 0
@@ -111,38 +99,25 @@ def _import_dir(out, path, name, seen):
     step = _global_step(d.core_metadata)
     parts = {g.device_dir: proto.graph_event_parts(g.data) for g in d.graphs}
     names = layout.real_device_names(d.device_dirs, [gd for _w, gd in parts.values()])
-    graph_devices, hashes, stamps, walls, raws = [], [], [], [], []
+    graphs = []
     for g in sorted(d.graphs, key=lambda g: g.device_dir):
         device = names[g.device_dir]
         wall, graph_def = parts[g.device_dir]
-        graph_devices.append(device)
-        hashes.append(g.graph_hash)
-        stamps.append(g.timestamp)
-        walls.append(wall)
-        raws.append(None if proto.graph_event(wall, graph_def) == g.data else g.data)
+        raw = None if proto.graph_event(wall, graph_def) == g.data else g.data
+        graphs.append((device, g.graph_hash, g.timestamp, wall, raw))
         if (device, g.graph_hash) not in seen:
             seen.add((device, g.graph_hash))
-            out.add("debug_graphs", len(graph_def), step=step, wall_time=g.timestamp / 1e6,
-                    tag=device, device=device, graph_hash=g.graph_hash, timestamp=g.timestamp,
-                    event_wall_time=wall, graph_def=graph_def)
-    nbytes = 0
-    for t in d.tensors:
-        dtype, shape = proto.tensor_info(t.data)
-        nbytes += len(t.data)
-        out.add("debug_tensors", len(t.data), step=step, wall_time=t.timestamp / 1e6,
-                tag=f"{t.node_name}:{t.output_slot}:{t.debug_op}", run_key=name,
-                device=names[t.device_dir], node_name=t.node_name, output_slot=t.output_slot,
-                debug_op=t.debug_op, timestamp=t.timestamp,
-                ext_timestamp=None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp,
-                dtype=dtype, shape=shape, event=t.data)
-    out.add("debug_runs", step=step, wall_time=micros / 1e6, tag=name, run_key=name,
-            session_run=n, status="ok", source="import",
-            core_metadata_name=d.core_metadata_name, core_metadata=d.core_metadata,
-            fetches_info=d.fetches_info, feed_keys_info=d.feed_keys_info,
-            devices=sorted(names[x] for x in d.device_dirs), graph_devices=graph_devices,
-            graph_hashes=hashes, graph_timestamps=stamps, graph_wall_times=walls,
-            graph_events=raws if any(r is not None for r in raws) else None,
-            tensor_count=len(d.tensors), tensor_bytes=nbytes)
+            out.buffers.add("debug_graphs", **rows.debug_graph_row(
+                step, device, g.graph_hash, g.timestamp, wall, graph_def))
+            out.nbytes += len(graph_def)
+    if d.tensors:
+        out.buffers.add_table("debug_tensors", rows.debug_tensor_table(
+            step, name, d.tensors, names.__getitem__))
+    row = rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import", d.core_metadata_name,
+                             d.core_metadata, d.fetches_info, d.feed_keys_info,
+                             sorted(names[x] for x in d.device_dirs), graphs, d.tensors)
+    out.buffers.add("debug_runs", **row)
+    out.nbytes += row["tensor_bytes"]
     return len(d.tensors)
 
 

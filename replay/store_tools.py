@@ -7,11 +7,11 @@ import time
 
 from tfblackbox.schema import Store, TABLES, compact as compact_store, verify as verify_store
 from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
+from tfblackbox.schema.records import run_state
 
 from .cli import EXIT_FAILED, EXIT_OK, print_json
 
-STALE_SECS = 600
-MAX_TAGS_SHOWN = 30   # a running run with no heartbeat for this long is probably dead
+MAX_TAGS_SHOWN = 30   # show folds a table with more tags into one line (--json has them all)
 
 
 def _when(ts):
@@ -21,10 +21,10 @@ def _when(ts):
 
 
 def _status(r, now=None):
-    if r.status != "running" or r.heartbeat_at is None:
+    if run_state(r, now) != "died":
         return r.status
-    idle = (now or time.time()) - r.heartbeat_at
-    return f"running (no heartbeat for {idle / 60:.0f} min)" if idle > STALE_SECS else "running"
+    idle = (now or time.time()) - (r.heartbeat_at or r.started_at)
+    return f"running (no heartbeat for {idle / 60:.0f} min)"
 
 
 def runs(args):

@@ -18,13 +18,13 @@ import shutil
 import sys
 
 from tfblackbox.schema import BlackboxError, DumpLayoutError, Store
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats import tfdbg_v1 as proto
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.records import valid_run_id
 
 from . import out_dirs
 from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
                   "timestamp", "ext_timestamp", "event"]
 
@@ -53,7 +53,7 @@ def main(args):
         r.run_id for r in store.runs() if store.segments(r.run_id, "debug_runs")]
     for run_id in run_ids:
         store.run(run_id)   # a clear error for an unknown run
-        if not RUN_ID_RE.match(run_id) or ".." in run_id:
+        if not valid_run_id(run_id):
             raise BlackboxError(f"run id {run_id!r} cannot be used as a directory name")
     out = out_dirs.prepare(args.out, "--out", empty=not args.force)
     report = {"out": out, "runs": []}

@@ -19,7 +19,7 @@ import shutil
 import uuid
 
 from tfblackbox.schema import BlackboxError
-from tfblackbox.schema.segments import fsync_path
+from tfblackbox.schema.formats.files import fsync_path
 
 from . import out_dirs
 
@@ -107,10 +107,6 @@ class OfflineDir:
         except (OSError, ValueError):
             return None
         return marker if marker.get("chunk") == chunk else None
-
-    def chunk_dirs(self):
-        return sorted(os.path.join(self.path, n) for n in os.listdir(self.path)
-                      if n.startswith("offline-run-"))
 
 
 def _safe(text):

@@ -15,22 +15,15 @@ import collections
 import dataclasses
 import time
 
+from tfblackbox.schema.records import run_state
+
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
 PUSHED_TABLES = ("scalars", "histograms", "media", "tensors")
 SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
-STALE_SECS = 600.0    # a running run with no heartbeat for this long is taken as dead
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
                "height", "sample_rate"]
 _HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
               "min", "max"]
-
-
-def run_state(record, now=None):
-    """'finished', 'failed', 'running', or 'died' (running with no heartbeat for STALE_SECS)."""
-    if record.status != "running":
-        return record.status
-    beat = record.heartbeat_at or record.started_at or 0
-    return "died" if (now or time.time()) - beat > STALE_SECS else "running"
 
 
 def settled_step(store, record, now=None):

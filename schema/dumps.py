@@ -1,4 +1,5 @@
-"""The Parquet tables of tfdbg debug dumps (DumpHook, import-dumps; read by replay --to debug-dump).
+"""The Parquet tables of tfdbg v1 debug dumps (DumpHook, import-dumps; read by replay --to
+debug-dump); listed in tables.TABLES.
 
 One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys
 Events as TF wrote them, and which partition graph each device ran), plus one `debug_tensors`
@@ -14,7 +15,7 @@ Rows of one session.run are joined on (attempt, run_key); `run_key` is the tfdbg
 
 import pyarrow as pa
 
-from .tables import _KEY, register_table
+from .columns import KEY as _KEY
 
 DEBUG_RUNS = pa.schema(_KEY + [                          # tag: the run dir name
     pa.field("run_key", pa.string(), nullable=False),    # run_<micros>_<n>
@@ -62,8 +63,4 @@ DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
 # 7-12 in 152 KB at 5-14 ms; byte-stream-split floats came out larger (182 KB).
 DUMP_WRITE_OPTIONS = {"compression_level": 2}
 
-register_table("debug_runs", DEBUG_RUNS)
-register_table("debug_tensors", DEBUG_TENSORS, **DUMP_WRITE_OPTIONS)
-register_table("debug_graphs", DEBUG_GRAPHS)
-
-__all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS"]
+__all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS", "DUMP_WRITE_OPTIONS"]

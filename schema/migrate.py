@@ -19,6 +19,15 @@ REVISIONS = {1: "0001", 2: "0002"}     # format version -> alembic revision
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
+def package_version():
+    """This tfblackbox's version, for run records, catalogs and refusals."""
+    try:
+        from importlib.metadata import version
+        return version("tfblackbox")
+    except Exception:
+        return "unknown"
+
+
 def _script():
     from alembic.script import ScriptDirectory
     return ScriptDirectory(SCRIPTS)
@@ -30,7 +39,7 @@ def stamp_newest(connection):
     MigrationContext.configure(connection).stamp(_script(), REVISIONS[FORMAT_VERSION])
 
 
-def check(root, found, package_version):
+def check(root, found):
     """The store's format version as an int; refuses a newer or an unreadable one."""
     try:
         found = int(found)
@@ -40,7 +49,7 @@ def check(root, found, package_version):
             f"damaged or was not written by tfblackbox") from None
     if found > FORMAT_VERSION:
         raise StoreVersionError(
-            f"store {root} has format version {found}, but tfblackbox {package_version} reads "
+            f"store {root} has format version {found}, but tfblackbox {package_version()} reads "
             f"format versions up to {FORMAT_VERSION}: upgrade tfblackbox "
             f"(pip install -U tfblackbox) to read it")
     return found

@@ -1,7 +1,35 @@
-"""Plain records that cross the schema boundary (ORM rows never do)."""
+"""Plain records that cross the schema boundary (ORM rows never do), and the rules about
+runs every side shares: what a run id may be, and when a running run counts as dead."""
 
 import dataclasses
 import json
+import re
+import secrets
+import string
+import time
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STALE_SECS = 600.0    # a run still 'running' with no heartbeat for this long has died
+
+
+def new_run_id():
+    """8 random lowercase letters and digits, as wandb's run ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def valid_run_id(run_id):
+    """1-64 letters, digits, '_', '-' or '.', starting with a letter or digit (so it is a safe
+    directory name too)."""
+    return bool(RUN_ID_RE.match(str(run_id))) and ".." not in str(run_id)
+
+
+def run_state(record, now=None):
+    """'finished', 'failed', 'running', or 'died' (running with no heartbeat for STALE_SECS)."""
+    if record.status != "running":
+        return record.status
+    beat = record.heartbeat_at or record.started_at or 0
+    return "died" if (now or time.time()) - beat > STALE_SECS else "running"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
+from .formats.files import fsync_path, write_durably
 from .tables import WRITE_OPTIONS, schema_of
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -137,46 +138,6 @@ def step_range(table):
     return mm["min"], mm["max"]
 
 
-def write_file(root, rel_path, data):
-    """Writes bytes durably under a temporary name, then renames into place."""
-    final = os.path.join(root, rel_path)
-    folder, name = os.path.split(final)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, "." + name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        # a disk-full write must not leave its partial file behind: each retry would leave
-        # another and eat the space freed later
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_path(folder)
-
-
-def fsync_path(path):
-    """fsyncs a file or a directory (a rename is durable once its directory is); best effort
-    where the platform or filesystem cannot."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_segment(root, catalog, run_id, table_name, table, writer_id=None):
     """Writes one segment and registers it; returns its SegmentRecord.
 
@@ -226,7 +187,7 @@ def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
     registration fails the file is removed again and the error raised."""
     data = encoded.data
     rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
-    write_file(root, rel, data)
+    write_durably(os.path.join(root, rel), data)
     lo, hi = encoded.min_step, encoded.max_step
     now = time.time()
     try:
@@ -254,14 +215,5 @@ def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
     return rec
 
 
-def read_segment_file(root, rel_path, columns=None):
-    return pq.read_table(os.path.join(root, rel_path), columns=columns)
-
-
-def empty_table(table_name):
-    return schema_of(table_name).empty_table()
-
-
 __all__ = ["SegmentRecord", "write_segment", "write_encoded", "Encoded", "StreamEncoder",
-           "write_file", "encode", "read_segment_file",
-           "empty_table", "segment_dir", "file_name", "parse_owner", "is_this_host", "pa"]
+           "encode", "segment_dir", "file_name", "parse_owner", "is_this_host"]

@@ -20,7 +20,7 @@ from . import migrate, segments
 from . import runs as run_writes
 from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, writer_record
-from .segments import fsync_path
+from .formats.files import fsync_path
 from .tables import schema_of
 
 CATALOG_FILE = "catalog.sqlite"
@@ -28,14 +28,6 @@ CATALOG_FILE = "catalog.sqlite"
 # room for the catalog write that marks the run (SQLite needs space for its journal).
 RESERVE_FILE = ".tfblackbox-reserve"
 RESERVE_BYTES = 256 << 10
-
-
-def package_version():
-    try:
-        from importlib.metadata import version
-        return version("tfblackbox")
-    except Exception:
-        return "unknown"
 
 
 class Store:
@@ -90,7 +82,7 @@ class Store:
             found = catalog.get_meta("format_version")
         if "meta" not in tables and found is None:
             raise NotAStoreError(f"{path} is not a tfblackbox store: its catalog has no meta table")
-        found = migrate.check(path, found, package_version())
+        found = migrate.check(path, found)
         migrate.upgrade(catalog, path, found,
                         None if catalog_url else os.path.join(path, CATALOG_FILE))
         store = cls(path, catalog)
@@ -405,7 +397,7 @@ def _init_catalog(catalog):
         migrate.stamp_newest(s.connection())
         if s.get(cat.Meta, "format_version") is None:
             catalog.set_meta(s, "format_version", migrate.FORMAT_VERSION)
-            catalog.set_meta(s, "created_by", package_version())
+            catalog.set_meta(s, "created_by", migrate.package_version())
             catalog.set_meta(s, "created_at", time.time())
 
 

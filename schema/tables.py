@@ -6,12 +6,7 @@ the attempt (writer) that recorded the row, so readers can prefer the latest att
 
 import pyarrow as pa
 
-_KEY = [
-    pa.field("step", pa.int64(), nullable=False),
-    pa.field("wall_time", pa.float64(), nullable=False),
-    pa.field("tag", pa.string(), nullable=False),
-    pa.field("attempt", pa.int32(), nullable=False),
-]
+from .columns import KEY as _KEY
 
 SCALARS = pa.schema(_KEY + [pa.field("value", pa.float64())])
 
@@ -52,26 +47,23 @@ TENSORS = pa.schema(_KEY + [
     pa.field("tensor", pa.binary()),
 ])
 
+# Tables of other kinds have their schema constants in their own modules
+from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS  # noqa: E402
+
 TABLES = {
     "scalars": SCALARS,
     "histograms": HISTOGRAMS,
     "media": MEDIA,
     "tensors": TENSORS,
+    "debug_runs": DEBUG_RUNS,
+    "debug_tensors": DEBUG_TENSORS,
+    "debug_graphs": DEBUG_GRAPHS,
 }
 
-
-# Parquet writer options of a table beyond the common ones (schema/segments.py
-# parquet_options), e.g. a zstd level for tables whose bulk compresses poorly.
-WRITE_OPTIONS = {}
-
-
-def register_table(name, schema, **write_options):
-    """Adds a table (later features own theirs); a name may be registered once."""
-    if name in TABLES and TABLES[name] != schema:
-        raise ValueError(f"table {name!r} is already registered with another schema")
-    TABLES[name] = schema
-    if write_options:
-        WRITE_OPTIONS[name] = write_options
+# Parquet writer options of a table beyond the common ones (segments.parquet_options)
+WRITE_OPTIONS = {
+    "debug_tensors": DUMP_WRITE_OPTIONS,
+}
 
 
 def schema_of(table):

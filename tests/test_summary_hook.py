@@ -261,8 +261,8 @@ def test_a_finalized_graph_still_records_exact_steps(graph, store_dir):
 
 
 def _decoded(decode, data):
-    from tfblackbox.recorder.writer import Buffers
-    buffers = Buffers(attempt=3)
+    from tfblackbox.schema.rows import ColumnBuffers
+    buffers = ColumnBuffers(attempt=3)
     decode(data, 7, 1.5, buffers)
     return buffers.take()
 
@@ -375,3 +375,30 @@ def test_bytes_that_are_no_summary_are_kept_raw(graph, store_dir, caplog):
     assert t["plugin_name"].to_pylist() == ["tfblackbox/undecodable"] * t.num_rows
     assert t["plugin_content"].to_pylist() == [junk]
     assert "kept as a tensors row" in caplog.text
+
+
+def test_no_tensorflow_warning_about_the_recorder_in_a_users_log(graph, store_dir, tmp_path,
+                                                                caplog, capfd):
+    """With a checkpoint_dir, MonitoredTrainingSession saves the MetaGraph; nothing of the
+    recorder may be in it or cause a warning (a Python bool in a graph collection made TF
+    log "Issue encountered when serializing tfblackbox_step_before_run_exact")."""
+    import logging
+
+    import tensorflow as tf
+
+    from tfblackbox import recorder
+    step = tf.compat.v1.train.get_or_create_global_step()
+    tf.compat.v1.summary.scalar("x", tf.cast(step, tf.float32))
+    train = tf.compat.v1.assign_add(step, 1)
+    recorder.init(store=store_dir)
+    with caplog.at_level(logging.INFO):
+        with tf.compat.v1.train.MonitoredTrainingSession(
+                checkpoint_dir=str(tmp_path / "ckpt"), save_checkpoint_steps=2,
+                hooks=[recorder.SummaryHook(steps_per_log=1)]) as sess:
+            for _ in range(5):
+                sess.run(train)
+        recorder.finish()
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err
+    assert "serializing" not in logged and "tfblackbox" not in logged, logged[-2000:]
+    assert not [k for k in graph.get_all_collection_keys() if "tfblackbox" in k]

@@ -63,9 +63,10 @@ def graph_node_devices(graph_def):
     return devices
 
 
-def with_global_step(event_bytes, step):
-    """The core-metadata Event with its JSON `global_step` set to `step`; every other byte as
-    TF wrote it. (MonitoredSession drops RunOptions.debug_options.global_step when it merges
+def with_global_step(event_bytes, step, drop_outputs=None):
+    """The core-metadata Event with its JSON `global_step` set to `step` and, with
+    `drop_outputs`, the output names under that name scope left out; every other byte as TF
+    wrote it. (MonitoredSession drops RunOptions.debug_options.global_step when it merges
     hooks' options, so TF always writes 0 there.)"""
     out = bytearray()
     for number, wire, start, payload, end in walk(event_bytes):
@@ -78,11 +79,59 @@ def with_global_step(event_bytes, step):
             if n2 == 2 and w2 == 2:
                 msg = bytes(lm[p2:e2]).decode("utf-8")
                 msg = re.sub(r'"global_step":\s*-?\d+', f'"global_step":{int(step)}', msg,
-                             count=1).encode("utf-8")
+                             count=1)
+                if drop_outputs:
+                    msg = _without_outputs(msg, drop_outputs)
+                msg = msg.encode("utf-8")
                 inner += b"\x12" + encode_varint(len(msg)) + msg
             else:
                 inner += lm[s2:e2]
         out += b"\x32" + encode_varint(len(inner)) + inner
+    return bytes(out)
+
+
+def _without_outputs(msg, scope):
+    m = re.search(r'"output_names":\[([^\]]*)\]', msg)
+    if not m:
+        return msg
+    names = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))
+    kept = [n for n in names if not n.startswith(scope)]
+    if len(kept) == len(names):
+        return msg
+    return (msg[:m.start()] + '"output_names":[' + ",".join(f'"{n}"' for n in kept) + "]" +
+            msg[m.end():])
+
+
+# Names TF gives the nodes it adds for a node of a partition graph: the debugger's copy and
+# debug ops, and the fetch's _Retval.
+_DERIVED = ("__copy_", "__dbg_", "_retval_")
+
+
+def without_scope(graph_def, scope):
+    """The serialized GraphDef without the nodes in name scope `scope`, the nodes TF derived
+    from them (copy, debug, fetch), and every input that names one of those. Nodes left
+    untouched keep their bytes."""
+    def own(name):
+        return name.startswith(scope) or any(name.startswith(p + scope) for p in _DERIVED)
+
+    out = bytearray()
+    for number, wire, start, payload, end in walk(graph_def):
+        if number != 1 or wire != 2:
+            out += graph_def[start:end]
+            continue
+        node = graph_def[payload:end]
+        name = first(node, 1)
+        if name is not None and own(bytes(name).decode("utf-8", "replace")):
+            continue
+        kept, dropped = bytearray(), False
+        for n2, w2, s2, p2, e2 in walk(node):
+            if n2 == 3 and w2 == 2 and own(bytes(node[p2:e2]).decode(
+                    "utf-8", "replace").lstrip("^")):
+                dropped = True
+                continue
+            kept += node[s2:e2]
+        body = bytes(kept) if dropped else bytes(node)
+        out += b"\x0a" + encode_varint(len(body)) + body
     return bytes(out)
 
 
