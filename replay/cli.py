@@ -1,15 +1,14 @@
 """Command line: `tfblackbox runs|show|verify|compact|replay|import-dumps` and `replay`.
 
-`main(argv=None)` returns the exit code, so tests call it directly:
-0 success, 1 damage found or a replay that did not complete, 2 bad usage or bad input.
+`main(argv=None)` returns the exit code, so tests call it directly; the codes are in
+exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
 """
 
 import argparse
-import json
 import os
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from .exits import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
 
 def _store_arg(p):
@@ -120,15 +119,11 @@ def _dispatch(args):
             return import_dumps.main(args)
     except BlackboxError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_code_for(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     raise AssertionError(args.command)
-
-
-def print_json(obj):
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from tfblackbox.schema import Store, TABLES, compact as compact_store, verify as
 from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
 from tfblackbox.schema.records import run_state
 
-from .cli import EXIT_FAILED, EXIT_OK, print_json
+from .exits import EXIT_FAILED, EXIT_OK, print_json
 
 MAX_TAGS_SHOWN = 30   # show folds a table with more tags into one line (--json has them all)
 

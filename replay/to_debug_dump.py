@@ -23,7 +23,7 @@ from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.records import valid_run_id
 
 from . import out_dirs
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 
 TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
                   "timestamp", "ext_timestamp", "event"]

@@ -21,7 +21,7 @@ import uuid
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
 
-from .cli import EXIT_FAILED, EXIT_OK, print_json
+from .exits import EXIT_FAILED, EXIT_OK, print_json
 from .wandb_rows import iter_rows, run_state, settled_step
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))

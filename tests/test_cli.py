@@ -46,3 +46,31 @@ def test_every_bad_output_directory_is_a_clear_error(store_dir, tmp_path, small_
         assert "Traceback" not in err and path in err, (form, err)
         import re
         assert re.search(message, err), (form, err)
+
+
+def _damage(store_dir):
+    [seg] = Store.open(store_dir).segments("r1")
+    os.remove(os.path.join(store_dir, seg.path))
+
+
+def test_exit_codes_are_as_readme_says(store_dir, tmp_path, capsys):
+    """0 success; 1 damage found or a replay that did not complete; 2 bad usage or input."""
+    assert cli(["runs", "--store", store_dir]) == 0
+    assert cli(["show", "r1", "--store", store_dir]) == 0
+    assert cli(["verify", "--store", store_dir]) == 0
+    # bad usage and bad input: 2
+    assert cli(["no-such-command"]) == 2
+    assert cli(["show", "--store", store_dir]) == 2                  # missing RUN
+    assert cli(["show", "nope", "--store", store_dir]) == 2          # unknown run
+    assert cli(["runs", "--store", str(tmp_path / "missing")]) == 2  # not a store
+    assert cli(["replay", "--store", store_dir, "--to", "debug-dump", "--out",
+                str(tmp_path / "o"), "--steps", "x:y"]) == 2
+    capsys.readouterr()
+    # damage found: 1, from every command that meets it
+    _damage(store_dir)
+    assert cli(["verify", "--store", store_dir]) == 1
+    assert cli(["show", "r1", "--store", store_dir]) == 1
+    assert cli(["replay", "--store", store_dir, "--to", "wandb", "--mode", "offline",
+                "--wandb-dir", str(tmp_path / "w"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "is missing" in err and "tfblackbox verify" in err and "Traceback" not in err
