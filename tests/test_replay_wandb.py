@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 import wandb_log
-from tfblackbox.replay.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, replay_main
+from tfblackbox.replay.cli import replay_main
+from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import SCALARS, Store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
