@@ -1,0 +1,2 @@
+"""Foreign file formats every side speaks (no TensorFlow): TFRecord framing (`tfrecord`), the
+few Event fields of tfevents files (`tfevents`)."""
