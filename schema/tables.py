@@ -6,6 +6,8 @@ the attempt (writer) that recorded the row, so readers can prefer the latest att
 
 import pyarrow as pa
 
+from .tfevents_tables import TFEVENTS_RECORDS
+
 _KEY = [
     pa.field("step", pa.int64(), nullable=False),
     pa.field("wall_time", pa.float64(), nullable=False),
@@ -57,6 +59,7 @@ TABLES = {
     "histograms": HISTOGRAMS,
     "media": MEDIA,
     "tensors": TENSORS,
+    "tfevents_records": TFEVENTS_RECORDS,
 }
 
 
