@@ -39,6 +39,7 @@ class Run:
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
         self._reported = 0
+        self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
 
     @property
     def name(self):
@@ -69,6 +70,10 @@ class Run:
         """Blocks until everything recorded so far is in registered segments."""
         self.writer.flush(timeout)
 
+    def add_finish_callback(self, fn):
+        """`fn(timeout)` runs at finish before the writer closes (the tfevents tail drains)."""
+        self._finish_callbacks.append(fn)
+
     def note_start_step(self, step):
         """The global step this attempt starts from; earlier attempts' rows from here on are
         superseded by this one's."""
@@ -82,6 +87,12 @@ class Run:
             return
         self.finished = True
         error = None
+        for fn in self._finish_callbacks:
+            try:
+                fn(timeout)
+            except Exception as e:   # what it would have added is missing; the rest is kept
+                log.error("tfblackbox: run %s: a finish step failed: %s: %s", self.run_id,
+                          type(e).__name__, e)
         try:
             self.writer.close(timeout)
         except WriterError as e:
@@ -121,8 +132,11 @@ def new_run_id():
 
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, **writer_options):
+         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
+
+    sync_tensorboard=True records everything tf.summary writes (wandb's name): every logdir
+    a summary writer opens is tailed (recorder/tf2/), without importing TensorFlow here.
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
     "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
@@ -165,6 +179,9 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
         _active = Run(the_store, record, writer_id, attempt, writer_options)
         _install_exit_handlers()
+        if sync_tensorboard:
+            from .tf2 import tensorboard_patch
+            tensorboard_patch.enable(_active)
         return _active
 
 
