@@ -38,44 +38,51 @@ def payloads(table, row):
 
 def _key(table, row):
     return (table, row["attempt"], row["tag"], row["step"], row["wall_time"],
-            row.get("index") or 0 if table == "media" else 0)
+            (row.get("index") or 0) if table == "media" else 0)
 
 
-_COLUMNS = {"media": ["step", "wall_time", "tag", "attempt", "index", "data"],
-            "tensors": ["step", "wall_time", "tag", "attempt", "tensor"],
-            "histograms": ["step", "wall_time", "tag", "attempt", "bucket_limits",
-                           "bucket_counts", "bucket_lefts", "source"]}
+def cut_key(rec, c):
+    """The key of the decoded row that holds cut `c` of raw row `rec`."""
+    return (c["table"], rec["attempt"], c["tag"], rec["step"], rec["wall_time"],
+            c["index"] if c["table"] == "media" else 0)
 
 
-class _Payloads:
-    """Decoded rows of the tables a run's records were cut against, looked up by key."""
+_KEYS = ["step", "wall_time", "tag", "attempt"]
+_COLUMNS = {"media": _KEYS + ["index", "data"], "tensors": _KEYS + ["tensor"],
+            "histograms": _KEYS + ["bucket_limits", "bucket_counts", "bucket_lefts", "source"]}
 
-    def __init__(self, store, run_id, wanted):
-        self.rows = collections.defaultdict(list)
-        for table in sorted(wanted):
-            t = store.read(run_id, table, columns=_COLUMNS[table], latest_only=False)
-            for row in t.to_pylist():
-                key = _key(table, row)
-                if key in wanted[table]:
-                    self.rows[key].append(payloads(table, row))
 
-    def candidates(self, rec, c):
-        key = (c["table"], rec["attempt"], c["tag"], rec["step"], rec["wall_time"],
-               c["index"] if c["table"] == "media" else 0)
-        return [p[c["part"]] for p in self.rows.get(key, ()) if c["part"] < len(p)]
+def _wanted(rows):
+    wanted = collections.defaultdict(set)
+    for rec in rows:
+        for c in rec["cuts"] or ():
+            wanted[c["table"]].add(cut_key(rec, c))
+    return wanted
+
+
+def decoded_payloads(store, run_id, rows, keys_only=False):
+    """{key: [payload lists]} of the decoded rows that `rows` (raw rows) were cut against;
+    with keys_only, {key: []} (which of them are in the store) without reading payloads."""
+    found = collections.defaultdict(list)
+    for table, keys in sorted(_wanted(rows).items()):
+        columns = _COLUMNS[table][:4 + (table == "media")] if keys_only else _COLUMNS[table]
+        t = store.read(run_id, table, columns=columns, latest_only=False)
+        for row in t.to_pylist():
+            key = _key(table, row)
+            if key in keys:
+                found[key].append([] if keys_only else payloads(table, row))
+    return found
 
 
 def restore_record(rec, found):
-    """The original bytes of one raw row (a dict); `found` gives each cut's candidates."""
+    """The original bytes of one raw row (a dict), or None when a decoded row holding one of
+    its payloads is missing (the rows of a flush that a kill -9 cut short)."""
     if not rec["cuts"]:
         return rec["record"]
-    options = [found.candidates(rec, c) for c in rec["cuts"]]
-    missing = [c for c, o in zip(rec["cuts"], options) if not o]
-    if missing:
-        raise StoreDamageError(
-            f"record {rec['index']} of {rec['file']}: the decoded {missing[0]['table']} row "
-            f"holding its payload (tag {missing[0]['tag']!r}, step {rec['step']}) is not in the "
-            f"store")
+    options = [[p[c["part"]] for p in found.get(cut_key(rec, c), ()) if c["part"] < len(p)]
+               for c in rec["cuts"]]
+    if not all(options):
+        return None
     for combo in itertools.islice(itertools.product(*options), MAX_TRIES):
         data = tfevents.restore(rec["record"], [(c["at"], p) for c, p in zip(rec["cuts"], combo)])
         if len(data) == rec["length"] and tfrecord.masked_crc(data) == rec["crc"]:
@@ -85,37 +92,68 @@ def restore_record(rec, found):
         f"it to the bytes whose crc the file carried")
 
 
-def restore_files(store, run_id):
-    """{file: [(what, bytes)]} of a run's event files in record order: "record"s to frame,
-    "unframed" bytes to write as they are."""
-    raw = store.read(run_id, RAW_TABLE, latest_only=False)
-    rows = raw.to_pylist()
-    wanted = collections.defaultdict(set)
-    for rec in rows:
-        for c in rec["cuts"] or ():
-            wanted[c["table"]].add((c["table"], rec["attempt"], c["tag"], rec["step"],
-                                    rec["wall_time"], c["index"] if c["table"] == "media" else 0))
-    found = _Payloads(store, run_id, wanted)
-    files = collections.defaultdict(list)
-    latest = {}   # (file, offset) -> row: a record read again by a later attempt counts once
+def _latest(rows):
+    """One raw row per (file, offset), the latest attempt's, in file order."""
+    latest = {}
     for rec in rows:
         key = (rec["file"], rec["offset"])
         if key not in latest or rec["attempt"] >= latest[key]["attempt"]:
             latest[key] = rec
-    for _key_, rec in sorted(latest.items()):
+    return [latest[k] for k in sorted(latest)]
+
+
+def restore_files(store, run_id, problems=None):
+    """{file: [(what, bytes)]} of a run's event files in record order: "record"s to frame,
+    "unframed" bytes to write as they are. A file ends before its first record that cannot be
+    restored (its payload's decoded row was lost to a kill -9); each such file is named in
+    `problems` (a list to append to) if given."""
+    rows = store.read(run_id, RAW_TABLE, latest_only=False).to_pylist()
+    found = decoded_payloads(store, run_id, rows)
+    files, stopped = collections.defaultdict(list), set()
+    for rec in _latest(rows):
+        name = rec["file"]
+        if name in stopped:
+            continue
         if rec["what"] == "unframed":
-            files[rec["file"]].append(("unframed", rec["record"]))
-        else:
-            files[rec["file"]].append(("record", restore_record(rec, found)))
+            files[name].append(("unframed", rec["record"]))
+            continue
+        data = restore_record(rec, found)
+        if data is None:
+            stopped.add(name)
+            if problems is not None:
+                problems.append(f"{name}: ends before record {rec['index']} (byte offset "
+                                f"{rec['offset']}, step {rec['step']}): a decoded row holding "
+                                f"its payload is not in the store")
+            continue
+        files[name].append(("record", data))
     return dict(files)
 
 
-def write_logdir(store, run_id, out_dir):
+def read_points(store, run_id):
+    """{source path: (offset, index)} to go on reading each recorded file from: after its last
+    record, or at its first record whose payload rows are missing (read it again)."""
+    rows = store.read(run_id, RAW_TABLE, columns=["file", "source", "offset", "index", "length",
+                                                  "what", "attempt", "step", "wall_time",
+                                                  "cuts"], latest_only=False).to_pylist()
+    found = decoded_payloads(store, run_id, rows, keys_only=True)
+    points, stopped = {}, set()
+    for rec in _latest(rows):
+        if rec["what"] == "unframed" or rec["source"] in stopped:
+            continue
+        if any(cut_key(rec, c) not in found for c in rec["cuts"] or ()):
+            stopped.add(rec["source"])
+            continue
+        points[rec["source"]] = (rec["offset"] + tfrecord.HEADER + rec["length"] +
+                                 tfrecord.FOOTER, rec["index"] + 1)
+    return points
+
+
+def write_logdir(store, run_id, out_dir, problems=None):
     """Writes a run's event files under out_dir (their recorded relative paths); returns the
     paths written. Refuses a file name that would leave out_dir."""
     written = []
     root = os.path.abspath(out_dir)
-    for name, items in restore_files(store, run_id).items():
+    for name, items in restore_files(store, run_id, problems).items():
         path = os.path.abspath(os.path.join(root, name))
         if not path.startswith(root + os.sep) or "\0" in name:
             raise BlackboxError(f"recorded tfevents file name {name!r} would leave {out_dir}")

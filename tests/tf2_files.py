@@ -46,13 +46,17 @@ def tf_events(path):
 
 def normalized(event):
     """An Event with what TF itself does not write the same twice taken out: the wall time,
-    the hparams session start time, and the map order inside a trace_export graph (compared
-    as a parsed RunMetadata)."""
+    the hparams session start time, and the order of nodes and of attr map entries inside
+    graphs (trace_export's, graph_def Events'; compared as sorted nodes)."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from tensorflow.core.protobuf import config_pb2
+    from tensorflow.core.framework import graph_pb2
     event = type(event).FromString(event.SerializeToString())
     event.wall_time = 0
     graphs = []
+    if event.graph_def:
+        graphs.append(_nodes(graph_pb2.GraphDef.FromString(event.graph_def)))
+        event.graph_def = b""
     for v in event.summary.value:
         plugin = v.metadata.plugin_data.plugin_name
         if plugin == "hparams":
@@ -61,6 +65,15 @@ def normalized(event):
                 data.session_start_info.start_time_secs = 0
             v.metadata.plugin_data.content = data.SerializeToString()
         elif plugin.startswith("graph_run_metadata"):
-            graphs.append(config_pb2.RunMetadata.FromString(v.tensor.string_val[0]))
+            meta = config_pb2.RunMetadata.FromString(v.tensor.string_val[0])
+            graphs += [_nodes(g) for g in meta.partition_graphs]
+            for f in meta.function_graphs:
+                graphs += [_nodes(g) for g in (*f.partition_graphs, f.pre_optimization_graph,
+                                               f.post_optimization_graph)]
             del v.tensor.string_val[:]
     return event, graphs
+
+
+def _nodes(graph_def):
+    """A GraphDef's nodes by name: grappler does not emit them in a fixed order."""
+    return sorted((n.name, n.SerializeToString(deterministic=True)) for n in graph_def.node)

@@ -7,7 +7,8 @@ test process itself runs TF1 graphs with eager execution off).
 `loop`: a tf.function step writing a scalar, a histogram, two images, an audio clip and a
 text per step through `tf.summary.create_file_writer` (TF's defaults: max_queue=10,
 flush_millis=120000, so data reaches the file late), a trace_export graph at step 0, then
-hparams, a pr-curve and a hand-made Summary through write_raw_pb. With --store the recorder
+a graph_def Event (tf.summary.graph), hparams, a pr-curve and a hand-made Summary through
+write_raw_pb. With --store the recorder
 is initialised with sync_tensorboard=True BEFORE tensorflow is imported (the import hook's
 path). --forever writes until killed, printing "flushed <step>" after each writer flush.
 `keras`: Keras fit with keras.callbacks.TensorBoard (histograms, images, batch-level
@@ -45,6 +46,7 @@ def summaries(tf, steps, forever, writer_flush_every):
         tf.summary.trace_on(graph=True, profiler=False)
         step_fn(tf.constant(0, tf.int64))
         tf.summary.trace_export("step_graph", step=0)
+        tf.summary.graph(step_fn.get_concrete_function(tf.constant(0, tf.int64)).graph)
         step = 1
         while forever or step < steps:
             step_fn(tf.constant(step, tf.int64))

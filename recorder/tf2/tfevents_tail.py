@@ -23,7 +23,7 @@ import time
 import weakref
 
 from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.tfevents_restore import RAW_TABLE
+from tfblackbox.schema.tfevents_restore import read_points
 
 from .tfevents_decode import FileSource, add_unframed, decode_records
 
@@ -149,7 +149,7 @@ class TfeventsTail:
             self._resume = {}
             if getattr(self.run, "attempt", 1) > 1:
                 try:
-                    self._resume = _read_points(self.run.store, self.run.run_id)
+                    self._resume = read_points(self.run.store, self.run.run_id)
                 except Exception as e:
                     log.warning("tfblackbox: could not read which tfevents records earlier "
                                 "attempts recorded (%s); files are read from the start", e)
@@ -286,19 +286,6 @@ class TfeventsTail:
 
 def _unframed_job(src, offset, data, buffers):
     add_unframed(src, offset, data, buffers)
-
-
-def _read_points(store, run_id):
-    t = store.read(run_id, RAW_TABLE, columns=["source", "offset", "index", "length", "what"],
-                   latest_only=False)
-    points = {}
-    for source, offset, index, length, what in zip(*(t.column(c).to_pylist() for c in
-                                                      t.column_names)):
-        if what != "unframed":
-            end = (offset + tfrecord.HEADER + length + tfrecord.FOOTER, index + 1)
-            if end > points.get(source, (0, 0)):
-                points[source] = end
-    return points
 
 
 _tails = weakref.WeakKeyDictionary()
