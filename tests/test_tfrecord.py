@@ -138,3 +138,36 @@ def test_metadata_is_given_to_values_that_lack_it(tf_file):
     assert values[0].metadata is None and values[0].tag == v.tag
     fixed = tfevents.with_metadata(summary, values, lambda _v: md)
     assert tfevents.parse_summary(fixed, 0, len(fixed))[0].plugin_name == "scalars"
+
+
+class _Collect:
+    """Buffers that keep every row as a (table, dict) with numpy arrays made lists."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, table, **row):
+        self.rows.append((table, {k: v.tolist() if hasattr(v, "tolist") else v
+                                  for k, v in row.items()}))
+
+    def add_scalar(self, step, wall_time, tag, value):
+        self.add("scalars", step=step, wall_time=wall_time, tag=tag, value=value)
+
+
+def test_the_wire_fast_path_decodes_as_summaries_py_does(tf_file):
+    from tfblackbox.recorder.tf2 import tfevents_decode as dec
+    fast_kinds = set()
+    for off, data in tfrecord.read_records(tf_file):
+        ev = tfevents.parse_event(data)
+        if not ev.values:
+            continue
+        src_a, src_b = (dec.FileSource(tf_file, "f", "ns") for _ in range(2))
+        a, b = _Collect(), _Collect()
+        spans_a, cuts_a = dec._fast(src_a, data, ev, a)
+        if spans_a is None:
+            continue
+        spans_b, cuts_b = dec._decoded(src_b, data, ev, 0, b)
+        fast_kinds.add(a.rows[0][0])
+        assert a.rows == b.rows and (spans_a, cuts_a) == (spans_b, cuts_b)
+        assert a.rows[0][1]["tag"].startswith("ns/")
+    assert fast_kinds == {"scalars", "histograms"}

@@ -12,6 +12,9 @@ the metadata is remembered per file and tag and given to the later values before
 """
 
 import logging
+import struct
+
+import numpy as np
 
 from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.tfevents_restore import RAW_TABLE, payloads
@@ -72,38 +75,99 @@ class _Rows:
                 buffers.add(table, **row)
 
 
+_RAW_COLUMNS = ("step", "wall_time", "tag", "file", "source", "offset", "index", "what",
+                "length", "crc", "record", "cuts")
+
+
 def decode_records(src, records, buffers):
-    """records: [(offset, index, data)] read in order from src's file."""
+    """records: [(offset, index, data)] read in order from src's file. The raw rows of a
+    chunk go to the buffers at once, after its decoded rows."""
+    raw = {name: [] for name in _RAW_COLUMNS}
     for offset, index, data in records:
-        decode_record(src, offset, index, data, buffers)
+        row = decode_record(src, offset, index, data, buffers)
+        for name in _RAW_COLUMNS:
+            raw[name].append(row[name])
+    buffers.add_many(RAW_TABLE, len(records), **raw)
 
 
 def decode_record(src, offset, index, data, buffers):
-    key = {"file": src.file, "source": src.source, "offset": offset, "index": index,
-           "length": len(data), "crc": tfrecord.masked_crc(data)}
+    """Adds the decoded rows of one record to `buffers`; returns its raw row (a dict)."""
+    raw = {"file": src.file, "source": src.source, "offset": offset, "index": index,
+           "length": len(data), "crc": tfrecord.masked_crc(data), "record": data,
+           "cuts": None, "step": src.last_step, "wall_time": src.last_wall, "tag": ""}
     try:
         ev = tfevents.parse_event(data)
     except tfevents.EventFormatError as e:
         src.warn_once("unparsed", "record %d of %s (byte offset %d) is not an Event (%s); "
                       "kept raw", index, src.source, offset, e)
-        buffers.add(RAW_TABLE, step=src.last_step, wall_time=src.last_wall, tag="",
-                    what="unparsed", record=data, cuts=None, **key)
-        return
+        raw["what"] = "unparsed"
+        return raw
     src.last_step, src.last_wall = ev.step, ev.wall_time
-    rows = _Rows(src)
+    tag = src.tag(ev.values[0].tag) if ev.values else src.tag(ev.tag) if ev.tag else ""
+    raw.update(step=ev.step, wall_time=ev.wall_time, tag=tag, what=ev.what)
+    spans = cuts = None
     if ev.values:
-        try:
-            decode_summary(_summary_bytes(src, data, ev), ev.step, ev.wall_time, rows)
-        except Exception as e:   # the raw record keeps it all; say so once per file
-            src.warn_once("decode", "a summary in record %d of %s (step %d) could not be "
-                          "decoded (%s: %s); its record is kept raw", index, src.source,
-                          ev.step, type(e).__name__, e)
-            rows.rows = []
+        spans, cuts = _fast(src, data, ev, buffers)
+        if spans is None:
+            spans, cuts = _decoded(src, data, ev, index, buffers)
+    if spans:
+        raw.update(record=tfevents.cut(data, spans), cuts=cuts)
+    return raw
+
+
+def _decoded(src, data, ev, index, buffers):
+    """The general path: recorder/summaries.py decodes, the payloads are found in the record."""
+    rows = _Rows(src)
+    try:
+        decode_summary(_summary_bytes(src, data, ev), ev.step, ev.wall_time, rows)
+    except Exception as e:   # the raw record keeps it all; say so once per file
+        src.warn_once("decode", "a summary in record %d of %s (step %d) could not be "
+                      "decoded (%s: %s); its record is kept raw", index, src.source,
+                      ev.step, type(e).__name__, e)
+        rows.rows = []
     spans, cuts = _cuts(data, rows.rows)
     rows.forward(buffers)
-    tag = src.tag(ev.values[0].tag) if ev.values else src.tag(ev.tag) if ev.tag else ""
-    buffers.add(RAW_TABLE, step=ev.step, wall_time=ev.wall_time, tag=tag, what=ev.what,
-                record=tfevents.cut(data, spans) if spans else data, cuts=cuts or None, **key)
+    return spans, cuts
+
+
+def _fast(src, data, ev, buffers):
+    """What a TF2 writer writes at every step -- one scalar or one histogram tensor -- decoded
+    from the wire into the rows summaries.py would make (3x cheaper than protobuf and
+    MakeNdarray on the writer thread, which shares the GIL with training); (None, None) for
+    anything else."""
+    if len(ev.values) != 1:
+        return None, None
+    v = ev.values[0]
+    t = v.tensor
+    if v.metadata is not None:
+        src.metadata[v.tag] = bytes(data[v.metadata[0]:v.metadata[1]])
+    plugin = v.plugin_name or _plugin(src.metadata.get(v.tag))
+    if t is None or t.other or t.content is None or t.strings:
+        return None, None
+    start, end = t.content
+    if plugin == "scalars" and not t.shape and (t.dtype, end - start) in _SCALAR_FORMATS:
+        value = struct.unpack_from(_SCALAR_FORMATS[t.dtype, end - start], data, start)[0]
+        buffers.add_scalar(ev.step, ev.wall_time, src.tag(v.tag), value)
+        return [], []
+    if (plugin == "histograms" and t.dtype == tfevents.DT_DOUBLE and len(t.shape) == 2 and
+            t.shape[1] == 3 and t.shape[0] > 0 and end - start == 24 * t.shape[0]):
+        arr = np.frombuffer(data, "<f8", 3 * t.shape[0], start).reshape(-1, 3)
+        counts = arr[:, 2].copy()
+        row = {"num": float(counts.sum()), "min": float(arr[0, 0]), "max": float(arr[-1, 1]),
+               "sum": None, "sum_squares": None, "bucket_limits": arr[:, 1].copy(),
+               "bucket_counts": counts, "bucket_lefts": arr[:, 0].copy(), "source": "tensor"}
+        tag = src.tag(v.tag)
+        buffers.add("histograms", step=ev.step, wall_time=ev.wall_time, tag=tag, **row)
+        return [(start, end)], [{"at": start, "size": end - start, "table": "histograms",
+                                 "tag": tag, "index": 0, "part": 0}]
+    return None, None
+
+
+_SCALAR_FORMATS = {(1, 4): "<f", (2, 8): "<d"}   # DT_FLOAT, DT_DOUBLE in tensor_content
+
+
+def _plugin(metadata):
+    return tfevents.plugin_name(metadata) if metadata else ""
 
 
 def add_unframed(src, offset, data, buffers):

@@ -11,7 +11,7 @@ metadata 9. TensorProto: dtype 1, tensor_shape 2 (dim 2: size 1), tensor_content
 import dataclasses
 import struct
 
-from ..dump_proto import DumpLayoutError, varint, walk
+from ..dump_proto import DumpLayoutError, varint
 from ..errors import BlackboxError
 
 EVENT_KINDS = {3: "file_version", 4: "graph_def", 5: "summary", 6: "log_message",
@@ -56,6 +56,43 @@ class EventInfo:
     values: list = dataclasses.field(default_factory=list)   # ValueInfo of summary values
 
 
+def walk(buf, start=0, end=None):
+    """[(field number, wire type, payload start, field end)] of the message in buf[start:end]
+    (a list, not a generator: this runs a dozen times per record on the writer thread)."""
+    out = []
+    i, n = start, len(buf) if end is None else end
+    while i < n:
+        key = buf[i]
+        if key < 0x80:
+            i += 1
+        else:
+            key, i = varint(buf, i)
+        wire = key & 7
+        if wire == 2:
+            size = buf[i]
+            if size < 0x80:
+                i += 1
+            else:
+                size, i = varint(buf, i)
+            out.append((key >> 3, 2, i, i + size))
+            i += size
+        elif wire == 0:
+            p = i
+            while buf[i] >= 0x80:
+                i += 1
+            i += 1
+            out.append((key >> 3, 0, p, i))
+        elif wire == 1 or wire == 5:
+            p = i
+            i += 8 if wire == 1 else 4
+            out.append((key >> 3, wire, p, i))
+        else:
+            raise DumpLayoutError(f"unsupported protobuf wire type {wire}")
+        if i > n:
+            raise DumpLayoutError("truncated protobuf message")
+    return out
+
+
 def _int64(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
@@ -68,7 +105,7 @@ def parse_event(data):
     """EventInfo of one serialized Event, its summary values included."""
     ev = EventInfo()
     try:
-        for number, wire, _f, payload, end in walk(data):
+        for number, wire, payload, end in walk(data):
             if number == 1 and wire == 1:
                 ev.wall_time = struct.unpack_from("<d", data, payload)[0]
             elif number == 2 and wire == 0:
@@ -80,7 +117,7 @@ def parse_event(data):
                     ev.summary = (payload, end)
                     ev.values = parse_summary(data, payload, end)
                 elif number == 8:
-                    for n, w, _g, p, e in walk(data, payload, end):
+                    for n, w, p, e in walk(data, payload, end):
                         if n == 1 and w == 2:
                             ev.tag = _text(data, p, e)
     except (DumpLayoutError, IndexError, struct.error) as e:
@@ -91,7 +128,7 @@ def parse_event(data):
 def parse_summary(data, start, end):
     """[ValueInfo] of the Summary in data[start:end]."""
     values = []
-    for number, wire, _f, payload, vend in walk(data, start, end):
+    for number, wire, payload, vend in walk(data, start, end):
         if number == 1 and wire == 2:
             values.append(_value(data, payload, vend))
     return values
@@ -99,7 +136,7 @@ def parse_summary(data, start, end):
 
 def _value(data, start, end):
     v = ValueInfo(start, end)
-    for number, wire, _f, payload, fend in walk(data, start, end):
+    for number, wire, payload, fend in walk(data, start, end):
         if number == 1 and wire == 2:
             v.tag = _text(data, payload, fend)
         elif number == 9 and wire == 2:
@@ -114,9 +151,9 @@ def _value(data, start, end):
 
 def plugin_name(data, start=0, end=None):
     """The plugin_data.plugin_name of the SummaryMetadata in data[start:end]."""
-    for number, wire, _f, payload, fend in walk(data, start, end):
+    for number, wire, payload, fend in walk(data, start, end):
         if number == 1 and wire == 2:
-            for n, w, _g, p, e in walk(data, payload, fend):
+            for n, w, p, e in walk(data, payload, fend):
                 if n == 1 and w == 2:
                     return _text(data, p, e)
     return ""
@@ -124,14 +161,14 @@ def plugin_name(data, start=0, end=None):
 
 def _tensor(data, start, end):
     t = TensorInfo()
-    for number, wire, _f, payload, fend in walk(data, start, end):
+    for number, wire, payload, fend in walk(data, start, end):
         if number == 1 and wire == 0:
             t.dtype = varint(data, payload)[0]
         elif number == 2 and wire == 2:
-            for n, w, _g, p, e in walk(data, payload, fend):
+            for n, w, p, e in walk(data, payload, fend):
                 if n == 2 and w == 2:
                     size = 0
-                    for dn, dw, _h, dp, _de in walk(data, p, e):
+                    for dn, dw, dp, _de in walk(data, p, e):
                         if dn == 1 and dw == 0:
                             size = _int64(varint(data, dp)[0])
                     t.shape.append(size)
