@@ -93,10 +93,9 @@ def _learn(args, kwargs):
         log.warning("tfblackbox: sync_tensorboard: a summary writer's logdir is not known "
                     "until the graph runs (%r); pass it to recorder.watch_tensorboard()", logdir)
         return
-    try:
+    from tensorflow.python.framework import ops
+    if isinstance(writer, ops.EagerTensor):   # a graph-mode handle is its session's to flush
         _state["handles"].append(weakref.ref(writer))
-    except TypeError:
-        pass   # a graph-mode handle: flushed by its own session, not here
     tail_for(run).watch(value, learned=True)
 
 

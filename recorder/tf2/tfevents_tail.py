@@ -31,6 +31,7 @@ log = logging.getLogger("tfblackbox")
 
 POLL_SECS = 1.0
 JOB_BYTES = 1 << 20      # record bytes per writer job
+STALL_SECS = 30.0        # drain gives up when the writer takes nothing for this long
 KERAS_DIRS = ("train", "validation")   # keras.callbacks.TensorBoard's writers' subdirs
 
 
@@ -242,14 +243,21 @@ class TfeventsTail:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
+            progress, handed = time.monotonic(), self.records
             while True:
                 got = self.poll()
                 waiting = sum(len(f.pending) for f in self.files.values())
                 if not got and not waiting:
                     break
-                if deadline is not None and time.monotonic() > deadline:
-                    log.warning("tfblackbox: run %s: tfevents drain timed out with %d records "
-                                "not recorded", self.run.run_id, waiting)
+                now = time.monotonic()
+                if self.records != handed or self._inflight:
+                    progress, handed = now, self.records
+                # the writer takes nothing while none of ours is in flight: it is closed or
+                # failed (its error is the run's), or other items fill its queue for long
+                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
+                    log.warning("tfblackbox: run %s: tfevents drain stopped with %d records "
+                                "not recorded (the writer took none for %.0f s)",
+                                self.run.run_id, waiting, now - progress)
                     return
                 if waiting:
                     with self._cond:
