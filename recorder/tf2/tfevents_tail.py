@@ -116,7 +116,7 @@ class TfeventsTail:
         """Finds new files, reads what every file gained; returns the records read."""
         with self._lock:
             self._scan()
-            return sum(self._read(f) for f in list(self.files.values()))
+            return sum(self._read(self.files[p]) for p in sorted(self.files))
 
     def _scan(self):
         with self._roots_lock:
@@ -193,10 +193,12 @@ class TfeventsTail:
                 return n
 
     def _check_rotation(self, f):
+        """Warns when a file that was read before grows after a newer one had records."""
+        grew = f.had_records
+        f.had_records = True
         newer = [g for g in self.files.values()
                  if g.dir == f.dir and g.name > f.name and g.had_records]
-        f.had_records = True
-        if newer:
+        if grew and newer:
             f.src.warn_once("rotation", "%s grew after the newer event file %s appeared in its "
                             "directory; its new records are recorded, but TensorBoard reads "
                             "only the newest file of a directory and will not show them",
