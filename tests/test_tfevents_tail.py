@@ -157,3 +157,27 @@ def test_the_patch_is_on_while_the_run_records_and_off_after(tmp_path):
     assert gen_summary_ops.create_summary_file_writer.__wrapped__ is original
     recorder.finish()
     assert gen_summary_ops.create_summary_file_writer is original
+
+
+def test_more_records_than_the_writer_queue_holds_are_all_recorded(tmp_path):
+    """Records come in faster than the writer's queue takes them: the tail waits for its
+    jobs (a quarter of the queue) and leaves the rest in the file until there is room."""
+    import tensorflow as tf
+    from tensorboard.plugins.text.summary_v2 import text_pb
+    logdir = tmp_path / "logs"
+    os.makedirs(logdir)
+    events = []
+    for step in range(60):   # ~6 MB of 100 KB texts
+        ev = tf.compat.v1.Event(wall_time=1000.0 + step, step=step)
+        ev.summary.ParseFromString(text_pb("big", f"{step:04d}" * 25_000).SerializeToString())
+        events.append(ev.SerializeToString())
+    path = logdir / "events.out.tfevents.1.host"
+    tfrecord.write_records(path, events)
+    run = recorder.init(store=str(tmp_path / "store"), run_id="q", max_queue_bytes=4 << 20)
+    recorder.watch_tensorboard(logdir)
+    recorder.finish()
+    assert run.writer.dropped_jobs == 0
+    store = Store.open(str(tmp_path / "store"))
+    assert store.media("q")["step"].to_pylist() == list(range(60))
+    [out] = write_logdir(store, "q", tmp_path / "out")
+    assert open(out, "rb").read() == path.read_bytes()

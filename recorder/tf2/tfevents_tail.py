@@ -161,6 +161,8 @@ class TfeventsTail:
             return 0
         n = 0
         while True:
+            if self._inflight >= self._budget:
+                return n   # the writer is behind: leave the bytes in the file for now
             try:
                 batch = f.reader.read()
             except FileNotFoundError:
@@ -245,27 +247,48 @@ class TfeventsTail:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
-            progress, handed = time.monotonic(), self.records
+            refused = None   # since when the writer's queue has refused our records
             while True:
-                got = self.poll()
+                if not self._settle(deadline):
+                    return
+                got = self.poll()   # with nothing in flight: every file is read this time
                 waiting = sum(len(f.pending) for f in self.files.values())
                 if not got and not waiting:
                     break
-                now = time.monotonic()
-                if self.records != handed or self._inflight:
-                    progress, handed = now, self.records
-                # the writer takes nothing while none of ours is in flight: it is closed or
-                # failed (its error is the run's), or other items fill its queue for long
-                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
-                    log.warning("tfblackbox: run %s: tfevents drain stopped with %d records "
-                                "not recorded (the writer took none for %.0f s)",
-                                self.run.run_id, waiting, now - progress)
+                if self._inflight or got:
+                    refused = None
+                    continue
+                now = time.monotonic()   # other items fill the writer's queue
+                refused = refused or now
+                if now - refused > STALL_SECS or (deadline is not None and now > deadline):
+                    log.warning("tfblackbox: run %s: tfevents drain stopped: the writer's "
+                                "queue refused %d records for %.0f s", self.run.run_id,
+                                waiting, now - refused)
                     return
-                if waiting:
-                    with self._cond:
-                        self._cond.wait(0.05)
+                time.sleep(0.05)
             for f in self.files.values():
                 self._keep_rest(f, deadline)
+
+    def _settle(self, deadline):
+        """Waits until the writer has taken every job of ours; False (with a warning) if it
+        takes none for STALL_SECS -- it is closed or failed (its error is the run's) -- or
+        the deadline passes."""
+        with self._cond:
+            left = self._inflight
+            progress = time.monotonic()
+            while self._inflight:
+                now = time.monotonic()
+                if self._inflight != left:
+                    left, progress = self._inflight, now
+                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
+                    waiting = sum(len(f.pending) for f in self.files.values())
+                    log.warning("tfblackbox: run %s: tfevents drain stopped: the writer took "
+                                "none of %d bytes of records for %.0f s (%d more records "
+                                "waiting)", self.run.run_id, self._inflight, now - progress,
+                                waiting)
+                    return False
+                self._cond.wait(0.1)
+        return True
 
     def _keep_rest(self, f, deadline):
         start = f.corrupt_at
