@@ -141,7 +141,13 @@ def _value(data, start, end):
             v.tag = _text(data, payload, fend)
         elif number == 9 and wire == 2:
             v.metadata = (payload, fend)
-            v.plugin_name = plugin_name(data, payload, fend)
+            md = data[payload:fend]   # a tag's metadata repeats: its plugin name is cached
+            name = _PLUGINS.get(md)
+            if name is None:
+                name = plugin_name(md)
+                if len(_PLUGINS) < 4096:
+                    _PLUGINS[md] = name
+            v.plugin_name = name
         elif number in VALUE_KINDS:
             v.kind = VALUE_KINDS[number]
             if number == 8 and wire == 2:
@@ -165,15 +171,14 @@ def _tensor(data, start, end):
         if number == 1 and wire == 0:
             t.dtype = varint(data, payload)[0]
         elif number == 2 and wire == 2:
-            for n, w, p, e in walk(data, payload, fend):
-                if n == 2 and w == 2:
-                    size = 0
-                    for dn, dw, dp, _de in walk(data, p, e):
-                        if dn == 1 and dw == 0:
-                            size = _int64(varint(data, dp)[0])
-                    t.shape.append(size)
-                elif n == 3:
-                    t.other = True   # unknown rank
+            raw = data[payload:fend]
+            shape = _SHAPES.get(raw)
+            if shape is None:
+                shape = _shape(raw)
+                if len(_SHAPES) < 4096:
+                    _SHAPES[raw] = shape
+            t.shape = list(shape[0])
+            t.other = t.other or shape[1]
         elif number == 4 and wire == 2:
             t.content = (payload, fend)
         elif number == 8 and wire == 2:
@@ -181,6 +186,24 @@ def _tensor(data, start, end):
         elif number != 3:            # version_number is harmless; anything else is not
             t.other = True
     return t
+
+
+_PLUGINS = {}   # SummaryMetadata bytes -> plugin name
+_SHAPES = {}    # TensorShapeProto bytes -> (dims, unknown rank)
+
+
+def _shape(raw):
+    dims, unknown = [], False
+    for n, w, p, e in walk(raw):
+        if n == 2 and w == 2:
+            size = 0
+            for dn, dw, dp, _de in walk(raw, p, e):
+                if dn == 1 and dw == 0:
+                    size = _int64(varint(raw, dp)[0])
+            dims.append(size)
+        elif n == 3:
+            unknown = True
+    return tuple(dims), unknown
 
 
 def _encode_varint(value):
