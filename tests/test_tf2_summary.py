@@ -168,7 +168,7 @@ def test_keras_tensorboard_callback(tmp_path):
     store = Store.open(str(store_dir))
     files = tf2_files.event_files(logdir)
     assert {tf2_files.relpath(p, logdir).split("/")[0] for p in files} == {"train", "validation"}
-    rows = _check_restore(store, logdir, tmp_path)
+    _check_restore(store, logdir, tmp_path)
     tags = set(store.scalars("tf2")["tag"].to_pylist())
     assert {"train/epoch_loss", "validation/epoch_loss", "train/epoch_accuracy",
             "validation/epoch_accuracy", "train/batch_loss"} <= tags

@@ -7,8 +7,6 @@ import logging
 import os
 import shutil
 
-import pytest
-
 import tf2_files
 from tfblackbox import recorder
 from tfblackbox.recorder.tf2.tfevents_tail import TfeventsTail, tail_for
@@ -150,7 +148,8 @@ def test_learned_logdirs_and_their_tag_namespaces(tmp_path):
 
 
 def test_the_patch_is_on_while_the_run_records_and_off_after(tmp_path):
-    import tensorflow  # noqa: F401  (already imported: the patch goes on at once)
+    import tensorflow as tf   # imported before init: the patch goes on at once
+    assert tf.summary.create_file_writer
     from tensorflow.python.ops import gen_summary_ops
     original = gen_summary_ops.create_summary_file_writer
     recorder.init(store=str(tmp_path / "store"), sync_tensorboard=True)

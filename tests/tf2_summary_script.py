@@ -107,18 +107,15 @@ def main(argv=None):
         assert "tensorflow" not in sys.modules, "init must not import tensorflow"
         print(f"run {run.run_id}", flush=True)
     import tensorflow as tf
-    if args.mode == "loop":
-        writer = summaries(tf, args.steps, args.forever, 5)
-    else:
-        keras_fit(tf)
+    # the loop's writer stays open (unflushed) until after finish: finish must flush it
+    writer = summaries(tf, args.steps, args.forever, 5) if args.mode == "loop" else keras_fit(tf)
     if recorder is not None and not args.no_finish:
         recorder.finish()
     print("done", flush=True)
-    if args.mode == "loop":
-        del writer
+    return writer
 
 
 LOGDIR = None
 
 if __name__ == "__main__":
-    main()
+    _writer = main()
