@@ -28,6 +28,15 @@ def flush(timeout=None):
         run.flush(timeout)
 
 
+def watch_tensorboard(logdir, run=None):
+    """Records every tfevents file under `logdir` (now and as they appear) into `run` (default:
+    the active run, or a new one), as `init(sync_tensorboard=True)` does for the logdirs that
+    tf.summary writers open."""
+    from .tf2.tfevents_tail import tail_for
+    from .run import get_or_start_run
+    tail_for(run if run is not None else get_or_start_run()).watch(logdir)
+
+
 def __getattr__(name):
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name], __name__)
@@ -37,4 +46,5 @@ def __getattr__(name):
 
 import importlib  # noqa: E402
 
-__all__ = ["init", "finish", "flush", "active_run", "Run", "SummaryHook", "DumpHook"]
+__all__ = ["init", "finish", "flush", "active_run", "Run", "SummaryHook", "DumpHook",
+           "watch_tensorboard"]

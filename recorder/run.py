@@ -36,6 +36,7 @@ class Run:
         self.writer_id, self.attempt = writer_id, attempt
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
+        self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
 
     @property
     def name(self):
@@ -65,6 +66,10 @@ class Run:
         """Blocks until everything recorded so far is in registered segments."""
         self.writer.flush(timeout)
 
+    def add_finish_callback(self, fn):
+        """`fn(timeout)` runs at finish before the writer closes (the tfevents tail drains)."""
+        self._finish_callbacks.append(fn)
+
     def note_start_step(self, step):
         """The global step this attempt starts from; earlier attempts' rows from here on are
         superseded by this one's."""
@@ -80,6 +85,12 @@ class Run:
             return
         self.finished = True
         errors = []
+        for fn in self._finish_callbacks:
+            try:
+                fn(timeout)
+            except Exception as e:   # what it would have added is missing; the rest is kept
+                log.error("tfblackbox: run %s: a finish step failed: %s: %s", self.run_id,
+                          type(e).__name__, e)
         try:
             self.writer.close(timeout)
         except Exception as e:
@@ -143,8 +154,11 @@ class Run:
 
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, **writer_options):
+         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
+
+    sync_tensorboard=True records everything tf.summary writes (wandb's name): every logdir
+    a summary writer opens is tailed (recorder/tf2/), without importing TensorFlow here.
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
     "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
@@ -192,6 +206,9 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         the_store.keep_reserve()
         _active = Run(the_store, record, writer_id, attempt, writer_options)
         _install_exit_handlers()
+        if sync_tensorboard:
+            from .tf2 import tensorboard_patch
+            tensorboard_patch.enable(_active)
         return _active
 
 

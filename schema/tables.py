@@ -49,6 +49,7 @@ TENSORS = pa.schema(_KEY + [
 
 # Tables of other kinds have their schema constants in their own modules
 from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS  # noqa: E402
+from .tfevents_tables import TFEVENTS_RECORDS  # noqa: E402
 
 TABLES = {
     "scalars": SCALARS,
@@ -58,6 +59,7 @@ TABLES = {
     "debug_runs": DEBUG_RUNS,
     "debug_tensors": DEBUG_TENSORS,
     "debug_graphs": DEBUG_GRAPHS,
+    "tfevents_records": TFEVENTS_RECORDS,
 }
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)

@@ -1,11 +1,14 @@
 """The demo: an air-gapped training run recorded into ./tfblackbox-store, then replayed.
 
 A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
-tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks.
+tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks; then a TF2 tf.function
+loop writing tf.summary under `recorder.init(sync_tensorboard=True)` (in a child process:
+the first part runs with eager execution off).
 """
 
 import argparse
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,6 +49,34 @@ def build_model(tf):
     return train_op
 
 
+def tf2_summary_loop(store, logdir, steps=40):
+    """A custom TF2 loop whose tf.summary output the recorder tails from `logdir`."""
+    from tfblackbox import recorder
+    run = recorder.init(store=store, project="tfblackbox-demo", name="tf-summary-loop",
+                        config={"steps": steps}, tags=["air-gapped", "demo", "tf2"],
+                        sync_tensorboard=True)   # before TF is imported: learned on import
+    import tensorflow as tf
+    w = tf.Variable(tf.random.stateless_normal([8, 8], seed=[1, 2]))
+
+    @tf.function
+    def step_fn(step):
+        w.assign_sub(0.05 * w + 0.01 * tf.random.stateless_normal([8, 8], seed=[3, step]))
+        loss = tf.reduce_mean(tf.square(w))
+        tf.summary.scalar("loss", loss, step=step)
+        tf.summary.histogram("w", w, step=step)
+        tf.summary.image("w_image", tf.cast(tf.sigmoid(w) * 255, tf.uint8)[None, :, :, None],
+                         step=step)
+        tone = tf.sin(tf.linspace(0.0, 200.0 + 10.0 * tf.cast(step, tf.float32), 800))
+        tf.summary.audio("tone", tone[None, :, None], 8000, step=step)
+        tf.summary.text("status", tf.strings.format("step {}: loss {}", (step, loss)), step=step)
+
+    with tf.summary.create_file_writer(logdir).as_default():
+        for step in range(steps):
+            step_fn(tf.constant(step, tf.int64))
+    recorder.finish()   # flushes TF's writer, reads the files to their end
+    print(run.run_id)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--store", default="./tfblackbox-store")
@@ -54,7 +85,13 @@ def main(argv=None):
     p.add_argument("--dump-every", type=int, default=100)
     p.add_argument("--wandb-dir", default="./wandb")
     p.add_argument("--dump-out", default="./tfblackbox-debug-dump")
+    p.add_argument("--logdir", default="./tfblackbox-demo-logs",
+                   help="where the TF2 part's tf.summary writer writes (tailed by the recorder)")
+    p.add_argument("--tf2-part", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.tf2_part:
+        tf2_summary_loop(args.store, args.logdir)
+        return 0
 
     import tensorflow as tf
     from tfblackbox import recorder
@@ -92,7 +129,22 @@ def main(argv=None):
     print(f"open step {step}'s dump in tfdbg's offline analyzer with:\n  {sys.executable} -m "
           f"tensorflow.python.debug.cli.offline_analyzer --dump_dir "
           f"{os.path.join(args.dump_out, dirs[0])}")
-    return 0
+    return tf2_part(args, tfblackbox)
+
+
+def tf2_part(args, tfblackbox):
+    print(f"\n== TF2: a tf.function loop writing tf.summary to {args.logdir}, recorded with "
+          f"sync_tensorboard=True")
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--tf2-part", "--store",
+                            args.store, "--logdir", args.logdir], capture_output=True, text=True)
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr)
+        return child.returncode
+    run_id = child.stdout.split()[-1]
+    tfblackbox(["show", run_id, "--store", args.store])
+    print(f"\n== replay --to wandb (offline) of the tf.summary run into {args.wandb_dir}")
+    return tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
+                       "--run", run_id, "--wandb-dir", args.wandb_dir, "--no-progress"])
 
 
 if __name__ == "__main__":
