@@ -18,7 +18,7 @@ if _ilu.find_spec("tensorflow") is None:
 
 from .run import Run, active_run, finish, init  # noqa: E402
 
-_LAZY = {"SummaryHook": ".summary_hook", "DumpHook": ".dump_hook"}
+_LAZY = {"SummaryHook": ".tf1.summary_hook", "DumpHook": ".tf1.dump_hook"}
 
 
 def flush(timeout=None):

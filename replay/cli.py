@@ -110,8 +110,8 @@ def _dispatch(args):
             return getattr(store_tools, args.command)(args)
         if args.command == "replay":
             if args.to == "wandb":
-                from . import to_wandb
-                return to_wandb.main(args)
+                from .wandb import push
+                return push.main(args)
             from . import to_debug_dump
             return to_debug_dump.main(args)
         if args.command == "import-dumps":

@@ -347,8 +347,8 @@ def _half_made(path, name):
     """True for what a create killed midway leaves: an empty data/ tree, and temporary
     catalogs (those of dead processes are removed here)."""
     full = os.path.join(path, name)
-    if name == "data" and os.path.isdir(full):
-        return not any(files for _d, _s, files in os.walk(full))
+    if name == "data" and os.path.isdir(full):   # nothing in it but our writability probe
+        return all(f.startswith(PROBE_PREFIX) for _d, _s, files in os.walk(full) for f in files)
     if name == RESERVE_FILE:
         return True
     if name.startswith(CREATING_PREFIX):
@@ -409,8 +409,11 @@ def _sqlite_url_of(file):
     return "sqlite:///" + os.path.abspath(file)
 
 
+PROBE_PREFIX = ".probe-"
+
+
 def _probe_writable(folder):
-    probe = os.path.join(folder, f".probe-{os.getpid()}")
+    probe = os.path.join(folder, f"{PROBE_PREFIX}{os.getpid()}")
     with open(probe, "wb") as f:
         f.write(b"ok")
     os.remove(probe)

@@ -330,7 +330,7 @@ def test_native_capture_builds_events_byte_identical_to_tfs_files():
     """The self-test a fresh build must pass, run here too: every captured Event (float32,
     float16, int64, bool, string, empty, float64) equals TF's own dump file byte for byte."""
     import tensorflow as tf
-    from tfblackbox.recorder import native_capture
+    from tfblackbox.recorder.tf1 import native_capture
     native = native_capture.load(tf, "memory")
     assert native_capture.self_test(native.path) == 0
 
@@ -346,7 +346,7 @@ def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
 
 
 def test_capture_records_parse_with_tfs_name_collision_suffixes():
-    from tfblackbox.recorder.native_capture import parse_records
+    from tfblackbox.recorder.tf1.native_capture import parse_records
     from tfblackbox.schema.errors import DumpLayoutError
     blob = b""
     for node in ("loop/mul", "loop/mul", "loop/mul", "loop/add"):   # same microsecond
@@ -368,7 +368,7 @@ def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, c
     import logging
 
     import tensorflow as tf
-    from tfblackbox.recorder import native_capture
+    from tfblackbox.recorder.tf1 import native_capture
     tf.compat.v1.disable_eager_execution()
     monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
@@ -391,7 +391,7 @@ def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, c
 
 def test_an_unwritable_cache_dir_falls_back_never_raises_into_training(tmp_path, monkeypatch):
     import tensorflow as tf
-    from tfblackbox.recorder import native_capture
+    from tfblackbox.recorder.tf1 import native_capture
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(blocker / "cache"))
@@ -480,7 +480,7 @@ def test_tensors_the_capture_cannot_keep_are_counted_and_the_step_marked(tmp_pat
 
 def test_a_killed_builds_half_library_is_removed_by_the_next_build(tmp_path, monkeypatch):
     import tensorflow as tf
-    from tfblackbox.recorder import native_capture
+    from tfblackbox.recorder.tf1 import native_capture
     monkeypatch.setenv("TFBLACKBOX_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))   # the build itself fails fast
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

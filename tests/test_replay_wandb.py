@@ -173,7 +173,7 @@ def test_replay_matches_the_store(store_copy, tmp_path, capsys):
 def test_windowed_replay_logs_the_same_history(store_copy, tmp_path, monkeypatch):
     """A replay reads the store a window of steps at a time (memory stays flat); tiny windows
     must give the same history, step for step, as one big window."""
-    from tfblackbox.replay import wandb_rows
+    from tfblackbox.replay.wandb import rows as wandb_rows
     whole = str(tmp_path / "whole")
     shutil.copytree(store_copy, whole)
     assert replay(whole, tmp_path / "w1") == EXIT_OK

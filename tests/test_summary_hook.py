@@ -223,7 +223,7 @@ def test_step_read_is_ordered_before_the_increment(graph, use_resource):
     and legacy ref variables; the read that SummarySaverHook and WandbHook fetch races with the
     increment (wrong in some runs here)."""
     import tensorflow as tf
-    from tfblackbox.recorder.global_step import step_before_run
+    from tfblackbox.recorder.tf1.global_step import step_before_run
     step = tf.compat.v1.Variable(0, trainable=False, name="global_step", dtype=tf.int64,
                                  use_resource=use_resource,
                                  collections=[tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,

@@ -12,9 +12,9 @@ import time
 
 import tensorflow as tf
 
-from . import run as run_mod
+from .. import run as run_mod
 from .global_step import StepTracker
-from .summaries import decode_summary
+from ..summaries import decode_summary
 
 log = logging.getLogger("tfblackbox")
 

@@ -21,7 +21,7 @@ import uuid
 from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.formats.files import fsync_path
 
-from . import out_dirs
+from .. import out_dirs
 
 LOCK_FILE = ".tfblackbox.lock"
 STAGING = ".tfblackbox-staging"

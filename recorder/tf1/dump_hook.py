@@ -42,7 +42,7 @@ import tensorflow as tf
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
 from . import native_capture
-from . import run as run_mod
+from .. import run as run_mod
 from .dump_capture import Batch, DumpCapture
 from .global_step import StepTracker
 

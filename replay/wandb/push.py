@@ -4,7 +4,7 @@ One W&B run per recorded run (a stable id derived from the run id); each replay 
 one *chunk*: the steps after the run's cursor for this destination, one `log` call per step with
 the recorded step and `_timestamp`. The cursor moves only after W&B's `finish()` returned and, in
 offline mode, after the finished run dir was published into --wandb-dir by one rename
-(wandb_offline.py). The cursor state names a chunk before it is published, so a replay killed
+(offline_dir.py). The cursor state names a chunk before it is published, so a replay killed
 between the rename and the cursor update is settled by the next one (`_reconcile`).
 
 Exit codes: 0 every selected run replayed (or already up to date), 1 some run's replay did not
@@ -20,9 +20,10 @@ import uuid
 
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
+from tfblackbox.schema.records import run_state
 
-from .exits import EXIT_FAILED, EXIT_OK, print_json
-from .wandb_rows import iter_rows, run_state, settled_step
+from ..exits import EXIT_FAILED, EXIT_OK, print_json
+from .rows import iter_rows, settled_step
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
 _WANDB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -70,7 +71,7 @@ def main(args):
         return EXIT_OK
     if args.mode == "online":
         require_credentials()
-    from .wandb_offline import OfflineDir
+    from .offline_dir import OfflineDir
     results = {r.run_id: new_result(store, r, args) for r in records}
     interrupted = False
     with OfflineDir(args.wandb_dir) as odir:
@@ -210,7 +211,7 @@ def push_chunk(store, record, args, odir, dest, step, state, batches, status):
     """Pushes the Rows batches (windows of steps) as one W&B chunk; returns the chunk record
     (its lo/hi/steps filled in as the batches are logged)."""
     import wandb
-    from .wandb_media import MediaFactory
+    from .media import MediaFactory
     chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
              "steps": 0, "lo": None, "hi": step, "store": store.root}
     staging = odir.new_staging(record.run_id)

@@ -65,7 +65,7 @@ class Rows:
 
     def _build(self, table, idx, factory):
         if table == "histograms":
-            from .wandb_media import histogram
+            from .media import histogram
             h = self.hist
             j = idx[0]
             return histogram(h["bucket_limits"][j], h["bucket_counts"][j], h["bucket_lefts"][j],
