@@ -112,11 +112,11 @@ def _dispatch(args):
             if args.to == "wandb":
                 from .wandb import push
                 return push.main(args)
-            from . import to_debug_dump
-            return to_debug_dump.main(args)
+            from .tfdbg import rebuild_v1
+            return rebuild_v1.main(args)
         if args.command == "import-dumps":
-            from . import import_dumps
-            return import_dumps.main(args)
+            from .tfdbg import import_v1
+            return import_v1.main(args)
     except BlackboxError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)

@@ -22,8 +22,8 @@ from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.records import valid_run_id
 
-from . import out_dirs
-from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
+from .. import out_dirs
+from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 
 TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
                   "timestamp", "ext_timestamp", "event"]

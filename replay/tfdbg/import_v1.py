@@ -18,7 +18,7 @@ from tfblackbox.schema.records import new_run_id
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 
-from .exits import EXIT_OK, print_json
+from ..exits import EXIT_OK, print_json
 
 FLUSH_BYTES = 64 << 20
 
