@@ -130,6 +130,8 @@ class Run:
             write()
 
     def _end_attempt(self):
+        if self.record.tf_version is None and environment.tf_version():   # imported after init
+            self.store.note_run(self.run_id, tf_version=environment.tf_version())
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
         self.store.end_attempt(self.writer_id)
 

@@ -93,6 +93,18 @@ def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None)
             w.error = error
 
 
+def note_run(self, run_id, **fields):
+    """Fills run facts learned after init (the TensorFlow version, once TF is imported)."""
+    unknown = set(fields) - set(RUN_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown run fields {sorted(unknown)}")
+    with self.catalog.write() as s:
+        row = s.get(cat.RunRow, run_id)
+        if row is not None:
+            for k, v in fields.items():
+                setattr(row, k, v)
+
+
 def end_attempt(self, writer_id):
     with self.catalog.write() as s:
         w = s.get(cat.WriterRow, writer_id)

@@ -186,6 +186,7 @@ class Store:
     begin_attempt = run_writes.begin_attempt
     end_attempt = run_writes.end_attempt
     note_writer = run_writes.note_writer
+    note_run = run_writes.note_run
     finish_run = run_writes.finish_run
     reopen_run = run_writes.reopen_run
     get_cursor = run_writes.get_cursor

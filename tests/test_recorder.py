@@ -377,3 +377,14 @@ def test_a_store_made_read_only_mid_training_does_not_crash_it(tmp_path):
     s = Store.open(store)
     assert verify(s).ok
     assert s.scalars("ro")["step"].to_pylist()[:21] == list(range(21))
+
+
+def test_the_tf_version_is_recorded_when_tf_comes_after_init(store_dir):
+    code = ("import sys; from tfblackbox import recorder; "
+            "recorder.init(store=sys.argv[1], run_id='late'); "
+            "assert 'tensorflow' not in sys.modules; import tensorflow; recorder.finish()")
+    proc = subprocess.run([sys.executable, "-c", code, store_dir], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import tensorflow as tf
+    assert Store.open(store_dir).run("late").tf_version == tf.__version__
