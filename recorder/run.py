@@ -17,6 +17,7 @@ import threading
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 
 from . import environment
+from .logging_api import RunLogging
 from .writer import Writer
 
 log = logging.getLogger("tfblackbox")
@@ -24,14 +25,16 @@ log = logging.getLogger("tfblackbox")
 DEFAULT_STORE = "./tfblackbox-store"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESUME_MODES = ("allow", "must", "never", None)
+CONSOLE_MODES = ("auto", "wrap", "off")
 
 _active = None
 _lock = threading.Lock()
 
 
-class Run:
+class Run(RunLogging):
     def __init__(self, store, record, writer_id, attempt, writer_options):
         self.compact_on_finish = writer_options.pop("compact_on_finish", True)
+        console = writer_options.pop("console", "off")
         self.store = store
         self.record = record
         self.run_id = record.run_id
@@ -39,14 +42,11 @@ class Run:
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
         self._reported = 0
+        self._start_logging(console)   # log(), summary, config, console (logging_api.py)
 
     @property
     def name(self):
         return self.record.name
-
-    @property
-    def config(self):
-        return dict(self.record.config)
 
     def submit(self, job, nbytes=0):
         """Queues a decode job for the writer. Never raises: the recorder must not take the
@@ -67,6 +67,7 @@ class Run:
 
     def flush(self, timeout=None):
         """Blocks until everything recorded so far is in registered segments."""
+        self._flush_console()
         self.writer.flush(timeout)
 
     def note_start_step(self, step):
@@ -81,6 +82,7 @@ class Run:
         if self.finished:
             return
         self.finished = True
+        self._finish_logging()
         error = None
         try:
             self.writer.close(timeout)
@@ -121,14 +123,17 @@ def new_run_id():
 
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, **writer_options):
+         run_id=None, resume=None, catalog_url=None, console="auto", **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
-    "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
+    "must" requires it to exist (True means "allow"). console: "auto" (or "wrap") records
+    stdout/stderr, "off" does not. Writer options: flush_rows, flush_secs,
     max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
+    if console not in CONSOLE_MODES:
+        raise BlackboxError(f"console={console!r}; expected one of {', '.join(CONSOLE_MODES)}")
     if resume is True:
         resume = "allow"
     if resume is False:
@@ -163,7 +168,8 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
                                           project=project, name=name, notes=notes, group=group,
                                           **facts)
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
-        _active = Run(the_store, record, writer_id, attempt, writer_options)
+        _active = Run(the_store, record, writer_id, attempt,
+                      dict(writer_options, console=console))
         _install_exit_handlers()
         return _active
 

@@ -72,6 +72,13 @@ def histogram(limits, counts, lefts, lo, hi):
     return wandb.Histogram(np_histogram=(c.tolist(), e.tolist()))
 
 
+def logged_histogram(lefts, limits, counts):
+    """An array logged with recorder.log, binned as wandb.log bins it: its edges and integer
+    counts as they were, so the W&B row is the one wandb.log would have written."""
+    import wandb
+    return wandb.Histogram(np_histogram=([int(c) for c in counts], list(lefts) + [limits[-1]]))
+
+
 # -- images, video, audio -----------------------------------------------------------------------
 
 def image_size(data):

@@ -6,6 +6,8 @@ the attempt (writer) that recorded the row, so readers can prefer the latest att
 
 import pyarrow as pa
 
+from .logged import CONSOLE, LOG_VALUES, RUN_EVENTS, WANDB_OBJECTS
+
 _KEY = [
     pa.field("step", pa.int64(), nullable=False),
     pa.field("wall_time", pa.float64(), nullable=False),
@@ -57,6 +59,10 @@ TABLES = {
     "histograms": HISTOGRAMS,
     "media": MEDIA,
     "tensors": TENSORS,
+    "log_values": LOG_VALUES,
+    "wandb_objects": WANDB_OBJECTS,
+    "run_events": RUN_EVENTS,
+    "console": CONSOLE,
 }
 
 
