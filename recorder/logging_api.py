@@ -100,7 +100,7 @@ class RunLogging:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            self._skip("bad step", f"log(step={step!r}): a step must be a non-negative "
+            self._warn("bad step", f"log(step={step!r}): a step must be a non-negative "
                                    f"integer; logged at the current step instead")
             return None
         return int(step)

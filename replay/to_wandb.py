@@ -292,11 +292,14 @@ def _log_rows(run, batches, factory, record, args, chunk, extras):
         bar = tqdm(desc=record.run_id, unit="step", file=sys.stderr, leave=False, disable=None,
                    mininterval=0.5)
     log, before, convert = run.log, extras.before, extras.convert
+    named = hasattr(run, "_local_step")   # wandb names media files after this counter
     try:
         for rows in batches:
             row, steps, n = rows.row, rows.steps, len(rows)
             for i in range(n):
                 before(run, steps[i])
+                if named:
+                    run._local_step = steps[i]
                 log(convert(row(i, factory), steps[i]), step=steps[i])
                 if i == n // 2:
                     _kill_point("log")

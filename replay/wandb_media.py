@@ -123,6 +123,14 @@ def _stored_image_class():
 _IMAGE_CLS = None
 
 
+def stored_image_class():
+    """The one StoredImage class (wandb batches a list of images only if they share a type)."""
+    global _IMAGE_CLS
+    if _IMAGE_CLS is None:
+        _IMAGE_CLS = _stored_image_class()
+    return _IMAGE_CLS
+
+
 class MediaFactory:
     """Builds W&B objects from media rows; scratch files go to `scratch_dir`."""
 
@@ -137,7 +145,6 @@ class MediaFactory:
         return path
 
     def image(self, data, content_type, width, height):
-        global _IMAGE_CLS
         import wandb
         ext = _EXT.get(content_type) or "png"
         path = self._file(data, ext)
@@ -147,9 +154,7 @@ class MediaFactory:
             return video
         if not width or not height:
             width, height = image_size(data)
-        if _IMAGE_CLS is None:
-            _IMAGE_CLS = _stored_image_class()
-        return _IMAGE_CLS(path, ext, width, height)
+        return stored_image_class()(path, ext, width, height)
 
     def audio(self, data, content_type, sample_rate):
         import wandb

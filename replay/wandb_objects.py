@@ -10,7 +10,7 @@ row holds what wandb.log would have written for the original. Images are built w
 import json
 import os
 
-from .wandb_media import _stored_image_class
+from .wandb_media import stored_image_class
 
 
 def rebuild(meta_json, files, factory):
@@ -58,8 +58,9 @@ def _image(meta, files, factory, path):
     if meta.get("file") is None:
         image = wandb.Image(path, caption=meta.get("caption"))
     else:
-        image = _stored_image_class()(path, meta.get("format") or meta.get("ext"),
-                                      meta.get("width"), meta.get("height"))
+        image = stored_image_class()(path, meta.get("format") or meta.get("ext"),
+                                     meta.get("width"), meta.get("height"))
+        image._caption = meta.get("caption")
     boxes = {k: wandb.data_types.BoundingBoxes2D(v, k)
              for k, v in (meta.get("boxes") or {}).items()}
     masks = {}
