@@ -40,11 +40,21 @@ def describe(value):
     return name
 
 
+class Histogram:
+    """A histogram of an array whatever its size (recorder.log bins arrays of more than 32
+    values only, as wandb.log): wandb.Histogram(values, num_bins) without wandb."""
+
+    def __init__(self, values, num_bins=64):
+        self.payload = histogram(np.asarray(values), bins=num_bins)
+
+
 def encode(value):
     """(kind, payload) of one logged value; raises Unloggable."""
     t = type(value)
     if t is float:
         return FLOAT, value
+    if t is Histogram:
+        return HIST, value.payload
     if t is int:
         return (INT, value) if -_EXACT_INT <= value <= _EXACT_INT else (JSON, json.dumps(value))
     if t is bool:
