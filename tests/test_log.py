@@ -238,3 +238,24 @@ def test_init_log_finish_work_without_tensorflow(tmp_path):
     assert s.scalars("plain")["value"].to_pylist() == [1.0, 0.5, 1 / 3, 0.25, 0.2]
     lines = s.read("plain", "console")["text"].to_pylist()
     assert "printed by a plain loop\n" in lines
+
+
+def test_log_calls_go_on_from_the_hooks_steps(graph, store_dir, tmp_path):
+    """SummaryHook records at global steps (WandbHook logs with step=global_step); a log()
+    without a step after it adds to that step's row, as wandb.log does after WandbHook's."""
+    import tensorflow as tf
+    step = tf.compat.v1.train.get_or_create_global_step()
+    tf.compat.v1.summary.scalar("loss", tf.cast(step, tf.float32) / 10)
+    train_op = tf.compat.v1.assign_add(step, 1)
+    run = recorder.init(store=store_dir, console="off")
+    with tf.compat.v1.train.MonitoredTrainingSession(
+            hooks=[recorder.SummaryHook(steps_per_log=4)]) as sess:
+        for i in range(10):
+            sess.run(train_op)
+            if i % 4 == 0:
+                recorder.log({"eval": float(i)})
+    recorder.finish()
+    assert replay(store_dir, tmp_path / "w") == EXIT_OK
+    rows = [(r["_step"], r.get("loss"), r.get("eval"))
+            for r in wandb_log.history(run_file(tmp_path / "w"))]
+    assert rows == [(0, 0.0, 0.0), (4, pytest.approx(0.4), 4.0), (8, pytest.approx(0.8), 8.0)]
