@@ -7,10 +7,12 @@ to the writer's buffers on the writer thread. Scalars of one row go in with one 
 from .values import HIST, JSON, SCALAR_KINDS, WANDB
 
 
-def row_job(step, wall, row, events):
-    """(job, payload bytes) writing one history row ({key: (kind, payload)}) at `step` and the
-    value_type events that go with it ([(seq, kind, tag, value_json)])."""
-    tags, values, others = [], [], []
+def row_job(step, wall, floats, row, events):
+    """(job, payload bytes) writing one history row at `step`: its plain floats ({key: value})
+    and other values ({key: (kind, payload)}), and the value_type events that go with it
+    ([(seq, kind, tag, value_json)])."""
+    tags, values = list(floats), list(floats.values())
+    others = []
     nbytes = 0
     for key, (kind, payload) in row.items():
         if kind in SCALAR_KINDS:

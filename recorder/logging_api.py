@@ -23,7 +23,7 @@ import threading
 import time
 
 from . import log_rows
-from .values import SCALAR_KINDS, Unloggable, encode, json_value
+from .values import FLOAT, SCALAR_KINDS, Unloggable, encode, json_value
 
 log = logging.getLogger("tfblackbox")
 
@@ -38,8 +38,10 @@ class RunLogging:
     def _start_logging(self, console="auto"):
         self._log_lock = threading.RLock()
         self.step = start_step(self.store, self.run_id)
-        self._row = {}             # key -> (kind, payload): the row being built
-        self._kinds = {}           # key -> scalar kind last recorded, for value_type events
+        self._floats = {}          # the row being built: its plain floats (the hot path)...
+        self._row = {}             # ... and its other values, key -> (kind, payload)
+        self._float_keys = set()   # keys last recorded as float \ for value_type events
+        self._kinds = {}           # key -> int or bool, when last recorded as one /
         self._seq = itertools.count()
         self._skipped = collections.Counter()   # reason -> values not recorded
         self._warned = collections.Counter()    # reason -> other warnings (backwards steps)
@@ -80,14 +82,14 @@ class RunLogging:
                 self._warn("backwards", f"log(step={step}): the step went backwards (the "
                            f"current step is {self.step}; W&B would drop these values); "
                            f"recorded at step {step}: {sorted(map(str, data))[:8]}")
-                row = {}
-                self._encode_into(row, data)
-                self._submit_row(step, wall, row, backwards=True)
+                floats, row = {}, {}
+                self._encode_into(floats, row, data)
+                self._submit_row(step, wall, floats, row, backwards=True)
                 return
             if step is not None and step > self.step:
                 self._commit(wall)
                 self.step = step
-            self._encode_into(self._row, data)
+            self._encode_into(self._floats, self._row, data)
             if (step is None and commit is None) or commit:
                 self._commit(wall)
                 self.step += 1
@@ -105,33 +107,60 @@ class RunLogging:
             return None
         return int(step)
 
-    def _encode_into(self, row, data):
+    def _encode_into(self, floats, row, data):
+        """Adds data to a row: plain floats to `floats`, the rest encoded to `row` (a later
+        value of a key replaces an earlier one, whichever dict it is in)."""
         for key, value in data.items():
+            if type(value) is float and type(key) is str:
+                floats[key] = value
+                if row and key in row:
+                    del row[key]
+                continue
             if not isinstance(key, str):
                 self._skip(f"key {key!r}", f"log(): the key {key!r} ({type(key).__name__}) is "
                                            f"not a string; its value is not recorded")
                 continue
             try:
-                row[key] = encode(value)
+                encoded = encode(value)
             except Unloggable as e:
                 self._skip(f"value {key}", f"log(): {key!r} is not recorded: it is {e}")
+                continue
+            if encoded[0] == FLOAT:
+                floats[key] = encoded[1]
+                row.pop(key, None)
+            else:
+                row[key] = encoded
+                floats.pop(key, None)
 
     def _commit(self, wall):
-        if self._row:
-            row, self._row = self._row, {}
-            self._submit_row(self.step, wall, row)
+        if self._floats or self._row:
+            floats, row = self._floats, self._row
+            self._floats, self._row = {}, {}
+            self._submit_row(self.step, wall, floats, row)
 
-    def _submit_row(self, step, wall, row, backwards=False):
+    def _submit_row(self, step, wall, floats, row, backwards=False):
+        """Sends a row to the writer, with value_type events for keys recorded for the first
+        time in this attempt or with another kind than before (float, int, bool); a backwards
+        row's kinds hold at its step only."""
         events = []
-        kinds = self._kinds
-        for key, (kind, _payload) in row.items():
-            if kind in SCALAR_KINDS and (backwards or kinds.get(key) is not kind):
-                # a backwards row's kinds hold at its step only; others from their step on
-                events.append((next(self._seq), "value_type_at" if backwards else "value_type",
-                               key, json.dumps(kind)))
-                if not backwards:
-                    kinds[key] = kind
-        job, nbytes = log_rows.row_job(step, wall, row, events)
+        if backwards:
+            events = [(next(self._seq), "value_type_at", k, json.dumps(kind))
+                      for k, kind in [(k, FLOAT) for k in floats] +
+                      [(k, kv[0]) for k, kv in row.items() if kv[0] in SCALAR_KINDS]]
+        else:
+            known = self._float_keys
+            if not known.issuperset(floats):
+                for key in floats:
+                    if key not in known:
+                        known.add(key)
+                        self._kinds.pop(key, None)
+                        events.append((next(self._seq), "value_type", key, '"float"'))
+            for key, (kind, _payload) in row.items():
+                if kind in SCALAR_KINDS and self._kinds.get(key) != kind:
+                    self._kinds[key] = kind
+                    known.discard(key)
+                    events.append((next(self._seq), "value_type", key, json.dumps(kind)))
+        job, nbytes = log_rows.row_job(step, wall, floats, row, events)
         self.submit(job, nbytes)
 
     def note_step(self, step):

@@ -67,6 +67,10 @@ class MetricsLogger(keras.callbacks.Callback):
         reads it; None if it cannot be read (warned once)."""
         try:
             lr = self.model.optimizer.learning_rate
+            value = getattr(lr, "value", None)
+            if isinstance(value, tf.Variable) and lr.shape == ():
+                # a Keras variable: one read op (its .numpy() takes two, at twice the cost)
+                return float(value.value().numpy().item())
             if isinstance(lr, (tf.Variable, tf.Tensor)) or (
                     hasattr(lr, "shape") and lr.shape == ()):
                 return float(lr.numpy().item())
