@@ -328,9 +328,10 @@ def dry_run(store, record, args):
         first = rows.steps[0] if first is None else first
         last = rows.steps[-1]
         counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
+    extras = Extras.load(store, record.run_id, state, limit).counts()
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
             "project": project_of(args, record), "entity": args.entity, "destination": dest,
-            "state": status, "cursor": step, "pending_chunk": pending,
+            "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
             "would_push_steps": n, "first_step": first, "last_step": last,
             "held_back_after_step": limit,
             "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
@@ -370,6 +371,8 @@ def _print(args, summary):
             print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
                   f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
                   f"tensors not pushed {r['rows']['tensors_not_pushed']}")
+            if r["extras"]:
+                print("  also: " + ", ".join(f"{k} {v}" for k, v in sorted(r["extras"].items())))
             for table, tags in r["tags"].items():
                 if tags:
                     print(f"  {table} tags: {', '.join(tags)}")

@@ -33,8 +33,14 @@ class Extras:
     def load(cls, store, run_id, state, limit):
         """The extras of steps <= limit (None: all) for a chunk, given the cursor state."""
         progress = dict((state or {}).get("extras") or {})
-        events = _rows(store, run_id, "run_events", ["step", "attempt", "seq", "kind", "tag",
-                                                     "value_json"], limit, latest_only=True)
+        cols = ["step", "attempt", "seq", "kind", "tag", "value_json"]
+        # summary, config, define_metric: every attempt's, in order (an attempt's last ones sit
+        # at the step the next attempt starts from); value types: those of the rows readers
+        # keep, i.e. without an earlier attempt's at steps a later one recorded again
+        events = [e for e in _rows(store, run_id, "run_events", cols, limit, latest_only=False)
+                  if not e[3].startswith("value_type")]
+        events += [e for e in _rows(store, run_id, "run_events", cols, limit, latest_only=True)
+                   if e[3].startswith("value_type")]
         console = _rows(store, run_id, "console", ["step", "attempt", "seq", "tag", "text",
                                                    "wall_time"], limit, latest_only=False)
         items, before, config, typed, types_at = [], [], [], {}, {}
@@ -76,6 +82,13 @@ class Extras:
     @property
     def pending(self):
         return bool(self.items)
+
+    def counts(self):
+        """What a chunk would apply: {kind: n} (console lines under "console")."""
+        out = {}
+        for item in self.items:
+            out[item[3]] = out.get(item[3], 0) + 1
+        return out
 
     # -- applying -------------------------------------------------------------------------
 
