@@ -1,11 +1,14 @@
-"""The demo: an air-gapped training run recorded into ./tfblackbox-store, then replayed.
+"""The demo: air-gapped training runs recorded into ./tfblackbox-store, then replayed.
 
-A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
-tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks.
+A 3-layer dense classifier on synthetic data (nothing is downloaded), trained twice: with
+tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks (TF1), and with Keras 3
+`model.fit` and recorder.MetricsLogger plus recorder.log (TF2, in a child process: the TF1
+part turns eager execution off for its whole process).
 """
 
 import argparse
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,6 +49,36 @@ def build_model(tf):
     return train_op
 
 
+def keras_part(args):
+    """The TF2 run: Keras fit with MetricsLogger (as WandbMetricsLogger), recorder.log and
+    run.summary (as wandb.log and wandb.summary), its prints recorded as the console."""
+    import keras
+    import numpy as np
+    from tfblackbox import recorder
+
+    run = recorder.init(store=args.store, project="tfblackbox-demo", name="keras-synthetic",
+                        config={"lr": 0.01, "epochs": 3, "layers": [32, 16, 2]},
+                        tags=["air-gapped", "demo", "keras"])
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(1).uniform(size=(512, 20)).astype("float32")
+    y = (x[:, :5].sum(axis=1) > 2.5).astype("int64")
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)],
+                             name="dense_synthetic")
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[:448], y[:448], validation_data=(x[448:], y[448:]), batch_size=32, epochs=3,
+              verbose=2, callbacks=[recorder.MetricsLogger(log_freq="batch", histogram_freq=1)])
+    loss, accuracy = model.evaluate(x[448:], y[448:], verbose=0)
+    recorder.log({"eval/loss": loss, "eval/accuracy": accuracy})
+    run.summary["eval_accuracy"] = accuracy
+    print(f"evaluation: loss {loss:.4f}, accuracy {accuracy:.3f}")
+    recorder.finish()
+    print(f"recorded run {run.run_id} (Keras fit) into {args.store}")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--store", default="./tfblackbox-store")
@@ -54,7 +87,10 @@ def main(argv=None):
     p.add_argument("--dump-every", type=int, default=100)
     p.add_argument("--wandb-dir", default="./wandb")
     p.add_argument("--dump-out", default="./tfblackbox-debug-dump")
+    p.add_argument("--keras-part", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.keras_part:
+        return keras_part(args)
 
     import tensorflow as tf
     from tfblackbox import recorder
@@ -73,12 +109,23 @@ def main(argv=None):
     recorder.finish()
     print(f"\nrecorded run {run.run_id} into {args.store} (DumpHook captured tensors "
           f"{'in memory' if hooks[1].capture == 'memory' else 'through files'})\n")
+
+    print("== a Keras fit with recorder.MetricsLogger (TF2)")
+    keras_run = subprocess.run([sys.executable, __file__, "--keras-part", "--store", args.store],
+                               capture_output=True, text=True)
+    print(keras_run.stdout, end="")
+    if keras_run.returncode != 0:
+        print(keras_run.stderr[-3000:], file=sys.stderr)
+        return keras_run.returncode
+    keras_id = keras_run.stdout.rsplit("recorded run ", 1)[1].split()[0]
+    print()
     tfblackbox(["runs", "--store", args.store])
     tfblackbox(["show", run.run_id, "--store", args.store])
 
-    print(f"\n== replay --to wandb (offline) into {args.wandb_dir}")
+    print(f"\n== replay --to wandb (offline) of both runs into {args.wandb_dir}")
     code = tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
-                       "--run", run.run_id, "--wandb-dir", args.wandb_dir, "--no-progress"])
+                       "--run", run.run_id, "--run", keras_id, "--wandb-dir", args.wandb_dir,
+                       "--no-progress"])
     if code != 0:
         return code
 
