@@ -17,6 +17,7 @@ import importlib
 import importlib.util as _ilu
 
 from .run import Run, active_run, finish, get_or_start_run, init
+from .values import Histogram
 
 # name -> (module, what it needs)
 _LAZY = {"SummaryHook": (".summary_hook", "tensorflow"),
@@ -73,5 +74,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["init", "finish", "flush", "log", "define_metric", "active_run", "Run",
+__all__ = ["init", "finish", "flush", "log", "define_metric", "active_run", "Run", "Histogram",
            "SummaryHook", "DumpHook", "MetricsLogger"]

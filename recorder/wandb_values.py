@@ -85,16 +85,22 @@ def _image(obj, files):
         out["classes"] = plain(list(classes._class_set))
     boxes = getattr(obj, "_boxes", None) or {}
     if boxes:
-        out["boxes"] = {k: plain(dict(b._val)) for k, b in boxes.items()}
+        out["boxes"] = {k: {"box_data": plain(list(b._val)),
+                            "class_labels": _labels(getattr(b, "_class_labels", None))}
+                        for k, b in boxes.items()}
     masks = getattr(obj, "_masks", None) or {}
     if masks:
         out["masks"] = {}
         for k, m in masks.items():
             labels = getattr(m, "_val", {}).get("class_labels")
-            out["masks"][k] = {"file": _file(m, files),
-                               "class_labels": None if labels is None else
-                               {str(c): n for c, n in labels.items()}}
+            out["masks"][k] = {"file": _file(m, files), "class_labels": _labels(labels),
+                               "ext": getattr(m, "_extension", None)}
     return out
+
+
+def _labels(labels):
+    """Class labels {int: name} as JSON ({"1": name}); None stays None."""
+    return None if labels is None else {str(c): n for c, n in labels.items()}
 
 
 def _table(obj, files):

@@ -128,6 +128,8 @@ def stored_image_class():
     global _IMAGE_CLS
     if _IMAGE_CLS is None:
         _IMAGE_CLS = _stored_image_class()
+        # a table names its media cells by class: "Image", as for the original
+        _IMAGE_CLS.__name__ = _IMAGE_CLS.__qualname__ = "Image"
     return _IMAGE_CLS
 
 

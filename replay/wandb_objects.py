@@ -61,17 +61,25 @@ def _image(meta, files, factory, path):
         image = stored_image_class()(path, meta.get("format") or meta.get("ext"),
                                      meta.get("width"), meta.get("height"))
         image._caption = meta.get("caption")
-    boxes = {k: wandb.data_types.BoundingBoxes2D(v, k)
-             for k, v in (meta.get("boxes") or {}).items()}
+    boxes = {k: wandb.data_types.BoundingBoxes2D(
+        {"box_data": v["box_data"], **({"class_labels": _labels(v["class_labels"])}
+                                       if v.get("class_labels") is not None else {})}, k)
+        for k, v in (meta.get("boxes") or {}).items()}
     masks = {}
     for k, m in (meta.get("masks") or {}).items():
-        mask = wandb.data_types.ImageMask({"path": _file(dict(m, ext="mask.png"), files,
-                                                         factory)}, k)
+        ext = m.get("ext") or ".mask.png"
+        path = _file(dict(m, ext=ext.lstrip(".")), files, factory)
+        mask = wandb.data_types.ImageMask({"path": path}, k)
+        mask._set_file(path, is_tmp=True, extension=ext)   # wandb's own ".mask.png"
         mask._key = k
         if m.get("class_labels") is not None:
-            mask._val = {"class_labels": {int(c): n for c, n in m["class_labels"].items()}}
+            mask._val = {"class_labels": _labels(m["class_labels"])}
         masks[k] = mask
     image._set_initialization_meta(grouping=meta.get("grouping"), caption=meta.get("caption"),
                                    classes=meta.get("classes"), boxes=boxes or None,
                                    masks=masks or None)
     return image
+
+
+def _labels(labels):
+    return {int(c): n for c, n in labels.items()}

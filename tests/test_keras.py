@@ -16,7 +16,7 @@ import wandb_log
 from tfblackbox.replay.cli import EXIT_OK, main as cli, replay_main
 from tfblackbox.schema import Store
 
-FREQS = ("epoch", "batch", "3")
+FREQS = ("epoch", "batch", "3", "3x2")   # "3x2": two fits in one run, the same callbacks
 VOLATILE = {"_runtime", "_timestamp", "_wandb"}
 
 SIDE_BY_SIDE = textwrap.dedent("""
@@ -39,15 +39,17 @@ SIDE_BY_SIDE = textwrap.dedent("""
     model.compile(optimizer=keras.optimizers.SGD(schedule), loss="binary_crossentropy",
                   metrics=["accuracy"])
     for freq in sys.argv[3:]:
-        log_freq = int(freq) if freq.isdigit() else freq
+        name, _, fits = freq.partition("x")
+        log_freq = int(name) if name.isdigit() else name
         wrun = wandb.init(mode="offline", dir=os.path.join(out, f"wandb-{freq}"), project="k",
                           settings=wandb.Settings(silent=True, console="off"))
         recorder.init(store=store, run_id=f"keras-{freq}", project="k", console="off")
         callbacks = [WandbMetricsLogger(log_freq=log_freq),
                      recorder.MetricsLogger(log_freq=log_freq, histogram_freq=0)]
-        # 64 samples in batches of 8: 3 epochs of 8 batches, with validation
-        model.fit(x, y, batch_size=8, epochs=3, validation_data=(x[:16], y[:16]), verbose=0,
-                  callbacks=callbacks)
+        for _ in range(int(fits or 1)):
+            # 64 samples in batches of 8: 3 epochs of 8 batches, with validation
+            model.fit(x, y, batch_size=8, epochs=3, validation_data=(x[:16], y[:16]),
+                      verbose=0, callbacks=callbacks)
         model.evaluate(x, y, batch_size=8, verbose=0, callbacks=callbacks)
         model.predict(x, batch_size=8, verbose=0, callbacks=callbacks)
         wrun.finish()
@@ -89,7 +91,7 @@ def side_by_side(tmp_path_factory):
     return root, store
 
 
-@pytest.mark.parametrize("freq,n_rows", [("epoch", 3), ("batch", 27), ("3", 12)])
+@pytest.mark.parametrize("freq,n_rows", [("epoch", 3), ("batch", 27), ("3", 12), ("3x2", 24)])
 def test_metrics_logger_replays_as_wandb_metrics_logger(side_by_side, freq, n_rows, tmp_path):
     root, store = side_by_side
     want = run_file(root / f"wandb-{freq}")
@@ -102,12 +104,12 @@ def test_metrics_logger_replays_as_wandb_metrics_logger(side_by_side, freq, n_ro
     assert got_rows == want_rows                      # key for key, value for value
     assert metrics_of(got) == metrics_of(want) and len(metrics_of(got)) == 2
     epochs = [r for r in got_rows if "epoch/epoch" in r]
-    assert [r["epoch/epoch"] for r in epochs] == [0, 1, 2]
+    assert [r["epoch/epoch"] for r in epochs] == [0, 1, 2] * (2 if freq == "3x2" else 1)
     assert {"epoch/loss", "epoch/accuracy", "epoch/val_loss", "epoch/val_accuracy",
             "epoch/learning_rate"} <= set(epochs[0])
     if freq != "epoch":
         batches = [r["batch/batch_step"] for r in got_rows if "batch/batch_step" in r]
-        step = 1 if freq == "batch" else 3
+        step = 1 if freq == "batch" else 3   # and it goes on counting in a second fit
         assert batches == list(range(0, len(batches) * step, step))
         lrs = [r["batch/learning_rate"] for r in got_rows if "batch/learning_rate" in r]
         assert lrs[0] > lrs[-1]                       # the schedule's decay is logged

@@ -79,7 +79,20 @@ def calls(wandb, tmp_path):
     """The sequence of calls made on both sides: (method, args, kwargs)."""
     rng = np.random.default_rng(0)
     image = wandb.Image((rng.random((8, 6, 3)) * 255).astype(np.uint8), caption="noise")
-    table = wandb.Table(columns=["name", "score"], data=[["a", 1.5], ["b", None]])
+    boxed = wandb.Image(
+        (rng.random((8, 8)) * 255).astype(np.uint8), caption="boxed",
+        boxes={"pred": {"box_data": [{"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2,
+                                                   "maxY": 0.6}, "class_id": 1,
+                                      "box_caption": "cat", "scores": {"p": 0.9}}],
+                        "class_labels": {1: "cat"}}},
+        masks={"truth": {"mask_data": (rng.random((8, 8)) > 0.5).astype(np.uint8),
+                         "class_labels": {0: "bg", 1: "fg"}}})
+    table = wandb.Table(columns=["name", "score", "picture"],
+                        data=[["a", 1.5, image], ["b", None, image]])
+    gif = tmp_path / "clip.gif"
+    from PIL import Image as PILImage
+    frames = [PILImage.new("L", (4, 4), c) for c in (0, 128, 255)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
     return [
         ("define_metric", ("acc",), {"summary": "max"}),
         ("define_metric", ("val/*",), {"step_metric": "epoch"}),
@@ -103,7 +116,9 @@ def calls(wandb, tmp_path):
         ("log", ({"image": image, "html": wandb.Html("<b>hi</b>"), "table": table,
                   "hist": wandb.Histogram(np_histogram=([1, 2, 3], [0.0, 1.0, 2.0, 3.0])),
                   "audio": wandb.Audio(wav_file(tmp_path / "clip.wav"), caption="clip"),
-                  "images": [image, image]},), {}),
+                  "images": [image, image], "boxed": boxed,
+                  "video": wandb.Video(str(gif), caption="frames")},), {}),
+        ("summary_del", ("note",), {}),
         ("log", ({"late": 1},), {"commit": False}),   # committed by finish
     ]
 
@@ -115,6 +130,8 @@ def apply(run, wandb_side, method, args, kwargs):
         run.define_metric(*args, **kwargs)
     elif method == "summary":
         run.summary.update(*args)
+    elif method == "summary_del":
+        del run.summary[args[0]]
     elif method == "config":
         run.config.update(*args, **({"allow_val_change": True} if wandb_side else {}))
 
@@ -143,12 +160,13 @@ def test_log_calls_replay_as_wandb_logs_them(tmp_path, monkeypatch):
     assert got_rows[8]["image"]["_type"] == "image-file" and got_rows[8]["table"]["_type"] \
         == "table-file"
     assert summary_of(got) == summary_of(want)
-    assert summary_of(got)["best"] == 42 and summary_of(got)["note"] == "ok"
+    assert summary_of(got)["best"] == 42 and "note" not in summary_of(got)
     assert wandb_log.config(got) == wandb_log.config(want) == {
         "lr": 0.1, "b": 2, "nested": {"k": [1, 2]}}
     assert metrics_of(got) == metrics_of(want) and len(metrics_of(got)) == 2
     # the media files themselves: same names and bytes
-    for sub in ("media/images", "media/html"):
+    for sub in ("media/images", "media/html", "media/videos", "media/audio",
+                "media/images/mask", "media/table"):
         names = sorted(os.listdir(os.path.join(os.path.dirname(want), "files", sub)))
         assert names and names == sorted(os.listdir(os.path.join(os.path.dirname(got), "files",
                                                                  sub)))
@@ -177,6 +195,9 @@ def test_bad_input_is_named_and_the_rest_is_kept(store_dir, caplog):
     assert "'median' is not one of" in text
     assert text.count("'obj' is not recorded") == 1
     recorder.finish()
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        run.log({"after": 1.0})
+    assert "log() after the run finished: not recorded" in caplog.text
     assert "7 logged item(s) were not recorded" in caplog.text
     scalars = Store.open(store_dir).scalars(run.run_id)
     got = list(zip(*(scalars[c].to_pylist() for c in ("step", "tag", "value"))))
