@@ -52,12 +52,11 @@ def log(data, step=None, commit=None):
     get_or_start_run().log(data, step=step, commit=commit)
 
 
-def define_metric(name, step_metric=None, step_sync=None, hidden=None, summary=None, goal=None,
+def define_metric(name, step_metric=None, step_sync=None, hidden=None, summary=None,
                   overwrite=None):
     """wandb.define_metric for the active run."""
     return get_or_start_run().define_metric(name, step_metric=step_metric, step_sync=step_sync,
-                                            hidden=hidden, summary=summary, goal=goal,
-                                            overwrite=overwrite)
+                                            hidden=hidden, summary=summary, overwrite=overwrite)
 
 
 def __getattr__(name):

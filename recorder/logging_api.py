@@ -28,8 +28,7 @@ from .values import FLOAT, SCALAR_KINDS, Unloggable, encode, json_value
 log = logging.getLogger("tfblackbox")
 
 HISTORY_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
-SUMMARY_OPTIONS = {"min", "max", "mean", "last", "best", "first", "copy", "none"}
-GOALS = {"min", "max", "minimize", "maximize"}
+SUMMARY_OPS = {"min", "max", "mean", "last", "copy", "none", "first"}   # wandb 0.31's
 
 
 class RunLogging:
@@ -180,12 +179,11 @@ class RunLogging:
             self.submit(job, len(value_json))
 
     def define_metric(self, name, step_metric=None, step_sync=None, hidden=None, summary=None,
-                      goal=None, overwrite=None):
-        """wandb's define_metric, recorded and issued again by the replay before the rows
-        logged after it. Returns None (wandb returns a Metric)."""
+                      overwrite=None):
+        """wandb's define_metric, checked as wandb checks it, recorded, and issued again by
+        the replay before the rows logged after it. Returns None (wandb returns a Metric)."""
         try:
-            args = _define_metric_args(name, step_metric, step_sync, hidden, summary, goal,
-                                       overwrite)
+            args = _define_metric_args(name, step_metric, step_sync, hidden, summary, overwrite)
         except ValueError as e:
             self._skip(f"define_metric {name!r}", f"define_metric: {e}; not recorded")
             return None
@@ -230,25 +228,25 @@ class RunLogging:
                         f" ({n} times so far)" if n > 1 else "")
 
 
-def _define_metric_args(name, step_metric, step_sync, hidden, summary, goal, overwrite):
+def _define_metric_args(name, step_metric, step_sync, hidden, summary, overwrite):
+    """The arguments as wandb 0.31's define_metric accepts them; ValueError otherwise."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name {name!r}: expected a non-empty string")
-    if name.endswith("*") and name.count("*") > 1:
-        raise ValueError(f"name {name!r}: only one trailing '*' is allowed")
-    if step_metric is not None and not isinstance(step_metric, str):
-        step_metric = getattr(step_metric, "name", step_metric)   # a wandb Metric
-        if not isinstance(step_metric, str):
-            raise ValueError(f"step_metric {step_metric!r}: expected a metric name")
-    if summary is not None:
-        parts = [s.strip() for s in str(summary).split(",")]
-        bad = [s for s in parts if s not in SUMMARY_OPTIONS]
+    if "*" in (name[:-1] if name.endswith("*") else name):
+        raise ValueError(f"name {name!r}: a '*' is allowed only at the end (a glob suffix)")
+    step_metric = getattr(step_metric, "name", step_metric)   # a wandb Metric
+    for arg, value, typ in (("step_metric", step_metric, str), ("step_sync", step_sync, bool),
+                            ("hidden", hidden, bool), ("summary", summary, str),
+                            ("overwrite", overwrite, bool)):
+        if value is not None and not isinstance(value, typ):
+            raise ValueError(f"{arg}={value!r}: expected a {typ.__name__}")
+    if summary:
+        bad = [op for op in summary.lower().split(",") if op not in SUMMARY_OPS]
         if bad:
             raise ValueError(f"summary {summary!r}: {bad[0]!r} is not one of "
-                             f"{sorted(SUMMARY_OPTIONS)}")
-    if goal is not None and goal not in GOALS:
-        raise ValueError(f"goal {goal!r}: expected 'minimize' or 'maximize'")
+                             f"{sorted(SUMMARY_OPS)}")
     given = dict(step_metric=step_metric, step_sync=step_sync, hidden=hidden, summary=summary,
-                 goal=goal, overwrite=overwrite)
+                 overwrite=overwrite)
     return {k: v for k, v in given.items() if v is not None}
 
 
