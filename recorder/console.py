@@ -5,9 +5,10 @@ objects is wrapped: the original write runs first and its result is returned, so
 tqdm bars and print behave as before; then the text written is added to a per-stream line
 buffer. A completed line (ending in "\\n", with any "\\r" progress updates in it) becomes one
 console row with the time its first character was written; a partial line becomes a row when
-the other stream is written to, when it is older than PARTIAL_SECS, at `recorder.flush()` and
-at `finish`. So the rows, concatenated in order, are exactly what was written, and a replay
-sends them as W&B's raw console records (wandb then writes the run's output.log).
+the other stream is written to, when more is written to it PARTIAL_SECS after it began, at
+`recorder.flush()` and at `finish`. So the rows, concatenated in order, are exactly what was
+written, and a replay sends them as W&B's raw console records (wandb then writes the run's
+output.log).
 Output written by C++ code straight to the file descriptors (TensorFlow's own logging) is not
 seen, as with wandb's wrap mode.
 """
