@@ -72,6 +72,14 @@ def test_console_is_recorded_and_replayed_as_output_log(tmp_path):
     got = open(os.path.join(os.path.dirname(replayed), "files", "output.log"), "rb").read()
     assert got.startswith(b"line one\nto stderr\npartial rest\nerr between\n") and b"4/4" in got
     assert got == want
+    # in the transaction log the console is output_raw records (wandb-core writes output.log
+    # from them): wandb's are the raw writes, ours whole lines; per stream they are the same text
+    raws = {f: [r.output_raw for r in wandb_log.read_records(f)
+                if r.WhichOneof("record_type") == "output_raw"] for f in (direct, replayed)}
+    for stream in (0, 1):   # STDOUT, STDERR
+        texts = ["".join(r.line for r in raws[f] if r.output_type == stream)
+                 for f in (direct, replayed)]
+        assert texts[0] == texts[1] and texts[0]
     raw = [r.output_raw for r in wandb_log.read_records(replayed)
            if r.WhichOneof("record_type") == "output_raw"]
     assert [r.line for r in raw] == [r["text"] for r in rows]
