@@ -42,6 +42,7 @@ class RunLogging:
         self._float_keys = set()   # keys last recorded as float \ for value_type events
         self._kinds = {}           # key -> int or bool, when last recorded as one /
         self._seq = itertools.count()
+        self._outbox = log_rows.Outbox(self.submit, self._outbox_dropped)
         self._skipped = collections.Counter()   # reason -> values not recorded
         self._warned = collections.Counter()    # reason -> other warnings (backwards steps)
         self.summary = Summary(self)
@@ -159,8 +160,7 @@ class RunLogging:
                     self._kinds[key] = kind
                     known.discard(key)
                     events.append((next(self._seq), "value_type", key, json.dumps(kind)))
-        job, nbytes = log_rows.row_job(step, wall, floats, row, events)
-        self.submit(job, nbytes)
+        self._outbox.put(*log_rows.row_item(step, wall, floats, row, events))
 
     def note_step(self, step):
         """A hook recorded rows at this (TF global) step: later log() calls continue from it,
@@ -174,9 +174,8 @@ class RunLogging:
 
     def _event(self, kind, tag, value_json):
         with self._log_lock:
-            job = log_rows.event_job(self.step, time.time(), next(self._seq), kind, tag,
-                                     value_json)
-            self.submit(job, len(value_json))
+            self._outbox.put(*log_rows.event_item(self.step, time.time(), next(self._seq),
+                                                  kind, tag, value_json))
 
     def define_metric(self, name, step_metric=None, step_sync=None, hidden=None, summary=None,
                       overwrite=None):
@@ -203,15 +202,24 @@ class RunLogging:
             self._commit(time.time())
         if self._console is not None:
             self._console.stop()
+        self._outbox.resend()
         if self._skipped:
             what = ", ".join(f"{n} x {reason}" for reason, n in self._skipped.most_common(10))
             log.warning("tfblackbox: run %s: %d logged item(s) were not recorded (%s); the "
                         "first of each kind was named in a warning", self.run_id,
                         sum(self._skipped.values()), what)
 
-    def _flush_console(self):
+    def _flush_logging(self):
+        """Before a flush: the console's partial lines out, and a drain for waiting rows."""
         if getattr(self, "_console", None) is not None:
             self._console.emit_partial()
+        if getattr(self, "_outbox", None) is not None:
+            self._outbox.resend()
+
+    def _outbox_dropped(self, n):
+        self._skipped["writer queue full"] += n
+        log.warning("tfblackbox: run %s: the writer queue stayed full: %d logged rows and "
+                    "events were dropped (on_full='drop')", self.run_id, n)
 
     def _skip(self, reason, message):
         """Counts a value that was not recorded; the first of each reason is a warning."""

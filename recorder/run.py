@@ -67,7 +67,7 @@ class Run(RunLogging):
 
     def flush(self, timeout=None):
         """Blocks until everything recorded so far is in registered segments."""
-        self._flush_console()
+        self._flush_logging()
         self.writer.flush(timeout)
 
     def note_start_step(self, step):
