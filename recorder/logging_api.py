@@ -111,14 +111,15 @@ class RunLogging:
         """Adds data to a row: plain floats to `floats`, the rest encoded to `row` (a later
         value of a key replaces an earlier one, whichever dict it is in)."""
         for key, value in data.items():
-            if type(value) is float and type(key) is str:
+            if type(value) is float and type(key) is str and key.isascii():
                 floats[key] = value
                 if row and key in row:
                     del row[key]
                 continue
-            if not isinstance(key, str):
+            if not _valid_key(key):
                 self._skip(f"key {key!r}", f"log(): the key {key!r} ({type(key).__name__}) is "
-                                           f"not a string; its value is not recorded")
+                                           f"not a string (of valid text); its value is not "
+                                           f"recorded")
                 continue
             try:
                 encoded = encode(value)
@@ -236,9 +237,20 @@ class RunLogging:
                         f" ({n} times so far)" if n > 1 else "")
 
 
+def _valid_key(key):
+    """A str that can be stored (Arrow strings are UTF-8: no lone surrogates)."""
+    if not isinstance(key, str):
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _define_metric_args(name, step_metric, step_sync, hidden, summary, overwrite):
     """The arguments as wandb 0.31's define_metric accepts them; ValueError otherwise."""
-    if not isinstance(name, str) or not name:
+    if not _valid_key(name) or not name:
         raise ValueError(f"name {name!r}: expected a non-empty string")
     if "*" in (name[:-1] if name.endswith("*") else name):
         raise ValueError(f"name {name!r}: a '*' is allowed only at the end (a glob suffix)")
@@ -293,9 +305,9 @@ class Summary(collections.abc.MutableMapping):
     def update(self, other=(), **kw):
         items = dict(other, **kw)
         for key, value in items.items():
-            if not isinstance(key, str):
+            if not _valid_key(key):
                 self._run._skip(f"summary key {key!r}", f"summary: the key {key!r} is not a "
-                                                         f"string; not recorded")
+                                                         f"string (of valid text); not recorded")
                 continue
             try:
                 text = json_value(value)
@@ -328,7 +340,8 @@ class Config(dict):
             except Unloggable:
                 text = json.dumps(str(value))   # wandb's config keeps str(value) as well
             super().__setitem__(key, json.loads(text))
-            self._run._event("config", str(key), text)
+            self._run._event("config", ascii(key)[1:-1] if not _valid_key(str(key)) else
+                             str(key), text)
 
     def setdefaults(self, d):
         self.update({k: v for k, v in d.items() if k not in self})

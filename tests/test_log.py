@@ -176,7 +176,7 @@ def test_bad_input_is_named_and_the_rest_is_kept(store_dir, caplog):
     run = recorder.init(store=store_dir, console="off")
     with caplog.at_level(logging.WARNING, logger="tfblackbox"):
         run.log({"loss": 1.0, "obj": object(), "ragged": [np.ones(40), np.ones(3)],
-                 3: 4.0, "acc": 0.5})
+                 3: 4.0, "acc": 0.5, "bad\udc80": 1.0})
         run.log({"loss": 0.5}, step=7)
         run.log({"loss": 0.25})
         run.log({"late": 9.0}, step=2)                  # backwards: named, still recorded
@@ -189,6 +189,7 @@ def test_bad_input_is_named_and_the_rest_is_kept(store_dir, caplog):
     assert "'obj' is not recorded: it is a value of type object" in text
     assert "'ragged' is not recorded" in text and "array of 40 values" in text
     assert "the key 3 (int) is not a string" in text
+    assert "the key 'bad\\udc80' (str) is not a string (of valid text)" in text
     assert "log(step=2): the step went backwards (the current step is 8" in text
     assert "data must be a dict" in text and "got a list" in text
     assert "log(step=-3)" in text and "summary['bad'] is not recorded" in text
@@ -198,7 +199,7 @@ def test_bad_input_is_named_and_the_rest_is_kept(store_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="tfblackbox"):
         run.log({"after": 1.0})
     assert "log() after the run finished: not recorded" in caplog.text
-    assert "7 logged item(s) were not recorded" in caplog.text
+    assert "8 logged item(s) were not recorded" in caplog.text
     scalars = Store.open(store_dir).scalars(run.run_id)
     got = list(zip(*(scalars[c].to_pylist() for c in ("step", "tag", "value"))))
     # log(step=7) leaves step 7 open: the next log() adds to it (loss 0.25 wins), as in wandb
