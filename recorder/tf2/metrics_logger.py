@@ -52,6 +52,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self.global_step = initial_global_step
         self._step_lock = threading.Lock()
         self._lr_warned = False
+        self._lr_key, self._lr_var = None, None
         self._models = set()
         # only batch logging needs the batch ends in order, on the training thread
         self.async_safe = not self.logging_batch_wise
@@ -66,13 +67,19 @@ class MetricsLogger(keras.callbacks.Callback):
         """The optimizer's current learning rate (a schedule's too), as WandbMetricsLogger
         reads it; None if it cannot be read (warned once)."""
         try:
-            lr = self.model.optimizer.learning_rate
-            value = getattr(lr, "value", None)
-            if isinstance(value, tf.Variable) and lr.shape == ():
-                # a Keras variable: one bare read op (its .numpy() runs two and tracks them
-                # for gradients: 3-4x the cost in a fit, measured)
-                return float(tf.raw_ops.ReadVariableOp(resource=value.handle,
-                                                       dtype=value.dtype).numpy().item())
+            opt = self.model.optimizer
+            current = getattr(opt, "_learning_rate", None)   # what Keras 3's property reads
+            key = (id(opt), id(current))
+            if key != self._lr_key or current is None:
+                # a new optimizer, or a schedule set in place of a rate: look again
+                self._lr_key, self._lr_var = key, _variable_of(opt.learning_rate)
+            if self._lr_var is not None:
+                # a Keras variable: one bare read op of its TF variable (its .numpy() and the
+                # optimizer's property cost 4x more in a fit, measured)
+                handle, dtype = self._lr_var
+                return float(tf.raw_ops.ReadVariableOp(resource=handle,
+                                                       dtype=dtype).numpy().item())
+            lr = opt.learning_rate
             if isinstance(lr, (tf.Variable, tf.Tensor)) or (
                     hasattr(lr, "shape") and lr.shape == ()):
                 return float(lr.numpy().item())
@@ -128,6 +135,14 @@ class MetricsLogger(keras.callbacks.Callback):
                 self._run._skip(f"histogram {name}", f"MetricsLogger: {name!r} is not "
                                                      f"recorded: it is {e}")
         return out
+
+
+def _variable_of(lr):
+    """(handle, dtype) of the TF variable under a scalar Keras variable, else None."""
+    value = getattr(lr, "value", None)
+    if isinstance(value, tf.Variable) and getattr(lr, "shape", None) == ():
+        return value.handle, value.dtype
+    return None
 
 
 def model_info(model):
