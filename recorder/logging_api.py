@@ -166,6 +166,8 @@ class RunLogging:
     def note_step(self, step):
         """A hook recorded rows at this (TF global) step: later log() calls continue from it,
         as wandb.log(step=global_step) from WandbHook moves wandb's step."""
+        if step < self.step:
+            return   # the common case of a hook re-doing steps: no lock taken
         with self._log_lock:
             if step > self.step:
                 self._commit(time.time())
