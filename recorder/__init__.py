@@ -3,22 +3,41 @@
     from tfblackbox import recorder
     run = recorder.init(store="./bbx", project="mnist", config={"lr": 0.1})
     hooks = [recorder.SummaryHook(steps_per_log=100), recorder.DumpHook(every_n_steps=1000)]
+    model.fit(..., callbacks=[recorder.MetricsLogger(log_freq="batch")])     # Keras 3
+    recorder.log({"eval/acc": 0.91})                                          # wandb.log
     ...
     recorder.finish()
 
-The hooks need TensorFlow; they are imported on first use so `init` stays cheap.
+`init`, `log`, `define_metric`, `flush` and `finish` need no TensorFlow (a JAX or plain Python
+loop can use them). The hooks and callbacks need it; they are imported on first use, and say
+clearly when TensorFlow is missing.
 """
 
+import importlib
 import importlib.util as _ilu
 
-if _ilu.find_spec("tensorflow") is None:
-    raise ImportError(
-        "tfblackbox.recorder needs TensorFlow, which is not installed in this environment: "
-        "pip install 'tfblackbox[tf]' (or your own tensorflow / tensorflow-cpu build)")
+from .run import Run, active_run, finish, get_or_start_run, init
+from .values import Histogram
 
-from .run import Run, active_run, finish, init  # noqa: E402
+# name -> (module, what it needs)
+_LAZY = {"SummaryHook": (".tf1.summary_hook", "tensorflow"),
+         "DumpHook": (".tf1.dump_hook", "tensorflow"),
+         "MetricsLogger": (".tf2.metrics_logger", "keras")}
 
-_LAZY = {"SummaryHook": ".tf1.summary_hook", "DumpHook": ".tf1.dump_hook"}
+TF_MISSING = ("tfblackbox.recorder.{name} needs TensorFlow, which is not installed in this "
+              "environment: pip install 'tfblackbox[tf]' (or your own tensorflow / "
+              "tensorflow-cpu build); recorder.init/log/finish work without it")
+
+
+def require_tensorflow(name, modules=("tensorflow",)):
+    """Raises ImportError with the install hint if TensorFlow (or Keras) cannot be found."""
+    for module in modules:
+        try:
+            found = _ilu.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ImportError(TF_MISSING.format(name=name))
 
 
 def flush(timeout=None):
@@ -33,18 +52,34 @@ def watch_tensorboard(logdir, run=None):
     the active run, or a new one), as `init(sync_tensorboard=True)` does for the logdirs that
     tf.summary writers open."""
     from .tf2.tfevents_tail import tail_for
-    from .run import get_or_start_run
     tail_for(run if run is not None else get_or_start_run()).watch(logdir)
+
+
+def log(data, step=None, commit=None):
+    """wandb.log for the active run (a run with defaults is started if there is none)."""
+    get_or_start_run().log(data, step=step, commit=commit)
+
+
+def define_metric(name, step_metric=None, step_sync=None, hidden=None, summary=None,
+                  overwrite=None):
+    """wandb.define_metric for the active run."""
+    return get_or_start_run().define_metric(name, step_metric=step_metric, step_sync=step_sync,
+                                            hidden=hidden, summary=summary, overwrite=overwrite)
 
 
 def __getattr__(name):
     if name in _LAZY:
-        module = importlib.import_module(_LAZY[name], __name__)
-        return getattr(module, name)
+        module, needs = _LAZY[name]
+        require_tensorflow(name, ("tensorflow",) if needs == "tensorflow" else
+                           ("tensorflow", "keras"))
+        return getattr(importlib.import_module(module, __name__), name)
+    if name in ("summary", "config"):   # wandb.summary / wandb.config of the active run
+        run = active_run()
+        if run is None:
+            raise AttributeError(f"recorder.{name}: no active run (call recorder.init first)")
+        return getattr(run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-import importlib  # noqa: E402
-
-__all__ = ["init", "finish", "flush", "active_run", "Run", "SummaryHook", "DumpHook",
-           "watch_tensorboard"]
+__all__ = ["init", "finish", "flush", "log", "define_metric", "active_run", "Run", "Histogram",
+           "SummaryHook", "DumpHook", "MetricsLogger", "watch_tensorboard"]

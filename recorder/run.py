@@ -16,20 +16,23 @@ from tfblackbox.schema.errors import RunExistsError
 from tfblackbox.schema.records import new_run_id, valid_run_id
 
 from . import environment
+from .logging_api import RunLogging
 from .writer import Writer
 
 log = logging.getLogger("tfblackbox")
 
 DEFAULT_STORE = "./tfblackbox-store"
 RESUME_MODES = ("allow", "must", "never", None)
+CONSOLE_MODES = ("auto", "wrap", "off")
 
 _active = None
 _lock = threading.Lock()
 
 
-class Run:
+class Run(RunLogging):
     def __init__(self, store, record, writer_id, attempt, writer_options):
         self.compact_on_finish = writer_options.pop("compact_on_finish", True)
+        console = writer_options.pop("console", "off")
         self.store = store
         self.record = record
         self.run_id = record.run_id
@@ -37,14 +40,11 @@ class Run:
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
         self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
+        self._start_logging(console)   # log(), summary, config, console (logging_api.py)
 
     @property
     def name(self):
         return self.record.name
-
-    @property
-    def config(self):
-        return dict(self.record.config)
 
     def submit(self, job, nbytes=0):
         """Queues a decode job for the writer. Never raises: the recorder must not take the
@@ -64,6 +64,7 @@ class Run:
 
     def flush(self, timeout=None):
         """Blocks until everything recorded so far is in registered segments."""
+        self._flush_logging()
         self.writer.flush(timeout)
 
     def add_finish_callback(self, fn):
@@ -84,6 +85,7 @@ class Run:
         if self.finished:
             return
         self.finished = True
+        self._finish_logging()
         errors = []
         for fn in self._finish_callbacks:
             try:
@@ -156,17 +158,21 @@ class Run:
 
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, **writer_options):
+         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, console="auto",
+         **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
 
     sync_tensorboard=True records everything tf.summary writes (wandb's name): every logdir
     a summary writer opens is tailed (recorder/tf2/), without importing TensorFlow here.
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
-    "must" requires it to exist (True means "allow"). Writer options: flush_rows, flush_secs,
+    "must" requires it to exist (True means "allow"). console: "auto" (or "wrap") records
+    stdout/stderr, "off" does not. Writer options: flush_rows, flush_secs,
     max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
+    if console not in CONSOLE_MODES:
+        raise BlackboxError(f"console={console!r}; expected one of {', '.join(CONSOLE_MODES)}")
     if resume is True:
         resume = "allow"
     if resume is False:
@@ -206,7 +212,8 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
             record = the_store.reopen_run(run_id, config=config, tags=tags, **fields)
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
         the_store.keep_reserve()
-        _active = Run(the_store, record, writer_id, attempt, writer_options)
+        _active = Run(the_store, record, writer_id, attempt,
+                      dict(writer_options, console=console))
         _install_exit_handlers()
         if sync_tensorboard:
             from .tf2 import tensorboard_patch

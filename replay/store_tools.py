@@ -53,11 +53,12 @@ def describe_run(store, run_id):
         segs = store.segments(run_id, name)
         if not segs:
             continue
-        cols = ["step", "tag"] + (["kind"] if name == "media" else [])
+        kinds = name in ("media", "run_events")   # run_events: summary, model, define_metric..
+        cols = ["step", "tag"] + (["kind"] if kinds else [])
         t = store.read(run_id, name, columns=cols)
         tags = {}
         if t.num_rows:
-            keys = ["tag", "kind"] if name == "media" else ["tag"]
+            keys = ["tag", "kind"] if kinds else ["tag"]
             g = t.group_by(keys).aggregate([("step", "min"), ("step", "max"), ("step", "count")])
             for row in g.to_pylist():
                 tags[row["tag"]] = {"rows": row["step_count"], "first_step": row["step_min"],

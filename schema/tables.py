@@ -49,6 +49,7 @@ TENSORS = pa.schema(_KEY + [
 
 # Tables of other kinds have their schema constants in their own modules
 from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS  # noqa: E402
+from .logged import CONSOLE, LOG_VALUES, RUN_EVENTS, WANDB_OBJECTS  # noqa: E402
 from .tfevents_tables import TFEVENTS_RECORDS  # noqa: E402
 
 TABLES = {
@@ -60,6 +61,10 @@ TABLES = {
     "debug_tensors": DEBUG_TENSORS,
     "debug_graphs": DEBUG_GRAPHS,
     "tfevents_records": TFEVENTS_RECORDS,
+    "log_values": LOG_VALUES,
+    "wandb_objects": WANDB_OBJECTS,
+    "run_events": RUN_EVENTS,
+    "console": CONSOLE,
 }
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)

@@ -1,9 +1,10 @@
-"""The demo: an air-gapped training run recorded into ./tfblackbox-store, then replayed.
+"""The demo: air-gapped training runs recorded into ./tfblackbox-store, then replayed.
 
 A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
-tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks; then a TF2 tf.function
-loop writing tf.summary under `recorder.init(sync_tensorboard=True)` (in a child process:
-the first part runs with eager execution off).
+tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks (TF1); then with Keras 3
+`model.fit` and recorder.MetricsLogger plus recorder.log, and a TF2 tf.function loop writing
+tf.summary under `recorder.init(sync_tensorboard=True)` (both in child processes: the TF1
+part turns eager execution off for its whole process).
 """
 
 import argparse
@@ -77,6 +78,36 @@ def tf2_summary_loop(store, logdir, steps=40):
     print(run.run_id)
 
 
+def keras_part(args):
+    """The TF2 run: Keras fit with MetricsLogger (as WandbMetricsLogger), recorder.log and
+    run.summary (as wandb.log and wandb.summary), its prints recorded as the console."""
+    import keras
+    import numpy as np
+    from tfblackbox import recorder
+
+    run = recorder.init(store=args.store, project="tfblackbox-demo", name="keras-synthetic",
+                        config={"lr": 0.01, "epochs": 3, "layers": [32, 16, 2]},
+                        tags=["air-gapped", "demo", "keras"])
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(1).uniform(size=(512, 20)).astype("float32")
+    y = (x[:, :5].sum(axis=1) > 2.5).astype("int64")
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)],
+                             name="dense_synthetic")
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[:448], y[:448], validation_data=(x[448:], y[448:]), batch_size=32, epochs=3,
+              verbose=2, callbacks=[recorder.MetricsLogger(log_freq="batch", histogram_freq=1)])
+    loss, accuracy = model.evaluate(x[448:], y[448:], verbose=0)
+    recorder.log({"eval/loss": loss, "eval/accuracy": accuracy})
+    run.summary["eval_accuracy"] = accuracy
+    print(f"evaluation: loss {loss:.4f}, accuracy {accuracy:.3f}")
+    recorder.finish()
+    print(f"recorded run {run.run_id} (Keras fit) into {args.store}")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--store", default="./tfblackbox-store")
@@ -88,10 +119,13 @@ def main(argv=None):
     p.add_argument("--logdir", default="./tfblackbox-demo-logs",
                    help="where the TF2 part's tf.summary writer writes (tailed by the recorder)")
     p.add_argument("--tf2-part", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--keras-part", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.tf2_part:
         tf2_summary_loop(args.store, args.logdir)
         return 0
+    if args.keras_part:
+        return keras_part(args)
 
     import tensorflow as tf
     from tfblackbox import recorder
@@ -110,12 +144,23 @@ def main(argv=None):
     recorder.finish()
     print(f"\nrecorded run {run.run_id} into {args.store} (DumpHook captured tensors "
           f"{'in memory' if hooks[1].capture == 'memory' else 'through files'})\n")
+
+    print("== a Keras fit with recorder.MetricsLogger (TF2)")
+    keras_run = subprocess.run([sys.executable, __file__, "--keras-part", "--store", args.store],
+                               capture_output=True, text=True)
+    print(keras_run.stdout, end="")
+    if keras_run.returncode != 0:
+        print(keras_run.stderr[-3000:], file=sys.stderr)
+        return keras_run.returncode
+    keras_id = keras_run.stdout.rsplit("recorded run ", 1)[1].split()[0]
+    print()
     tfblackbox(["runs", "--store", args.store])
     tfblackbox(["show", run.run_id, "--store", args.store])
 
-    print(f"\n== replay --to wandb (offline) into {args.wandb_dir}")
+    print(f"\n== replay --to wandb (offline) of both runs into {args.wandb_dir}")
     code = tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
-                       "--run", run.run_id, "--wandb-dir", args.wandb_dir, "--no-progress"])
+                       "--run", run.run_id, "--run", keras_id, "--wandb-dir", args.wandb_dir,
+                       "--no-progress"])
     if code != 0:
         return code
 

@@ -81,6 +81,7 @@ class SummaryHook(tf.compat.v1.train.SessionRunHook):
         if not self._wants(step):
             return   # the step was not the predicted one: not a logging step after all
         self._last_logged = step
+        self._run.note_step(step)   # later log() calls go on from here, as after WandbHook's
         for serialized in summary if isinstance(summary, (list, tuple)) else [summary]:
             self._run.submit(functools.partial(decode_summary, serialized, step, wall),
                              len(serialized))

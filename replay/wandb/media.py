@@ -72,6 +72,13 @@ def histogram(limits, counts, lefts, lo, hi):
     return wandb.Histogram(np_histogram=(c.tolist(), e.tolist()))
 
 
+def logged_histogram(lefts, limits, counts):
+    """An array logged with recorder.log, binned as wandb.log bins it: its edges and integer
+    counts as they were, so the W&B row is the one wandb.log would have written."""
+    import wandb
+    return wandb.Histogram(np_histogram=([int(c) for c in counts], list(lefts) + [limits[-1]]))
+
+
 # -- images, video, audio -----------------------------------------------------------------------
 
 def image_size(data):
@@ -116,6 +123,16 @@ def _stored_image_class():
 _IMAGE_CLS = None
 
 
+def stored_image_class():
+    """The one StoredImage class (wandb batches a list of images only if they share a type)."""
+    global _IMAGE_CLS
+    if _IMAGE_CLS is None:
+        _IMAGE_CLS = _stored_image_class()
+        # a table names its media cells by class: "Image", as for the original
+        _IMAGE_CLS.__name__ = _IMAGE_CLS.__qualname__ = "Image"
+    return _IMAGE_CLS
+
+
 class MediaFactory:
     """Builds W&B objects from media rows; scratch files go to `scratch_dir`."""
 
@@ -130,7 +147,6 @@ class MediaFactory:
         return path
 
     def image(self, data, content_type, width, height):
-        global _IMAGE_CLS
         import wandb
         ext = _EXT.get(content_type) or "png"
         path = self._file(data, ext)
@@ -140,9 +156,7 @@ class MediaFactory:
             return video
         if not width or not height:
             width, height = image_size(data)
-        if _IMAGE_CLS is None:
-            _IMAGE_CLS = _stored_image_class()
-        return _IMAGE_CLS(path, ext, width, height)
+        return stored_image_class()(path, ext, width, height)
 
     def audio(self, data, content_type, sample_rate):
         import wandb

@@ -23,6 +23,7 @@ from tfblackbox.schema.errors import ReplayError
 from tfblackbox.schema.records import run_state
 
 from ..exits import EXIT_FAILED, EXIT_OK, print_json
+from .extras import Extras
 from .rows import iter_rows, settled_step
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
@@ -160,14 +161,16 @@ def push_run(store, record, args, odir, result):
     hi = None if limit is None else limit + 1
     batches = iter_rows(store, record.run_id, lo, hi)
     first = next(batches, None)
+    extras = Extras.load(store, record.run_id, state, limit)   # summary, console, ...
     result.update(state=status, cursor_after=step)
     new_status = status != "running" and state.get("status") != status
-    if first is None and not (new_status and state.get("chunks")):
+    if first is None and not extras.pending and not (new_status and state.get("chunks")):
         result["complete"] = status != "running"
         return
     batches = itertools.chain([first], batches) if first is not None else iter(())
     try:
-        chunk = push_chunk(store, record, args, odir, dest, step, state, batches, status)
+        chunk = push_chunk(store, record, args, odir, dest, step, state, batches, status,
+                           extras)
     except ReplayError as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
@@ -204,14 +207,17 @@ def _committed(step, state, chunk):
     state = dict(state)
     state["status"] = chunk["status"]
     state["chunks"] = state.get("chunks", []) + [chunk.get("dir") or chunk["chunk"]]
+    if "extras" in chunk:
+        state["extras"] = chunk["extras"]   # events and console lines applied so far
     return chunk["hi"], state
 
 
-def push_chunk(store, record, args, odir, dest, step, state, batches, status):
-    """Pushes the Rows batches (windows of steps) as one W&B chunk; returns the chunk record
-    (its lo/hi/steps filled in as the batches are logged)."""
+def push_chunk(store, record, args, odir, dest, step, state, batches, status, extras=None):
+    """Pushes the Rows batches (windows of steps) and the extras (extras.py) as one W&B
+    chunk; returns the chunk record (its lo/hi/steps filled in as the batches are logged)."""
     import wandb
     from .media import MediaFactory
+    extras = extras or Extras([], [], [], {}, {}, state.get("extras") or {})
     chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
              "steps": 0, "lo": None, "hi": step, "store": store.root}
     staging = odir.new_staging(record.run_id)
@@ -220,16 +226,22 @@ def push_chunk(store, record, args, odir, dest, step, state, batches, status):
         run = wandb.init(
             id=wandb_run_id(record.run_id), resume="allow", project=project_of(args, record),
             entity=args.entity, name=record.name or record.run_id, notes=record.notes,
-            group=record.group, tags=list(record.tags) or None, config=record.config,
-            mode=args.mode, dir=staging, settings=_settings(wandb))
+            group=record.group, tags=list(record.tags) or None,
+            config=extras.config(record.config), mode=args.mode, dir=staging,
+            settings=_settings(wandb, extras.has_console))
+        if extras.has_console:
+            getattr(run, "_restore", lambda: None)()   # only the recorded lines: not ours
         sync_dir = run.settings.sync_dir
         if args.mode == "offline":
             chunk["dir"] = odir.final_name(sync_dir, run.id)
             # named before it can exist: a kill after the rename is settled by _reconcile
             store.set_cursor(record.run_id, dest, step, dict(state, pending=chunk))
         _kill_point("init")
+        extras.start(run)
         _log_rows(run, batches, MediaFactory(os.path.join(staging, "scratch")), record, args,
-                  chunk)
+                  chunk, extras)
+        extras.finish(run)
+        chunk["extras"] = extras.progress
         run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
         exit_code = {"finished": 0, "running": 0, "died": 1}.get(status, record.exit_code or 1)
         run.finish(exit_code=exit_code)
@@ -263,25 +275,30 @@ def _abandon(run, store, run_id, dest, step, state):
         pass   # the next replay settles it
 
 
-def _settings(wandb):
-    # the replaying machine's metrics, code, git and console are not the training run's
+def _settings(wandb, console=False):
+    # the replaying machine's metrics, code, git and console are not the training run's; the
+    # console is "wrap" only so that wandb writes the recorded lines into output.log
     return wandb.Settings(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
                           x_save_requirements=False, save_code=False, disable_git=True,
-                          console="off", silent=True)
+                          console="wrap" if console else "off", silent=True)
 
 
-def _log_rows(run, batches, factory, record, args, chunk):
+def _log_rows(run, batches, factory, record, args, chunk, extras):
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
         bar = tqdm(desc=record.run_id, unit="step", file=sys.stderr, leave=False, disable=None,
                    mininterval=0.5)
-    log = run.log
+    log, before, convert = run.log, extras.before, extras.convert
+    named = hasattr(run, "_local_step")   # wandb names media files after this counter
     try:
         for rows in batches:
             row, steps, n = rows.row, rows.steps, len(rows)
             for i in range(n):
-                log(row(i, factory), step=steps[i])
+                before(run, steps[i])
+                if named:
+                    run._local_step = steps[i]
+                log(convert(row(i, factory), steps[i]), step=steps[i])
                 if i == n // 2:
                     _kill_point("log")
             if chunk["lo"] is None:
@@ -309,9 +326,10 @@ def dry_run(store, record, args):
         first = rows.steps[0] if first is None else first
         last = rows.steps[-1]
         counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
+    extras = Extras.load(store, record.run_id, state, limit).counts()
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
             "project": project_of(args, record), "entity": args.entity, "destination": dest,
-            "state": status, "cursor": step, "pending_chunk": pending,
+            "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
             "would_push_steps": n, "first_step": first, "last_step": last,
             "held_back_after_step": limit,
             "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
@@ -326,14 +344,14 @@ def _add_counts(total, counts):
             for kind, m in v.items():
                 total[k][kind] = total[k].get(kind, 0) + m
         else:
-            total[k] += v
+            total[k] = total.get(k, 0) + v
     return total
 
 
 def _add_tags(total, tags):
     total = total or {"scalars": [], "histograms": [], "media": []}
     for k, v in (tags or {}).items():
-        total[k] = sorted(set(total[k]) | set(v))
+        total[k] = sorted(set(total.get(k, [])) | set(v))
     return total
 
 
@@ -351,6 +369,8 @@ def _print(args, summary):
             print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
                   f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
                   f"tensors not pushed {r['rows']['tensors_not_pushed']}")
+            if r["extras"]:
+                print("  also: " + ", ".join(f"{k} {v}" for k, v in sorted(r["extras"].items())))
             for table, tags in r["tags"].items():
                 if tags:
                     print(f"  {table} tags: {', '.join(tags)}")

@@ -4,7 +4,8 @@
 and groups them by step: scalars become plain floats at once; histograms and media stay as row
 indices and are turned into W&B objects only when their step is logged (`Rows.row`), so a
 replay holds no W&B object longer than one step. Other tensors (raw TensorProto bytes) need
-TensorFlow to decode and are counted, not pushed.
+TensorFlow to decode and are counted, not pushed. Values of `recorder.log` join the rows too:
+JSON values (log_values) as they were logged, wandb objects (wandb_objects) rebuilt on demand.
 
 `iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
 catalog's segment statistics), so a replay's memory does not grow with the run.
@@ -13,17 +14,19 @@ catalog's segment statistics), so a replay's memory does not grow with the run.
 
 import collections
 import dataclasses
+import json
 import time
 
 from tfblackbox.schema.records import run_state
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
-PUSHED_TABLES = ("scalars", "histograms", "media", "tensors")
+PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
 SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
                "height", "sample_rate"]
 _HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
-              "min", "max"]
+              "min", "max", "source"]
+_OBJ_COLS = ["step", "wall_time", "tag", "index", "wandb_type", "meta_json", "files"]
 
 
 def settled_step(store, record, now=None):
@@ -49,6 +52,7 @@ class Rows:
     lazy: list             # per step: [(key, table, index list)] or None
     hist: dict
     media: dict
+    objects: dict          # wandb_objects columns
     counts: dict           # rows per table, media per kind, tensors skipped
     tags: dict             # table -> sorted tags
 
@@ -64,10 +68,18 @@ class Rows:
         return out
 
     def _build(self, table, idx, factory):
+        if table == "wandb_objects":
+            from .objects import rebuild
+            o = self.objects
+            items = [rebuild(o["meta_json"][j], o["files"][j], factory) for j in idx]
+            return items[0] if len(items) == 1 and o["index"][idx[0]] is None else items
         if table == "histograms":
-            from .media import histogram
+            from .media import histogram, logged_histogram
             h = self.hist
             j = idx[0]
+            if h["source"][j] == "log":   # an array given to recorder.log: wandb's own bins
+                return logged_histogram(h["bucket_lefts"][j], h["bucket_limits"][j],
+                                        h["bucket_counts"][j])
             return histogram(h["bucket_limits"][j], h["bucket_counts"][j], h["bucket_lefts"][j],
                              h["min"][j], h["max"][j])
         m = self.media
@@ -88,6 +100,10 @@ def load_rows(store, run_id, lo=None, hi=None):
     hi_t = _columns(store.histograms(run_id, steps=rng, columns=_HIST_COLS), _HIST_COLS)
     me = _columns(store.media(run_id, steps=rng, columns=_MEDIA_COLS), _MEDIA_COLS)
     n_tensors = store.tensors(run_id, steps=rng, columns=["step"]).num_rows
+    lv = _columns(store.read(run_id, "log_values", steps=rng,
+                             columns=["step", "wall_time", "tag", "value_json"]),
+                  ["step", "wall_time", "tag", "value_json"])
+    ob = _columns(store.read(run_id, "wandb_objects", steps=rng, columns=_OBJ_COLS), _OBJ_COLS)
 
     index = {}            # step -> position in the lists below
     steps, walls, scalars, lazy = [], [], [], []
@@ -117,8 +133,16 @@ def load_rows(store, run_id, lo=None, hi=None):
             lazy[i] = []
         lazy[i].append((key, table, idx))
 
+    for step, wall, tag, text in zip(lv["step"], lv["wall_time"], lv["tag"], lv["value_json"]):
+        scalars[slot(step, wall)][tag] = json.loads(text)
     for j, (step, wall, tag) in enumerate(zip(hi_t["step"], hi_t["wall_time"], hi_t["tag"])):
         add_lazy(slot(step, wall), tag, "histograms", [j], "histogram")
+    objects = {}          # (step, tag) -> wandb_objects row indices (a logged list: several)
+    for j, (step, wall, tag) in enumerate(zip(ob["step"], ob["wall_time"], ob["tag"])):
+        slot(step, wall)
+        objects.setdefault((step, tag), []).append(j)
+    for (step, tag), idx in objects.items():
+        add_lazy(index[step], tag, "wandb_objects", idx, "object")
     groups = {}           # (step, tag, kind) -> media row indices, in recorded order
     for j, (step, wall, tag, kind) in enumerate(zip(me["step"], me["wall_time"], me["tag"],
                                                     me["kind"])):
@@ -140,10 +164,12 @@ def load_rows(store, run_id, lo=None, hi=None):
         scalars, lazy = [scalars[i] for i in order], [lazy[i] for i in order]
     counts = {"scalars": len(sc["step"]), "histograms": len(hi_t["step"]),
               "media": len(me["step"]), "tensors_not_pushed": n_tensors,
-              "media_by_kind": dict(collections.Counter(me["kind"]))}
+              "media_by_kind": dict(collections.Counter(me["kind"])),
+              "log_values": len(lv["step"]), "wandb_objects": len(ob["step"])}
     tags = {"scalars": sorted(set(sc["tag"])), "histograms": sorted(set(hi_t["tag"])),
-            "media": sorted(set(me["tag"]))}
-    return Rows(steps, walls, scalars, lazy, hi_t, me, counts, tags)
+            "media": sorted(set(me["tag"])),
+            "log_values": sorted(set(lv["tag"])), "wandb_objects": sorted(set(ob["tag"]))}
+    return Rows(steps, walls, scalars, lazy, hi_t, me, ob, counts, tags)
 
 
 def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
