@@ -9,6 +9,7 @@ seconds of training, not guessed.
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
-NOBODY = 65534   # uid and gid of `nobody`: root ignores permission bits, nobody does not
+# Root ignores permission bits; a child run through this prefix is root without the
+# capabilities that let it (DAC override, DAC read search, fowner), so a file of mode 0444 is
+# read-only to it. (Running it as `nobody` does not work here: this environment's Python lives
+# under /root, mode 0700.)
+UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner",
+                "--inh-caps", "-dac_override,-dac_read_search,-fowner", "--"]
 
 
 @dataclasses.dataclass
@@ -96,29 +102,26 @@ def cli_command():
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "tfblackbox.replay.cli"]
 
 
-def cli(*args, env=None, user=None, timeout=300):
+def cli(*args, env=None, unprivileged=False, timeout=300):
     """Runs `tfblackbox ARGS`; returns the CompletedProcess."""
-    return subprocess.run(cli_command() + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, env=env or child_env(), **as_user(user))
-
-
-def as_user(uid):
-    """Popen keyword arguments that run a child as `uid` (no preexec_fn: this process may
-    have threads)."""
-    if uid is None:
-        return {}
-    return {"user": uid, "group": uid, "extra_groups": []}
+    argv = (UNPRIVILEGED if unprivileged else []) + cli_command() + [str(a) for a in args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env=env or child_env())
 
 
 def has_traceback(text):
     return "Traceback (most recent call last)" in (text or "")
 
 
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
 def error_line(text):
-    """The last line of a traceback (the exception and its message), else the text's tail."""
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    if lines and has_traceback(text):
-        return lines[-1]
+    """The exception line of a traceback (its type and message), else the text's tail."""
+    if has_traceback(text):
+        for line in reversed((text or "").splitlines()):
+            if _EXC_LINE.match(line.strip()):
+                return tail(line, 400)
     return tail(text)
 
 
@@ -127,19 +130,10 @@ def tail(text, n=300):
     return text if len(text) <= n else "..." + text[-n:]
 
 
-def make_dir(path, owner=None, mode=0o755):
+def make_dir(path, mode=0o755):
     os.makedirs(path, exist_ok=True)
     os.chmod(path, mode)
-    if owner is not None:
-        os.chown(path, owner, owner)
     return path
-
-
-def chown_tree(path, uid):
-    for folder, dirs, files in os.walk(path):
-        os.chown(folder, uid, uid)
-        for name in files:
-            os.lchown(os.path.join(folder, name), uid, uid)
 
 
 class Workspace:
@@ -181,21 +175,22 @@ class Event:
 class Child:
     """A child process whose stdout lines are events, read on a thread as they come."""
 
-    def __init__(self, argv, workdir, env=None, user=None, name="child"):
+    def __init__(self, argv, workdir, env=None, unprivileged=False, name="child"):
         self.stderr_path = os.path.join(workdir, f"{name}.stderr")
         self._stderr = open(self.stderr_path, "w")
         self.events, self._cond = [], threading.Condition()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen((UNPRIVILEGED if unprivileged else []) + argv,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, text=True, env=env or child_env(),
-                                     start_new_session=True, cwd=workdir, **as_user(user))
+                                     start_new_session=True, cwd=workdir)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     @classmethod
-    def worker(cls, workdir, *args, env=None, user=None, name="worker"):
-        return cls([sys.executable, WORKER, *map(str, args)], workdir, env=env, user=user,
-                   name=name)
+    def worker(cls, workdir, *args, env=None, unprivileged=False, name="worker"):
+        return cls([sys.executable, WORKER, *map(str, args)], workdir, env=env,
+                   unprivileged=unprivileged, name=name)
 
     def _read(self):
         for line in self.proc.stdout:
