@@ -17,6 +17,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# run as a script, this folder would be sys.path[0] and its modules would shadow others
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
 
 def emit(name, *args):
@@ -132,6 +135,7 @@ BAD_SUMMARIES = {
 def summary(args):
     import tensorflow as tf
     from tfblackbox import recorder
+    from tfblackbox.schema import WriterError
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="LOG %(levelname)s %(message)s")
     tf.compat.v1.disable_eager_execution()
@@ -148,7 +152,12 @@ def summary(args):
             sess.run(train_op)
             emit("step", i)
     emit("finish-start")
-    recorder.finish()
+    try:
+        recorder.finish()
+        emit("finish-done")
+    except WriterError as e:   # documented: rows that could not be written are reported so
+        emit("finish-error", type(e).__name__)
+        print(f"finish: {e}", file=sys.stderr, flush=True)
     emit("exit")
 
 
