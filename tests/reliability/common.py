@@ -366,5 +366,5 @@ def spans(steps):
             j += 1
         out.append(str(steps[i]) if i == j else f"{steps[i]}-{steps[j]}")
         i = j + 1
-    text = ",".join(out)
+    text = ",".join(out) or "none"
     return text if len(text) < 80 else text[:77] + "..."
