@@ -69,7 +69,7 @@ def main(argv=None):
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
-    ws = Workspace()
+    ws = Workspace(keep=args.keep)
     started, t0 = datetime.datetime.now().isoformat(timespec="seconds"), time.monotonic()
     print(f"reliability suite: seed {seed}, {'quick' if args.quick else 'full'}, work dir "
           f"{ws.root}", file=sys.stderr)

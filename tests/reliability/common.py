@@ -116,13 +116,19 @@ def has_traceback(text):
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 
 
+# TensorFlow's C++ log lines (absl format) and their preamble: noise in a child's stderr
+_TF_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the "
+                       r"following instructions)")
+
+
 def error_line(text):
-    """The exception line of a traceback (its type and message), else the text's tail."""
+    """The exception line of a traceback (its type and message), else the text's tail
+    without TensorFlow's log lines."""
     if has_traceback(text):
         for line in reversed((text or "").splitlines()):
             if _EXC_LINE.match(line.strip()):
                 return tail(line, 400)
-    return tail(text)
+    return tail("\n".join(ln for ln in (text or "").splitlines() if not _TF_NOISE.match(ln)))
 
 
 def tail(text, n=300):
@@ -139,8 +145,9 @@ def make_dir(path, mode=0o755):
 class Workspace:
     """A case's directories under one root that any user can traverse."""
 
-    def __init__(self, root=None):
+    def __init__(self, root=None, keep=False):
         self.root = root or tempfile.mkdtemp(prefix="tfbbx-reliability-")
+        self.keep = keep
         os.chmod(self.root, 0o755)
         self._n = 0
         self._cache = {}
@@ -157,6 +164,11 @@ class Workspace:
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
+
+    def discard(self, path):
+        """Removes a finished case's directory (thousands of dump files) unless kept."""
+        if not self.keep:
+            shutil.rmtree(path, ignore_errors=True)
 
     def remove(self):
         shutil.rmtree(self.root, ignore_errors=True)
