@@ -46,5 +46,5 @@ def test_bad_input_dangling_out_symlink_is_a_clear_error(ws):
     assert_held(rc.bad_input_case(ws, "cli-out-dangling-symlink"))
 
 
-def test_same_run_started_twice_at_once_gets_two_attempts(ws):
-    assert_held(concurrent_writers.concurrent(ws, "same-new-run-2"))
+def test_same_new_run_started_three_times_at_once(ws):
+    assert_held(concurrent_writers.concurrent(ws, "same-new-run-3"))

@@ -6,7 +6,7 @@ import os
 import shutil
 import sqlite3
 
-from .common import Checks, cli, error_line, exit_text, has_traceback, make_dir, tail
+from .common import cli, error_line, exit_text, has_traceback, make_dir, tail
 
 GROUP = "bad-input"
 

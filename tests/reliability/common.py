@@ -128,7 +128,8 @@ def error_line(text):
         for line in reversed((text or "").splitlines()):
             if _EXC_LINE.match(line.strip()):
                 return tail(line, 400)
-    return tail("\n".join(ln for ln in (text or "").splitlines() if not _TF_NOISE.match(ln)))
+    rest = tail("\n".join(ln for ln in (text or "").splitlines() if not _TF_NOISE.match(ln)))
+    return rest or "(no error message)"
 
 
 def tail(text, n=300):

@@ -13,7 +13,7 @@ STEPS = 60
 # name: (processes, same run, store exists, the run exists)
 VARIANTS = {"fresh-store-3-runs": (3, False, False, False),
             "existing-store-2-runs": (2, False, True, False),
-            "same-new-run-2": (2, True, True, False),
+            "same-new-run-3": (3, True, True, False),
             "same-existing-run-4": (4, True, True, True)}
 
 
