@@ -46,5 +46,5 @@ def test_bad_input_dangling_out_symlink_is_a_clear_error(ws):
     assert_held(rc.bad_input_case(ws, "cli-out-dangling-symlink"))
 
 
-def test_same_new_run_started_three_times_at_once(ws):
-    assert_held(concurrent_writers.concurrent(ws, "same-new-run-3"))
+def test_writers_resuming_one_run_at_once_get_distinct_attempts(ws):
+    assert_held(concurrent_writers.concurrent(ws, "same-existing-run-4x5-plain"))

@@ -120,17 +120,22 @@ def _kill(ws, name, frac, over_existing):
 
 def _kill_and_rerun(c, store, ref, first, total, d, frac, over_existing):
     out = os.path.join(d, "out")
-    if over_existing:
-        shutil.copytree(ref, out)
-    argv = cli_command() + replay_args(store, out) + (["--force"] if over_existing else [])
-    child = Child(argv, d, name="replay")
-    t0 = time.monotonic()
-    # aim at the writing: from when the clean rebuild's first dir appeared to its end
-    end = total[over_existing]
-    time.sleep(max(0.0, 0.8 * first + frac * (end - 0.8 * first)))
-    alive = child.kill()
-    child.close()
-    c.note(f"killed at {time.monotonic() - t0:.2f} s" + ("" if alive else " (it had ended)"))
+    # aim at the writing: from when the clean rebuild's first dir appeared to its end; a
+    # rebuild that ends before its kill tests nothing: then again, sooner
+    delay = 0.8 * first + frac * (total[over_existing] - 0.8 * first)
+    for attempt in range(3):
+        shutil.rmtree(out, ignore_errors=True)
+        if over_existing:
+            shutil.copytree(ref, out)
+        argv = cli_command() + replay_args(store, out) + (["--force"] if over_existing else [])
+        child = Child(argv, d, name="replay")
+        time.sleep(delay)
+        alive = child.kill()
+        child.close()
+        c.note(f"killed at {delay:.2f} s" + ("" if alive else " (it had ended)"))
+        if alive:
+            break
+        delay /= 2
     p = cli(*replay_args(store, out), "--force")
     if not c.check(p.returncode == 0 and not has_traceback(p.stderr),
                    f"the re-run with --force: {exit_text(p.returncode)}: "

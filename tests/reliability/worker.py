@@ -2,6 +2,7 @@
 SummaryHook (and DumpHook), reporting each thing it did as one stdout line `NAME TIME ARGS`.
 
     python worker.py train STORE [--run-id ID] [--steps N] [--flush-every K] [--dump N] ...
+    python worker.py train STORE --plain ...     # no TensorFlow: rows through run.submit
     python worker.py summary STORE KIND      # one kind of bad Summary fed through SummaryHook
 
 Events: ready, init-start, init-done ATTEMPT RUN, train-start, step I, flush-start I,
@@ -51,12 +52,14 @@ def wait_line():
 
 
 def train(args):
-    import tensorflow as tf
+    """Trains (TF1 MonitoredSession with SummaryHook, or with --plain a loop that records
+    through run.submit without TensorFlow), flushing every --flush-every steps."""
+    if not args.plain:
+        import tensorflow as tf
+        tf.compat.v1.disable_eager_execution()
     from tfblackbox import recorder
-    from tfblackbox.schema import WriterError
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="LOG %(levelname)s %(message)s")
-    tf.compat.v1.disable_eager_execution()
     emit("ready")
     if args.go:
         wait_line()
@@ -64,31 +67,48 @@ def train(args):
     run = recorder.init(store=args.store, run_id=args.run_id, resume=args.resume,
                         project="reliability", flush_secs=args.flush_secs)
     emit("init-done", run.attempt, run.run_id)
-    fed, train_op = build_graph(tf, args.prefix, args.image)
-    hooks = [recorder.SummaryHook(steps_per_log=1)]
-    if args.dump:
-        hooks.append(recorder.DumpHook(every_n_steps=args.dump))
+    if args.plain:
+        tag = args.prefix + "fed"
+
+        def step(i):
+            run.submit(lambda b: b.add_scalar(i, time.time(), tag, float(i)))
+        _loop(args, recorder, step)
+    else:
+        fed, train_op = build_graph(tf, args.prefix, args.image)
+        hooks = [recorder.SummaryHook(steps_per_log=1)]
+        if args.dump:
+            hooks.append(recorder.DumpHook(every_n_steps=args.dump))
+        with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
+            _loop(args, recorder, lambda i: sess.run(train_op, feed_dict={fed: float(i)}))
+    _finish(recorder)
+
+
+def _loop(args, recorder, step):
+    from tfblackbox.schema import WriterError
     pauses = {int(p) for p in args.pause_at.split(",") if p}
-    with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
-        emit("train-start")
-        i = 0
-        while args.steps == 0 or i < args.steps:
-            sess.run(train_op, feed_dict={fed: float(i)})
-            emit("step", i)
-            if args.flush_every and (i + 1) % args.flush_every == 0:
-                emit("flush-start", i)
-                try:
-                    recorder.flush()
-                    emit("flushed", i)
-                except WriterError as e:   # the documented error: training goes on
-                    emit("flush-error", i, type(e).__name__)
-                    print(f"flush after step {i}: {e}", file=sys.stderr, flush=True)
-            if i + 1 in pauses:
-                emit("pause", i)
-                wait_line()
-            if args.step_sleep:
-                time.sleep(args.step_sleep)
-            i += 1
+    emit("train-start")
+    i = 0
+    while args.steps == 0 or i < args.steps:
+        step(i)
+        emit("step", i)
+        if args.flush_every and (i + 1) % args.flush_every == 0:
+            emit("flush-start", i)
+            try:
+                recorder.flush()
+                emit("flushed", i)
+            except WriterError as e:   # the documented error: training goes on
+                emit("flush-error", i, type(e).__name__)
+                print(f"flush after step {i}: {e}", file=sys.stderr, flush=True)
+        if i + 1 in pauses:
+            emit("pause", i)
+            wait_line()
+        if args.step_sleep:
+            time.sleep(args.step_sleep)
+        i += 1
+
+
+def _finish(recorder):
+    from tfblackbox.schema import WriterError
     emit("finish-start")
     try:
         recorder.finish()
@@ -135,7 +155,6 @@ BAD_SUMMARIES = {
 def summary(args):
     import tensorflow as tf
     from tfblackbox import recorder
-    from tfblackbox.schema import WriterError
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="LOG %(levelname)s %(message)s")
     tf.compat.v1.disable_eager_execution()
@@ -151,14 +170,7 @@ def summary(args):
         for i in range(args.steps):
             sess.run(train_op)
             emit("step", i)
-    emit("finish-start")
-    try:
-        recorder.finish()
-        emit("finish-done")
-    except WriterError as e:   # documented: rows that could not be written are reported so
-        emit("finish-error", type(e).__name__)
-        print(f"finish: {e}", file=sys.stderr, flush=True)
-    emit("exit")
+    _finish(recorder)
 
 
 def main(argv=None):
@@ -177,6 +189,7 @@ def main(argv=None):
     t.add_argument("--prefix", default="")
     t.add_argument("--pause-at", default="", help="steps after which to wait for stdin")
     t.add_argument("--go", action="store_true", help="wait for a stdin line before init")
+    t.add_argument("--plain", action="store_true", help="no TensorFlow: rows via run.submit")
     s = sub.add_parser("summary")
     s.add_argument("store")
     s.add_argument("kind", choices=sorted(BAD_SUMMARIES))
