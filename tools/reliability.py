@@ -67,9 +67,11 @@ def main(argv=None):
     p.add_argument("--json", metavar="OUT", help="also write the table and every case as JSON")
     p.add_argument("--seed", type=int, default=None, help="seed of the kill instants")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--workdir", metavar="DIR", default=None,
+                   help="where the work directory is made (default: the system's temp dir)")
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
-    ws = Workspace(keep=args.keep)
+    ws = Workspace(keep=args.keep, parent=args.workdir)
     started, t0 = datetime.datetime.now().isoformat(timespec="seconds"), time.monotonic()
     print(f"reliability suite: seed {seed}, {'quick' if args.quick else 'full'}, work dir "
           f"{ws.root}", file=sys.stderr)

@@ -146,8 +146,8 @@ def make_dir(path, mode=0o755):
 class Workspace:
     """A case's directories under one root that any user can traverse."""
 
-    def __init__(self, root=None, keep=False):
-        self.root = root or tempfile.mkdtemp(prefix="tfbbx-reliability-")
+    def __init__(self, root=None, keep=False, parent=None):
+        self.root = root or tempfile.mkdtemp(prefix="tfbbx-reliability-", dir=parent)
         self.keep = keep
         os.chmod(self.root, 0o755)
         self._n = 0

@@ -16,7 +16,6 @@ STEPS = 60
 # name: (processes, same run, store exists, the run exists, rounds, without TensorFlow)
 VARIANTS = {"fresh-store-3-runs": (3, False, False, False, 1, False),
             "existing-store-2-runs": (2, False, True, False, 1, False),
-            "same-new-run-3": (3, True, True, False, 1, False),
             "same-existing-run-4": (4, True, True, True, 1, False),
             "same-new-run-3x5-plain": (3, True, True, False, 5, True),
             "same-existing-run-4x5-plain": (4, True, True, True, 5, True)}

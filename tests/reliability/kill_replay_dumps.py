@@ -29,7 +29,7 @@ def _record(ws):
     rebuild the first dir appeared and the process ended."""
     d = ws.new("dumps-recorded")
     store = os.path.join(d, "store")
-    child = Child.worker(d, "train", store, "--run-id", RUN, "--steps", 120, "--dump", 1,
+    child = Child.worker(d, "train", store, "--run-id", RUN, "--steps", 80, "--dump", 1,
                          name="train")
     code = child.wait()
     child.close()
@@ -44,7 +44,7 @@ def _record(ws):
     if ok:
         bad = _load_all(ref, dirs)
         c.check(not bad, f"DebugDumpDir(validate=True) refuses the clean rebuild: {bad[:2]}")
-        c.check(len(dirs) >= 100, f"only {len(dirs)} session.run dirs were rebuilt")
+        c.check(len(dirs) >= 70, f"only {len(dirs)} session.run dirs were rebuilt")
     # a rebuild over a complete one (--force) takes longer: each dir is renamed aside first
     again = os.path.join(d, "out-again")
     shutil.copytree(ref, again)
@@ -88,16 +88,14 @@ def _load_all(root, names):
     return bad
 
 
-def _differ(a, b):
-    """Relative paths whose files differ (or exist on one side only) between two trees."""
-    out = []
+def _differ(a, b, rel=""):
+    """Paths (relative to a and b) of files that differ or exist on one side only."""
     cmp = filecmp.dircmp(a, b)
-    out += [os.path.join(a, n) for n in cmp.left_only] + [os.path.join(b, n) for n in
-                                                         cmp.right_only]
+    out = [os.path.join(rel, n) for n in cmp.left_only + cmp.right_only]
     _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
-    out += mismatch + errors
+    out += [os.path.join(rel, n) for n in mismatch + errors]
     for sub in cmp.common_dirs:
-        out += _differ(os.path.join(a, sub), os.path.join(b, sub))
+        out += _differ(os.path.join(a, sub), os.path.join(b, sub), os.path.join(rel, sub))
     return out
 
 
@@ -148,9 +146,15 @@ def _kill_and_rerun(c, store, ref, first, total, d, frac, over_existing):
     missing = sorted(set(want) - set(have))
     c.check(not missing, f"{len(missing)} session.run dir(s) missing: {missing[:3]}")
     common = sorted(set(want) & set(have))
-    diff = [f for n in common for f in _differ(os.path.join(ref, n), os.path.join(out, n))]
+    diff = [os.path.join(n, f) for n in common
+            for f in _differ(os.path.join(ref, n), os.path.join(out, n))]
     c.check(not diff, f"{len(diff)} file(s) differ from a clean rebuild: {diff[:2]}")
-    bad = _load_all(out, common)
+    # the clean rebuild loads (clean-replay): dirs equal to it byte for byte load alike, so
+    # DebugDumpDir opens those that differ and the first, middle and last
+    sample = {f.split(os.sep)[0] for f in diff}
+    if common:
+        sample |= {common[0], common[len(common) // 2], common[-1]}
+    bad = _load_all(out, sorted(sample))
     c.check(not bad, f"DebugDumpDir(validate=True) refuses {len(bad)} dir(s): {bad[:2]}")
 
 
