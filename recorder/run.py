@@ -171,6 +171,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
     max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
+    _check_writer_options(writer_options)   # before anything is written to the store
     if console not in CONSOLE_MODES:
         raise BlackboxError(f"console={console!r}; expected one of {', '.join(CONSOLE_MODES)}")
     if resume is True:
@@ -219,6 +220,24 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
             from .tf2 import tensorboard_patch
             tensorboard_patch.enable(_active)
         return _active
+
+
+WRITER_OPTIONS = ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes", "on_full",
+                  "compact_on_finish")
+
+
+def _check_writer_options(options):
+    unknown = sorted(set(options) - set(WRITER_OPTIONS))
+    if unknown:
+        raise TypeError(f"init() got unknown option(s) {', '.join(unknown)}; writer options are "
+                        f"{', '.join(WRITER_OPTIONS)}")
+    if options.get("on_full", "drop") not in ("drop", "block"):
+        raise ValueError(f"on_full={options['on_full']!r}; expected 'drop' or 'block'")
+    for name in ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            raise ValueError(f"{name}={value!r}; expected a positive number")
 
 
 def _config_to_dict(config):

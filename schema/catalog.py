@@ -109,6 +109,13 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
+def _sqlite_read_only_pragmas(dbapi_conn, _record):
+    """A store on read-only media (a USB disk mounted ro): opened immutable, so SQLite takes
+    no locks and needs no journal or -shm file (a WAL store of format 1 opens too)."""
+    dbapi_conn.isolation_level = None
+    dbapi_conn.execute("PRAGMA mmap_size=0")
+
+
 _tx = threading.local()   # whether the session being begun on this thread will write
 
 
@@ -123,11 +130,17 @@ class Catalog:
     """An engine plus a session factory; `session()` (reads) and `write()` (writes) commit or
     roll back as one unit and turn database errors into BlackboxError naming the catalog."""
 
-    def __init__(self, url):
-        self.url = url
-        self.engine = create_engine(url, future=True)
+    def __init__(self, url, read_only=False):
+        self.url, self.read_only = url, read_only
+        try:
+            self.engine = create_engine(url, future=True)
+        except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
+            shown = url.split("@")[-1] if "@" in str(url) else url   # no password in messages
+            raise CatalogError(f"catalog URL {shown!r} cannot be used: {e}; expected a "
+                               f"SQLAlchemy URL such as postgresql+psycopg://host/db") from e
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect",
+                         _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -173,7 +186,10 @@ class Catalog:
 
     def table_names(self):
         from sqlalchemy import inspect
-        return set(inspect(self.engine).get_table_names())
+        try:
+            return set(inspect(self.engine).get_table_names())
+        except exc.SQLAlchemyError as e:
+            raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
 
     def dispose(self):
         self.engine.dispose()

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from . import catalog as cat
 from . import segments
 from .errors import StoreDamageError
+from .formats.files import pid_alive as _pid_alive
 
 ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even if its owner lives
 
@@ -29,15 +30,6 @@ class VerifyReport:
     def to_dict(self):
         return dataclasses.asdict(self) | {"ok": self.ok}
 
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unregistered_files(store):

@@ -18,9 +18,10 @@ import pyarrow.dataset as ds
 from . import catalog as cat
 from . import migrate, segments
 from . import runs as run_writes
-from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
+from .errors import NotAStoreError, RunNotFoundError, StoreDamageError, StoreVersionError
 from .records import run_record, writer_record
 from .formats.files import fsync_path
+from .formats.files import pid_alive as _pid_alive
 from .tables import schema_of
 
 CATALOG_FILE = "catalog.sqlite"
@@ -49,9 +50,9 @@ class Store:
         if catalog_url is None:
             _create_sqlite(path)
             return cls.open(path)
+        catalog = cat.Catalog(catalog_url)   # a bad URL is refused before anything is made
         if not os.path.isdir(os.path.join(path, "data")):
             _make_data_dir(path)
-        catalog = cat.Catalog(catalog_url)
         if "meta" not in catalog.table_names():
             _init_catalog(catalog)
         catalog.dispose()
@@ -67,7 +68,8 @@ class Store:
             raise NotAStoreError(
                 f"{path} is not a tfblackbox store: it has no {CATALOG_FILE} (a store is made by "
                 f"recorder.init(store=...) or Store.create)")
-        catalog = cat.Catalog(catalog_url or _sqlite_url(path))
+        read_only = catalog_url is None and _read_only_media(path)
+        catalog = cat.Catalog(catalog_url or _sqlite_url(path, read_only), read_only)
         try:
             tables = catalog.table_names()
         except Exception as e:
@@ -83,8 +85,14 @@ class Store:
         if "meta" not in tables and found is None:
             raise NotAStoreError(f"{path} is not a tfblackbox store: its catalog has no meta table")
         found = migrate.check(path, found)
-        migrate.upgrade(catalog, path, found,
-                        None if catalog_url else os.path.join(path, CATALOG_FILE))
+        if read_only and found < migrate.FORMAT_VERSION:
+            raise StoreVersionError(
+                f"store {path} has format version {found} and is on read-only media: this "
+                f"tfblackbox reads format {migrate.FORMAT_VERSION} and must upgrade it first; "
+                f"copy the store to a writable disk and open it there")
+        if not read_only:
+            migrate.upgrade(catalog, path, found,
+                            None if catalog_url else os.path.join(path, CATALOG_FILE))
         store = cls(path, catalog)
         if clean_orphans:
             from .maintenance import remove_orphans
@@ -361,15 +369,6 @@ def _half_made(path, name):
     return False
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _link_into_place(tmp, final):
     """A hard link never replaces a catalog another process linked first; on a filesystem
@@ -402,7 +401,17 @@ def _init_catalog(catalog):
             catalog.set_meta(s, "created_at", time.time())
 
 
-def _sqlite_url(path):
+def _read_only_media(path):
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _sqlite_url(path, read_only=False):
+    if read_only:   # immutable: no locks, no journal, no -shm on media nothing can change
+        return (f"sqlite:///file:{os.path.abspath(os.path.join(path, CATALOG_FILE))}"
+                f"?mode=ro&immutable=1&uri=true")
     return _sqlite_url_of(os.path.join(path, CATALOG_FILE))
 
 

@@ -492,3 +492,20 @@ def test_a_killed_builds_half_library_is_removed_by_the_next_build(tmp_path, mon
     with pytest.raises(native_capture.NativeUnavailable):
         native_capture.load(tf, "memory")
     assert not stale.exists() and alive.exists()
+
+
+def test_a_rebuild_removes_what_a_killed_rebuild_left(identity_dumps, tmp_path):
+    """A rebuild killed mid-way leaves a hidden half-built dir and, over an earlier rebuild, the
+    previous dir moved aside (run_<...>.old-<pid>, which looks like a run dir); the next
+    rebuild removes those of dead processes."""
+    _ref, store, _run_id, _out = identity_dumps
+    out = tmp_path / "again"
+    assert replay(store, out) == 0
+    first = run_dirs(str(out))[0]
+    dead = 2 ** 22 + 12345          # above pid_max on this machine: never a live process
+    os.makedirs(os.path.join(str(out), f".{os.path.basename(first)}.incomplete-{dead}", "x"))
+    os.rename(first, f"{first}.old-{dead}")
+    assert replay(store, out, "--force") == 0
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(d) for d in run_dirs(str(out)))
+    assert len(run_dirs(str(out))) == N_STEPS
+    load(run_dirs(str(out))[0])

@@ -388,3 +388,22 @@ def test_the_tf_version_is_recorded_when_tf_comes_after_init(store_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     import tensorflow as tf
     assert Store.open(store_dir).run("late").tf_version == tf.__version__
+
+
+def test_a_refused_init_leaves_nothing_behind(tmp_path):
+    """Bad options are refused before the store is touched: no run left 'running' for ever,
+    no data/ directory that makes the path unusable."""
+    store_dir = str(tmp_path / "s")
+    with pytest.raises(ValueError, match="on_full='sometimes'"):
+        recorder.init(store=store_dir, on_full="sometimes")
+    with pytest.raises(TypeError, match="unknown option.*flush_row\\b"):
+        recorder.init(store=store_dir, flush_row=3)
+    with pytest.raises(ValueError, match="flush_secs=0"):
+        recorder.init(store=store_dir, flush_secs=0)
+    assert not os.path.exists(store_dir)
+    with pytest.raises(BlackboxError, match="nosuchdb"):
+        recorder.init(store=store_dir, catalog_url="nosuchdb://x/y")
+    assert not os.path.exists(store_dir)
+    run = recorder.init(store=store_dir)
+    recorder.finish()
+    assert [r.run_id for r in Store.open(store_dir).runs()] == [run.run_id]

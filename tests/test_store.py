@@ -222,3 +222,25 @@ def test_concurrent_creates_of_one_path_share_one_catalog(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, path, f"r{i}"]) for i in range(4)]
     assert [p.wait() for p in procs] == [0, 0, 0, 0]
     assert sorted(r.run_id for r in Store.open(path).runs()) == ["r0", "r1", "r2", "r3"]
+
+
+def test_a_store_on_read_only_media_can_be_read(small_fs, capsys):
+    """A store carried on a disk mounted read-only (a USB disk, a data diode's far side):
+    runs, show, reads and a dry-run replay all work."""
+    import subprocess
+    fs = small_fs("8m")
+    path = str(fs / "store")
+    s = Store.create(path)
+    s.create_run("r1")
+    w, a = s.begin_attempt("r1")
+    s.write_segment("r1", "scalars", scalars([0, 1, 2], a), w)
+    s.finish_run("r1")
+    s.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    ro = Store.open(path)
+    assert [r.run_id for r in ro.runs()] == ["r1"]
+    assert ro.scalars("r1")["value"].to_pylist() == [0.0, 1.0, 2.0]
+    assert cli(["runs", "--store", path]) == 0
+    assert cli(["show", "r1", "--store", path]) == 0
+    assert cli(["replay", "--store", path, "--to", "wandb", "--dry-run"]) == 0
+    assert "r1" in capsys.readouterr().out

@@ -74,7 +74,11 @@ def _parse_steps(steps):
             ranges.append((item.start, item.stop))
         elif isinstance(item, str) and ":" in item:
             lo, hi = item.split(":", 1)
-            ranges.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+            try:
+                ranges.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+            except ValueError:
+                raise ValueError(f"steps: {item!r} is not a range 'lo:hi' of whole steps (either "
+                                 f"may be empty)") from None
         elif isinstance(item, (tuple, list)) and len(item) == 2:
             ranges.append((item[0], item[1]))
         else:

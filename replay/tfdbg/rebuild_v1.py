@@ -19,6 +19,7 @@ import sys
 
 from tfblackbox.schema import BlackboxError, DumpLayoutError, Store
 from tfblackbox.schema.formats import tfdbg_v1 as proto
+from tfblackbox.schema.formats.files import pid_alive as _pid_alive
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.records import valid_run_id
 
@@ -89,6 +90,7 @@ def rebuild_run(store, run_id, target, steps=None, node_re=None):
     for t in table.to_pylist():
         by_run[(t["attempt"], t["run_key"])].append(t)
     os.makedirs(target, exist_ok=True)
+    remove_leftovers(target)
     for row in runs:
         name = row["run_key"]
         if not layout.RUN_DIR_RE.match(name or ""):
@@ -99,6 +101,20 @@ def rebuild_run(store, run_id, target, steps=None, node_re=None):
         report["tensors"] += written
         report["dirs"].append(name)
     return report
+
+
+_LEFTOVER_RE = re.compile(r"^(\.run_\d+_\d+\.incomplete|run_\d+_\d+\.old)-(\d+)$")
+
+
+def remove_leftovers(target):
+    """Removes what a killed rebuild left in `target`: its hidden half-built dirs and the
+    previous dirs it had moved aside (`run_<...>.old-<pid>`, which would look like a run dir),
+    for every pid that is no longer running."""
+    for name in os.listdir(target):
+        m = _LEFTOVER_RE.match(name)
+        if m and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(os.path.join(target, name), ignore_errors=True)
+
 
 
 def _build(target, name, row, graphs, tensors, node_re, report):

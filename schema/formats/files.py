@@ -1,4 +1,5 @@
-"""Durable file writes shared by the store, the replays and the recorder's staging."""
+"""Durable file writes shared by the store, the replays and the recorder's staging, and the
+test of whether a leftover file's owner process still runs."""
 
 import contextlib
 import os
@@ -42,3 +43,15 @@ def write_durably(final, data):
             os.remove(tmp)
         raise
     fsync_path(folder)
+
+
+def pid_alive(pid):
+    """True if process `pid` exists on this host (files named after a dead pid are
+    leftovers of a killed process; a live one's may be in flight)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
