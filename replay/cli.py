@@ -101,28 +101,44 @@ def replay_main(argv=None):
 
 
 def _dispatch(args):
+    """Turns the parsed arguments into plain options for the domain function and maps its
+    errors to exit codes (exits.py)."""
     from tfblackbox.schema import BlackboxError
-    if getattr(args, "store", None) is None:
-        args.store = os.environ.get("TFBLACKBOX_STORE", "./tfblackbox-store")
+    store = args.store or os.environ.get("TFBLACKBOX_STORE", "./tfblackbox-store")
     try:
-        if args.command in ("runs", "show", "verify", "compact"):
-            from . import store_tools
-            return getattr(store_tools, args.command)(args)
-        if args.command == "replay":
-            if args.to == "wandb":
-                from .wandb import push
-                return push.main(args)
-            from .tfdbg import rebuild_v1
-            return rebuild_v1.main(args)
-        if args.command == "import-dumps":
-            from .tfdbg import import_v1
-            return import_v1.main(args)
+        return _run(args, store)
     except BlackboxError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _run(args, store):
+    if args.command in ("runs", "show", "verify", "compact"):
+        from . import store_tools
+        if args.command == "runs":
+            return store_tools.runs(store, as_json=args.json)
+        if args.command == "show":
+            return store_tools.show(store, args.run_id, as_json=args.json)
+        if args.command == "verify":
+            return store_tools.verify(store, grace=args.grace, as_json=args.json)
+        return store_tools.compact(store, run_id=args.run_id, as_json=args.json)
+    if args.command == "replay" and args.to == "wandb":
+        from .wandb import push
+        return push.main(push.WandbReplay(
+            store=store, runs=tuple(args.runs or ()), project=args.project,
+            entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
+            follow=args.follow, json=args.json, progress=not args.no_progress))
+    if args.command == "replay":
+        from .tfdbg import rebuild_v1
+        return rebuild_v1.main(rebuild_v1.DumpReplay(
+            store=store, out=args.out, runs=tuple(args.runs or ()), steps=args.steps,
+            node=args.node, force=args.force, json=args.json))
+    if args.command == "import-dumps":
+        from .tfdbg import import_v1
+        return import_v1.main(store, args.session_root, run_id=args.run_id, as_json=args.json)
     raise AssertionError(args.command)
 
 

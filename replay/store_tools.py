@@ -27,10 +27,10 @@ def _status(r, now=None):
     return f"running (no heartbeat for {idle / 60:.0f} min)"
 
 
-def runs(args):
-    store = Store.open(args.store)
+def runs(store_path, as_json=False):
+    store = Store.open(store_path)
     records = store.runs()
-    if args.json:
+    if as_json:
         print_json([r.to_dict() | {"size_bytes": store.size_bytes(r.run_id)} for r in records])
         return EXIT_OK
     if not records:
@@ -69,13 +69,13 @@ def describe_run(store, run_id):
     return out
 
 
-def show(args):
-    store = Store.open(args.store)
-    info = describe_run(store, args.run_id)
-    if args.json:
+def show(store_path, run_id, as_json=False):
+    store = Store.open(store_path)
+    info = describe_run(store, run_id)
+    if as_json:
         print_json(info)
         return EXIT_OK
-    r = store.run(args.run_id)
+    r = store.run(run_id)
     print(f"run {r.run_id}  project={r.project or '-'}  name={r.name or '-'}  "
           f"status={_status(r)}")
     print(f"  started {_when(r.started_at)}  ended {_when(r.ended_at)}  host={r.host}  "
@@ -101,11 +101,11 @@ def show(args):
     return EXIT_OK
 
 
-def verify(args):
-    store = Store.open(args.store, clean_orphans=False)
-    grace = ORPHAN_GRACE_SECS if args.grace is None else args.grace
+def verify(store_path, grace=None, as_json=False):
+    store = Store.open(store_path, clean_orphans=False)
+    grace = ORPHAN_GRACE_SECS if grace is None else grace
     report = verify_store(store, fix=True, grace_secs=grace)
-    if args.json:
+    if as_json:
         print_json(report.to_dict())
     else:
         for path, reason in report.damaged:
@@ -119,10 +119,10 @@ def verify(args):
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def compact(args):
-    store = Store.open(args.store)
-    done = compact_store(store, run_id=args.run_id)
-    if args.json:
+def compact(store_path, run_id=None, as_json=False):
+    store = Store.open(store_path)
+    done = compact_store(store, run_id=run_id)
+    if as_json:
         print_json([{"run_id": r, "table": t, "segments_before": a, "segments_after": b}
                     for (r, t), (a, b) in done.items()])
     else:

@@ -131,10 +131,10 @@ def _global_step(core_metadata):
         return 0
 
 
-def main(args):
-    store = Store.create(args.store)
-    result = import_session_root(store, args.session_root, args.run_id)
-    if args.json:
+def main(store_path, session_root, run_id=None, as_json=False):
+    store = Store.create(store_path)
+    result = import_session_root(store, session_root, run_id)
+    if as_json:
         print_json(result)
     else:
         print(f"imported {result['runs']} session.run dir(s), {result['tensors']} tensor(s) from "

@@ -12,6 +12,7 @@ refused and reported, never written.
 """
 
 import collections
+import dataclasses
 import os
 import re
 import shutil
@@ -40,29 +41,41 @@ def parse_steps(text):
     return lo, hi
 
 
-def main(args):
-    if not args.out:
+@dataclasses.dataclass(frozen=True)
+class DumpReplay:
+    """What `replay --to debug-dump` was asked to do (the CLI builds it)."""
+    store: str
+    out: str | None
+    runs: tuple = ()          # run ids; empty: every run with recorded dumps
+    steps: str | None = None  # "A:B"
+    node: str | None = None   # regex on node names (re.search)
+    force: bool = False       # write into a non-empty --out
+    json: bool = False
+
+
+def main(opts):
+    if not opts.out:
         print("error: --to debug-dump needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
-    steps = parse_steps(args.steps)
+    steps = parse_steps(opts.steps)
     try:
-        node_re = re.compile(args.node) if args.node else None
+        node_re = re.compile(opts.node) if opts.node else None
     except re.error as e:
-        raise BlackboxError(f"--node {args.node!r} is not a valid regular expression: {e}") from e
-    store = Store.open(args.store)
-    run_ids = list(args.runs) if args.runs else [
+        raise BlackboxError(f"--node {opts.node!r} is not a valid regular expression: {e}") from e
+    store = Store.open(opts.store)
+    run_ids = list(opts.runs) if opts.runs else [
         r.run_id for r in store.runs() if store.segments(r.run_id, "debug_runs")]
     for run_id in run_ids:
         store.run(run_id)   # a clear error for an unknown run
         if not valid_run_id(run_id):
             raise BlackboxError(f"run id {run_id!r} cannot be used as a directory name")
-    out = out_dirs.prepare(args.out, "--out", empty=not args.force)
+    out = out_dirs.prepare(opts.out, "--out", empty=not opts.force)
     report = {"out": out, "runs": []}
     for run_id in run_ids:
         target = out if len(run_ids) == 1 else os.path.join(out, run_id)
         report["runs"].append(rebuild_run(store, run_id, target, steps, node_re))
     rejected = sum(len(r["rejected"]) for r in report["runs"])
-    if args.json:
+    if opts.json:
         print_json(report)
     else:
         for r in report["runs"]:

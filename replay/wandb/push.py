@@ -11,6 +11,7 @@ Exit codes: 0 every selected run replayed (or already up to date), 1 some run's 
 complete, 2 bad input (raised as BlackboxError: unknown run, empty store, no credentials).
 """
 
+import dataclasses
 import itertools
 import os
 import re
@@ -22,11 +23,38 @@ from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
 from tfblackbox.schema.records import run_state
 
-from ..exits import EXIT_FAILED, EXIT_OK, print_json
+from ..exits import EXIT_FAILED, EXIT_OK
 from .extras import Extras
+from .report import dry_run, print_summary
 from .rows import iter_rows, settled_step
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbReplay:
+    """What `replay --to wandb` was asked to do (the CLI builds it from its arguments)."""
+    store: str
+    runs: tuple = ()                 # run ids; empty: every run
+    project: str | None = None       # default: each run's own project
+    entity: str | None = None
+    mode: str = "online"             # online | offline
+    wandb_dir: str = "./wandb"       # offline run dirs are published here
+    dry_run: bool = False
+    follow: bool = False
+    json: bool = False
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class Target:
+    """Where one run's chunks go: the store it is read from, its record, the options, the
+    --wandb-dir, and the cursor key of that destination."""
+    store: object
+    record: object
+    opts: WandbReplay
+    odir: object
+    dest: str
 _WANDB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -49,52 +77,54 @@ def wandb_run_id(run_id):
     return f"{clean}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
 
 
-def destination(args, record):
+def destination(opts, record):
     """The cursor key: mode, entity/project and, offline, the --wandb-dir written into."""
-    where = f"{args.entity or ''}/{project_of(args, record)}"
-    if args.mode == "offline":
-        return f"wandb-offline:{where}:{os.path.realpath(args.wandb_dir)}"
+    where = f"{opts.entity or ''}/{project_of(opts, record)}"
+    if opts.mode == "offline":
+        return f"wandb-offline:{where}:{os.path.realpath(opts.wandb_dir)}"
     return f"wandb:{where}"
 
 
-def project_of(args, record):
-    return args.project or record.project or "tfblackbox"
+def project_of(opts, record):
+    return opts.project or record.project or "tfblackbox"
 
 
 # -- entry point ----------------------------------------------------------------------------
 
-def main(args):
-    store = Store.open(args.store, clean_orphans=False)   # a reader: never deletes files
-    records = select_runs(store, args.runs)
-    if args.dry_run:
-        report = [dry_run(store, r, args) for r in records]
-        _print(args, {"dry_run": True, "mode": args.mode, "runs": report})
+def main(opts):
+    store = Store.open(opts.store, clean_orphans=False)   # a reader: never deletes files
+    records = select_runs(store, opts.runs)
+    if opts.dry_run:
+        report = [dry_run(store, r, opts) for r in records]
+        print_summary(opts, {"dry_run": True, "mode": opts.mode, "runs": report})
         return EXIT_OK
-    if args.mode == "online":
+    if opts.mode == "online":
         require_credentials()
     from .offline_dir import OfflineDir
-    results = {r.run_id: new_result(store, r, args) for r in records}
+    results = {r.run_id: new_result(store, r, opts) for r in records}
     interrupted = False
-    with OfflineDir(args.wandb_dir) as odir:
+    with OfflineDir(opts.wandb_dir) as odir:
         todo = list(records)
         try:
             while todo:
                 for record in todo:
-                    push_run(store, store.run(record.run_id), args, odir, results[record.run_id])
-                todo = [r for r in todo if args.follow and results[r.run_id]["ok"]
+                    target = Target(store, store.run(record.run_id), opts, odir,
+                                    destination(opts, record))
+                    push_run(target, results[record.run_id])
+                todo = [r for r in todo if opts.follow and results[r.run_id]["ok"]
                         and not results[r.run_id]["complete"]]
                 if todo:
                     time.sleep(FOLLOW_POLL_SECS)
         except KeyboardInterrupt:
-            if not args.follow:
+            if not opts.follow:
                 raise
             interrupted = True   # Ctrl-C ends --follow; every finished chunk is kept
-    summary = {"dry_run": False, "mode": args.mode, "runs": list(results.values()),
+    summary = {"dry_run": False, "mode": opts.mode, "runs": list(results.values()),
                "interrupted": interrupted}
-    if args.mode == "offline":
-        summary["wandb_dir"] = os.path.abspath(args.wandb_dir)
-        summary["sync_command"] = sync_command(args.wandb_dir)
-    _print(args, summary)
+    if opts.mode == "offline":
+        summary["wandb_dir"] = os.path.abspath(opts.wandb_dir)
+        summary["sync_command"] = sync_command(opts.wandb_dir)
+    print_summary(opts, summary)
     return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAILED
 
 
@@ -140,20 +170,20 @@ def require_credentials():
 
 # -- one run --------------------------------------------------------------------------------
 
-def new_result(store, record, args):
-    step, _ = store.get_cursor(record.run_id, destination(args, record))
+def new_result(store, record, opts):
+    step, _ = store.get_cursor(record.run_id, destination(opts, record))
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
-            "project": project_of(args, record), "entity": args.entity,
-            "destination": destination(args, record), "cursor_before": step,
+            "project": project_of(opts, record), "entity": opts.entity,
+            "destination": destination(opts, record), "cursor_before": step,
             "cursor_after": step, "pushed_steps": 0, "first_step": None, "last_step": None,
             "chunks": [], "ok": True, "complete": False, "state": run_state(record),
             "error": None}
 
 
-def push_run(store, record, args, odir, result):
+def push_run(target, result):
     """Pushes what is new for one run (one chunk), updating `result`."""
-    dest = destination(args, record)
-    step, state = _reconcile(store, record.run_id, dest, odir)
+    store, record, opts = target.store, target.record, target.opts
+    step, state = _reconcile(store, record.run_id, target.dest, target.odir)
     now = time.time()
     status = run_state(record, now)
     limit = settled_step(store, record, now)
@@ -169,8 +199,7 @@ def push_run(store, record, args, odir, result):
         return
     batches = itertools.chain([first], batches) if first is not None else iter(())
     try:
-        chunk = push_chunk(store, record, args, odir, dest, step, state, batches, status,
-                           extras)
+        chunk = push_chunk(target, (step, state), batches, status, extras)
     except ReplayError as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
@@ -183,8 +212,8 @@ def push_run(store, record, args, odir, result):
     result["cursor_after"] = chunk["hi"]
     result["chunks"].append(chunk.get("dir") or chunk["chunk"])
     result["complete"] = status != "running"
-    if not args.json:
-        where = chunk.get("dir") or f"{args.entity + '/' if args.entity else ''}{result['project']}"
+    if not opts.json:
+        where = chunk.get("dir") or f"{opts.entity + '/' if opts.entity else ''}{result['project']}"
         span = f"steps {chunk['lo']}..{chunk['hi']}" if n else "no new steps"
         print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}) -> {where}")
 
@@ -212,11 +241,15 @@ def _committed(step, state, chunk):
     return chunk["hi"], state
 
 
-def push_chunk(store, record, args, odir, dest, step, state, batches, status, extras=None):
+def push_chunk(target, cursor, batches, status, extras=None):
     """Pushes the Rows batches (windows of steps) and the extras (extras.py) as one W&B
-    chunk; returns the chunk record (its lo/hi/steps filled in as the batches are logged)."""
+    chunk, from `cursor` = (step, state); returns the chunk record (its lo/hi/steps filled
+    in as the batches are logged)."""
     import wandb
     from .media import MediaFactory
+    store, record, opts, odir, dest = (target.store, target.record, target.opts, target.odir,
+                                       target.dest)
+    step, state = cursor
     extras = extras or Extras([], [], [], {}, {}, state.get("extras") or {})
     chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
              "steps": 0, "lo": None, "hi": step, "store": store.root}
@@ -224,22 +257,22 @@ def push_chunk(store, record, args, odir, dest, step, state, batches, status, ex
     run = None
     try:
         run = wandb.init(
-            id=wandb_run_id(record.run_id), resume="allow", project=project_of(args, record),
-            entity=args.entity, name=record.name or record.run_id, notes=record.notes,
+            id=wandb_run_id(record.run_id), resume="allow", project=project_of(opts, record),
+            entity=opts.entity, name=record.name or record.run_id, notes=record.notes,
             group=record.group, tags=list(record.tags) or None,
-            config=extras.config(record.config), mode=args.mode, dir=staging,
+            config=extras.config(record.config), mode=opts.mode, dir=staging,
             settings=_settings(wandb, extras.has_console))
         if extras.has_console:
             getattr(run, "_restore", lambda: None)()   # only the recorded lines: not ours
         sync_dir = run.settings.sync_dir
-        if args.mode == "offline":
+        if opts.mode == "offline":
             chunk["dir"] = odir.final_name(sync_dir, run.id)
             # named before it can exist: a kill after the rename is settled by _reconcile
             store.set_cursor(record.run_id, dest, step, dict(state, pending=chunk))
         _kill_point("init")
         extras.start(run)
-        _log_rows(run, batches, MediaFactory(os.path.join(staging, "scratch")), record, args,
-                  chunk, extras)
+        _log_rows(run, batches, MediaFactory(os.path.join(staging, "scratch")), record.run_id,
+                  opts.progress, chunk, extras)
         extras.finish(run)
         chunk["extras"] = extras.progress
         run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
@@ -247,7 +280,7 @@ def push_chunk(store, record, args, odir, dest, step, state, batches, status, ex
         run.finish(exit_code=exit_code)
         run = None
         _kill_point("finish")
-        if args.mode == "offline":
+        if opts.mode == "offline":
             odir.publish(sync_dir, chunk["dir"], chunk)
             _kill_point("publish")
         step, state = _committed(step, state, chunk)
@@ -283,11 +316,11 @@ def _settings(wandb, console=False):
                           console="wrap" if console else "off", silent=True)
 
 
-def _log_rows(run, batches, factory, record, args, chunk, extras):
+def _log_rows(run, batches, factory, run_id, progress, chunk, extras):
     bar = None
-    if not args.no_progress:
+    if progress:
         from tqdm import tqdm
-        bar = tqdm(desc=record.run_id, unit="step", file=sys.stderr, leave=False, disable=None,
+        bar = tqdm(desc=run_id, unit="step", file=sys.stderr, leave=False, disable=None,
                    mininterval=0.5)
     log, before, convert = run.log, extras.before, extras.convert
     named = hasattr(run, "_local_step")   # wandb names media files after this counter
@@ -309,75 +342,3 @@ def _log_rows(run, batches, factory, record, args, chunk, extras):
     finally:
         if bar is not None:
             bar.close()
-
-
-# -- dry run --------------------------------------------------------------------------------
-
-def dry_run(store, record, args):
-    dest = destination(args, record)
-    step, state = store.get_cursor(record.run_id, dest)
-    pending = state.get("pending")
-    status = run_state(record)
-    limit = settled_step(store, record)
-    lo = None if step is None else step + 1
-    n, first, last, counts, tags = 0, None, None, None, None
-    for rows in iter_rows(store, record.run_id, lo, None if limit is None else limit + 1):
-        n += len(rows)
-        first = rows.steps[0] if first is None else first
-        last = rows.steps[-1]
-        counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
-    extras = Extras.load(store, record.run_id, state, limit).counts()
-    return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
-            "project": project_of(args, record), "entity": args.entity, "destination": dest,
-            "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
-            "would_push_steps": n, "first_step": first, "last_step": last,
-            "held_back_after_step": limit,
-            "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
-            "name": record.name, "config": record.config, "wandb_tags": record.tags}
-
-
-def _add_counts(total, counts):
-    total = total or {"scalars": 0, "histograms": 0, "media": 0, "tensors_not_pushed": 0,
-                      "media_by_kind": {}}
-    for k, v in (counts or {}).items():
-        if k == "media_by_kind":
-            for kind, m in v.items():
-                total[k][kind] = total[k].get(kind, 0) + m
-        else:
-            total[k] = total.get(k, 0) + v
-    return total
-
-
-def _add_tags(total, tags):
-    total = total or {"scalars": [], "histograms": [], "media": []}
-    for k, v in (tags or {}).items():
-        total[k] = sorted(set(total.get(k, [])) | set(v))
-    return total
-
-
-def _print(args, summary):
-    if args.json:
-        print_json(summary)
-        return
-    if summary["dry_run"]:
-        for r in summary["runs"]:
-            span = (f"steps {r['first_step']}..{r['last_step']}" if r["would_push_steps"]
-                    else "nothing new")
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["rows"]["media_by_kind"].items()))
-            print(f"run {r['run_id']} -> W&B {r['project']}/{r['wandb_id']} ({r['state']}): "
-                  f"would push {r['would_push_steps']} step(s), {span}; cursor {r['cursor']}")
-            print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
-                  f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
-                  f"tensors not pushed {r['rows']['tensors_not_pushed']}")
-            if r["extras"]:
-                print("  also: " + ", ".join(f"{k} {v}" for k, v in sorted(r["extras"].items())))
-            for table, tags in r["tags"].items():
-                if tags:
-                    print(f"  {table} tags: {', '.join(tags)}")
-        print("dry run: nothing was written")
-        return
-    for r in summary["runs"]:
-        if r["ok"] and not r["chunks"]:
-            print(f"run {r['run_id']}: up to date (cursor {r['cursor_after']})")
-    if summary["mode"] == "offline" and any(r["chunks"] for r in summary["runs"]):
-        print(f"upload to W&B with:  {summary['sync_command']}")

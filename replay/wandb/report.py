@@ -1,0 +1,80 @@
+"""What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
+
+from tfblackbox.schema.records import run_state
+
+from ..exits import print_json
+from .extras import Extras
+from .rows import iter_rows, settled_step
+
+
+# -- dry run --------------------------------------------------------------------------------
+
+def dry_run(store, record, opts):
+    from .push import destination, project_of, wandb_run_id
+    dest = destination(opts, record)
+    step, state = store.get_cursor(record.run_id, dest)
+    pending = state.get("pending")
+    status = run_state(record)
+    limit = settled_step(store, record)
+    lo = None if step is None else step + 1
+    n, first, last, counts, tags = 0, None, None, None, None
+    for rows in iter_rows(store, record.run_id, lo, None if limit is None else limit + 1):
+        n += len(rows)
+        first = rows.steps[0] if first is None else first
+        last = rows.steps[-1]
+        counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
+    extras = Extras.load(store, record.run_id, state, limit).counts()
+    return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
+            "project": project_of(opts, record), "entity": opts.entity, "destination": dest,
+            "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
+            "would_push_steps": n, "first_step": first, "last_step": last,
+            "held_back_after_step": limit,
+            "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
+            "name": record.name, "config": record.config, "wandb_tags": record.tags}
+
+
+def _add_counts(total, counts):
+    total = total or {"scalars": 0, "histograms": 0, "media": 0, "tensors_not_pushed": 0,
+                      "media_by_kind": {}}
+    for k, v in (counts or {}).items():
+        if k == "media_by_kind":
+            for kind, m in v.items():
+                total[k][kind] = total[k].get(kind, 0) + m
+        else:
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _add_tags(total, tags):
+    total = total or {"scalars": [], "histograms": [], "media": []}
+    for k, v in (tags or {}).items():
+        total[k] = sorted(set(total.get(k, [])) | set(v))
+    return total
+
+
+def print_summary(opts, summary):
+    if opts.json:
+        print_json(summary)
+        return
+    if summary["dry_run"]:
+        for r in summary["runs"]:
+            span = (f"steps {r['first_step']}..{r['last_step']}" if r["would_push_steps"]
+                    else "nothing new")
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["rows"]["media_by_kind"].items()))
+            print(f"run {r['run_id']} -> W&B {r['project']}/{r['wandb_id']} ({r['state']}): "
+                  f"would push {r['would_push_steps']} step(s), {span}; cursor {r['cursor']}")
+            print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
+                  f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
+                  f"tensors not pushed {r['rows']['tensors_not_pushed']}")
+            if r["extras"]:
+                print("  also: " + ", ".join(f"{k} {v}" for k, v in sorted(r["extras"].items())))
+            for table, tags in r["tags"].items():
+                if tags:
+                    print(f"  {table} tags: {', '.join(tags)}")
+        print("dry run: nothing was written")
+        return
+    for r in summary["runs"]:
+        if r["ok"] and not r["chunks"]:
+            print(f"run {r['run_id']}: up to date (cursor {r['cursor_after']})")
+    if summary["mode"] == "offline" and any(r["chunks"] for r in summary["runs"]):
+        print(f"upload to W&B with:  {summary['sync_command']}")
