@@ -68,7 +68,6 @@ def build_parser():
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--run", action="append", dest="runs", metavar="ID",
                    help="run id to show (repeatable; default: every run)")
-    p.add_argument("--png", metavar="DIR", help="also write each scalar chart as a PNG here")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("import-tfevents", help="ingest a TensorBoard logdir's event files")
     p.add_argument("logdir")

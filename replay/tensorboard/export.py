@@ -39,13 +39,6 @@ from . import generate, mirror
 LOCK_FILE = ".tfblackbox.lock"
 
 
-def _kill_point(name):
-    """Tests stop a replay with SIGKILL at a named point (TFBLACKBOX_TEST_KILL_AT)."""
-    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def destination(out):
     return f"tensorboard:{os.path.realpath(out)}"
 
@@ -126,7 +119,7 @@ def export_run(store, record, out):
             store.set_cursor(record.run_id, dest, step, state)
             result["mirrored_files"] += 1
             result["mirrored_bytes"] += n
-            _kill_point("mirrored")
+            mirror.kill_point("mirrored")
     limit = settled_step(store, record)
     lo = None if step is None else step + 1
     hi = None if limit is None else limit + 1
@@ -181,6 +174,8 @@ def _write_chunk(store, run_id, dest, run_dir, step, state, stream):
             for s, _w, data in body:
                 f.write(tfrecord.frame(data))
                 chunk["events"] += 1
+                if chunk["events"] == 2:
+                    mirror.kill_point("temp")
                 chunk["lo"] = s if chunk["lo"] is None else chunk["lo"]
                 chunk["hi"] = s if chunk["hi"] is None else max(chunk["hi"], s)
             f.flush()
@@ -189,10 +184,10 @@ def _write_chunk(store, run_id, dest, run_dir, step, state, stream):
         chunk["file"] = f"events.out.tfevents.{int(time.time()):010d}.tfblackbox.{n:06d}"
         pending = dict(chunk)
         store.set_cursor(run_id, dest, step, dict(state, pending=pending))
-        _kill_point("pending")
+        mirror.kill_point("pending")
         os.rename(tmp, os.path.join(run_dir, chunk["file"]))
         fsync_path(run_dir)
-        _kill_point("renamed")
+        mirror.kill_point("renamed")
         step, state = _commit(step, state, pending)
         store.set_cursor(run_id, dest, step, state)
     except BaseException:

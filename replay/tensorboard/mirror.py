@@ -27,6 +27,13 @@ TEMP_PREFIX = ".tfblackbox-"
 TEMP_SUFFIX = ".tmp"
 
 
+def kill_point(name):
+    """Tests stop a replay with SIGKILL at a named point (TFBLACKBOX_TEST_KILL_AT)."""
+    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def temp_path(folder):
     return os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
 
@@ -137,6 +144,10 @@ def _append(path, committed, size, data, problems):
         rest = data[len(tail):]
         if rest:
             f.seek(committed + len(tail))
+            if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == "append":   # half, then killed
+                f.write(rest[:len(rest) // 2])
+                f.flush()
+                kill_point("append")
             f.write(rest)
             f.flush()
             os.fsync(f.fileno())
