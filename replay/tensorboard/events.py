@@ -192,7 +192,8 @@ def other_tensor(tag, row):
                      metadata(UNDECODABLE))
     if row["tensor"] is None:   # an empty value, kept as such
         return value(tag, b"")
-    meta = metadata(row["plugin_name"], row["plugin_content"]) if row["plugin_name"] else b""
+    meta = metadata(row["plugin_name"], row["plugin_content"]) if row["plugin_name"] else \
+        ld(9, b"")   # TF1's tensor_summary writes an empty SummaryMetadata
     return value(tag, ld(8, row["tensor"]) + meta)
 
 
