@@ -13,7 +13,8 @@
   var config = {responsive: true, displaylogo: false};
 
   function ema(ys, weight) {
-    if (!weight) { return ys; }
+    // a constant series stays as it is (as TensorBoard does: no debiasing noise)
+    if (!weight || ys.every(function (y) { return y === ys[0]; })) { return ys; }
     var last = 0, n = 0, out = [];
     for (var i = 0; i < ys.length; i++) {
       last = last * weight + (1 - weight) * ys[i];
@@ -61,7 +62,10 @@
                        line: {color: colors[runId], width: 2}, meta: "smoothed"});
         }
       });
-      var layout = {title: {text: div.dataset.tag, font: {size: 13}}, height: 300,
+      var skipped = 0;
+      Object.keys(perRun).forEach(function (runId) { skipped += perRun[runId].nonfinite; });
+      var title = div.dataset.tag + (skipped ? " (" + skipped + " NaN/inf not drawn)" : "");
+      var layout = {title: {text: title, font: {size: 13}}, height: 300,
                     margin: {l: 55, r: 10, t: 35, b: 40}, showlegend: true,
                     legend: {orientation: "h", y: -0.25},
                     xaxis: {title: {text: {step: "step", relative: "hours", wall: ""}[c.x]}},

@@ -68,8 +68,8 @@ def plan_runs(logdir, found, run_id=None, name=None):
     logdir = os.path.abspath(logdir)
     base = os.path.basename(logdir.rstrip(os.sep)) or "logdir"
     if run_id is not None:
-        files = [(os.path.join(logdir, d, n), n if d == "." else f"{d}/{n}", "" if d == "."
-                  else d) for d, names in found.items() for n in names]
+        files = [(os.path.normpath(os.path.join(logdir, d, n)), n if d == "." else f"{d}/{n}",
+                  "" if d == "." else d) for d, names in found.items() for n in names]
         return [(run_id, name or base, files)]
     runs = []
     for d, names in found.items():
@@ -77,7 +77,8 @@ def plan_runs(logdir, found, run_id=None, name=None):
         run_name = rel if name is None else name if len(found) == 1 else f"{name}/{rel}"
         real = os.path.realpath(os.path.join(logdir, d))
         rid = derived_run_id(run_name, real)
-        runs.append((rid, run_name, [(os.path.join(logdir, d, n), n, "") for n in names]))
+        runs.append((rid, run_name, [(os.path.normpath(os.path.join(logdir, d, n)), n, "")
+                                     for n in names]))
     return runs
 
 
