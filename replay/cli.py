@@ -61,7 +61,8 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("replay", help="push recorded runs to W&B or rebuild tfdbg dump dirs")
+    p = sub.add_parser("replay", help="push recorded runs to W&B, rebuild tfdbg dump dirs or "
+                                      "write a TensorBoard logdir")
     _add_replay_arguments(p)
     p = sub.add_parser("report", help="one self-contained HTML page of runs, curves and media")
     _store_arg(p)

@@ -17,7 +17,9 @@ import struct
 
 import numpy as np
 
+from .errors import WireFormatError
 from .formats import tfevents, tfrecord
+from .formats.wire import varint
 from .summary_decode import decode_summary
 from .tfevents_restore import RAW_TABLE, payloads
 
@@ -38,6 +40,7 @@ class FileSource:
         self.file = file              # path in an exported logdir: namespace/name
         self.namespace = namespace    # prefix of the decoded rows' tags ("" for none)
         self.metadata = {}            # tag -> serialized SummaryMetadata last seen
+        self.templates = {}           # (summary length, tag bytes) -> _Template
         self.last_step, self.last_wall = 0, 0.0
         self.warned = set()
 
@@ -98,6 +101,8 @@ def decode_record(src, offset, index, data, buffers):
     raw = {"file": src.file, "source": src.source, "offset": offset, "index": index,
            "length": len(data), "crc": tfrecord.masked_crc(data), "record": data,
            "cuts": None, "step": src.last_step, "wall_time": src.last_wall, "tag": ""}
+    if src.templates and _templated(src, data, buffers, raw):
+        return raw
     try:
         ev = tfevents.parse_event(data)
     except tfevents.EventFormatError as e:
@@ -113,6 +118,8 @@ def decode_record(src, offset, index, data, buffers):
         spans, cuts = _fast(src, data, ev, buffers)
         if spans is None:
             spans, cuts = _decoded(src, data, ev, index, buffers)
+        else:
+            _learn(src, data, ev)
     if spans:
         raw.update(record=tfevents.cut(data, spans), cuts=cuts)
     return raw
@@ -167,6 +174,106 @@ def _fast(src, data, ev, buffers):
 
 
 _SCALAR_FORMATS = {(1, 4): "<f", (2, 8): "<d"}   # DT_FLOAT, DT_DOUBLE in tensor_content
+
+
+# -- templates: a TF2 writer's records of one tag differ only in wall time, step and value ------
+
+class _Template:
+    """The bytes of a summary that _fast decoded, around its tensor content: a record of the
+    same file whose summary has the same bytes around a content of the same length is the
+    same value with another content, decoded without parsing (~4x cheaper)."""
+
+    __slots__ = ("prefix", "suffix", "size", "tag", "scalar", "buckets")
+
+    def __init__(self, prefix, suffix, size, tag, scalar, buckets):
+        self.prefix, self.suffix, self.size = prefix, suffix, size
+        self.tag, self.scalar, self.buckets = tag, scalar, buckets
+
+
+_WALL = struct.Struct("<d")
+
+
+def _summary_key(data):
+    """(start of the summary, its template key) of an Event of wall_time, step and a summary
+    whose first value starts with its tag; None for any other layout."""
+    try:
+        return _key_of(data)
+    except (IndexError, WireFormatError):
+        return None
+
+
+def _key_of(data):
+    n = len(data)
+    if n < 14 or data[0] != 0x09:
+        return None
+    i = 9
+    if data[9] == 0x10:
+        i = 10
+        while data[i] >= 0x80:
+            i += 1
+        i += 1
+    if i >= n or data[i] != 0x2A:
+        return None
+    size, j = varint(data, i + 1)
+    if j + size != n or j + 4 > n or data[j] != 0x0A:
+        return None
+    _vsize, p = varint(data, j + 1)
+    if p >= n or data[p] != 0x0A:
+        return None
+    tsize, q = varint(data, p + 1)
+    return j, (size, data[q:q + tsize])
+
+
+def _learn(src, data, ev):
+    """Keeps the template of a record _fast decoded, if its value carries its own metadata
+    (so nothing earlier in the file decides its plugin)."""
+    v = ev.values[0]
+    found = _summary_key(data)
+    if v.metadata is None or found is None or len(src.templates) >= 4096:
+        return
+    start, key = found
+    if key in src.templates or start != ev.summary[0]:
+        return
+    t = v.tensor
+    c0, c1 = t.content
+    scalar = _SCALAR_FORMATS.get((t.dtype, c1 - c0)) if not t.shape else None
+    src.templates[key] = _Template(bytes(data[start:c0]), bytes(data[c1:]), c1 - c0,
+                                   src.tag(v.tag), scalar, None if scalar else t.shape[0])
+
+
+def _templated(src, data, buffers, raw):
+    """Decodes a record that matches a template of its file into `buffers` and `raw`;
+    False (touching nothing) otherwise."""
+    found = _summary_key(data)
+    if found is None:
+        return False
+    start, key = found
+    tpl = src.templates.get(key)
+    if tpl is None:
+        return False
+    at = start + len(tpl.prefix)
+    end = at + tpl.size
+    if end + len(tpl.suffix) != len(data) or data[start:at] != tpl.prefix or \
+            data[end:] != tpl.suffix:
+        return False
+    wall = _WALL.unpack_from(data, 1)[0]
+    step = varint(data, 10)[0] if data[9] == 0x10 else 0
+    step = step - (1 << 64) if step >= 1 << 63 else step
+    src.last_step, src.last_wall = step, wall
+    raw.update(step=step, wall_time=wall, tag=tpl.tag, what="summary")
+    if tpl.scalar is not None:
+        buffers.add_scalar(step, wall, tpl.tag, struct.unpack_from(tpl.scalar, data, at)[0])
+        return True
+    arr = np.frombuffer(data, "<f8", 3 * tpl.buckets, at).reshape(-1, 3)
+    counts = arr[:, 2].copy()
+    buffers.add("histograms", step=step, wall_time=wall, tag=tpl.tag, num=float(counts.sum()),
+                min=float(arr[0, 0]), max=float(arr[-1, 1]), sum=None, sum_squares=None,
+                bucket_limits=arr[:, 1].copy(), bucket_counts=counts,
+                bucket_lefts=arr[:, 0].copy(), source="tensor")
+    raw.update(record=data[:at] + data[end:], cuts=[{
+        "at": at, "size": tpl.size, "table": "histograms", "tag": tpl.tag, "index": 0,
+        "part": 0}])
+    return True
 
 
 def _plugin(metadata):

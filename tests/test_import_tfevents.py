@@ -197,3 +197,30 @@ def test_a_corrupt_file_an_empty_logdir_and_a_tag_that_is_not_utf8(tmp_path, cap
                         str(out)]) == EXIT_OK
     # the replay gives the file back as it was, damage included, for TensorBoard to judge
     assert (out / "logs-odd" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_killed_import_resumes_without_losing_or_doubling_a_record(tmp_path):
+    """Killed right after its first segment group (records and their decoded rows
+    registered together), the next import goes on from there: every record once."""
+    import subprocess
+    import sys
+    logdir = tmp_path / "logs"
+    tf2_files.run_script("loop", logdir, "--steps", 12)
+    env = dict(os.environ, TFBLACKBOX_TEST_KILL_AT="import-flush",
+               TFBLACKBOX_IMPORT_CHUNK_BYTES="2000", TFBLACKBOX_IMPORT_FLUSH_ROWS="10")
+    args = [sys.executable, "-m", "tfblackbox.replay.cli", "import-tfevents", str(logdir),
+            "--store", str(tmp_path / "store"), "--run", "k"]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    store = Store.open(str(tmp_path / "store"))
+    first = store.read("k", "tfevents_records").num_rows
+    [path] = tf2_files.event_files(logdir)
+    total = len(tfrecord.read_records(path))
+    assert 0 < first < total
+    env.pop("TFBLACKBOX_TEST_KILL_AT")
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    raw = store.read("k", "tfevents_records").to_pylist()
+    assert sorted(r["offset"] for r in raw) == [o for o, _d in tfrecord.read_records(path)]
+    scalars = store.scalars("k").to_pylist()
+    assert [r["step"] for r in scalars if r["tag"] == "loss"] == list(range(12))
+    _check_record_by_record(store, "k", logdir, tmp_path)

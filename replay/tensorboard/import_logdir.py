@@ -37,12 +37,15 @@ from tfblackbox.schema.tfevents_decode import FileSource, add_unframed, decode_r
 from tfblackbox.schema.tfevents_restore import RAW_TABLE
 
 from ..exits import EXIT_FAILED, EXIT_OK, print_json
+from .mirror import kill_point
 
 log = logging.getLogger("tfblackbox")
 
-CHUNK_BYTES = 4 << 20         # record bytes decoded at once
-FLUSH_BYTES = 64 << 20        # payload bytes buffered before a segment group is written
-FLUSH_ROWS = 500_000
+# record bytes decoded at once; payload bytes or rows buffered before a segment group is
+# written (the environment overrides them for tests that kill an import between groups)
+CHUNK_BYTES = int(os.environ.get("TFBLACKBOX_IMPORT_CHUNK_BYTES", 4 << 20))
+FLUSH_BYTES = 64 << 20
+FLUSH_ROWS = int(os.environ.get("TFBLACKBOX_IMPORT_FLUSH_ROWS", 500_000))
 
 
 def find_event_files(logdir):
@@ -133,6 +136,7 @@ class _Import:
         if tables:
             self.segments += len(segments.write_group(self.store.root, self.store.catalog,
                                                       self.run_id, tables, self.writer_id))
+            kill_point("import-flush")
         self.nbytes = 0
 
     def maybe_flush(self):
