@@ -6,8 +6,6 @@ import json
 import os
 import struct
 
-import pytest
-
 import tb_helpers
 import tf2_files
 from tfblackbox.replay.cli import main as cli_main, replay_main

@@ -3,12 +3,13 @@
 same module with the TF-free decoder (schema/summary_decode.py)."""
 
 from tfblackbox.schema import tfevents_decode as _shared
-from tfblackbox.schema.tfevents_decode import (MIN_CUT, add_unframed,  # noqa: F401
-                                               decode_record, decode_records)
+from tfblackbox.schema.tfevents_decode import (MIN_CUT, add_unframed, decode_record,
+                                               decode_records)
 
 from ..summaries import decode_summary
 
 _fast, _decoded, _cuts = _shared._fast, _shared._decoded, _shared._cuts
+__all__ = ["FileSource", "MIN_CUT", "add_unframed", "decode_record", "decode_records"]
 
 
 class FileSource(_shared.FileSource):
