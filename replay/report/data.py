@@ -56,17 +56,16 @@ def scalar_series(store, run_id, buckets=BUCKETS):
     steps = t["step"].to_numpy()
     values = t["value"].to_numpy()
     walls = t["wall_time"].to_numpy()
-    order = np.argsort(codes, kind="stable")     # rows are in step order; keep it per tag
-    bounds = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1], True])
-    names = tags.dictionary.to_pylist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        idx = order[a:b]
+    for code, name in enumerate(tags.dictionary.to_pylist()):
+        idx = np.flatnonzero(codes == code)   # rows are in step order: so are a tag's
+        if not len(idx):
+            continue
         s, v, w = steps[idx], values[idx], walls[idx]
         ks, kv = minmax(s, v, buckets)
         kw = np.interp(ks, s, w) if len(ks) else ks
-        out[names[codes[idx[0]]]] = {"steps": ks.tolist(), "values": kv.tolist(),
-                                     "walls": np.round(kw, 3).tolist(), "count": int(b - a),
-                                     "nonfinite": int((~np.isfinite(v)).sum())}
+        out[name] = {"steps": ks.tolist(), "values": kv.tolist(),
+                     "walls": np.round(kw, 3).tolist(), "count": int(len(idx)),
+                     "nonfinite": int((~np.isfinite(v)).sum())}
     return out
 
 

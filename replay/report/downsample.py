@@ -24,10 +24,20 @@ def minmax(steps, values, buckets=BUCKETS):
         return steps, values
     lo, hi = int(steps[0]), int(steps[-1])
     span = hi - lo + 1
-    bucket = ((steps - lo) * buckets // span).astype(np.int64)
-    # within each bucket, order by value: its first point is the min, its last the max
-    order = np.lexsort((values, bucket))
-    starts = np.flatnonzero(np.r_[True, bucket[order][1:] != bucket[order][:-1]])
-    ends = np.r_[starts[1:], n] - 1
-    keep = np.unique(np.concatenate([order[starts], order[ends]]))   # sorted = step order
+    bucket = (steps - lo) * buckets // span        # non-decreasing: steps are sorted
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    keep = np.concatenate([_first(values == np.repeat(np.minimum.reduceat(values, starts),
+                                                      sizes), bucket, last=False),
+                           _first(values == np.repeat(np.maximum.reduceat(values, starts),
+                                                      sizes), bucket, last=True)])
+    keep = np.unique(keep)                          # sorted: step order
     return steps[keep], values[keep]
+
+
+def _first(hits, bucket, last):
+    """Per bucket, the first (or last) index where `hits` holds."""
+    idx = np.flatnonzero(hits)
+    b = bucket[idx]
+    edge = np.r_[b[1:] != b[:-1], True] if last else np.r_[True, b[1:] != b[:-1]]
+    return idx[edge]
