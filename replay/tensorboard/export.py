@@ -68,6 +68,8 @@ def main(args):
         for r in results:
             span = (f"steps {r['first_step']}..{r['last_step']}" if r["events"]
                     else "no new steps")
+            if r.get("hparams"):
+                span += "; the config as hparams"
             print(f"run {r['run_id']}: {r['events']} event(s) ({span}), "
                   f"{r['mirrored_bytes']:,} byte(s) of captured event files -> {r['dir']}")
             for p in r["problems"]:
@@ -128,7 +130,7 @@ def export_run(store, record, out):
     chunk = _write_chunk(store, record.run_id, dest, run_dir, step, state, stream)
     if chunk is not None:
         result.update(first_step=chunk["lo"], last_step=chunk["hi"], events=chunk["events"],
-                      file=chunk["file"])
+                      file=chunk["file"], hparams=chunk["hparams"])
     return result
 
 
