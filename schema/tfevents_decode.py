@@ -181,7 +181,8 @@ _SCALAR_FORMATS = {(1, 4): "<f", (2, 8): "<d"}   # DT_FLOAT, DT_DOUBLE in tensor
 class _Template:
     """The bytes of a summary that _fast decoded, around its tensor content: a record of the
     same file whose summary has the same bytes around a content of the same length is the
-    same value with another content, decoded without parsing (~4x cheaper)."""
+    same value with another content, decoded without parsing (import-tfevents of a TF2
+    file: 1.5x less CPU in all)."""
 
     __slots__ = ("prefix", "suffix", "size", "tag", "scalar", "buckets")
 
