@@ -106,7 +106,7 @@ def test_the_page_needs_no_network(report):
     assert len(html) < 10 << 20
 
 
-def test_a_screenshot_of_the_report(report):
+def test_a_screenshot_of_the_report(report, capsys):
     base, page, _expected, _run = report
     shot = base / "report.png"
     _out, console, proc = tb_helpers.chromium(page, base / "profile-shot",
@@ -115,7 +115,8 @@ def test_a_screenshot_of_the_report(report):
                                               "--hide-scrollbars")
     assert console == []
     assert shot.exists() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
-    print(f"\nreport screenshot: {shot}")
+    with capsys.disabled():   # shown in every test run, not only with -s
+        print(f"\nreport screenshot (a test artifact): {shot}")
 
 
 def test_bad_out_and_an_empty_store(tmp_path, capsys):
