@@ -315,6 +315,8 @@ def _text_tensor(arr, v, key, buf):
 
 
 def _strings(arr):
+    if not isinstance(arr, np.ndarray):   # an element of a 1-D object array: bytes
+        return bytes(arr).decode("utf-8", "replace")
     if arr.ndim == 0:
         return bytes(arr.item()).decode("utf-8", "replace")
     return [_strings(a) for a in arr]

@@ -1,4 +1,5 @@
-"""Command line: `tfblackbox runs|show|verify|compact|replay|import-dumps` and `replay`.
+"""Command line: `tfblackbox runs|show|verify|compact|replay|report|import-dumps|import-tfevents`
+and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
@@ -18,7 +19,7 @@ def _store_arg(p):
 
 def _add_replay_arguments(p):
     _store_arg(p)
-    p.add_argument("--to", required=True, choices=["wandb", "debug-dump"],
+    p.add_argument("--to", required=True, choices=["wandb", "debug-dump", "tensorboard"],
                    help="destination")
     p.add_argument("--run", action="append", dest="runs", metavar="ID",
                    help="run id to replay (repeatable; default: every run with rows not yet pushed)")
@@ -33,8 +34,9 @@ def _add_replay_arguments(p):
     w.add_argument("--follow", action="store_true",
                    help="keep pushing a run that is still recording until it finishes or Ctrl-C")
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
-    d = p.add_argument_group("--to debug-dump")
-    d.add_argument("--out", help="directory to rebuild the tfdbg dump dirs in")
+    d = p.add_argument_group("--to debug-dump, --to tensorboard")
+    d.add_argument("--out", help="directory to rebuild the tfdbg dump dirs in, or the "
+                                 "TensorBoard logdir to write (one subdirectory per run)")
     d.add_argument("--steps", help="A:B, the global steps to rebuild (A <= step < B)")
     d.add_argument("--node", help="regex: only nodes whose name matches (re.search)")
     d.add_argument("--force", action="store_true", help="write into a non-empty --out")
@@ -59,8 +61,23 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("replay", help="push recorded runs to W&B or rebuild tfdbg dump dirs")
+    p = sub.add_parser("replay", help="push recorded runs to W&B, rebuild tfdbg dump dirs or "
+                                      "write a TensorBoard logdir")
     _add_replay_arguments(p)
+    p = sub.add_parser("report", help="one self-contained HTML page of runs, curves and media")
+    _store_arg(p)
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--run", action="append", dest="runs", metavar="ID",
+                   help="run id to show (repeatable; default: every run)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("import-tfevents", help="ingest a TensorBoard logdir's event files")
+    p.add_argument("logdir")
+    _store_arg(p)
+    p.add_argument("--run", dest="run_id",
+                   help="put every file into this run (default: one run per directory)")
+    p.add_argument("--project", help="project of the new runs")
+    p.add_argument("--name", help="name of the new run(s) (default: the directory's path)")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("import-dumps", help="ingest an existing DumpingDebugHook session root")
     p.add_argument("session_root")
     _store_arg(p)
@@ -90,7 +107,8 @@ def replay_main(argv=None):
     """The `replay` console script: `replay --store DIR --to wandb ...`."""
     _arrow_pool()
     parser = argparse.ArgumentParser(prog="replay",
-                                     description="push recorded runs to W&B or tfdbg dump dirs")
+                                     description="push recorded runs to W&B, tfdbg dump dirs "
+                                                 "or a TensorBoard logdir")
     _add_replay_arguments(parser)
     try:
         args = parser.parse_args(argv)
@@ -131,11 +149,21 @@ def _run(args, store):
             store=store, runs=tuple(args.runs or ()), project=args.project,
             entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
             follow=args.follow, json=args.json, progress=not args.no_progress))
+    if args.command == "replay" and args.to == "tensorboard":
+        from .tensorboard import export
+        return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "replay":
         from .tfdbg import rebuild_v1
         return rebuild_v1.main(rebuild_v1.DumpReplay(
             store=store, out=args.out, runs=tuple(args.runs or ()), steps=args.steps,
             node=args.node, force=args.force, json=args.json))
+    if args.command == "import-tfevents":
+        from .tensorboard import import_logdir
+        return import_logdir.main(store, args.logdir, run_id=args.run_id, project=args.project,
+                                  name=args.name, as_json=args.json)
+    if args.command == "report":
+        from .report import build
+        return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "import-dumps":
         from .tfdbg import import_v1
         return import_v1.main(store, args.session_root, run_id=args.run_id, as_json=args.json)

@@ -17,8 +17,9 @@ RUN_FIELDS = ("project", "name", "group", "notes", "host", "pid", "command", "py
               "tf_version", "tfblackbox_version", "git_commit")
 
 
-def create_run(self, run_id, config=None, tags=None, **fields):
-    """Inserts a new run in status 'running'; refuses an id that exists."""
+def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
+    """Inserts a new run in status 'running'; refuses an id that exists. `started_at`
+    (default: now) is for importers: the time the imported history began."""
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
         raise TypeError(f"unknown run fields {sorted(unknown)}")
@@ -27,7 +28,8 @@ def create_run(self, run_id, config=None, tags=None, **fields):
         if s.get(cat.RunRow, run_id) is not None:
             raise RunExistsError(f"run {run_id!r} already exists in store {self.root}")
         row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
-                         tags_json=json.dumps(list(tags or [])), started_at=now,
+                         tags_json=json.dumps(list(tags or [])),
+                         started_at=now if started_at is None else started_at,
                          heartbeat_at=now, **fields)
         s.add(row)
         s.flush()
@@ -112,14 +114,15 @@ def end_attempt(self, writer_id):
             w.ended_at = time.time()
 
 
-def finish_run(self, run_id, exit_code=0):
+def finish_run(self, run_id, exit_code=0, ended_at=None):
+    """Marks the run finished (exit 0) or failed; `ended_at` (default: now) is for importers."""
     with self.catalog.write() as s:
         row = s.get(cat.RunRow, run_id)
         if row is None:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
         row.status = "finished" if exit_code == 0 else "failed"
         row.exit_code = exit_code
-        row.ended_at = row.heartbeat_at = time.time()
+        row.ended_at = row.heartbeat_at = time.time() if ended_at is None else ended_at
 
 
 def get_cursor(self, run_id, destination):

@@ -215,5 +215,38 @@ def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
     return rec
 
 
-__all__ = ["SegmentRecord", "write_segment", "write_encoded", "Encoded", "StreamEncoder",
+def write_group(root, catalog, run_id, tables, writer_id=None):
+    """Writes several tables' segments ({name: pa.Table}) and registers them all in one
+    transaction: an importer's flush lands whole or not at all (its raw records and the
+    rows decoded from them together). Returns the SegmentRecords. A writer_id's first_step is
+    not touched: an import is no resumption, its rows hide no earlier attempt's."""
+    written = []
+    try:
+        for name, table in tables.items():
+            table, data = encode(table, name)
+            rel = f"{segment_dir(name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
+            write_durably(os.path.join(root, rel), data)
+            written.append((name, rel, table.num_rows, data, step_range(table)))
+        now = time.time()
+        with catalog.write() as s:
+            rows = [cat.SegmentRow(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
+                                   row_count=n, size_bytes=len(data),
+                                   sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
+                                   max_step=hi, created_at=now)
+                    for name, rel, n, data, (lo, hi) in written]
+            s.add_all(rows)
+            run = s.get(cat.RunRow, run_id)
+            if run is not None:
+                run.heartbeat_at = now
+            s.flush()
+            return [to_record(r) for r in rows]
+    except BaseException:
+        for _name, rel, *_rest in written:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(root, rel))
+        raise
+
+
+__all__ = ["SegmentRecord", "write_segment", "write_encoded", "write_group", "Encoded",
+           "StreamEncoder",
            "encode", "segment_dir", "file_name", "parse_owner", "is_this_host"]

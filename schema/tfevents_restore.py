@@ -60,13 +60,14 @@ def _wanted(rows):
     return wanted
 
 
-def decoded_payloads(store, run_id, rows, keys_only=False):
+def decoded_payloads(store, run_id, rows, keys_only=False, steps=None):
     """{key: [payload lists]} of the decoded rows that `rows` (raw rows) were cut against;
-    with keys_only, {key: []} (which of them are in the store) without reading payloads."""
+    with keys_only, {key: []} (which of them are in the store) without reading payloads.
+    `steps=(lo, hi)` reads only those steps of the decoded tables (the rows' steps)."""
     found = collections.defaultdict(list)
     for table, keys in sorted(_wanted(rows).items()):
         columns = _COLUMNS[table][:4 + (table == "media")] if keys_only else _COLUMNS[table]
-        t = store.read(run_id, table, columns=columns, latest_only=False)
+        t = store.read(run_id, table, columns=columns, latest_only=False, steps=steps)
         for row in t.to_pylist():
             key = _key(table, row)
             if key in keys:

@@ -29,9 +29,8 @@ def test_kill_replay_debug_dump_then_force_rerun_is_a_clean_rebuild(ws):
     assert_held(kill_replay_dumps.kill(ws, 1, frac=0.5))
 
 
-def test_replay_tensorboard_slot_is_reported_not_run_until_it_exists():
-    result = kill_replay_dumps.tensorboard_slot()
-    assert result.held is None and "does not exist yet" in result.detail, result.detail
+def test_kill_replay_tensorboard_then_rerun_writes_each_value_once(ws):
+    assert_held(kill_replay_dumps.tb_kill(ws, 1, frac=0.5))
 
 
 def test_disk_full_then_freed_training_goes_on_and_recovers(ws):

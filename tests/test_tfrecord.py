@@ -1,6 +1,7 @@
 """TFRecord framing and the tfevents wire reader against files TensorFlow wrote itself."""
 
 import os
+import struct
 
 import pytest
 
@@ -171,3 +172,31 @@ def test_the_wire_fast_path_decodes_as_summaries_py_does(tf_file):
         assert a.rows == b.rows and (spans_a, cuts_a) == (spans_b, cuts_b)
         assert a.rows[0][1]["tag"].startswith("ns/")
     assert fast_kinds == {"scalars", "histograms"}
+
+
+def test_records_decoded_by_their_files_templates_are_decoded_as_parsed(tf_file, tmp_path):
+    """After its first value of a tag, a file's records of that tag are decoded from a
+    template (the bytes around the value); rows and raw rows must be what parsing gives --
+    also for a longer file whose steps grow past one varint byte, and a value that changes
+    shape (no template match: parsed)."""
+    from tfblackbox.schema import tfevents_decode as dec
+    from tfblackbox.replay.tensorboard import events as ev
+    records = [d for _o, d in tfrecord.read_records(tf_file)]
+    # a hand-made tail: 300 steps of a float scalar, a double scalar and a histogram tensor
+    meta = ev.metadata("scalars", data_class=1)
+    for step in range(0, 600, 2):
+        value = ev.value("x", ev.tensor(1, [], struct.pack("<f", step / 7)) + meta)
+        records.append(ev.event(1e9 + step, step, summary=value))
+        records.append(ev.event(1e9 + step, step, summary=ev.double_scalar("y", step / 3)))
+        k = 2 if step < 300 else 3
+        hist = ev.value("h", ev.tensor(2, [k, 3], struct.pack(f"<{3 * k}d", *range(3 * k))) +
+                        ev.metadata("histograms"))
+        records.append(ev.event(1e9 + step, step, summary=hist))
+    once, fresh = _Collect(), _Collect()
+    src = dec.FileSource("f", "ns/f", "ns")
+    raw_once = [dec.decode_record(src, i, i, d, once) for i, d in enumerate(records)]
+    raw_fresh = []
+    for i, d in enumerate(records):   # a new source per record: nothing learned, all parsed
+        raw_fresh.append(dec.decode_record(dec.FileSource("f", "ns/f", "ns"), i, i, d, fresh))
+    assert len(src.templates) >= 4
+    assert once.rows == fresh.rows and raw_once == raw_fresh

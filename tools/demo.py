@@ -1,4 +1,5 @@
-"""The demo: air-gapped training runs recorded into ./tfblackbox-store, then replayed.
+"""The demo: air-gapped training runs recorded into ./tfblackbox-store, then replayed (W&B
+offline, a tfdbg dump dir), shown as a TensorBoard logdir and as an HTML report.
 
 A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
 tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks (TF1); then with Keras 3
@@ -118,6 +119,10 @@ def main(argv=None):
     p.add_argument("--dump-out", default="./tfblackbox-debug-dump")
     p.add_argument("--logdir", default="./tfblackbox-demo-logs",
                    help="where the TF2 part's tf.summary writer writes (tailed by the recorder)")
+    p.add_argument("--tensorboard-out", default="./tfblackbox-tensorboard",
+                   help="where replay --to tensorboard writes the runs as a TensorBoard logdir")
+    p.add_argument("--report", default="./tfblackbox-report.html",
+                   help="where `tfblackbox report` writes the HTML report")
     p.add_argument("--tf2-part", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--keras-part", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -188,8 +193,28 @@ def tf2_part(args, tfblackbox):
     run_id = child.stdout.split()[-1]
     tfblackbox(["show", run_id, "--store", args.store])
     print(f"\n== replay --to wandb (offline) of the tf.summary run into {args.wandb_dir}")
-    return tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
+    code = tfblackbox(["replay", "--store", args.store, "--to", "wandb", "--mode", "offline",
                        "--run", run_id, "--wandb-dir", args.wandb_dir, "--no-progress"])
+    return code or view_part(args, tfblackbox)
+
+
+def view_part(args, tfblackbox):
+    """Looking at the runs on the air-gapped machine itself: TensorBoard and the report."""
+    print(f"\n== replay --to tensorboard: every run as a TensorBoard logdir in "
+          f"{args.tensorboard_out}")
+    code = tfblackbox(["replay", "--store", args.store, "--to", "tensorboard", "--out",
+                       args.tensorboard_out])
+    if code != 0:
+        return code
+    print(f"\n== tfblackbox report: one HTML page of every run into {args.report}")
+    code = tfblackbox(["report", "--store", args.store, "--out", args.report])
+    if code != 0:
+        return code
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    print(f"\nopen the logdir with (no network needed):\n  {tensorboard} --logdir "
+          f"{os.path.abspath(args.tensorboard_out)} --host 127.0.0.1\nopen the report with any "
+          f"browser:\n  file://{os.path.abspath(args.report)}")
+    return 0
 
 
 if __name__ == "__main__":

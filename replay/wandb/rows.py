@@ -9,38 +9,23 @@ JSON values (log_values) as they were logged, wandb objects (wandb_objects) rebu
 
 `iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
 catalog's segment statistics), so a replay's memory does not grow with the run.
-`settled_step` says how far a run that is still recording can be pushed safely.
+`settled_step` (schema/windows.py) says how far a live run can be pushed safely.
 """
 
 import collections
 import dataclasses
 import json
-import time
 
-from tfblackbox.schema.records import run_state
+from tfblackbox.schema import windows
+from tfblackbox.schema.windows import settled_step  # noqa: F401 (push and report use it)
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
 PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
-SETTLE_SECS = 5.0     # a flush registers its tables' segments within this many seconds
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
                "height", "sample_rate"]
 _HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
               "min", "max", "source"]
 _OBJ_COLS = ["step", "wall_time", "tag", "index", "wandb_type", "meta_json", "files"]
-
-
-def settled_step(store, record, now=None):
-    """The highest step whose rows are all registered, or None for no limit.
-
-    A finished, failed or dead run is complete. A live writer registers one segment per table
-    at each flush, and a flush holds whole steps; so every step up to the highest step of the
-    segments registered at least SETTLE_SECS ago is complete. -1 when none has settled."""
-    if run_state(record, now) != "running":
-        return None
-    cutoff = (now or time.time()) - SETTLE_SECS
-    steps = [g.max_step for g in store.segments(record.run_id)
-             if g.max_step is not None and g.created_at <= cutoff]
-    return max(steps, default=-1)
 
 
 @dataclasses.dataclass
@@ -173,20 +158,8 @@ def load_rows(store, run_id, lo=None, hi=None):
 
 
 def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
-    """Consecutive [a, b) step ranges covering lo <= step < hi where the run has rows, each
-    expected to hold about `window_rows` rows (from the segments' row counts and step spans)."""
-    segs = [g for g in store.segments(run_id) if g.table in PUSHED_TABLES
-            and g.min_step is not None and (lo is None or g.max_step >= lo)
-            and (hi is None or g.min_step < hi)]
-    if not segs:
-        return []
-    first = max(min(g.min_step for g in segs), lo if lo is not None else -2**62)
-    end = min(max(g.max_step for g in segs) + 1, hi if hi is not None else 2**62)
-    rows = sum(g.row_count for g in segs)
-    window_rows = window_rows or WINDOW_ROWS
-    span = max(g.max_step for g in segs) - min(g.min_step for g in segs) + 1
-    width = max(1, int(window_rows * span / max(rows, 1)))
-    return [(a, min(a + width, end)) for a in range(first, end, width)]
+    """The windows of steps a replay reads at once (schema/windows.py), WINDOW_ROWS rows each."""
+    return windows.step_windows(store, run_id, PUSHED_TABLES, window_rows or WINDOW_ROWS, lo, hi)
 
 
 def iter_rows(store, run_id, lo=None, hi=None, window_rows=None):

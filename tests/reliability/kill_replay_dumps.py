@@ -3,18 +3,17 @@ or over a complete earlier rebuild; then a re-run with --force must leave --out 
 clean replay makes it (the same entries, byte for byte, no hidden or renamed-aside leftovers)
 and every session.run dir must load with tfdbg's DebugDumpDir(validate=True).
 
-Also the slot for `replay --to tensorboard`'s kill cases, reported as not run until that
-replay exists.
+And `replay --to tensorboard` killed at random instants, then run again: the logdir holds
+every value of a clean replay exactly once, and no file TensorBoard would misread.
 """
 
-import argparse
 import filecmp
 import os
 import shutil
 import time
 
 from .common import (Checks, Child, cli, cli_command, error_line, exit_text, guarded,
-                     has_traceback, not_run)
+                     has_traceback)
 
 GROUP = "kill-replay-debug-dump"
 RUN = "dumped"
@@ -170,29 +169,130 @@ def cases(ws, rng, quick):
     return out
 
 
-# -- replay --to tensorboard: a slot -----------------------------------------------------------
+# -- replay --to tensorboard --------------------------------------------------------------------
 
 TB_GROUP = "kill-replay-tensorboard"
+TB_RUN = "summaries"
 
 
-def tensorboard_destinations():
-    """The --to choices of the replay command as it stands."""
-    from tfblackbox.replay import cli as replay_cli
-    p = argparse.ArgumentParser()
-    replay_cli._add_replay_arguments(p)   # noqa: SLF001 -- the one place its choices live
-    return next(a.choices for a in p._actions if a.dest == "to")   # noqa: SLF001
+def tb_recorded(ws):
+    return ws.cached("tb-store", lambda: _tb_record(ws))
 
 
-def tensorboard_slot():
-    """kill -9 of `replay --to tensorboard` at >= 10 instants, then a re-run: not written
-    until that replay exists (issue 15); reported as not run, never as held."""
-    if "tensorboard" not in tensorboard_destinations():
-        return not_run(TB_GROUP, "slot", "`replay --to tensorboard` does not exist yet "
-                       "(slot kept in tests/reliability/kill_replay_dumps.py)")
-    return not_run(TB_GROUP, "slot", "`replay --to tensorboard` exists now, but its kill "
-                   "cases are not written yet: fill the slot in "
-                   "tests/reliability/kill_replay_dumps.py")
+def _tb_record(ws):
+    """A store of SummaryHook rows (scalars, a histogram, an image a step), a clean
+    `replay --to tensorboard` of it, and when that replay wrote its first file and ended."""
+    d = ws.new("tb-recorded")
+    store = os.path.join(d, "store")
+    child = Child.worker(d, "train", store, "--run-id", TB_RUN, "--steps", 3000, "--image",
+                         "--step-sleep", 0, "--flush-every", 500, name="train")
+    code = child.wait()
+    child.close()
+    if code != 0:
+        raise RuntimeError(f"recording the summaries failed: {exit_text(code)}: "
+                           f"{error_line(child.stderr())}")
+    ref = os.path.join(d, "logdir-clean")
+    c = Checks(TB_GROUP, "clean-replay")
+    first, total, p = _timed_tb_replay(d, store, ref)
+    c.check(p == 0, f"the clean replay: {exit_text(p)}")
+    events, bad = tb_events(ref)
+    c.check(not bad, f"the clean logdir has files TensorBoard would misread: {bad[:2]}")
+    c.check(len(events) >= 3000 * 4, f"only {len(events)} (tag, step) values were written")
+    c.note(f"{len(events)} values; the first file after {first:.2f} s, done after {total:.2f} s")
+    c.lost_secs = 0.0
+    return store, events, first, total, c.result()
+
+
+def tb_replay_args(store, out):
+    return ["replay", "--store", store, "--to", "tensorboard", "--out", out]
+
+
+def _timed_tb_replay(d, store, out):
+    child = Child(cli_command() + tb_replay_args(store, out), d, name="tb-replay-clean")
+    t0, first = time.monotonic(), None
+    while child.proc.poll() is None:
+        if first is None and os.path.isdir(out) and any(
+                "tfevents" in f for _d, _s, files in os.walk(out) for f in files):
+            first = time.monotonic() - t0
+        time.sleep(0.002)
+    total = time.monotonic() - t0
+    code = child.wait()
+    child.close()
+    return first if first is not None else total, total, code
+
+
+def tb_events(logdir):
+    """The (run dir, tag, step) of every summary value in the event files TensorBoard would
+    read (names with "tfevents"), as a sorted list with repeats; and the files it would
+    misread (a half-written last record, damage)."""
+    from tfblackbox.schema.formats import tfevents, tfrecord
+    out, bad = [], []
+    for folder, _dirs, files in os.walk(logdir):
+        for f in files:
+            if "tfevents" not in f:
+                continue
+            path = os.path.join(folder, f)
+            reader = tfrecord.RecordReader(path)
+            try:
+                records = list(reader)
+            except Exception as e:   # damage in the middle of the file
+                bad.append(f"{path}: {type(e).__name__}: {e}"[:200])
+                continue
+            if reader.partial:
+                bad.append(f"{path}: a half-written last record ({reader.partial} bytes)")
+            run = os.path.relpath(folder, logdir)
+            for _off, data in records:
+                ev = tfevents.parse_event(data)
+                out.extend((run, v.tag, ev.step) for v in ev.values)
+    return sorted(out), bad
+
+
+def tb_kill(ws, n, frac):
+    name = f"killed#{n}"
+    return guarded(TB_GROUP, name, _tb_kill, ws, name, frac)
+
+
+def _tb_kill(ws, name, frac):
+    store, ref_events, first, total, _clean = tb_recorded(ws)
+    c = Checks(TB_GROUP, name)
+    d = ws.new(f"tb-{name.replace('#', '-')}")
+    out = os.path.join(d, "logdir")
+    try:
+        delay = 0.8 * first + frac * (total - 0.8 * first)
+        for _attempt in range(3):
+            shutil.rmtree(out, ignore_errors=True)
+            child = Child(cli_command() + tb_replay_args(store, out), d, name="tb-replay")
+            time.sleep(delay)
+            alive = child.kill()
+            child.close()
+            c.note(f"killed at {delay:.2f} s" + ("" if alive else " (it had ended)"))
+            if alive:
+                break
+            delay /= 2
+        _after, bad = tb_events(out) if os.path.isdir(out) else ([], [])
+        c.check(not bad, f"right after the kill, TensorBoard would misread: {bad[:2]}")
+        p = cli(*tb_replay_args(store, out))
+        if c.check(p.returncode == 0 and not has_traceback(p.stderr),
+                   f"the re-run: {exit_text(p.returncode)}: {error_line(p.stderr)}"):
+            events, bad = tb_events(out)
+            c.check(not bad, f"after the re-run, TensorBoard would misread: {bad[:2]}")
+            missing = len(ref_events) - len(set(events) & set(ref_events))
+            c.check(events == ref_events,
+                    f"{len(events)} values against {len(ref_events)} of a clean replay "
+                    f"({len(events) - len(set(events))} repeated, {missing} missing)")
+            again = cli(*tb_replay_args(store, out))
+            c.check(again.returncode == 0 and tb_events(out)[0] == ref_events,
+                    "a third replay changed the logdir (it must write nothing new)")
+    finally:
+        ws.discard(d)
+    c.lost_secs = 0.0
+    return c.result()
 
 
 def tensorboard_cases(ws, rng, quick):
-    return [("slot", tensorboard_slot)]
+    out = [("clean-replay", lambda: guarded(TB_GROUP, "clean-replay",
+                                            lambda: tb_recorded(ws)[4]))]
+    for n in range(1, (2 if quick else 10) + 1):
+        frac = rng.uniform(0.0, 0.9)
+        out.append((f"killed#{n}", lambda n=n, frac=frac: tb_kill(ws, n, frac)))
+    return out

@@ -1,0 +1,146 @@
+// The report's charts: plotly.js (inlined before this) draws the data in #tfbb-data.
+// Scalars: one chart per tag, the runs overlaid; smoothing (TensorBoard's debiased EMA),
+// log scale and the x axis apply to every chart. When done, #tfbb-status carries the chart
+// count, the points drawn per tag and any errors (the tests read them from the DOM).
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("tfbb-data").textContent);
+  var status = document.getElementById("tfbb-status");
+  var colors = {};
+  data.runs.forEach(function (r) { colors[r.run_id] = r.color; });
+  var names = {};
+  data.runs.forEach(function (r) { names[r.run_id] = r.label; });
+  var config = {responsive: true, displaylogo: false};
+
+  function ema(ys, weight) {
+    // a constant series stays as it is (as TensorBoard does: no debiasing noise)
+    if (!weight || ys.every(function (y) { return y === ys[0]; })) { return ys; }
+    var last = 0, n = 0, out = [];
+    for (var i = 0; i < ys.length; i++) {
+      last = last * weight + (1 - weight) * ys[i];
+      n += 1;
+      out.push(last / (1 - Math.pow(weight, n)));
+    }
+    return out;
+  }
+
+  function xValues(series, mode) {
+    if (mode === "step") { return series.steps; }
+    if (mode === "relative") {
+      var t0 = series.walls.length ? series.walls[0] : 0;
+      return series.walls.map(function (w) { return (w - t0) / 3600; });
+    }
+    return series.walls.map(function (w) { return new Date(w * 1000); });
+  }
+
+  function controls() {
+    return {
+      smoothing: parseFloat(document.getElementById("smoothing").value),
+      log: document.getElementById("logscale").checked,
+      x: document.getElementById("xaxis").value
+    };
+  }
+
+  var scalarDivs = [];
+
+  function drawScalars() {
+    var c = controls();
+    document.getElementById("smoothing-value").textContent = c.smoothing.toFixed(2);
+    var jobs = scalarDivs.map(function (div) {
+      var perRun = data.scalars[div.dataset.tag];
+      var traces = [];
+      Object.keys(perRun).forEach(function (runId) {
+        var s = perRun[runId];
+        var x = xValues(s, c.x);
+        traces.push({x: x, y: s.values, type: "scatter", mode: "lines", name: names[runId],
+                     legendgroup: runId, showlegend: !c.smoothing,
+                     line: {color: colors[runId], width: 1},
+                     opacity: c.smoothing ? 0.3 : 1, meta: "raw"});
+        if (c.smoothing) {
+          traces.push({x: x, y: ema(s.values, c.smoothing), type: "scatter", mode: "lines",
+                       name: names[runId], legendgroup: runId,
+                       line: {color: colors[runId], width: 2}, meta: "smoothed"});
+        }
+      });
+      var skipped = 0;
+      Object.keys(perRun).forEach(function (runId) { skipped += perRun[runId].nonfinite; });
+      var title = div.dataset.tag + (skipped ? " (" + skipped + " NaN/inf not drawn)" : "");
+      var layout = {title: {text: title, font: {size: 13}}, height: 300,
+                    margin: {l: 55, r: 10, t: 35, b: 40}, showlegend: true,
+                    legend: {orientation: "h", y: -0.25},
+                    xaxis: {title: {text: {step: "step", relative: "hours", wall: ""}[c.x]}},
+                    yaxis: {type: c.log ? "log" : "linear"}};
+      return Plotly.react(div, traces, layout, config).then(function (gd) {
+        var n = 0;
+        gd.data.forEach(function (t) { if (t.meta === "raw") { n += t.x.length; } });
+        div.dataset.points = String(n);
+      });
+    });
+    return Promise.all(jobs);
+  }
+
+  function scalarCharts() {
+    var box = document.getElementById("scalar-charts");
+    Object.keys(data.scalars).sort().forEach(function (tag) {
+      var div = document.createElement("div");
+      div.className = "chart scalar-chart";
+      div.dataset.tag = tag;
+      box.appendChild(div);
+      scalarDivs.push(div);
+    });
+    ["smoothing", "logscale", "xaxis"].forEach(function (id) {
+      document.getElementById(id).addEventListener("input", drawScalars);
+      document.getElementById(id).addEventListener("change", drawScalars);
+    });
+    return drawScalars();
+  }
+
+  function histogramCharts() {
+    var box = document.getElementById("histogram-charts");
+    return Promise.all(data.histograms.map(function (h) {
+      var div = document.createElement("div");
+      div.className = "chart histogram-chart";
+      box.appendChild(div);
+      return Plotly.newPlot(div, [{z: h.counts, x: h.steps, y: h.bins, type: "heatmap",
+                                   colorscale: "YlOrRd", reversescale: true,
+                                   colorbar: {title: {text: "count"}}}],
+                            {title: {text: h.tag + " \u2014 " + names[h.run_id],
+                                     font: {size: 13}},
+                             height: 300, margin: {l: 55, r: 10, t: 35, b: 40},
+                             xaxis: {title: {text: "step"}}, yaxis: {title: {text: "value"}}},
+                            config);
+    }));
+  }
+
+  function prCharts() {
+    return Promise.all(data.pr_curves.map(function (p) {
+      var div = document.getElementById(p.div);
+      return Plotly.newPlot(div, [{x: p.curve.recall, y: p.curve.precision, type: "scatter",
+                                   mode: "lines+markers", line: {color: colors[p.run_id]}}],
+                            {height: 260, margin: {l: 50, r: 10, t: 10, b: 40},
+                             xaxis: {title: {text: "recall"}, range: [0, 1]},
+                             yaxis: {title: {text: "precision"}, range: [0, 1.05]}},
+                            config);
+    }));
+  }
+
+  function finish(error) {
+    if (error) { window.__tfbbErrors.push(String(error && error.stack || error)); }
+    var points = {};
+    scalarDivs.forEach(function (d) { points[d.dataset.tag] = Number(d.dataset.points || 0); });
+    status.dataset.charts = String(scalarDivs.length);
+    status.dataset.histograms = String(data.histograms.length);
+    status.dataset.points = JSON.stringify(points);
+    status.dataset.errors = JSON.stringify(window.__tfbbErrors);
+    status.dataset.done = "1";
+    status.textContent = scalarDivs.length + " scalar chart(s) drawn" +
+      (window.__tfbbErrors.length ? "; errors: " + window.__tfbbErrors.join("; ") : "");
+  }
+
+  try {
+    Promise.all([scalarCharts(), histogramCharts(), prCharts()])
+      .then(function () { finish(null); }, finish);
+  } catch (e) {
+    finish(e);
+  }
+})();
