@@ -1,4 +1,4 @@
-"""Command line: `tfblackbox runs|show|verify|compact|replay|import-dumps` and `replay`.
+"""Command line: `tfblackbox runs|show|verify|compact|merge|replay|import-dumps` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
@@ -13,7 +13,8 @@ from .exits import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
 def _store_arg(p):
     p.add_argument("--store", default=None,
-                   help="store directory (default: $TFBLACKBOX_STORE or ./tfblackbox-store)")
+                   help="store directory or catalog URL (postgresql+psycopg://user@host/db; "
+                        "default: $TFBLACKBOX_STORE or ./tfblackbox-store)")
 
 
 def _add_replay_arguments(p):
@@ -58,6 +59,13 @@ def build_parser():
     p = sub.add_parser("compact", help="merge small segments into large ones")
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("merge", help="merge the runs of several stores into one")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="store directory or catalog URL")
+    p.add_argument("--into", required=True, metavar="DST",
+                   help="the store to merge into (a directory, made if absent, or a catalog URL)")
+    p.add_argument("--data", metavar="URI",
+                   help="where a new DST keeps its data files (a directory or s3://...)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("replay", help="push recorded runs to W&B or rebuild tfdbg dump dirs")
     _add_replay_arguments(p)
@@ -105,7 +113,7 @@ def _dispatch(args):
     if getattr(args, "store", None) is None:
         args.store = os.environ.get("TFBLACKBOX_STORE", "./tfblackbox-store")
     try:
-        if args.command in ("runs", "show", "verify", "compact"):
+        if args.command in ("runs", "show", "verify", "compact", "merge"):
             from . import store_tools
             return getattr(store_tools, args.command)(args)
         if args.command == "replay":
