@@ -36,10 +36,12 @@ def is_uri(spec):
 def strip_credentials(uri):
     """`uri` without user, password or secret-looking query values (for catalogs, logs)."""
     parts = urllib.parse.urlsplit(uri)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query)
-                                    if not _SECRET_KEYS.search(k)])
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if not _SECRET_KEYS.search(k)]
+    if "@" not in parts.netloc and len(kept) == len(pairs):
+        return uri
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path,
+                                    urllib.parse.urlencode(kept, safe=":/"), ""))
 
 
 class DataLocation:
