@@ -16,6 +16,7 @@ without the rows the destination already holds.
 import collections
 import hashlib
 import json
+import os
 import time
 
 from . import catalog as cat
@@ -24,6 +25,16 @@ from .errors import BlackboxError, MergeConflictError, StoreDamageError
 
 MERGE_CURSOR = "merge-source:"
 COPY_BLOCK = 8 << 20
+_copied = [0]
+
+
+def _kill_point():
+    """Tests stop a merge with SIGKILL after the n-th file is copied, before it is registered
+    (TFBLACKBOX_TEST_KILL_AT=merge-copied:<n>)."""
+    _copied[0] += 1
+    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == f"merge-copied:{_copied[0]}":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def merge(sources, dest):
@@ -166,6 +177,7 @@ def _copy_segment(src, dest, g, writer_id, rep):
     else:   # the bytes as they are, streamed, checked against the source's catalog
         _copy_file(src, dest, g, rel)
         size, digest, rows, lo, hi = g.size_bytes, g.sha256, g.row_count, g.min_step, g.max_step
+    _kill_point()
     try:
         segments.register(dest.catalog, g.run_id, g.table, writer_id, rel, rows, size, digest,
                           lo, hi, also=noted, heartbeat=False)
