@@ -108,7 +108,9 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
     costs a run's finish (tools/bench_dump: 300 dumped steps flushed as two ~25 MB segments
     took 1.7 s to merge at finish; with 64 MiB as the bar they were). The new file is written
     and registered in the same transaction that unregisters the old ones; the old files are
-    deleted only after that commit.
+    deleted only after that commit. Processes compacting one run at once (attempts finishing
+    together) each merge what the others did not take: a group another process compacted
+    first is left to it.
     Returns {(run, table): (segments before, segments after)}.
     """
     done = {}
@@ -131,10 +133,14 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
         merges = [m for m in merges if len(m) > 1]
         if not merges:
             continue
-        for group in merges:
-            _merge(store, rid, tname, group)
-        done[(rid, tname)] = (len(segs), len(segs) - sum(len(m) - 1 for m in merges))
+        merged = [group for group in merges if _merge(store, rid, tname, group)]
+        if merged:
+            done[(rid, tname)] = (len(segs), len(segs) - sum(len(m) - 1 for m in merged))
     return done
+
+
+class _Raced(Exception):
+    """Another process compacted (some of) these segments first."""
 
 
 def _merge(store, run_id, table_name, olds):
@@ -144,7 +150,13 @@ def _merge(store, run_id, table_name, olds):
                 batch_size=segments.ROW_GROUP_ROWS)
 
     rel = f"{segments.segment_dir(table_name, run_id)}/{segments.file_name('c')}"
-    rows, size, digest, lo, hi = segments.write_streamed(store.data, rel, table_name, batches())
+    try:
+        rows, size, digest, lo, hi = segments.write_streamed(store.data, rel, table_name,
+                                                             batches())
+    except Exception:
+        if _all_registered(store, olds):
+            raise
+        return False   # another compaction took (and deleted) some of them: its job now
 
     def swap(s):   # no file I/O in here: the new file is written, the old go after the commit
         if s.info.get("retry") and s.scalar(cat.select(cat.SegmentRow.segment_id).where(
@@ -153,8 +165,7 @@ def _merge(store, run_id, table_name, olds):
         for g in olds:
             row = s.get(cat.SegmentRow, g.segment_id)
             if row is None:
-                raise StoreDamageError(f"segment {g.path} was unregistered by another "
-                                       f"process during compaction; nothing was changed")
+                raise _Raced()
             s.delete(row)
         s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
                              row_count=rows, size_bytes=size, sha256=digest, min_step=lo,
@@ -165,8 +176,18 @@ def _merge(store, run_id, table_name, olds):
                 f"compaction of {run_id}/{table_name} read {rows} rows from its segments, the "
                 f"catalog records {sum(g.row_count for g in olds)}; nothing was changed")
         store.catalog.transact(swap)
+    except _Raced:
+        store.data.remove(rel)
+        return False
     except BaseException:
         store.data.remove(rel)
         raise
     for g in olds:
         store.data.remove(g.path)
+    return True
+
+
+def _all_registered(store, olds):
+    ids = {g.segment_id for g in olds}
+    return store.catalog.read(lambda s: set(s.scalars(cat.select(cat.SegmentRow.segment_id).where(
+        cat.SegmentRow.segment_id.in_(ids)))) == ids)
