@@ -154,8 +154,14 @@ class Catalog:
         else:
             # pre_ping: a pooled connection the server closed (restart, idle timeout) is
             # replaced before use instead of failing the transaction
-            self.engine = create_engine(url, future=True, pool_pre_ping=True, pool_size=2,
-                                        max_overflow=8, pool_recycle=1800)
+            try:
+                self.engine = create_engine(url, future=True, pool_pre_ping=True, pool_size=2,
+                                            max_overflow=8, pool_recycle=1800)
+            except ImportError as e:
+                extra = ("; pip install 'tfblackbox[postgres]' for postgresql+psycopg://"
+                         if "psycopg" in str(e) else "")
+                raise CatalogError(f"catalog {self.shown}: its database driver is not "
+                                   f"installed: {e}{extra}") from e
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -52,7 +52,8 @@ def postgres_bin():
 class PostgresServer:
     """One PostgreSQL server for a test session; `database()` makes a fresh database."""
 
-    def __init__(self):
+    def __init__(self, fsync=False):
+        self.fsync = fsync       # off for tests (speed); on for benchmarks (a real server's cost)
         self.bin = postgres_bin()
         self.dir = tempfile.mkdtemp(prefix="tfblackbox-pg-")
         self.data = os.path.join(self.dir, "data")
@@ -76,8 +77,8 @@ class PostgresServer:
     def start(self):
         # -F: no fsync (a test server); the socket directory is the server's own temp dir
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w", "-t",
-                  "60", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F "
-                              f"-c max_connections=200", "start")
+                  "60", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} "
+                              f"{'' if self.fsync else '-F '}-c max_connections=200", "start")
 
     def stop(self):
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
