@@ -189,29 +189,31 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
     """Registers a written file as a segment in one transaction (retried on a dropped
     connection; a retry that finds the path registered, by a commit whose answer was lost,
     takes that). The writer's first step (and with `heartbeat` the run's heartbeat) move with
-    it. `also(s, row)` adds more to the same transaction."""
+    it. `also(s, segment_id)` adds more to the same transaction. Plain statements, not ORM
+    objects: on a server catalog each is a round trip, and this runs for every flush."""
     now = time.time()
+    values = dict(run_id=run_id, table_name=table_name, writer_id=writer_id, path=rel,
+                  row_count=rows, size_bytes=size, sha256=digest, min_step=lo, max_step=hi,
+                  created_at=now)
+    seg, writer, run = cat.SegmentRow, cat.WriterRow, cat.RunRow
 
     def add(s):
         if s.info.get("retry"):
-            done = s.scalar(cat.select(cat.SegmentRow).where(cat.SegmentRow.path == rel))
+            done = s.scalar(cat.select(seg).where(seg.path == rel))
             if done is not None:
                 return to_record(done)
-        row = cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=writer_id,
-                             path=rel, row_count=rows, size_bytes=size, sha256=digest,
-                             min_step=lo, max_step=hi, created_at=now)
-        s.add(row)
+        segment_id = s.execute(cat.insert(seg).values(**values).returning(
+            seg.segment_id)).scalar_one()
         if writer_id is not None and lo is not None:
-            w = s.get(cat.WriterRow, writer_id)
-            if w is not None and (w.first_step is None or lo < w.first_step):
-                w.first_step = lo
-        run = s.get(cat.RunRow, run_id) if heartbeat else None
-        if run is not None:
-            run.heartbeat_at = now
-        s.flush()
+            s.execute(cat.update(writer).where(
+                writer.writer_id == writer_id,
+                (writer.first_step.is_(None)) | (writer.first_step > lo)).values(first_step=lo))
+        if heartbeat:
+            s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
         if also is not None:
-            also(s, row)
-        return to_record(row)
+            also(s, segment_id)
+        return SegmentRecord(segment_id, run_id, table_name, writer_id, rel, rows, size, digest,
+                             lo, hi, now)
     return catalog.transact(add)
 
 
