@@ -15,7 +15,8 @@ from .store import Store
 from .tables import HISTOGRAMS, MEDIA, SCALARS, TABLES, TENSORS
 
 __all__ = ["Store", "RunRecord", "WriterRecord", "SegmentRecord", "BlackboxError",
-           "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError", "NativeCaptureUnavailable",
+           "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError",
+           "NativeCaptureUnavailable",
            "NotAStoreError", "ReplayError", "RunExistsError", "RunNotFoundError",
            "StoreDamageError", "StoreVersionError", "WireFormatError", "WriterError",
            "SCALARS", "HISTOGRAMS", "MEDIA", "TENSORS", "TABLES", "verify", "compact",

@@ -306,5 +306,6 @@ def dumps(obj):
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-__all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow", "CursorRow",
+__all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
+           "CursorRow",
            "FORMAT_VERSION", "dumps", "select", "insert", "update"]

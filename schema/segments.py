@@ -217,5 +217,6 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
     return catalog.transact(add)
 
 
-__all__ = ["SegmentRecord", "write_segment", "write_encoded", "register", "Encoded", "StreamEncoder",
+__all__ = ["SegmentRecord", "write_segment", "write_encoded", "register", "Encoded",
+           "StreamEncoder",
            "encode", "segment_dir", "file_name", "parse_owner", "is_this_host"]

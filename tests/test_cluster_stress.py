@@ -3,7 +3,6 @@ processes recording at once (different runs, and attempts of one run) lose no ro
 clean store; the server stopped for 10 s under a real TF training: training goes on and every
 row is registered once the server is back."""
 
-import os
 import subprocess
 import sys
 import textwrap

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+import wandb_log
+from tfblackbox.replay.cli import main as cli, replay_main
 from tfblackbox.schema import CatalogError, Store, compact, verify
 from tfblackbox.schema.maintenance import remove_orphans
 
@@ -104,7 +105,7 @@ def test_a_sqlite_store_with_data_on_s3_records_the_uri_without_credentials(s3, 
     assert Store.open(root).scalars("r")["step"].to_pylist() == [5]
 
 
-def test_the_recorder_writes_to_s3_through_a_postgresql_catalog(s3, s3_data, pg_url):
+def test_the_recorder_writes_to_s3_through_a_postgresql_catalog(s3, s3_data, pg_url, tmp_path):
     from tfblackbox import recorder
     run = recorder.init(store=pg_url, data=s3_data, run_id="r", flush_rows=100)
     for step in range(1000):
@@ -118,6 +119,12 @@ def test_the_recorder_writes_to_s3_through_a_postgresql_catalog(s3, s3_data, pg_
     assert t["step"].to_pylist() == list(range(1000))
     assert t["value"].to_pylist() == [s * 0.5 for s in range(1000)]
     assert objects(s3, s3_data) == [g.path for g in store.segments("r")]
+    # the W&B replay reads it by the catalog URL alone
+    assert replay_main(["--store", pg_url, "--to", "wandb", "--mode", "offline", "--wandb-dir",
+                        str(tmp_path / "wandb"), "--no-progress"]) == 0
+    [f] = wandb_log.run_files(str(tmp_path / "wandb"))
+    history = wandb_log.history(f)
+    assert [(r["_step"], r["loss"]) for r in history] == [(s, s * 0.5) for s in range(1000)]
 
 
 def test_the_format2_upgrade_rewrites_segments_on_s3(s3, s3_data, tmp_path):
