@@ -8,6 +8,7 @@ A server catalog (PostgreSQL) gets a connection pool that checks a connection be
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 
@@ -288,17 +289,23 @@ def is_url(spec):
 def display_url(url):
     """The URL without user name or password: what messages and records may show."""
     u = make_url(url)
+    query = {k: v for k, v in u.query.items() if not _SECRET_QUERY.search(k)}
     shown = URL.create(u.drivername, host=u.host, port=u.port, database=u.database,
-                       query=u.query)
+                       query=query)
     return shown.render_as_string(hide_password=False)
+
+
+_SECRET_QUERY = re.compile(r"(password|secret|token|key)", re.I)
 
 
 def _without_credentials(error, url):
     text = str(error)
     u = make_url(url)
-    for secret in (u.password, ):
-        if secret:
-            text = text.replace(str(secret), "***")
+    secrets = [u.password] + [v for k, v in u.query.items() if _SECRET_QUERY.search(k)]
+    for secret in secrets:
+        for value in (secret if isinstance(secret, tuple) else (secret,)):
+            if value:
+                text = text.replace(str(value), "***")
     return text
 
 

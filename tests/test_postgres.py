@@ -13,7 +13,7 @@ import pytest
 
 from tfblackbox.replay.cli import main as cli
 from tfblackbox.schema import NotAStoreError, Store, segments, verify
-from tfblackbox.schema.catalog import Catalog
+from tfblackbox.schema.catalog import Catalog, display_url
 
 
 def scalars(steps, attempt, tag="loss"):
@@ -86,6 +86,8 @@ def test_recording_by_url_and_the_cli_never_show_the_password(postgres, pg_url, 
     with pytest.raises(Exception) as err:
         bad.table_names()
     assert "s3cr3t-pw" not in str(err.value) and "no_such_database" in str(err.value)
+    assert display_url("postgresql+psycopg://u:pw@h:5/db?sslpassword=zz&sslmode=require") == (
+        "postgresql+psycopg://h:5/db?sslmode=require")
 
 
 FORMAT1_ROWS = """
