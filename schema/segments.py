@@ -202,8 +202,7 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
             done = s.scalar(cat.select(seg).where(seg.path == rel))
             if done is not None:
                 return to_record(done)
-        segment_id = s.execute(cat.insert(seg).values(**values).returning(
-            seg.segment_id)).scalar_one()
+        segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
         if writer_id is not None and lo is not None:
             s.execute(cat.update(writer).where(
                 writer.writer_id == writer_id,
