@@ -15,7 +15,7 @@ from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 from tfblackbox.schema.errors import RunExistsError
 from tfblackbox.schema.records import new_run_id, valid_run_id
 
-from . import environment
+from . import environment, multiworker
 from .logging_api import RunLogging
 from .writer import Writer
 
@@ -158,9 +158,19 @@ class Run(RunLogging):
 
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, console="auto",
+         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, data=None,
+         console="auto",
          **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
+
+    store: a directory (SQLite catalog in it) or a SQLAlchemy URL
+    ("postgresql+psycopg://user@host:5432/db"); default $TFBLACKBOX_STORE, else
+    ./tfblackbox-store. data: where a new store keeps its Parquet files (a directory or a
+    pyarrow URI such as "s3://bucket/prefix"; default $TFBLACKBOX_DATA, else the store
+    directory), recorded in the catalog.
+
+    Under TF_CONFIG each task records its own run `<run>-<type><index>` in group `<run>`
+    (multiworker.py); with no run_id given, a restarted task continues its run.
 
     sync_tensorboard=True records everything tf.summary writes (wandb's name): every logdir
     a summary writer opens is tailed (recorder/tf2/), without importing TensorFlow here.
@@ -180,6 +190,13 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         resume = None
     if resume not in RESUME_MODES:
         raise BlackboxError(f"resume={resume!r}; expected one of 'allow', 'must', 'never', None")
+    task = multiworker.current_task()
+    if task is not None:
+        run_id, task_name, group, derived = multiworker.task_run(task, run_id, name, group,
+                                                                 project)
+        name = task_name or name
+        if derived and resume is None:
+            resume = "allow"
     if run_id is not None and not valid_run_id(run_id):
         raise BlackboxError(f"run_id {run_id!r} is not valid: use 1-64 letters, digits, '_', "
                             f"'-' or '.', starting with a letter or digit")
@@ -191,7 +208,8 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
                         _active.run_id)
             _finish_locked(0)
         path = store or os.environ.get("TFBLACKBOX_STORE") or DEFAULT_STORE
-        the_store = Store.create(path, catalog_url)
+        the_store = Store.create(path, catalog_url,
+                                 data if data is not None else os.environ.get("TFBLACKBOX_DATA"))
         facts = environment.describe()
         exists = run_id is not None and the_store.has_run(run_id)
         if exists and resume in (None, "never"):

@@ -1,5 +1,5 @@
-"""Command line: `tfblackbox runs|show|verify|compact|replay|report|import-dumps|import-tfevents`
-and `replay`.
+"""Command line: `tfblackbox runs|show|verify|compact|merge|replay|report|import-dumps|
+import-tfevents` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
@@ -14,7 +14,8 @@ from .exits import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
 def _store_arg(p):
     p.add_argument("--store", default=None,
-                   help="store directory (default: $TFBLACKBOX_STORE or ./tfblackbox-store)")
+                   help="store directory or catalog URL (postgresql+psycopg://user@host/db; "
+                        "default: $TFBLACKBOX_STORE or ./tfblackbox-store)")
 
 
 def _add_replay_arguments(p):
@@ -60,6 +61,13 @@ def build_parser():
     p = sub.add_parser("compact", help="merge small segments into large ones")
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("merge", help="merge the runs of several stores into one")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="store directory or catalog URL")
+    p.add_argument("--into", required=True, metavar="DST",
+                   help="the store to merge into (a directory, made if absent, or a catalog URL)")
+    p.add_argument("--data", metavar="URI",
+                   help="where a new DST keeps its data files (a directory or s3://...)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("replay", help="push recorded runs to W&B, rebuild tfdbg dump dirs or "
                                       "write a TensorBoard logdir")
@@ -122,7 +130,8 @@ def _dispatch(args):
     """Turns the parsed arguments into plain options for the domain function and maps its
     errors to exit codes (exits.py)."""
     from tfblackbox.schema import BlackboxError
-    store = args.store or os.environ.get("TFBLACKBOX_STORE", "./tfblackbox-store")
+    store = getattr(args, "store", None) or os.environ.get("TFBLACKBOX_STORE",
+                                                           "./tfblackbox-store")
     try:
         return _run(args, store)
     except BlackboxError as e:
@@ -143,6 +152,9 @@ def _run(args, store):
         if args.command == "verify":
             return store_tools.verify(store, grace=args.grace, as_json=args.json)
         return store_tools.compact(store, run_id=args.run_id, as_json=args.json)
+    if args.command == "merge":
+        from . import store_tools
+        return store_tools.merge(args.sources, args.into, data=args.data, as_json=args.json)
     if args.command == "replay" and args.to == "wandb":
         from .wandb import push
         return push.main(push.WandbReplay(

@@ -1,4 +1,4 @@
-"""`tfblackbox runs|show|verify|compact`: look at and look after a store (no TensorFlow)."""
+"""`tfblackbox runs|show|verify|compact|merge`: look at and look after stores (no TensorFlow)."""
 
 import datetime
 import sys
@@ -36,10 +36,13 @@ def runs(store_path, as_json=False):
     if not records:
         print(f"no runs in {store.root}")
         return EXIT_OK
-    rows = [("RUN", "PROJECT", "NAME", "STATUS", "STARTED", "SIZE")]
+    grouped = any(r.group for r in records)
+    rows = [("RUN", "PROJECT", "NAME") + (("GROUP",) if grouped else ()) +
+            ("STATUS", "STARTED", "SIZE")]
     for r in records:
-        rows.append((r.run_id, r.project or "-", r.name or "-", _status(r), _when(r.started_at),
-                     _size(store.size_bytes(r.run_id))))
+        rows.append((r.run_id, r.project or "-", r.name or "-") +
+                    ((r.group or "-",) if grouped else ()) +
+                    (_status(r), _when(r.started_at), _size(store.size_bytes(r.run_id))))
     _table(rows)
     return EXIT_OK
 
@@ -130,6 +133,23 @@ def compact(store_path, run_id=None, as_json=False):
             print(f"{r} {t}: {a} segments -> {b}")
         if not done:
             print("nothing to compact")
+    return EXIT_OK
+
+
+def merge(sources, into, data=None, as_json=False):
+    from tfblackbox.schema.merge import merge as merge_stores
+    sources = [Store.open(s, clean_orphans=False) for s in sources]
+    dest = Store.create(into, data=data)
+    reports = merge_stores(sources, dest)
+    if as_json:
+        print_json({"into": dest.root, "sources": reports})
+        return EXIT_OK
+    for r in reports:
+        print(f"{r['source']}: {r['runs_added']} run(s) added, {r['runs_present']} already "
+              f"there; {r['attempts_added']} attempt(s) added; {r['segments_copied']} "
+              f"segment(s) copied ({r['rows_copied']} rows, {_size(r['bytes_copied'])}), "
+              f"{r['segments_skipped']} already there; {r['cursors_copied']} cursor(s)")
+    print(f"merged into {dest.root}")
     return EXIT_OK
 
 

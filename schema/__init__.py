@@ -2,7 +2,8 @@
 the foreign formats every side speaks (formats/). Imports no TensorFlow."""
 
 from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS
-from .errors import (BlackboxError, CatalogError, DumpLayoutError, MigrationError,
+from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflictError,
+                     MigrationError,
                      NativeCaptureUnavailable, NotAStoreError, ReplayError, RunExistsError,
                      RunNotFoundError, StoreDamageError, StoreVersionError, WireFormatError,
                      WriterError)
@@ -14,7 +15,8 @@ from .store import Store
 from .tables import HISTOGRAMS, MEDIA, SCALARS, TABLES, TENSORS
 
 __all__ = ["Store", "RunRecord", "WriterRecord", "SegmentRecord", "BlackboxError",
-           "CatalogError", "DumpLayoutError", "MigrationError", "NativeCaptureUnavailable",
+           "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError",
+           "NativeCaptureUnavailable",
            "NotAStoreError", "ReplayError", "RunExistsError", "RunNotFoundError",
            "StoreDamageError", "StoreVersionError", "WireFormatError", "WriterError",
            "SCALARS", "HISTOGRAMS", "MEDIA", "TENSORS", "TABLES", "verify", "compact",

@@ -1,21 +1,41 @@
 """The SQLite (or any SQLAlchemy URL) catalog: typed models and one managed session.
 
 ORM rows never leave the schema package; `store.py` turns them into plain records.
+A server catalog (PostgreSQL) gets a connection pool that checks a connection before use, and
+`transact` retries a transaction whose connection dropped (a server restart, a failover).
 """
 
 import contextlib
 import json
+import logging
+import re
 import threading
+import time
 
 from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        create_engine, event, exc, select)
+                        create_engine, event, exc, insert, make_url, select, text,
+                        update)
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from .errors import CatalogError
 from .migrate import FORMAT_VERSION
 
+log = logging.getLogger("tfblackbox")
+
 BUSY_TIMEOUT_MS = 30_000
 JOURNAL_MODE = "DELETE"
+# A transaction whose server connection dropped is tried again for this long (backing off
+# from RETRY_FIRST_SECS to RETRY_MAX_SECS between tries): a restart of the server under a
+# running training costs a wait on the writer thread, not an error.
+RETRY_SECS = 60.0
+RETRY_FIRST_SECS = 0.05
+RETRY_MAX_SECS = 2.0
+# a server that refuses a connection for these reasons will take it later (others, such as a
+# database that does not exist or a role refused, are final)
+_TRANSIENT_REFUSALS = ("the database system is", "too many clients", "connection slots",
+                       "terminating connection", "administrator command")
+STORE_LOCK_KEY = 0x7466626C61636B   # b"tfblack": the advisory lock of store-wide changes
 
 
 class Base(DeclarativeBase):
@@ -128,20 +148,40 @@ def _begin(conn):
 
 class Catalog:
     """An engine plus a session factory; `session()` (reads) and `write()` (writes) commit or
-    roll back as one unit and turn database errors into BlackboxError naming the catalog."""
+    roll back as one unit and turn database errors into BlackboxError naming the catalog;
+    `transact(fn)` runs fn(session) as one transaction, retried on a dropped connection."""
 
-    def __init__(self, url, read_only=False):
+    def __init__(self, url, retry_secs=RETRY_SECS, read_only=False):
         self.url, self.read_only = url, read_only
         try:
-            self.engine = create_engine(url, future=True)
-        except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
-            shown = url.split("@")[-1] if "@" in str(url) else url   # no password in messages
-            raise CatalogError(f"catalog URL {shown!r} cannot be used: {e}; expected a "
+            self.shown = display_url(url)
+            backend = make_url(url).get_backend_name()
+        except exc.ArgumentError as e:
+            raise CatalogError(f"catalog URL {url!r} cannot be used: {e}; expected a "
                                f"SQLAlchemy URL such as postgresql+psycopg://host/db") from e
-        if self.engine.dialect.name == "sqlite":
+        self.retry_secs = retry_secs
+        self.write_seconds, self.writes = 0.0, 0     # time in write transactions (benchmarks)
+        if backend == "sqlite":
+            self.engine = create_engine(url, future=True)
             event.listen(self.engine, "connect",
                          _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin)
+        else:
+            # pre_ping: a pooled connection the server closed (restart, idle timeout) is
+            # replaced before use instead of failing the transaction
+            try:
+                self.engine = create_engine(url, future=True, pool_pre_ping=True, pool_size=2,
+                                            max_overflow=8, pool_recycle=1800)
+            except ImportError as e:
+                extra = ("; pip install 'tfblackbox[postgres]' for postgresql+psycopg://"
+                         if "psycopg" in str(e) else "")
+                raise CatalogError(f"catalog {self.shown}: its database driver is not "
+                                   f"installed: {e}{extra}") from e
+            except (exc.ArgumentError, exc.NoSuchModuleError) as e:
+                raise CatalogError(f"catalog URL {self.shown!r} cannot be used: {e}; expected "
+                                   f"a SQLAlchemy URL such as postgresql+psycopg://host/db"
+                                   ) from e
+        self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def write(self):
@@ -165,39 +205,131 @@ class Catalog:
                 yield s
                 s.commit()
             except exc.SQLAlchemyError as e:
-                s.rollback()
-                raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
+                with contextlib.suppress(exc.SQLAlchemyError):
+                    s.rollback()
+                raise CatalogError(f"catalog {self.shown}: {e.__class__.__name__}: "
+                                   f"{_without_credentials(e, self.url)}") from e
             except BaseException:
                 s.rollback()
                 raise
             finally:
                 s.close()
 
+    def transact(self, fn, write=True):
+        """fn(session) in one transaction (committed on return), tried again while its
+        connection dropped, for up to retry_secs. A retry after a commit whose answer was
+        lost may find the work done: `session.info["retry"]` (the try number) tells fn to
+        look before it writes again."""
+        delay, deadline, tries = RETRY_FIRST_SECS, time.monotonic() + self.retry_secs, 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                with self.session(write=write) as s:
+                    s.info["retry"] = tries
+                    result = fn(s)
+                if write:
+                    self.write_seconds += time.perf_counter() - t0
+                    self.writes += 1
+                if tries:
+                    log.warning("tfblackbox: catalog %s answers again (after %d tries)",
+                                self.shown, tries + 1)
+                return result
+            except CatalogError as e:
+                if not self.retryable(e.__cause__) or time.monotonic() + delay > deadline:
+                    raise
+                if tries == 0:
+                    log.warning("tfblackbox: catalog %s: connection lost (%s); trying again "
+                                "for up to %.0f s", self.shown, type(e.__cause__).__name__,
+                                self.retry_secs)
+            tries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECS)
+
+    def read(self, fn):
+        return self.transact(fn, write=False)
+
+    def retryable(self, error):
+        """A dropped or refused server connection, a server shutting down or starting up, or
+        a transaction it aborted to break a deadlock or a serialization conflict; never a
+        SQLite file's own error, a missing database or refused credentials."""
+        if not isinstance(error, exc.DBAPIError):
+            return False
+        if error.connection_invalidated:
+            return True
+        if self.dialect == "sqlite" or not isinstance(error, (exc.OperationalError,
+                                                              exc.InterfaceError)):
+            return False
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        if state is None:   # no answer from the server, or a refusal while connecting
+            text = str(error.orig)
+            return "FATAL:" not in text or any(t in text for t in _TRANSIENT_REFUSALS)
+        return state.startswith(("08", "57P")) or state in ("40001", "40P01", "53300")
+
+    def lock_store(self, session):
+        """Serialises store-wide changes (creation, upgrades) between processes: on
+        PostgreSQL a transaction-scoped advisory lock; SQLite's write lock already is one."""
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STORE_LOCK_KEY})
+
     def create_all(self):
         Base.metadata.create_all(self.engine)
 
     def get_meta(self, key):
-        with self.session() as s:
+        def get(s):
             row = s.get(Meta, key)
             return None if row is None else row.value
+        return self.read(get)
 
     def set_meta(self, session, key, value):
         session.merge(Meta(key=key, value=str(value)))
 
     def table_names(self):
         from sqlalchemy import inspect
-        try:
-            return set(inspect(self.engine).get_table_names())
-        except exc.SQLAlchemyError as e:
-            raise CatalogError(f"catalog {self.url}: {e.__class__.__name__}: {e}") from e
+        return self.read(lambda s: set(inspect(s.connection()).get_table_names()))
 
     def dispose(self):
         self.engine.dispose()
+
+
+def is_url(spec):
+    """True for a SQLAlchemy database URL ('postgresql+psycopg://...', 'sqlite:///...')."""
+    spec = str(spec)
+    if "://" not in spec:
+        return False
+    try:
+        make_url(spec)
+    except exc.ArgumentError:
+        return False
+    return True
+
+
+def display_url(url):
+    """The URL without user name or password: what messages and records may show."""
+    u = make_url(url)
+    query = {k: v for k, v in u.query.items() if not _SECRET_QUERY.search(k)}
+    shown = URL.create(u.drivername, host=u.host, port=u.port, database=u.database,
+                       query=query)
+    return shown.render_as_string(hide_password=False)
+
+
+_SECRET_QUERY = re.compile(r"(password|secret|token|key)", re.I)
+
+
+def _without_credentials(error, url):
+    text = str(error)
+    u = make_url(url)
+    secrets = [u.password] + [v for k, v in u.query.items() if _SECRET_QUERY.search(k)]
+    for secret in secrets:
+        for value in (secret if isinstance(secret, tuple) else (secret,)):
+            if value:
+                text = text.replace(str(value), "***")
+    return text
 
 
 def dumps(obj):
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-__all__ = ["Catalog", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow", "CursorRow",
-           "FORMAT_VERSION", "dumps", "select"]
+__all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
+           "CursorRow",
+           "FORMAT_VERSION", "dumps", "select", "insert", "update"]

@@ -54,3 +54,7 @@ class ReplayError(BlackboxError):
 
 class MigrationError(BlackboxError):
     """A store's catalog could not be upgraded to this version's format."""
+
+
+class MergeConflictError(BlackboxError):
+    """Stores to merge hold different runs (or attempts) under the same id."""

@@ -1,8 +1,8 @@
-"""verify, orphan clean-up and compaction of a store."""
+"""verify, orphan clean-up and compaction of a store (its data files through its
+DataLocation: a local directory or an object store alike)."""
 
 import dataclasses
 import hashlib
-import os
 import time
 
 import pyarrow as pa
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from . import catalog as cat
 from . import segments
 from .errors import StoreDamageError
-from .formats.files import pid_alive as _pid_alive
+from .formats.files import pid_alive
 
 ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even if its owner lives
 
@@ -31,43 +31,40 @@ class VerifyReport:
         return dataclasses.asdict(self) | {"ok": self.ok}
 
 
-
-def _unregistered_files(store):
-    registered = {g.path for g in store.segments()}
-    data = os.path.join(store.root, "data")
-    for folder, _dirs, files in os.walk(data):
-        for name in files:
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, store.root).replace(os.sep, "/")
-            if rel not in registered:
-                yield full, name
-
-
 def remove_orphans(store, grace_secs=ORPHAN_GRACE_SECS, dry_run=False):
     """Removes unregistered files whose writer is gone (or that are older than the grace).
 
-    A file between rename and registration belongs to a live writer and is left alone.
-    Returns (removed, in_flight) lists of paths.
+    A file between its write and its registration belongs to a live writer and is left alone;
+    on an object store, or from another host, the writer cannot be asked, so only the grace
+    applies. The registrations are read after the listing and once more for the files about
+    to go, so a file registered meanwhile (by a writer that then exited) is never deleted.
+    Returns (removed, in_flight) lists of paths as shown to people.
     """
-    removed, in_flight = [], []
+    listed = list(store.data.files("data"))
+    registered = {g.path for g in store.segments()}
     now = time.time()
-    for full, name in _unregistered_files(store):
-        owner = segments.parse_owner(name)
-        dead_owner = owner is not None and segments.is_this_host(owner[0]) and not _pid_alive(owner[1])
-        try:
-            old = now - os.path.getmtime(full) > grace_secs
-        except OSError:
+    doomed, in_flight = [], []
+    for rel, name, mtime in listed:
+        if rel in registered:
             continue
-        if dead_owner or old:
-            if not dry_run:
-                try:
-                    os.remove(full)
-                except FileNotFoundError:
-                    continue
-            removed.append(full)
-        else:
-            in_flight.append(full)
-    return removed, in_flight
+        owner = segments.parse_owner(name)
+        dead_owner = (store.data.local and owner is not None and
+                      segments.is_this_host(owner[0]) and not pid_alive(owner[1]))
+        old = mtime is not None and now - mtime > grace_secs
+        (doomed if dead_owner or old else in_flight).append(rel)
+    if doomed:
+        registered = {g.path for g in store.segments()}
+    removed = []
+    for rel in doomed:
+        if rel in registered:
+            continue
+        if not dry_run:
+            try:
+                store.data.remove(rel)
+            except OSError:
+                continue
+        removed.append(store.data.show(rel))
+    return removed, [store.data.show(r) for r in in_flight]
 
 
 def verify(store, fix=True, grace_secs=ORPHAN_GRACE_SECS):
@@ -75,18 +72,16 @@ def verify(store, fix=True, grace_secs=ORPHAN_GRACE_SECS):
     report = VerifyReport()
     for g in store.segments():
         report.checked += 1
-        full = os.path.join(store.root, g.path)
-        reason = _check_segment(full, g)
+        reason = _check_segment(store.data, g)
         if reason:
-            report.damaged.append((full, reason))
+            report.damaged.append((store.data.show(g.path), reason))
     report.orphans_removed, report.in_flight = remove_orphans(store, grace_secs, dry_run=not fix)
     return report
 
 
-def _check_segment(full, g):
+def _check_segment(location, g):
     try:
-        with open(full, "rb") as f:
-            data = f.read()
+        data = location.read_bytes(g.path)
     except FileNotFoundError:
         return "missing: the catalog registers it but the file does not exist"
     except OSError as e:
@@ -113,7 +108,9 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
     costs a run's finish (tools/bench_dump: 300 dumped steps flushed as two ~25 MB segments
     took 1.7 s to merge at finish; with 64 MiB as the bar they were). The new file is written
     and registered in the same transaction that unregisters the old ones; the old files are
-    deleted only after that commit.
+    deleted only after that commit. Processes compacting one run at once (attempts finishing
+    together) each merge what the others did not take: a group another process compacted
+    first is left to it.
     Returns {(run, table): (segments before, segments after)}.
     """
     done = {}
@@ -136,40 +133,61 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
         merges = [m for m in merges if len(m) > 1]
         if not merges:
             continue
-        for group in merges:
-            _merge(store, rid, tname, group)
-        done[(rid, tname)] = (len(segs), len(segs) - sum(len(m) - 1 for m in merges))
+        merged = [group for group in merges if _merge(store, rid, tname, group)]
+        if merged:
+            done[(rid, tname)] = (len(segs), len(segs) - sum(len(m) - 1 for m in merged))
     return done
+
+
+class _Raced(Exception):
+    """Another process compacted (some of) these segments first."""
 
 
 def _merge(store, run_id, table_name, olds):
     def batches():   # one old segment's row group at a time: memory stays flat
         for g in olds:
-            f = pq.ParquetFile(os.path.join(store.root, g.path))
-            yield from f.iter_batches(batch_size=segments.ROW_GROUP_ROWS)
+            yield from store.data.parquet_file(g.path).iter_batches(
+                batch_size=segments.ROW_GROUP_ROWS)
 
     rel = f"{segments.segment_dir(table_name, run_id)}/{segments.file_name('c')}"
-    rows, size, digest, lo, hi = segments.write_streamed(store.root, rel, table_name, batches())
+    try:
+        rows, size, digest, lo, hi = segments.write_streamed(store.data, rel, table_name,
+                                                             batches())
+    except Exception:
+        if _all_registered(store, olds):
+            raise
+        return False   # another compaction took (and deleted) some of them: its job now
+
+    def swap(s):   # no file I/O in here: the new file is written, the old go after the commit
+        if s.info.get("retry") and s.scalar(cat.select(cat.SegmentRow.segment_id).where(
+                cat.SegmentRow.path == rel)) is not None:
+            return   # a commit whose answer was lost
+        for g in olds:
+            row = s.get(cat.SegmentRow, g.segment_id)
+            if row is None:
+                raise _Raced()
+            s.delete(row)
+        s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
+                             row_count=rows, size_bytes=size, sha256=digest, min_step=lo,
+                             max_step=hi, created_at=time.time()))
     try:
         if rows != sum(g.row_count for g in olds):
             raise StoreDamageError(
                 f"compaction of {run_id}/{table_name} read {rows} rows from its segments, the "
                 f"catalog records {sum(g.row_count for g in olds)}; nothing was changed")
-        with store.catalog.write() as s:
-            for g in olds:
-                row = s.get(cat.SegmentRow, g.segment_id)
-                if row is None:
-                    raise StoreDamageError(f"segment {g.path} was unregistered by another "
-                                           f"process during compaction; nothing was changed")
-                s.delete(row)
-            s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
-                                 row_count=rows, size_bytes=size, sha256=digest, min_step=lo,
-                                 max_step=hi, created_at=time.time()))
+        store.catalog.transact(swap)
+    except _Raced:
+        store.data.remove(rel)
+        return False
     except BaseException:
-        os.remove(os.path.join(store.root, rel))
+        store.data.remove(rel)
         raise
     for g in olds:
-        try:
-            os.remove(os.path.join(store.root, g.path))
-        except FileNotFoundError:
-            pass
+        store.data.remove(g.path)
+    return True
+
+
+def _all_registered(store, olds):
+    ids = {g.segment_id for g in olds}
+    return store.catalog.read(lambda s: set(s.scalars(cat.select(cat.SegmentRow.segment_id).where(
+        cat.SegmentRow.segment_id.in_(ids)))) == ids)

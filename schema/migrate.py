@@ -1,10 +1,16 @@
 """Store format versions, by alembic (schema/migrations/).
 
 A new catalog is created from the models and stamped with the newest revision. Opening an
-older store upgrades it in place, after a copy of its catalog is kept next to it
-(`catalog.sqlite.format<N>-backup-<time>`); a store of a newer format is refused, naming the
-version it needs. `meta.format_version` says the format in plain words for older readers;
-alembic's own `alembic_version` table says which revision the catalog is at.
+older store upgrades it in place, after a copy of a SQLite catalog is kept next to it
+(`catalog.sqlite.format<N>-backup-<time>`; a server catalog's upgrade is one transaction, so
+it commits whole or not at all); a store of a newer format is refused, naming the version it
+needs. `meta.format_version` says the format in plain words for older readers; alembic's own
+`alembic_version` table says which revision the catalog is at.
+
+A revision that rewrites data files does that work in its `prepare(catalog, data)` before the
+upgrade's transaction begins (no transaction waits on file I/O); its `upgrade()` swaps the
+catalog entries, and the files it replaced are deleted after the commit (the new files of an
+upgrade that did not commit, or that another process did first, are deleted instead).
 """
 
 import contextlib
@@ -55,35 +61,73 @@ def check(root, found):
     return found
 
 
-def upgrade(catalog, root, found, catalog_file=None):
+def upgrade(catalog, root, found, catalog_file=None, data=None):
     """Upgrades an older catalog to FORMAT_VERSION in one transaction, after a backup."""
     if found >= FORMAT_VERSION:
         return
     from alembic import command
     from alembic.config import Config
     backup = _backup(catalog_file, found)
-    after_commit = []
+    files = _Files(data)
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPTS)
-    cfg.attributes.update(store_root=root, after_commit=after_commit)
+    cfg.attributes.update(store_root=root, store_data=data, files=files, prepared={})
     try:
+        for rev, module in _pending(found):
+            if hasattr(module, "prepare"):
+                cfg.attributes["prepared"][rev] = module.prepare(catalog, data, files)
         with catalog.engine.connect() as conn, _foreign_keys_off(conn):
             cfg.attributes["connection"] = conn
             from alembic.runtime.migration import MigrationContext
-            if MigrationContext.configure(conn).get_current_revision() is None:
-                conn.rollback()   # (the read above began a transaction)
+            current = MigrationContext.configure(conn).get_current_revision()
+            # the read began a transaction: alembic would take it for the caller's and
+            # never commit the upgrade
+            conn.rollback()
+            if current is None:
                 with conn.begin():
                     MigrationContext.configure(conn).stamp(_script(), REVISIONS[found])
             with catalog.writing():
                 command.upgrade(cfg, REVISIONS[FORMAT_VERSION])
     except Exception as e:
+        files.abandon()
         where = f"; the catalog as it was is kept in {backup}" if backup else ""
         raise MigrationError(f"store {root}: upgrading the catalog from format {found} to "
                              f"{FORMAT_VERSION} failed ({type(e).__name__}: {e}); nothing was "
                              f"changed{where}") from e
-    for done in after_commit:
-        with contextlib.suppress(OSError):
-            done()
+    files.committed()
+
+
+def _pending(found):
+    """(revision, module) of each revision after the store's, oldest first."""
+    script = _script()
+    revs = list(script.iterate_revisions(REVISIONS[FORMAT_VERSION], REVISIONS[found]))
+    return [(r.revision, r.module) for r in reversed(revs)]
+
+
+class _Files:
+    """Data files an upgrade writes (`new`) and replaces (`used(new, old)` once its catalog
+    entry points at the new one): after the commit the replaced files go, and new files no
+    committed entry points at; after a failure every new file goes."""
+
+    def __init__(self, data):
+        self.data, self.new, self.replaced = data, [], {}
+
+    def write(self, rel, blob):
+        self.data.write_new(rel, blob)
+        self.new.append(rel)
+
+    def used(self, new_rel, old_rel):
+        self.replaced[new_rel] = old_rel
+
+    def abandon(self):
+        for rel in self.new:
+            with contextlib.suppress(OSError):
+                self.data.remove(rel)
+
+    def committed(self):
+        for rel in self.new:
+            with contextlib.suppress(OSError):
+                self.data.remove(self.replaced[rel] if rel in self.replaced else rel)
 
 
 def _backup(catalog_file, found):

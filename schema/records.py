@@ -24,6 +24,35 @@ def valid_run_id(run_id):
     return bool(RUN_ID_RE.match(str(run_id))) and ".." not in str(run_id)
 
 
+# a run recorded by one task of a multi-worker job (TF_CONFIG) is named <run>-<type><index>
+TASK_RE = re.compile(r"-(chief|master|worker|ps|evaluator)(\d+)$")
+TASK_RANK = {"chief": 0, "master": 0, "worker": 1, "evaluator": 2, "ps": 3}
+
+
+def task_of(record):
+    """(task type, index) of a run one task of a multi-worker group recorded, else None."""
+    m = TASK_RE.search(record.run_id) if record.group else None
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def task_order(records):
+    """Records (in start order) with each multi-worker group's runs together where its first
+    run started: the chief's (or master's) first, then workers, evaluators and parameter
+    servers by index. Other runs keep their place."""
+    first = {}
+    for i, r in enumerate(records):
+        if task_of(r) is not None:
+            first.setdefault(r.group, i)
+
+    def key(item):
+        i, r = item
+        task = task_of(r)
+        if task is None:
+            return (i, -1, 0)
+        return (first[r.group], TASK_RANK[task[0]], task[1])
+    return [r for _i, r in sorted(enumerate(records), key=key)]
+
+
 def run_state(record, now=None):
     """'finished', 'failed', 'running', or 'died' (running with no heartbeat for STALE_SECS)."""
     if record.status != "running":

@@ -19,13 +19,17 @@ RUN_FIELDS = ("project", "name", "group", "notes", "host", "pid", "command", "py
 
 def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
     """Inserts a new run in status 'running'; refuses an id that exists. `started_at`
-    (default: now) is for importers: the time the imported history began."""
+    (default: now) is for importers, whose run began with its first event."""
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
         raise TypeError(f"unknown run fields {sorted(unknown)}")
     now = time.time()
-    with self.catalog.write() as s:
-        if s.get(cat.RunRow, run_id) is not None:
+
+    def create(s):
+        row = s.get(cat.RunRow, run_id)
+        if row is not None:
+            if s.info.get("retry") and row.heartbeat_at == now and row.pid == fields.get("pid"):
+                return run_record(row)   # ours: a commit whose answer was lost
             raise RunExistsError(f"run {run_id!r} already exists in store {self.root}")
         row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
                          tags_json=json.dumps(list(tags or [])),
@@ -34,11 +38,12 @@ def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
         s.add(row)
         s.flush()
         return run_record(row)
+    return self.catalog.transact(create)
 
 
 def reopen_run(self, run_id, config=None, tags=None, **fields):
     """Marks an existing run running again (resume); merges config, replaces given fields."""
-    with self.catalog.write() as s:
+    def reopen(s):
         row = s.get(cat.RunRow, run_id)
         if row is None:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
@@ -55,6 +60,7 @@ def reopen_run(self, run_id, config=None, tags=None, **fields):
         row.heartbeat_at = time.time()
         s.flush()
         return run_record(row)
+    return self.catalog.transact(reopen)
 
 
 def begin_attempt(self, run_id, host=None, pid=None):
@@ -63,17 +69,25 @@ def begin_attempt(self, run_id, host=None, pid=None):
     Attempt numbers are unique per run (a constraint of the catalog): processes that start
     the same run at once take turns for the write lock (SQLite) or, where two transactions
     read the same last attempt (PostgreSQL), the loser tries again with the next number."""
+    started = time.time()
+
+    def begin(s):
+        if s.info.get("retry"):   # a commit whose answer was lost: that attempt is ours
+            mine = s.scalar(cat.select(cat.WriterRow).where(
+                cat.WriterRow.run_id == run_id, cat.WriterRow.started_at == started,
+                cat.WriterRow.pid == pid, cat.WriterRow.host == host))
+            if mine is not None:
+                return mine.writer_id, mine.attempt
+        last = s.scalar(cat.select(cat.WriterRow.attempt).where(
+            cat.WriterRow.run_id == run_id).order_by(cat.WriterRow.attempt.desc()).limit(1))
+        w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
+                          started_at=started, dropped_rows=0)
+        s.add(w)
+        s.flush()
+        return w.writer_id, w.attempt
     for _ in range(ATTEMPT_TRIES):
         try:
-            with self.catalog.write() as s:
-                last = s.scalar(cat.select(cat.WriterRow.attempt).where(
-                    cat.WriterRow.run_id == run_id).order_by(
-                        cat.WriterRow.attempt.desc()).limit(1))
-                w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
-                                  started_at=time.time(), dropped_rows=0)
-                s.add(w)
-                s.flush()
-                return w.writer_id, w.attempt
+            return self.catalog.transact(begin)
         except CatalogError as e:
             if not isinstance(e.__cause__, exc.IntegrityError):
                 raise
@@ -83,7 +97,7 @@ def begin_attempt(self, run_id, host=None, pid=None):
 
 def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None):
     """Lowers first_step, raises dropped_rows, or records an error for a writer."""
-    with self.catalog.write() as s:
+    def note(s):
         w = s.get(cat.WriterRow, writer_id)
         if w is None:
             return
@@ -93,6 +107,7 @@ def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None)
             w.dropped_rows = max(w.dropped_rows or 0, dropped_rows)
         if error is not None:
             w.error = error
+    self.catalog.transact(note)
 
 
 def note_run(self, run_id, **fields):
@@ -100,41 +115,46 @@ def note_run(self, run_id, **fields):
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
         raise TypeError(f"unknown run fields {sorted(unknown)}")
-    with self.catalog.write() as s:
+
+    def note(s):
         row = s.get(cat.RunRow, run_id)
         if row is not None:
             for k, v in fields.items():
                 setattr(row, k, v)
+    self.catalog.transact(note)
 
 
 def end_attempt(self, writer_id):
-    with self.catalog.write() as s:
+    def end(s):
         w = s.get(cat.WriterRow, writer_id)
         if w is not None:
             w.ended_at = time.time()
+    self.catalog.transact(end)
 
 
 def finish_run(self, run_id, exit_code=0, ended_at=None):
     """Marks the run finished (exit 0) or failed; `ended_at` (default: now) is for importers."""
-    with self.catalog.write() as s:
+    def finish(s):
         row = s.get(cat.RunRow, run_id)
         if row is None:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
         row.status = "finished" if exit_code == 0 else "failed"
         row.exit_code = exit_code
         row.ended_at = row.heartbeat_at = time.time() if ended_at is None else ended_at
+    self.catalog.transact(finish)
 
 
 def get_cursor(self, run_id, destination):
     """(step, state dict) of a replay destination for a run; (None, {}) if never replayed."""
-    with self.catalog.session() as s:
+    def get(s):
         row = s.get(cat.CursorRow, (run_id, destination))
         if row is None:
             return None, {}
         return row.step, json.loads(row.state_json or "{}")
+    return self.catalog.read(get)
 
 
 def set_cursor(self, run_id, destination, step, state=None):
-    with self.catalog.write() as s:
-        s.merge(cat.CursorRow(run_id=run_id, destination=destination, step=step,
-                              state_json=cat.dumps(state or {}), updated_at=time.time()))
+    row = dict(run_id=run_id, destination=destination, step=step,
+               state_json=cat.dumps(state or {}), updated_at=time.time())
+    self.catalog.transact(lambda s: s.merge(cat.CursorRow(**row)))

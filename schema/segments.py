@@ -1,8 +1,10 @@
 """The segment protocol: a Parquet file exists for readers only once the catalog registers it.
 
-temporary name (leading '.') -> fsync -> rename into place -> fsync dir -> register in one
-transaction. A crash at any point leaves either nothing, or an orphan file that `verify` and
-`Store.open` remove; never a registered segment without its file.
+Local: temporary name (leading '.') -> fsync -> rename into place -> fsync dir. Object store:
+upload under the final, unique name (an object appears whole or not at all). Then register in
+one transaction, which holds no file I/O. A crash at any point leaves either nothing, or an
+orphan file that `verify` (and `Store.open`, for local data) removes; never a registered
+segment without its file.
 """
 
 import contextlib
@@ -19,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
-from .formats.files import fsync_path, write_durably
 from .tables import WRITE_OPTIONS, schema_of
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -93,19 +94,15 @@ def encode(table, name):
     return table, sink.getvalue()
 
 
-def write_streamed(root, rel_path, name, batches):
-    """Writes record batches (cast to table `name`'s schema) into one Parquet file under a
-    temporary name, fsyncs and renames it; memory stays at one batch. Returns
-    (rows, size_bytes, sha256, min_step, max_step)."""
+def write_streamed(data, rel_path, name, batches):
+    """Writes record batches (cast to table `name`'s schema) into one new Parquet file at
+    `rel_path` of DataLocation `data` (durably, see DataLocation.new_file); memory stays at one
+    batch. Returns (rows, size_bytes, sha256, min_step, max_step)."""
     import pyarrow.compute as pc
     schema = schema_of(name)
-    final = os.path.join(root, rel_path)
-    folder, fname = os.path.split(final)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, "." + fname + ".tmp")
     rows, lo, hi = 0, None, None
-    try:
-        with pq.ParquetWriter(tmp, schema, **parquet_options(name)) as writer:
+    with data.new_file(rel_path) as sink:
+        with pq.ParquetWriter(sink, schema, **parquet_options(name)) as writer:
             for batch in batches:
                 t = pa.Table.from_batches([batch]).cast(schema)
                 if t.num_rows == 0:
@@ -115,19 +112,7 @@ def write_streamed(root, rel_path, name, batches):
                 lo = mm["min"] if lo is None else min(lo, mm["min"])
                 hi = mm["max"] if hi is None else max(hi, mm["max"])
                 rows += t.num_rows
-        digest, size = hashlib.sha256(), 0
-        with open(tmp, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-                size += len(block)
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_path(folder)
-    return rows, size, digest.hexdigest(), lo, hi
+    return rows, sink.size, sink.sha256(), lo, hi
 
 
 def step_range(table):
@@ -138,16 +123,16 @@ def step_range(table):
     return mm["min"], mm["max"]
 
 
-def write_segment(root, catalog, run_id, table_name, table, writer_id=None):
+def write_segment(data, catalog, run_id, table_name, table, writer_id=None):
     """Writes one segment and registers it; returns its SegmentRecord.
 
     If registration fails the file is removed again and the error raised, so the caller keeps
     its rows and may retry.
     """
-    table, data = encode(table, table_name)
+    table, blob = encode(table, table_name)
     lo, hi = step_range(table)
-    return write_encoded(root, catalog, run_id, table_name,
-                         Encoded(data, table.num_rows, lo, hi), writer_id)
+    return write_encoded(data, catalog, run_id, table_name,
+                         Encoded(blob, table.num_rows, lo, hi), writer_id)
 
 
 class Encoded:
@@ -182,71 +167,97 @@ class StreamEncoder:
         return Encoded(self._sink.getvalue(), self.rows, self.min_step, self.max_step)
 
 
-def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
-    """Writes an encoded segment durably and registers it; returns its SegmentRecord. If
-    registration fails the file is removed again and the error raised."""
-    data = encoded.data
+def write_encoded(data, catalog, run_id, table_name, encoded, writer_id=None):
+    """Writes an encoded segment durably to DataLocation `data` and registers it; returns its
+    SegmentRecord. If registration fails the file is removed again and the error raised."""
+    blob = encoded.data
     rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
-    write_durably(os.path.join(root, rel), data)
-    lo, hi = encoded.min_step, encoded.max_step
-    now = time.time()
+    data.write_new(rel, blob)
+    digest = hashlib.sha256(blob).hexdigest()
     try:
-        with catalog.write() as s:
-            row = cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=writer_id,
-                                 path=rel, row_count=encoded.rows, size_bytes=len(data),
-                                 sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
-                                 max_step=hi, created_at=now)
-            s.add(row)
-            if writer_id is not None and lo is not None:
-                w = s.get(cat.WriterRow, writer_id)
-                if w is not None and (w.first_step is None or lo < w.first_step):
-                    w.first_step = lo
-            run = s.get(cat.RunRow, run_id)
-            if run is not None:
-                run.heartbeat_at = now
-            s.flush()
-            rec = to_record(row)
+        return register(catalog, run_id, table_name, writer_id, rel, encoded.rows, len(blob),
+                        digest, encoded.min_step, encoded.max_step)
     except BaseException:
         try:
-            os.remove(os.path.join(root, rel))
+            data.remove(rel)
         except OSError:
             pass
         raise
-    return rec
 
 
-def write_group(root, catalog, run_id, tables, writer_id=None):
-    """Writes several tables' segments ({name: pa.Table}) and registers them all in one
-    transaction: an importer's flush lands whole or not at all (its raw records and the
-    rows decoded from them together). Returns the SegmentRecords. A writer_id's first_step is
-    not touched: an import is no resumption, its rows hide no earlier attempt's."""
+def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo, hi,
+             also=None, heartbeat=True):
+    """Registers a written file as a segment in one transaction (retried on a dropped
+    connection; a retry that finds the path registered, by a commit whose answer was lost,
+    takes that). The writer's first step (and with `heartbeat` the run's heartbeat) move with
+    it. `also(s, segment_id)` adds more to the same transaction. Plain statements, not ORM
+    objects: on a server catalog each is a round trip, and this runs for every flush."""
+    now = time.time()
+    values = dict(run_id=run_id, table_name=table_name, writer_id=writer_id, path=rel,
+                  row_count=rows, size_bytes=size, sha256=digest, min_step=lo, max_step=hi,
+                  created_at=now)
+    seg, writer, run = cat.SegmentRow, cat.WriterRow, cat.RunRow
+
+    def add(s):
+        if s.info.get("retry"):
+            done = s.scalar(cat.select(seg).where(seg.path == rel))
+            if done is not None:
+                return to_record(done)
+        segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
+        if writer_id is not None and lo is not None:
+            s.execute(cat.update(writer).where(
+                writer.writer_id == writer_id,
+                (writer.first_step.is_(None)) | (writer.first_step > lo)).values(first_step=lo))
+        if heartbeat:
+            s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+        if also is not None:
+            also(s, segment_id)
+        return SegmentRecord(segment_id, run_id, table_name, writer_id, rel, rows, size, digest,
+                             lo, hi, now)
+    return catalog.transact(add)
+
+
+def write_group(data, catalog, run_id, tables, writer_id=None):
+    """Writes several tables' segments ({name: pa.Table}) to DataLocation `data` and registers
+    them all in one transaction: an importer's flush lands whole or not at all (its raw
+    records and the rows decoded from them together). Returns the SegmentRecords. A writer's
+    first_step is not moved: an import is no resumption, its rows hide no earlier attempt's."""
     written = []
     try:
         for name, table in tables.items():
-            table, data = encode(table, name)
+            table, blob = encode(table, name)
             rel = f"{segment_dir(name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
-            write_durably(os.path.join(root, rel), data)
-            written.append((name, rel, table.num_rows, data, step_range(table)))
+            data.write_new(rel, blob)
+            lo, hi = step_range(table)
+            written.append((name, rel, table.num_rows, blob, lo, hi))
         now = time.time()
-        with catalog.write() as s:
-            rows = [cat.SegmentRow(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
-                                   row_count=n, size_bytes=len(data),
-                                   sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
-                                   max_step=hi, created_at=now)
-                    for name, rel, n, data, (lo, hi) in written]
-            s.add_all(rows)
-            run = s.get(cat.RunRow, run_id)
-            if run is not None:
-                run.heartbeat_at = now
-            s.flush()
-            return [to_record(r) for r in rows]
+        seg, run = cat.SegmentRow, cat.RunRow
+
+        def add(s):
+            if s.info.get("retry") and written and s.scalar(
+                    cat.select(seg).where(seg.path == written[0][1])) is not None:
+                return [to_record(r) for r in s.scalars(cat.select(seg).where(
+                    seg.path.in_([w[1] for w in written])))]
+            out = []
+            for name, rel, rows, blob, lo, hi in written:
+                values = dict(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
+                              row_count=rows, size_bytes=len(blob),
+                              sha256=hashlib.sha256(blob).hexdigest(), min_step=lo,
+                              max_step=hi, created_at=now)
+                segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
+                out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, rows,
+                                         len(blob), values["sha256"], lo, hi, now))
+            s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+            return out
+        return catalog.transact(add)
     except BaseException:
         for _name, rel, *_rest in written:
             with contextlib.suppress(OSError):
-                os.remove(os.path.join(root, rel))
+                data.remove(rel)
         raise
 
 
-__all__ = ["SegmentRecord", "write_segment", "write_encoded", "write_group", "Encoded",
+__all__ = ["SegmentRecord", "write_segment", "write_encoded", "write_group", "register",
+           "Encoded",
            "StreamEncoder",
            "encode", "segment_dir", "file_name", "parse_owner", "is_this_host"]

@@ -1,14 +1,14 @@
-"""Store: one directory holding `catalog.sqlite` and Parquet segments under `data/`.
+"""Store: a catalog (SQLite in the store directory, or a SQLAlchemy URL) plus Parquet segments
+under `data/` of its data location (the directory, or any pyarrow filesystem URI).
 
 `Store.create` makes (or opens) a store; `Store.open` refuses anything that is not a store it
-understands. Readers see registered segments only, and for a step recorded by several attempts
-of a run (resumed from an older checkpoint) they keep the latest attempt's rows.
+understands (opening.py). Readers see registered segments only, and for a step recorded by
+several attempts of a run (resumed from an older checkpoint) they keep the latest attempt's
+rows.
 """
 
 import contextlib
 import os
-import time
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -16,85 +16,58 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from . import catalog as cat
-from . import migrate, segments
+from . import migrate, opening, segments
 from . import runs as run_writes
-from .errors import NotAStoreError, RunNotFoundError, StoreDamageError, StoreVersionError
-from .records import run_record, writer_record
-from .formats.files import fsync_path
-from .formats.files import pid_alive as _pid_alive
+from .data_location import DataLocation
+from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
+from .records import run_record, task_order, writer_record
 from .tables import schema_of
 
-CATALOG_FILE = "catalog.sqlite"
+CATALOG_FILE = opening.CATALOG_FILE
 # A few KiB kept free on the store's disk: on a full disk, finish() deletes this file to make
 # room for the catalog write that marks the run (SQLite needs space for its journal).
-RESERVE_FILE = ".tfblackbox-reserve"
+RESERVE_FILE = opening.RESERVE_FILE
 RESERVE_BYTES = 256 << 10
 
 
 class Store:
-    def __init__(self, root, catalog):
-        self.root = os.path.abspath(root)
+    def __init__(self, root, catalog, data, directory=None):
+        self.root = root            # the store directory, or the catalog URL without credentials
         self.catalog = catalog
+        self.data = data            # DataLocation of the Parquet files
+        # the directory of a SQLite store (it keeps the reserve file); None for a server catalog
+        self.directory = directory
 
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path, catalog_url=None):
-        """Creates a store at `path` (an absent or empty directory), or opens the one there.
+    def create(cls, path, catalog_url=None, data=None):
+        """Creates a store, or opens the one there. `path` is a directory (SQLite catalog in
+        it) or a SQLAlchemy URL (`postgresql+psycopg://user@host/db`); `data` is where the
+        Parquet files go (default: the directory; required for a new store at a URL), a
+        directory or a pyarrow filesystem URI (`s3://bucket/prefix`), recorded in the catalog.
 
-        Atomic: the catalog is built complete (tables and format version) under a temporary
-        name and linked into place, so a process killed at any instant leaves either no
-        catalog (the next create finishes the job) or a whole one. Several processes creating
-        the same store at once all end up in the one that was linked first."""
-        path = os.fspath(path)
-        if catalog_url is None:
-            _create_sqlite(path)
-            return cls.open(path)
-        catalog = cat.Catalog(catalog_url)   # a bad URL is refused before anything is made
-        if not os.path.isdir(os.path.join(path, "data")):
-            _make_data_dir(path)
-        if "meta" not in catalog.table_names():
-            _init_catalog(catalog)
-        catalog.dispose()
-        return cls.open(path, catalog_url)
+        Atomic: a SQLite catalog is built complete under a temporary name and linked into
+        place; a server catalog is built in one transaction under an advisory lock. So a
+        process killed at any instant leaves either no catalog (the next create finishes the
+        job) or a whole one, and processes creating the same store at once all end up in one."""
+        directory, url = opening.create(path, catalog_url, data)
+        store = cls.open(directory if directory is not None else url,
+                         url if directory is not None else None)
+        if data is not None and DataLocation(data) != store.data:
+            store.close()
+            raise NotAStoreError(f"store {store.root} keeps its data at {store.data.uri}, not "
+                                 f"at {DataLocation(data).uri}; leave data= out to use it")
+        return store
 
     @classmethod
     def open(cls, path, catalog_url=None, clean_orphans=True):
         """Opens an existing store; refuses a non-store or a store of a newer format."""
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise NotAStoreError(f"{path} is not a tfblackbox store: no such directory")
-        if catalog_url is None and not os.path.isfile(os.path.join(path, CATALOG_FILE)):
-            raise NotAStoreError(
-                f"{path} is not a tfblackbox store: it has no {CATALOG_FILE} (a store is made by "
-                f"recorder.init(store=...) or Store.create)")
-        read_only = catalog_url is None and _read_only_media(path)
-        catalog = cat.Catalog(catalog_url or _sqlite_url(path, read_only), read_only)
-        try:
-            tables = catalog.table_names()
-        except Exception as e:
-            raise NotAStoreError(f"{path}: {CATALOG_FILE} is not a readable SQLite catalog: {e}") from e
-        found = catalog.get_meta("format_version") if "meta" in tables else None
-        if found is None and _never_used(catalog, tables):
-            # tfblackbox <= 0.1 created the tables and the version in two steps: a process
-            # killed between them left this; no run was ever recorded, so start it afresh
-            _drop_all(catalog)
-            _init_catalog(catalog)
-            tables = catalog.table_names()
-            found = catalog.get_meta("format_version")
-        if "meta" not in tables and found is None:
-            raise NotAStoreError(f"{path} is not a tfblackbox store: its catalog has no meta table")
-        found = migrate.check(path, found)
-        if read_only and found < migrate.FORMAT_VERSION:
-            raise StoreVersionError(
-                f"store {path} has format version {found} and is on read-only media: this "
-                f"tfblackbox reads format {migrate.FORMAT_VERSION} and must upgrade it first; "
-                f"copy the store to a writable disk and open it there")
-        if not read_only:
-            migrate.upgrade(catalog, path, found,
-                            None if catalog_url else os.path.join(path, CATALOG_FILE))
-        store = cls(path, catalog)
-        if clean_orphans:
+        where, catalog, data, found, sqlite_file = opening.open_catalog(path, catalog_url)
+        if not catalog.read_only:
+            migrate.upgrade(catalog, where, found, sqlite_file, data)
+        store = cls(where, catalog, data, os.path.dirname(sqlite_file) if sqlite_file else None)
+        if clean_orphans and data.local:   # (an object store's listing is verify's job)
             from .maintenance import remove_orphans
             try:
                 remove_orphans(store)
@@ -102,14 +75,24 @@ class Store:
                 pass   # a read-only copy of a store still opens
         return store
 
+    def is_at(self, spec):
+        """Whether `spec` (a directory or a catalog URL) names this store."""
+        spec = os.fspath(spec)
+        if cat.is_url(spec):
+            return cat.display_url(spec) == self.catalog.shown
+        return self.directory is not None and os.path.abspath(spec) == self.directory
+
     def close(self):
         self.catalog.dispose()
 
     # -- the space reserve --------------------------------------------------------------------
 
     def keep_reserve(self):
-        """Makes sure the reserve file exists (best effort: a full disk has no room for it)."""
-        path = os.path.join(self.root, RESERVE_FILE)
+        """Makes sure the reserve file exists (best effort: a full disk has no room for it).
+        Only a SQLite store has one: a server catalog's disk is not the training host's."""
+        if self.directory is None:
+            return False
+        path = os.path.join(self.directory, RESERVE_FILE)
         if os.path.exists(path) and os.path.getsize(path) == RESERVE_BYTES:
             return True
         try:
@@ -125,8 +108,10 @@ class Store:
 
     def release_reserve(self):
         """Frees the reserve's space; True if there was one."""
+        if self.directory is None:
+            return False
         try:
-            os.remove(os.path.join(self.root, RESERVE_FILE))
+            os.remove(os.path.join(self.directory, RESERVE_FILE))
             return True
         except OSError:
             return False
@@ -143,50 +128,55 @@ class Store:
     # -- runs ---------------------------------------------------------------------------------
 
     def runs(self, project=None):
-        with self.catalog.session() as s:
+        """Run records in the order they started; the runs of one multi-worker group stand
+        together where its first run started, the chief's first (records.task_order)."""
+        def read(s):
             q = cat.select(cat.RunRow).order_by(cat.RunRow.started_at)
             if project is not None:
                 q = q.where(cat.RunRow.project == project)
             return [run_record(r) for r in s.scalars(q)]
+        return task_order(self.catalog.read(read))
 
     def run(self, run_id):
-        with self.catalog.session() as s:
+        def read(s):
             row = s.get(cat.RunRow, run_id)
-            if row is None:
-                known = [r for r in s.scalars(cat.select(cat.RunRow.run_id))]
-                raise RunNotFoundError(
-                    f"run {run_id!r} is not in store {self.root} (runs here: "
-                    f"{', '.join(known[:20]) or 'none'})")
-            return run_record(row)
+            if row is not None:
+                return run_record(row)
+            known = [r for r in s.scalars(cat.select(cat.RunRow.run_id))]
+            raise RunNotFoundError(
+                f"run {run_id!r} is not in store {self.root} (runs here: "
+                f"{', '.join(known[:20]) or 'none'})")
+        return self.catalog.read(read)
 
     def has_run(self, run_id):
-        with self.catalog.session() as s:
-            return s.get(cat.RunRow, run_id) is not None
+        return self.catalog.read(lambda s: s.get(cat.RunRow, run_id) is not None)
 
     def writers(self, run_id):
-        with self.catalog.session() as s:
+        def read(s):
             q = cat.select(cat.WriterRow).where(cat.WriterRow.run_id == run_id).order_by(
                 cat.WriterRow.attempt)
             return [writer_record(w) for w in s.scalars(q)]
+        return self.catalog.read(read)
 
     def segments(self, run_id=None, table=None):
-        with self.catalog.session() as s:
+        def read(s):
             q = cat.select(cat.SegmentRow).order_by(cat.SegmentRow.segment_id)
             if run_id is not None:
                 q = q.where(cat.SegmentRow.run_id == run_id)
             if table is not None:
                 q = q.where(cat.SegmentRow.table_name == table)
             return [segments.to_record(r) for r in s.scalars(q)]
+        return self.catalog.read(read)
 
     # -- writing (used by the recorder and by compaction) --------------------------------------
 
     def write_segment(self, run_id, table_name, table, writer_id=None):
-        return segments.write_segment(self.root, self.catalog, run_id, table_name, table,
+        return segments.write_segment(self.data, self.catalog, run_id, table_name, table,
                                       writer_id)
 
     def write_encoded(self, run_id, table_name, encoded, writer_id=None):
         """Registers a segment encoded beforehand (segments.StreamEncoder)."""
-        return segments.write_encoded(self.root, self.catalog, run_id, table_name, encoded,
+        return segments.write_encoded(self.data, self.catalog, run_id, table_name, encoded,
                                       writer_id)
 
     # runs.py holds the catalog writes of a run's lifecycle
@@ -246,18 +236,18 @@ class Store:
         return self._scan([g.path for g in segs], schema, _step_filter(steps))
 
     def _scan(self, rel_paths, schema, row_filter=None):
-        paths = [os.path.join(self.root, p) for p in rel_paths]
-        missing = [p for p in paths if not os.path.exists(p)]
-        if missing:
-            raise StoreDamageError(
-                f"store {self.root}: registered segment {missing[0]} is missing "
-                f"({len(missing)} missing in all); run `tfblackbox verify --store {self.root}`")
         try:
             # the step filter prunes row groups by their statistics: a window of a big segment
             # reads only the row groups it needs
-            return ds.dataset(paths, schema=schema, format="parquet").to_table(filter=row_filter)
+            return self.data.dataset(rel_paths, schema).to_table(filter=row_filter)
         except (pa.ArrowException, OSError) as e:
-            bad = _find_unreadable(paths)
+            missing = [r for r in rel_paths if not self.data.exists(r)]
+            if missing:
+                raise StoreDamageError(
+                    f"store {self.root}: registered segment {self.data.show(missing[0])} is "
+                    f"missing ({len(missing)} missing in all); run `tfblackbox verify --store "
+                    f"{self.root}`") from e
+            bad = _find_unreadable(self.data, rel_paths)
             raise StoreDamageError(
                 f"store {self.root}: segment {bad or '?'} cannot be read as Parquet ({e}); run "
                 f"`tfblackbox verify --store {self.root}`") from e
@@ -296,144 +286,10 @@ def _sorted(column):
     return bool((steps[1:] >= steps[:-1]).all())
 
 
-# -- creating -------------------------------------------------------------------------------
-
-CREATING_PREFIX = "." + CATALOG_FILE + ".creating-"
-
-
-def _create_sqlite(path):
-    """Makes the SQLite store at `path` unless its catalog exists (see Store.create)."""
-    final = os.path.join(path, CATALOG_FILE)
-    if os.path.exists(final):
-        return
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotAStoreError(f"cannot create a store at {path}: it is a file, not a directory")
-    if os.path.isdir(path):
-        foreign = [n for n in os.listdir(path) if not _half_made(path, n)]
-        if foreign:
-            raise NotAStoreError(
-                f"cannot create a store at {path}: the directory is not empty and holds no "
-                f"{CATALOG_FILE} (found {sorted(foreign)[0]!r}); choose an empty or new "
-                f"directory")
-    _make_data_dir(path)
-    tmp = f"{os.path.join(path, CREATING_PREFIX)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        catalog = cat.Catalog(_sqlite_url_of(tmp))
+def _find_unreadable(data, rel_paths):
+    for rel in rel_paths:
         try:
-            _init_catalog(catalog)
-        finally:
-            catalog.dispose()
-        fsync_path(tmp)
-        _link_into_place(tmp, final)
-        fsync_path(path)
-    except OSError as e:
-        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
-    finally:
-        for leftover in (tmp, tmp + "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(leftover)
-
-
-def _drop_all(catalog):
-    from sqlalchemy import MetaData
-    with catalog.write() as s:
-        meta = MetaData()
-        meta.reflect(s.connection())
-        meta.drop_all(s.connection())
-
-
-def _never_used(catalog, tables):
-    """An empty catalog, or one with our tables but no version and no run in it."""
-    if not tables:
-        return True
-    if not {"meta", "runs"} <= tables:
-        return False
-    with catalog.session() as s:
-        return s.scalar(cat.select(cat.RunRow.run_id).limit(1)) is None
-
-
-def _half_made(path, name):
-    """True for what a create killed midway leaves: an empty data/ tree, and temporary
-    catalogs (those of dead processes are removed here)."""
-    full = os.path.join(path, name)
-    if name == "data" and os.path.isdir(full):   # nothing in it but our writability probe
-        return all(f.startswith(PROBE_PREFIX) for _d, _s, files in os.walk(full) for f in files)
-    if name == RESERVE_FILE:
-        return True
-    if name.startswith(CREATING_PREFIX):
-        pid = name[len(CREATING_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                os.remove(full)
-        return True
-    return False
-
-
-
-def _link_into_place(tmp, final):
-    """A hard link never replaces a catalog another process linked first; on a filesystem
-    without hard links (FAT), a rename guarded by an existence check."""
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        return
-    except OSError:
-        if not os.path.exists(final):
-            os.rename(tmp, final)
-
-
-def _make_data_dir(path):
-    try:
-        os.makedirs(os.path.join(path, "data"), exist_ok=True)
-        _probe_writable(os.path.join(path, "data"))
-    except OSError as e:
-        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
-
-
-def _init_catalog(catalog):
-    """Tables and format version in one transaction."""
-    with catalog.write() as s:
-        cat.Base.metadata.create_all(s.connection())
-        migrate.stamp_newest(s.connection())
-        if s.get(cat.Meta, "format_version") is None:
-            catalog.set_meta(s, "format_version", migrate.FORMAT_VERSION)
-            catalog.set_meta(s, "created_by", migrate.package_version())
-            catalog.set_meta(s, "created_at", time.time())
-
-
-def _read_only_media(path):
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False
-
-
-def _sqlite_url(path, read_only=False):
-    if read_only:   # immutable: no locks, no journal, no -shm on media nothing can change
-        return (f"sqlite:///file:{os.path.abspath(os.path.join(path, CATALOG_FILE))}"
-                f"?mode=ro&immutable=1&uri=true")
-    return _sqlite_url_of(os.path.join(path, CATALOG_FILE))
-
-
-def _sqlite_url_of(file):
-    return "sqlite:///" + os.path.abspath(file)
-
-
-PROBE_PREFIX = ".probe-"
-
-
-def _probe_writable(folder):
-    probe = os.path.join(folder, f"{PROBE_PREFIX}{os.getpid()}")
-    with open(probe, "wb") as f:
-        f.write(b"ok")
-    os.remove(probe)
-
-
-def _find_unreadable(paths):
-    import pyarrow.parquet as pq
-    for p in paths:
-        try:
-            pq.read_metadata(p)
+            data.parquet_file(rel).metadata
         except Exception:
-            return p
+            return data.show(rel)
     return None

@@ -63,3 +63,40 @@ def fill(path, leave=0):
         except OSError:
             pass
     return filler
+
+
+# -- real servers for the cluster tests (tests/servers.py): one of each per session ----------
+
+@pytest.fixture(scope="session")
+def postgres():
+    from servers import PostgresServer
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh, empty PostgreSQL database (its SQLAlchemy URL)."""
+    return postgres.database()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    from servers import S3_ENV, S3Server
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)   # pyarrow (and child processes) take the keys from here
+    server = S3Server()
+    yield server
+    server.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_data(s3):
+    """A data URI in a fresh bucket of the test S3 server."""
+    return s3.bucket()

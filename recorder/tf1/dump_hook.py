@@ -145,7 +145,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         if isinstance(store, run_mod.Run):
             return store
         active = run_mod.active_run()
-        if active is not None and os.path.abspath(os.fspath(store)) == active.store.root:
+        if active is not None and active.store.is_at(store):
             return active
         return run_mod.init(store=os.fspath(store))
 

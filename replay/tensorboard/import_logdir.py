@@ -134,7 +134,7 @@ class _Import:
     def flush(self):
         tables = self.buffers.take()
         if tables:
-            self.segments += len(segments.write_group(self.store.root, self.store.catalog,
+            self.segments += len(segments.write_group(self.store.data, self.store.catalog,
                                                       self.run_id, tables, self.writer_id))
             kill_point("import-flush")
         self.nbytes = 0

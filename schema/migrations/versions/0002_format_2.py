@@ -8,12 +8,12 @@ Revises: 0001
   the run's last attempt, with first_step cleared: their rows carry the old number, which
   stays with the first writer, so readers treat those rows exactly as before.
 - The tensors table named dtypes "DT_FLOAT" while debug_tensors said "float32"; both now use
-  tf.DType names. Its segments are rewritten (new file first, catalog swap in this
-  transaction, old file deleted after the commit).
+  tf.DType names. Its segments are rewritten in `prepare`, before the transaction (new file
+  first, wherever the store keeps its data), the catalog entries swapped in this transaction,
+  the old files deleted after the commit (schema/migrate.py).
 """
 
 import hashlib
-import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,37 +56,43 @@ def _renumber_duplicate_attempts(conn):
                     f"{attempt}"})
 
 
-def _rename_tensor_dtypes(conn):
+def prepare(catalog, data, files):
+    """Writes the tensors segments whose dtypes change under new names; returns
+    {segment_id: (old path, old sha256, new path, size, new sha256)}. No transaction is open
+    while it reads and writes files: the segment list is read first, in its own."""
     from tfblackbox.schema import segments
     from tfblackbox.schema.formats import dtypes
-    from tfblackbox.schema.formats.files import write_durably
-    root = context.config.attributes["store_root"]
-    after = context.config.attributes["after_commit"]
-    segs = conn.execute(sa.text(
-        "SELECT segment_id, run_id, path FROM segments WHERE table_name = 'tensors'"))
-    for segment_id, run_id, rel in list(segs):
-        table = pq.read_table(os.path.join(root, rel))
+    segs = catalog.read(lambda s: list(s.execute(sa.text(
+        "SELECT segment_id, run_id, path, sha256 FROM segments "
+        "WHERE table_name = 'tensors'"))))
+    out = {}
+    for segment_id, run_id, rel, sha in segs:
+        table = pq.read_table(pa.BufferReader(data.read_bytes(rel)))
         old = table["dtype"].to_pylist()
         new = [dtypes.from_enum_name(d) if d is not None else None for d in old]
         if new == old:
             continue
         table = table.set_column(table.schema.get_field_index("dtype"), "dtype",
                                  pa.array(new, pa.string()))
-        table, data = segments.encode(table, "tensors")
+        table, blob = segments.encode(table, "tensors")
         new_rel = f"{segments.segment_dir('tensors', run_id)}/{segments.file_name('m')}"
-        write_durably(os.path.join(root, new_rel), data)
-        conn.execute(sa.text(
-            "UPDATE segments SET path = :p, size_bytes = :n, sha256 = :h WHERE segment_id = :s"),
-            {"p": new_rel, "n": len(data), "h": hashlib.sha256(data).hexdigest(),
-             "s": segment_id})
-        after.append(lambda full=os.path.join(root, rel): _remove(full))
+        files.write(new_rel, blob)
+        out[segment_id] = (rel, sha, new_rel, len(blob), hashlib.sha256(blob).hexdigest())
+    return out
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+def _rename_tensor_dtypes(conn):
+    files = context.config.attributes["files"]
+    prepared = context.config.attributes["prepared"].get(revision, {})
+    for segment_id, (rel, sha, new_rel, size, new_sha) in prepared.items():
+        done = conn.execute(sa.text(
+            "UPDATE segments SET path = :p, size_bytes = :n, sha256 = :h "
+            "WHERE segment_id = :s AND path = :old AND sha256 = :oldh"),
+            {"p": new_rel, "n": size, "h": new_sha, "s": segment_id, "old": rel, "oldh": sha})
+        if done.rowcount != 1:
+            raise RuntimeError(f"tensors segment {rel} changed while the store was upgraded; "
+                               f"open the store again to upgrade it")
+        files.used(new_rel, rel)
 
 
 def downgrade():

@@ -1,0 +1,266 @@
+"""Finding, creating and opening a store: its catalog (a SQLite file in the store directory, or
+any SQLAlchemy URL) and its data location (the directory, or any pyarrow filesystem URI,
+recorded in the catalog so that readers need only the catalog).
+
+    Store.create("./bbx")                                          SQLite + ./bbx/data
+    Store.create("postgresql+psycopg://u@host/db", data="s3://bucket/prefix")
+    Store.open("postgresql+psycopg://u@host/db")                   data from the catalog
+"""
+
+import contextlib
+import os
+import time
+import uuid
+
+from . import catalog as cat
+from . import migrate
+from .data_location import DataLocation
+from .errors import NotAStoreError, StoreVersionError
+from .formats.files import fsync_path, pid_alive
+
+CATALOG_FILE = "catalog.sqlite"
+RESERVE_FILE = ".tfblackbox-reserve"
+DATA_META_KEY = "data_uri"   # meta row: where the data files are, when not the store directory
+CREATING_PREFIX = "." + CATALOG_FILE + ".creating-"
+PROBE_PREFIX = ".probe-"
+
+
+def split_spec(path, catalog_url=None):
+    """(directory or None, catalog URL or None) from what a caller named a store by."""
+    path = os.fspath(path) if path is not None else None
+    if path is not None and cat.is_url(path):
+        if catalog_url is not None and catalog_url != path:
+            raise NotAStoreError(f"two catalogs named: {cat.display_url(path)} and "
+                                 f"{cat.display_url(catalog_url)}")
+        return None, path
+    return path, catalog_url
+
+
+def create(path, catalog_url=None, data=None):
+    """Makes the store unless it exists; returns (directory, catalog URL) to open it by."""
+    directory, url = split_spec(path, catalog_url)
+    if url is None:
+        _create_sqlite(directory, data)
+        return directory, None
+    location = DataLocation(data if data is not None else directory) if (
+        data is not None or directory is not None) else None
+    catalog = cat.Catalog(url)
+    try:
+        recorded = _init_server_catalog(catalog, location)
+    finally:
+        catalog.dispose()
+    if location is not None and DataLocation(recorded) != location:
+        raise NotAStoreError(f"store {catalog.shown} keeps its data at {recorded}, not at "
+                             f"{location.uri}; leave data= out to use it")
+    return directory, url
+
+
+def open_catalog(path, catalog_url=None):
+    """(where, catalog, data location, sqlite file or None) of an existing store, before any
+    upgrade; refuses what is not a store."""
+    directory, url = split_spec(path, catalog_url)
+    if directory is not None:
+        if not os.path.isdir(directory):
+            raise NotAStoreError(f"{directory} is not a tfblackbox store: no such directory")
+        if url is None and not os.path.isfile(os.path.join(directory, CATALOG_FILE)):
+            raise NotAStoreError(
+                f"{directory} is not a tfblackbox store: it has no {CATALOG_FILE} (a store is "
+                f"made by recorder.init(store=...) or Store.create)")
+    read_only = url is None and _read_only_media(directory)
+    catalog = cat.Catalog(url or sqlite_url(directory, read_only), read_only=read_only)
+    where = os.path.abspath(directory) if directory is not None and url is None else catalog.shown
+    try:
+        tables = catalog.table_names()
+    except Exception as e:
+        what = "SQLite catalog" if url is None else "catalog database"
+        raise NotAStoreError(f"{where}: {CATALOG_FILE if url is None else 'its catalog'} is "
+                             f"not a readable {what}: {e}") from e
+    found = catalog.get_meta("format_version") if "meta" in tables else None
+    if found is None and url is None and not read_only and _never_used(catalog, tables):
+        # tfblackbox <= 0.1 created the tables and the version in two steps: a process
+        # killed between them left this; no run was ever recorded, so start it afresh
+        _drop_all(catalog)
+        init_catalog(catalog)
+        tables = catalog.table_names()
+        found = catalog.get_meta("format_version")
+    if "meta" not in tables and found is None:
+        raise NotAStoreError(f"{where} is not a tfblackbox store: its catalog has no meta table")
+    found = migrate.check(where, found)
+    if read_only and found < migrate.FORMAT_VERSION:
+        raise StoreVersionError(
+            f"store {where} has format version {found} and is on read-only media: this "
+            f"tfblackbox reads format {migrate.FORMAT_VERSION} and must upgrade it first; "
+            f"copy the store to a writable disk and open it there")
+    recorded = catalog.get_meta(DATA_META_KEY)
+    if recorded is None and directory is None:
+        raise NotAStoreError(f"{where} is not a usable tfblackbox store: its catalog records no "
+                             f"data location ({DATA_META_KEY})")
+    data = DataLocation(recorded if recorded is not None else directory)
+    sqlite_file = os.path.join(directory, CATALOG_FILE) if url is None else None
+    return where, catalog, data, found, sqlite_file
+
+
+def init_catalog(catalog, data_uri=None):
+    """Tables, format version (and where the data is) in one transaction; a catalog another
+    process initialised first is left as it is. Returns the recorded data location."""
+    from sqlalchemy import inspect
+
+    def init(s):
+        catalog.lock_store(s)
+        if "meta" not in inspect(s.connection()).get_table_names():
+            cat.Base.metadata.create_all(s.connection())
+            migrate.stamp_newest(s.connection())
+        if s.get(cat.Meta, "format_version") is None:
+            catalog.set_meta(s, "format_version", migrate.FORMAT_VERSION)
+            catalog.set_meta(s, "created_by", migrate.package_version())
+            catalog.set_meta(s, "created_at", time.time())
+            if data_uri is not None:
+                catalog.set_meta(s, DATA_META_KEY, data_uri)
+        row = s.get(cat.Meta, DATA_META_KEY)
+        return None if row is None else row.value
+    return catalog.transact(init)
+
+
+def _init_server_catalog(catalog, location):
+    tables = catalog.table_names()
+    if tables and "meta" not in tables:
+        raise NotAStoreError(f"database {catalog.shown} holds tables that are not a tfblackbox "
+                             f"catalog ({', '.join(sorted(tables)[:5])}); use an empty database")
+    if "meta" in tables:
+        recorded = catalog.get_meta(DATA_META_KEY)
+        if recorded is not None:
+            return recorded
+    if location is None:
+        raise NotAStoreError(f"a new store at {catalog.shown} needs a data location: pass "
+                             f"data= (a directory or a URI such as s3://bucket/prefix)")
+    location.make_root()
+    recorded = init_catalog(catalog, location.uri)
+    if recorded is None:
+        raise NotAStoreError(f"store {catalog.shown} exists but records no data location")
+    return recorded
+
+
+# -- a SQLite store directory ------------------------------------------------------------------
+
+def _create_sqlite(path, data=None):
+    """Makes the SQLite store at `path` unless its catalog exists. Atomic: the catalog is built
+    whole under a temporary name and hard-linked into place, so a process killed at any instant
+    leaves either no catalog or a complete one, and processes creating one store at once all
+    end up in the one linked first."""
+    final = os.path.join(path, CATALOG_FILE)
+    if os.path.exists(final):
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotAStoreError(f"cannot create a store at {path}: it is a file, not a directory")
+    if os.path.isdir(path):
+        foreign = [n for n in os.listdir(path) if not _half_made(path, n)]
+        if foreign:
+            raise NotAStoreError(
+                f"cannot create a store at {path}: the directory is not empty and holds no "
+                f"{CATALOG_FILE} (found {sorted(foreign)[0]!r}); choose an empty or new "
+                f"directory")
+    make_data_dir(path)
+    location = DataLocation(data) if data is not None else None
+    if location is not None and location != DataLocation(path):
+        location.make_root()
+    else:
+        location = None   # the store directory itself: nothing to record (it may move)
+    tmp = f"{os.path.join(path, CREATING_PREFIX)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        catalog = cat.Catalog(sqlite_url_of(tmp))
+        try:
+            init_catalog(catalog, location.uri if location is not None else None)
+        finally:
+            catalog.dispose()
+        fsync_path(tmp)
+        _link_into_place(tmp, final)
+        fsync_path(path)
+    except OSError as e:
+        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
+    finally:
+        for leftover in (tmp, tmp + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+
+def _drop_all(catalog):
+    from sqlalchemy import MetaData
+
+    def drop(s):
+        meta = MetaData()
+        meta.reflect(s.connection())
+        meta.drop_all(s.connection())
+    catalog.transact(drop)
+
+
+def _never_used(catalog, tables):
+    """An empty catalog, or one with our tables but no version and no run in it."""
+    if not tables:
+        return True
+    if not {"meta", "runs"} <= tables:
+        return False
+    return catalog.read(lambda s: s.scalar(cat.select(cat.RunRow.run_id).limit(1)) is None)
+
+
+def _half_made(path, name):
+    """True for what a create killed midway leaves: an empty data/ tree, and temporary
+    catalogs (those of dead processes are removed here)."""
+    full = os.path.join(path, name)
+    if name == "data" and os.path.isdir(full):   # nothing in it but our writability probe
+        return all(f.startswith(PROBE_PREFIX) for _d, _s, files in os.walk(full) for f in files)
+    if name == RESERVE_FILE:
+        return True
+    if name.startswith(CREATING_PREFIX):
+        pid = name[len(CREATING_PREFIX):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(full)
+        return True
+    return False
+
+
+
+
+def _link_into_place(tmp, final):
+    """A hard link never replaces a catalog another process linked first; on a filesystem
+    without hard links (FAT), a rename guarded by an existence check."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return
+    except OSError:
+        if not os.path.exists(final):
+            os.rename(tmp, final)
+
+
+def make_data_dir(path):
+    try:
+        os.makedirs(os.path.join(path, "data"), exist_ok=True)
+        _probe_writable(os.path.join(path, "data"))
+    except OSError as e:
+        raise NotAStoreError(f"cannot create a store at {path}: {e.strerror or e}") from e
+
+
+def _probe_writable(folder):
+    probe = os.path.join(folder, f"{PROBE_PREFIX}{os.getpid()}")
+    with open(probe, "wb") as f:
+        f.write(b"ok")
+    os.remove(probe)
+
+
+def _read_only_media(path):
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def sqlite_url(path, read_only=False):
+    if read_only:   # immutable: no locks, no journal, no -shm on media nothing can change
+        return (f"sqlite:///file:{os.path.abspath(os.path.join(path, CATALOG_FILE))}"
+                f"?mode=ro&immutable=1&uri=true")
+    return sqlite_url_of(os.path.join(path, CATALOG_FILE))
+
+
+def sqlite_url_of(file):
+    return "sqlite:///" + os.path.abspath(file)

@@ -1,0 +1,171 @@
+"""A store whose catalog is a real PostgreSQL server (started by the tests, tests/servers.py):
+creation, reading by URL alone, the CLI, credentials kept out of records and output, alembic
+migrations, and transactions retried while the server is away."""
+
+import hashlib
+import json
+import os
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from tfblackbox.replay.cli import main as cli
+from tfblackbox.schema import NotAStoreError, Store, segments, verify
+from tfblackbox.schema.catalog import Catalog, display_url
+
+
+def scalars(steps, attempt, tag="loss"):
+    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps],
+                     "tag": [tag] * len(steps), "attempt": [attempt] * len(steps),
+                     "value": [float(s) for s in steps]})
+
+
+def with_password(url, secret="s3cr3t-pw"):
+    return url.replace("postgresql+psycopg://postgres@", f"postgresql+psycopg://postgres:{secret}@")
+
+
+def test_a_store_at_a_url_keeps_data_where_told_and_opens_by_url_alone(postgres, pg_url,
+                                                                        tmp_path):
+    data = str(tmp_path / "parquet")
+    store = Store.create(pg_url, data=data)
+    store.create_run("r1", project="p", group="g")
+    w, a = store.begin_attempt("r1", "host", 1)
+    seg = store.write_segment("r1", "scalars", scalars([0, 1, 2], a), w)
+    assert os.path.isfile(os.path.join(data, seg.path))
+    again = Store.open(pg_url)                       # the catalog says where the data is
+    assert again.data.uri == data and again.root == pg_url.replace("postgres@", "")
+    assert again.scalars("r1")["value"].to_pylist() == [0.0, 1.0, 2.0]
+    assert verify(again).ok
+    db = pg_url.rsplit("/", 1)[1]
+    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [("0002",)]
+    assert postgres.sql("SELECT value FROM meta WHERE key = 'data_uri'", db) == [(data,)]
+    assert Store.create(pg_url).data.uri == data      # create on an existing store opens it
+    with pytest.raises(NotAStoreError, match="keeps its data at"):
+        Store.create(pg_url, data=str(tmp_path / "elsewhere"))
+
+
+def test_a_new_store_at_a_url_needs_a_data_location_and_an_empty_database(postgres, pg_url):
+    with pytest.raises(NotAStoreError, match="needs a data location"):
+        Store.create(pg_url)
+    with pytest.raises(NotAStoreError, match="not a tfblackbox store"):
+        Store.open(pg_url)
+    db = pg_url.rsplit("/", 1)[1]
+    postgres.sql("CREATE TABLE customers (id int)", db)
+    with pytest.raises(NotAStoreError, match="customers"):
+        Store.create(pg_url, data="/tmp/x")
+    t0 = time.monotonic()
+    with pytest.raises(NotAStoreError, match="does not exist"):   # not retried: it never will
+        Store.open(postgres.url("no_such_database"))
+    assert time.monotonic() - t0 < 10
+
+
+def test_recording_by_url_and_the_cli_never_show_the_password(postgres, pg_url, tmp_path,
+                                                               capsys):
+    from tfblackbox import recorder
+    url = with_password(pg_url)
+    run = recorder.init(store=url, data=str(tmp_path / "d"), project="p", run_id="r")
+    for step in range(100):
+        run.submit(lambda b, s=step: b.add_scalar(s, 1.0 + s, "loss", s / 10))
+    recorder.finish()
+    for argv in (["runs"], ["show", "r"], ["verify"], ["compact"], ["runs", "--json"]):
+        assert cli(argv + ["--store", url]) == 0, argv
+    out = capsys.readouterr()
+    assert "r " in out.out and "s3cr3t-pw" not in out.out + out.err
+    assert "postgres@" not in out.out + out.err and "postgres:" not in out.out + out.err
+    db = pg_url.rsplit("/", 1)[1]
+    dumped = json.dumps(postgres.sql("SELECT * FROM meta", db) +
+                        postgres.sql("SELECT * FROM runs", db), default=str)
+    assert "s3cr3t-pw" not in dumped
+    store = Store.open(url)
+    assert "s3cr3t-pw" not in store.root + repr(store.data)
+    assert store.scalars("r")["step"].to_pylist() == list(range(100))
+    # a failing catalog names itself without the password either
+    bad = Catalog(with_password(postgres.url("no_such_database")), retry_secs=0)
+    with pytest.raises(Exception) as err:
+        bad.table_names()
+    assert "s3cr3t-pw" not in str(err.value) and "no_such_database" in str(err.value)
+    assert display_url("postgresql+psycopg://u:pw@h:5/db?sslpassword=zz&sslmode=require") == (
+        "postgresql+psycopg://h:5/db?sslmode=require")
+
+
+FORMAT1_ROWS = """
+INSERT INTO meta VALUES ('format_version', '1'), ('created_by', '0.1.0'), ('data_uri', '{data}');
+INSERT INTO runs (run_id, status, config_json, tags_json, started_at)
+    VALUES ('r', 'finished', '{{}}', '[]', 1.0);
+INSERT INTO writers (writer_id, run_id, attempt, started_at, first_step, dropped_rows)
+    VALUES (1, 'r', 1, 1.0, 0, 0), (2, 'r', 2, 1.0, 5, 0), (3, 'r', 2, 1.0, 7, 0);
+SELECT setval('writers_writer_id_seq', 3);
+"""
+
+
+def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
+    """A catalog at format 1 (revision 0001's DDL, run by alembic on PostgreSQL) with the
+    format-1 race (two writers with one attempt number) and a tensors segment with old dtype
+    names: opening it upgrades it to format 2 in one transaction."""
+    from alembic import command
+    from alembic.config import Config
+    from tfblackbox.schema import migrate
+    data = str(tmp_path / "d")
+    catalog = Catalog(pg_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", migrate.SCRIPTS)
+    with catalog.engine.connect() as conn:
+        cfg.attributes.update(connection=conn, prepared={}, files=None)
+        command.upgrade(cfg, "0001")
+        conn.commit()
+    db = pg_url.rsplit("/", 1)[1]
+    for statement in FORMAT1_ROWS.format(data=data).strip().split(";\n"):
+        postgres.sql(statement, db)
+    tensors = pa.table({"step": [3, 4], "wall_time": [1.0, 1.0], "tag": ["t", "u"],
+                        "attempt": [1, 1], "dtype": ["DT_FLOAT", "DT_STRING_REF"],
+                        "shape": [[2], []], "plugin_name": ["", ""],
+                        "plugin_content": [None, None], "tensor": [b"a", b"b"]})
+    _t, blob = segments.encode(tensors, "tensors")
+    rel = "data/tensors/run_id=r/w1-old.parquet"
+    os.makedirs(os.path.dirname(os.path.join(data, rel)))
+    with open(os.path.join(data, rel), "wb") as f:
+        f.write(blob)
+    postgres.sql(f"INSERT INTO segments (run_id, table_name, writer_id, path, row_count, "
+                 f"size_bytes, sha256, min_step, max_step, created_at) VALUES ('r', 'tensors', "
+                 f"1, '{rel}', 2, {len(blob)}, '{hashlib.sha256(blob).hexdigest()}', 3, 4, 1.0)",
+                 db)
+    catalog.dispose()
+
+    store = Store.open(pg_url)
+    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [("0002",)]
+    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [("2",)]
+    assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
+        (1, 1, 0), (2, 2, 5), (3, 3, None)]
+    assert store.tensors("r")["dtype"].to_pylist() == ["float32", "string_ref"]
+    assert not os.path.exists(os.path.join(data, rel))     # the old file went after the commit
+    assert verify(store).ok
+    with pytest.raises(Exception, match="uq_writers_run_attempt"):
+        postgres.sql("INSERT INTO writers (run_id, attempt, started_at, dropped_rows) "
+                     "VALUES ('r', 1, 1.0, 0)", db)
+
+
+def test_catalog_writes_wait_for_a_server_that_restarts(postgres, pg_url, tmp_path):
+    """Connections dropped under the pool (terminated backends), then the server down for 3 s
+    while a segment is registered: the write waits and lands, once."""
+    store = Store.create(pg_url, data=str(tmp_path / "d"))
+    store.create_run("r")
+    w, a = store.begin_attempt("r")
+    store.write_segment("r", "scalars", scalars([0], a), w)
+    db = pg_url.rsplit("/", 1)[1]
+    postgres.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 f"WHERE datname = '{db}' AND pid <> pg_backend_pid()")
+    store.write_segment("r", "scalars", scalars([1], a), w)   # pre_ping replaced them
+    postgres.stop()
+    restart = threading.Timer(3.0, postgres.start)
+    restart.start()
+    try:
+        t0 = time.monotonic()
+        store.write_segment("r", "scalars", scalars([2], a), w)
+        waited = time.monotonic() - t0
+    finally:
+        restart.join()
+    assert waited >= 2.0
+    assert store.scalars("r")["step"].to_pylist() == [0, 1, 2]
+    assert len(store.segments("r")) == 3 and verify(store).ok
