@@ -55,7 +55,7 @@ def create(path, catalog_url=None, data=None):
     return directory, url
 
 
-def open_catalog(path, catalog_url=None):
+def open_catalog(path, catalog_url=None, finish_half_made=False):
     """(where, catalog, data location, sqlite file or None) of an existing store, before any
     upgrade; refuses what is not a store."""
     directory, url = split_spec(path, catalog_url)
@@ -76,13 +76,18 @@ def open_catalog(path, catalog_url=None):
         raise NotAStoreError(f"{where}: {CATALOG_FILE if url is None else 'its catalog'} is "
                              f"not a readable {what}: {e}") from e
     found = catalog.get_meta("format_version") if "meta" in tables else None
-    if found is None and url is None and not read_only and _never_used(catalog, tables):
+    if (found is None and url is None and finish_half_made and not read_only
+            and _never_used(catalog, tables)):
         # tfblackbox <= 0.1 created the tables and the version in two steps: a process
         # killed between them left this; no run was ever recorded, so start it afresh
         _drop_all(catalog)
         init_catalog(catalog)
         tables = catalog.table_names()
         found = catalog.get_meta("format_version")
+    if found is None and url is None and not read_only and _never_used(catalog, tables):
+        raise NotAStoreError(f"{where}: its catalog was never finished (a create cut short by "
+                             f"tfblackbox 0.1, or an empty file) and holds no run; "
+                             f"recorder.init or Store.create on it finishes it")
     if "meta" not in tables and found is None:
         raise NotAStoreError(f"{where} is not a tfblackbox store: its catalog has no meta table")
     found = migrate.check(where, found)

@@ -53,7 +53,7 @@ class Store:
         job) or a whole one, and processes creating the same store at once all end up in one."""
         directory, url = opening.create(path, catalog_url, data)
         store = cls.open(directory if directory is not None else url,
-                         url if directory is not None else None)
+                         url if directory is not None else None, _creating=True)
         if data is not None and DataLocation(data) != store.data:
             store.close()
             raise NotAStoreError(f"store {store.root} keeps its data at {store.data.uri}, not "
@@ -61,9 +61,12 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path, catalog_url=None, clean_orphans=True):
-        """Opens an existing store; refuses a non-store or a store of a newer format."""
-        where, catalog, data, found, sqlite_file = opening.open_catalog(path, catalog_url)
+    def open(cls, path, catalog_url=None, clean_orphans=True, _creating=False):
+        """Opens an existing store; refuses a non-store or a store of a newer format. Only
+        create (a writer) finishes a catalog whose creation by tfblackbox 0.1 was cut short;
+        a reader refuses it."""
+        where, catalog, data, found, sqlite_file = opening.open_catalog(
+            path, catalog_url, finish_half_made=_creating)
         if not catalog.read_only:
             migrate.upgrade(catalog, where, found, sqlite_file, data)
         store = cls(where, catalog, data, os.path.dirname(sqlite_file) if sqlite_file else None)
