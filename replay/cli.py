@@ -35,8 +35,10 @@ def _add_replay_arguments(p):
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
     d = p.add_argument_group("--to debug-dump")
     d.add_argument("--out", help="directory to rebuild the tfdbg dump dirs in")
-    d.add_argument("--steps", help="A:B, the global steps to rebuild (A <= step < B)")
-    d.add_argument("--node", help="regex: only nodes whose name matches (re.search)")
+    d.add_argument("--steps", help="A:B, the global steps (tfdbg v2: execution indices) to "
+                                   "rebuild (A <= step < B)")
+    d.add_argument("--node", help="regex: only nodes whose name matches (re.search; tfdbg v2: "
+                                  "trace op names, execution op types)")
     d.add_argument("--force", action="store_true", help="write into a non-empty --out")
 
 
@@ -61,8 +63,10 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("replay", help="push recorded runs to W&B or rebuild tfdbg dump dirs")
     _add_replay_arguments(p)
-    p = sub.add_parser("import-dumps", help="ingest an existing DumpingDebugHook session root")
-    p.add_argument("session_root")
+    p = sub.add_parser("import-dumps", help="ingest an existing tfdbg dump: a DumpingDebugHook "
+                                            "session root (v1) or an enable_dump_debug_info "
+                                            "dump root (v2)")
+    p.add_argument("session_root", metavar="ROOT")
     _store_arg(p)
     p.add_argument("--run", dest="run_id", help="run id to record into (default: a new run)")
     p.add_argument("--json", action="store_true")
@@ -112,11 +116,11 @@ def _dispatch(args):
             if args.to == "wandb":
                 from .wandb import push
                 return push.main(args)
-            from .tfdbg import rebuild_v1
-            return rebuild_v1.main(args)
+            from .tfdbg import debug_dump
+            return debug_dump.main(args)
         if args.command == "import-dumps":
-            from .tfdbg import import_v1
-            return import_v1.main(args)
+            from .tfdbg import import_dumps
+            return import_dumps.main(args)
     except BlackboxError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)

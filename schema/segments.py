@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from . import catalog as cat
 from .formats.files import fsync_path, write_durably
-from .tables import WRITE_OPTIONS, schema_of
+from .tables import STEPLESS, WRITE_OPTIONS, schema_of
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SEQ = itertools.count()
@@ -197,7 +197,7 @@ def write_encoded(root, catalog, run_id, table_name, encoded, writer_id=None):
                                  sha256=hashlib.sha256(data).hexdigest(), min_step=lo,
                                  max_step=hi, created_at=now)
             s.add(row)
-            if writer_id is not None and lo is not None:
+            if writer_id is not None and lo is not None and table_name not in STEPLESS:
                 w = s.get(cat.WriterRow, writer_id)
                 if w is not None and (w.first_step is None or lo < w.first_step):
                     w.first_step = lo

@@ -50,6 +50,7 @@ TENSORS = pa.schema(_KEY + [
 # Tables of other kinds have their schema constants in their own modules
 from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS  # noqa: E402
 from .tfevents_tables import TFEVENTS_RECORDS  # noqa: E402
+from .tfdbg2_tables import TFDBG2_BLOBS, TFDBG2_RECORDS  # noqa: E402
 
 TABLES = {
     "scalars": SCALARS,
@@ -60,7 +61,14 @@ TABLES = {
     "debug_tensors": DEBUG_TENSORS,
     "debug_graphs": DEBUG_GRAPHS,
     "tfevents_records": TFEVENTS_RECORDS,
+    "tfdbg2_records": TFDBG2_RECORDS,
+    "tfdbg2_blobs": TFDBG2_BLOBS,
 }
+
+# Tables whose `step` is not the training step (tfdbg v2 records are numbered within their
+# file): their segments leave an attempt's first step alone, which decides whose rows win
+# when a resumed run re-does steps (segments.write_encoded, Store.read).
+STEPLESS = {"tfdbg2_records", "tfdbg2_blobs"}
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)
 WRITE_OPTIONS = {
