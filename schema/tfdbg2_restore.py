@@ -1,10 +1,9 @@
 """tfdbg v2 DebugEvent files back from a store, byte for byte (no TensorFlow).
 
-A run's `tfdbg2_records` rows are grouped into dump roots: DebugDataReader reads one tfdbg
-run per dump root, so each tfdbg run id (one per `enable_dump_debug_info` session, with all
-hosts that wrote under it) is one root; a file set whose metadata record is missing is a root
-of its own, named after the file set. The same file recorded by several attempts (a dump root
-imported twice) comes from the latest. A source-file record gets its lines back from
+A run's `tfdbg2_records` rows are grouped into dump roots by their session: DebugDataReader
+reads one tfdbg run per dump root, so each tfdbg run id (one per `enable_dump_debug_info`
+session, with every host that wrote under it) is one root. The same file recorded by several
+attempts (a dump root imported twice) comes from the latest. A source-file record gets its lines back from
 `tfdbg2_blobs`, found in whichever run of the store holds them, and is checked against the
 crc its file carried.
 """
@@ -21,7 +20,7 @@ from .tfdbg2_tables import BLOBS_TABLE, RECORDS_TABLE
 
 @dataclasses.dataclass
 class DumpRoot:
-    key: str                 # the tfdbg run id, else the file set's name
+    key: str                 # the session: the tfdbg run id (else the file set's name)
     tfdbg_run_id: str        # None when no metadata record was recorded
     files: dict              # file name -> [row dicts] in file order ("file" row first)
     attempts: list           # attempts its files came from
@@ -51,38 +50,42 @@ def dump_roots(store, run_id, columns=None):
 
 
 def group_rows(rows):
-    by_file = collections.defaultdict(list)          # (attempt, file) -> rows
-    run_of = {}                                      # (attempt, file set) -> tfdbg run id
+    by_file = collections.defaultdict(list)          # (session, attempt, file) -> rows
     for r in rows:
-        by_file[r["attempt"], r["file"]].append(r)
-        if r["what"] == "debug_metadata" and r.get("tfdbg_run_id"):
-            run_of.setdefault((r["attempt"], _file_set(r["file"])), r["tfdbg_run_id"])
-    latest = {}                                      # (root key, file) -> (attempt, run id)
-    for attempt, name in by_file:
-        run_id = run_of.get((attempt, _file_set(name)))
-        key = run_id or _file_set(name)
-        if latest.get((key, name), (-1,))[0] < attempt:
-            latest[key, name] = (attempt, run_id)
+        by_file[r["session"], r["attempt"], r["file"]].append(r)
+    latest = {}                                      # (session, file) -> attempt
+    for session, attempt, name in by_file:
+        if latest.get((session, name), -1) < attempt:
+            latest[session, name] = attempt
     roots = {}
-    for (key, name), (attempt, run_id) in latest.items():
-        root = roots.setdefault(key, DumpRoot(key, run_id, {}, []))
-        unique = {}
-        for r in by_file[attempt, name]:             # a record kept twice: once is written
-            unique.setdefault((r["index"], r["what"] == "file"), r)
-        root.files[name] = sorted(unique.values(), key=lambda r: r["index"])
+    for (session, name), attempt in sorted(latest.items()):
+        root = roots.setdefault(session, DumpRoot(session, None, {}, []))
+        root.files[name] = _in_order(by_file[session, attempt, name])
         if attempt not in root.attempts:
             root.attempts.append(attempt)
+    for root in roots.values():
+        ids = {r["tfdbg_run_id"] for r in root.rows(what="debug_metadata") if r["tfdbg_run_id"]}
+        root.tfdbg_run_id = ids.pop() if len(ids) == 1 else None
     return sorted(roots.values(), key=_started)
+
+
+def _in_order(rows):
+    """One file's rows by index; a row stored twice (a retried segment) is written once, two
+    different rows at one place are damage."""
+    unique = {}
+    for r in rows:
+        key = (r["index"], r["what"] == "file")
+        kept = unique.setdefault(key, r)
+        if (kept["offset"], kept["length"]) != (r["offset"], r["length"]):
+            raise StoreDamageError(f"{r['file']} (attempt {r['attempt']}): two different "
+                                   f"records are stored as record {r['index']} (at byte "
+                                   f"{kept['offset']} and {r['offset']})")
+    return sorted(unique.values(), key=lambda r: r["index"])
 
 
 def _started(root):
     walls = [r["wall_time"] for r in root.rows(what="debug_metadata")]
     return (min(walls) if walls else float("inf"), root.key)
-
-
-def _file_set(name):
-    parsed = tfdbg_v2.parse_name(name)
-    return parsed.file_set if parsed else name
 
 
 def fetch_blobs(store, run_id, shas):

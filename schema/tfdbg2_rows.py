@@ -48,14 +48,16 @@ class BlobIndex:
 
 
 class FileSource:
-    """One DebugEvent file being recorded: its parsed name."""
+    """One DebugEvent file being recorded: its parsed name and the session (tfdbg run id)
+    it belongs to."""
 
-    def __init__(self, name):
+    def __init__(self, name, session):
         parsed = tfdbg_v2.parse_name(name)
         if parsed is None:
             raise WireFormatError(f"{name!r} is not a tfdbg v2 file name "
                                   f"(tfdbg_events.<seconds>.<host>.<kind>)")
         self.name, self.host, self.kind = name, parsed.host, parsed.kind
+        self.session = session
 
 
 def _columns():
@@ -66,6 +68,7 @@ def _row(cols, src, index, offset, what, length, record, wall_time=0.0):
     cols["step"].append(index)
     cols["wall_time"].append(wall_time)
     cols["tag"].append(src.kind)
+    cols["session"].append(src.session)
     cols["host"].append(src.host)
     cols["file"].append(src.name)
     cols["kind"].append(src.kind)

@@ -3,8 +3,10 @@
 tables.TABLES.
 
 `tfdbg2_records`: every record of every DebugEvent file, raw, so a rebuild writes the files
-back byte for byte; keyed by the run's attempt, the file (its name carries the host and the
-file kind) and the record's order in it. A file's first row is a "file" row (so a file TF
+back byte for byte; keyed by the run's attempt, the session (the tfdbg run id: one per
+`enable_dump_debug_info` session; file names carry only the second they were made in, and
+sessions of one process can share it), the file (its name carries the host and the file
+kind) and the record's order in it. A file's first row is a "file" row (so a file TF
 created and never wrote to comes back too); bytes after a damaged or half-written last
 record are an "unframed" row. Next to the raw bytes, the DebugEvent fields that `show` and
 the rebuild's filters need are columns: what the event is, op type and name, graph id,
@@ -28,6 +30,7 @@ RECORDS_TABLE = "tfdbg2_records"
 BLOBS_TABLE = "tfdbg2_blobs"
 
 TFDBG2_RECORDS = pa.schema(_KEY + [                   # tag: the file kind
+    pa.field("session", pa.string(), nullable=False),  # the tfdbg run id it was recorded under
     pa.field("host", pa.string()),                    # from the file name
     pa.field("file", pa.string(), nullable=False),    # tfdbg_events.<seconds>.<host>.<kind>
     pa.field("kind", pa.string(), nullable=False),    # metadata | source_files | ... | graphs

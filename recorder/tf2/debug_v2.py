@@ -20,6 +20,7 @@ import threading
 import weakref
 
 from tfblackbox.schema import BlackboxError
+from tfblackbox.schema.tfdbg2_rows import BlobIndex
 
 from . import staging
 from .debug_v2_tail import DebugV2Tail
@@ -30,13 +31,14 @@ MODES = ("NO_TENSOR", "CURT_HEALTH", "CONCISE_HEALTH", "FULL_HEALTH", "SHAPE", "
 
 _sessions = weakref.WeakKeyDictionary()      # run -> its active _Session
 _finishing = weakref.WeakSet()               # runs whose finish closes their session
+_blobs = weakref.WeakKeyDictionary()         # run -> BlobIndex shared by its sessions
 _lock = threading.Lock()
 
 
 class _Session:
     """One enable_dump_debug_info ... disable: a staging dir, TF's writer, the tail."""
 
-    def __init__(self, run, mode, buffer_size, op_regex, tensor_dtypes, max_bytes):
+    def __init__(self, run, mode, buffer_size, op_regex, tensor_dtypes, max_bytes, blobs):
         from tensorflow.python.debug.lib import dumping_callback
         self._tf = dumping_callback
         self.run = run
@@ -55,7 +57,7 @@ class _Session:
             staging.remove(self.dump_root)
             raise
         self.tfdbg_run_id = dumping_callback._state.dumping_callback.tfdbg_run_id
-        self.tail = DebugV2Tail(run, self.dump_root, max_bytes)
+        self.tail = DebugV2Tail(run, self.dump_root, self.tfdbg_run_id, max_bytes, blobs=blobs)
         # registered after TF's own atexit disable, so it runs first: TF's Close() would
         # flush the buffers, but our close must see the writer still open to do it itself
         atexit.register(self._at_exit)
@@ -161,8 +163,9 @@ def enable(run, tensor_debug_mode="NO_TENSOR", circular_buffer_size=1000, op_reg
     if session is not None:         # disabled through TF directly: record what it wrote
         _close(run)
     with _lock:
+        blobs = _blobs.setdefault(run, BlobIndex(run.store))
         session = _sessions[run] = _Session(run, tensor_debug_mode, circular_buffer_size,
-                                            op_regex, tensor_dtypes, max_bytes)
+                                            op_regex, tensor_dtypes, max_bytes, blobs)
         if run not in _finishing:
             _finishing.add(run)
             run.add_finish_callback(lambda timeout=None, r=weakref.ref(run): _close(r(), timeout))

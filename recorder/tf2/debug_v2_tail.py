@@ -40,23 +40,25 @@ RECORDS = "tfdbg2_records"
 
 
 class _File:
-    def __init__(self, path):
+    def __init__(self, path, session):
         self.path = path
-        self.src = FileSource(os.path.basename(path))
+        self.src = FileSource(os.path.basename(path), session)
         self.reader = tfrecord.RecordReader(path)
         self.corrupt_at = None
         self.stopped = False
 
 
 class DebugV2Tail:
-    def __init__(self, run, root, max_bytes=None, poll_secs=POLL_SECS):
-        self.run, self.root = run, root
+    def __init__(self, run, root, session, max_bytes=None, poll_secs=POLL_SECS, blobs=None):
+        self.run, self.root, self.session = run, root, session
         self.max_bytes, self.poll_secs = max_bytes, poll_secs
         self.files = {}                 # name -> _File
         self.recorded_bytes = 0         # record bytes handed to the writer
         self.records = 0
         self.budget_exhausted = False
-        self.blobs = BlobIndex(run.store)   # used on the writer thread only
+        # the source-file hashes known to the store: used on the writer thread only, and
+        # shared by a run's sessions (what one added may not be written yet)
+        self.blobs = blobs if blobs is not None else BlobIndex(run.store)
         self.punch = HolePuncher()
         self._queue = collections.deque()   # (file, records, bytes) in the order to hand over
         self._queued = 0                    # record bytes in it
@@ -103,7 +105,7 @@ class DebugV2Tail:
         for name in names:
             if name in self.files or tfdbg_v2.parse_name(name) is None:
                 continue
-            f = self.files[name] = _File(os.path.join(self.root, name))
+            f = self.files[name] = _File(os.path.join(self.root, name), self.session)
             if not self.budget_exhausted:
                 self._queue.append((f, None, 0))   # the "file" row
 

@@ -48,8 +48,8 @@ def check(root):
         path = os.path.join(root, name)
         reader = tfrecord.RecordReader(path)
         try:
-            for _offset, data in reader:
-                if name.endswith(".metadata") and reader.index == 1:
+            for index, (_offset, data) in enumerate(reader):
+                if name.endswith(".metadata") and index == 0:
                     run_id = tfdbg_v2.parse_event(data).tfdbg_run_id
                     runs.setdefault(run_id, []).append(name)
         except tfrecord.CorruptRecordError as e:
@@ -99,6 +99,7 @@ def import_dump_root(store, root, run_id=None):
     if not os.path.isdir(root):
         raise BlackboxError(f"dump root {root} is not a directory")
     names, tfdbg_runs, warnings = check(root)
+    session = tfdbg_runs[0] if tfdbg_runs else _file_set(names)
     run_id, created = open_run(store, run_id, root)
     writer_id, attempt = store.begin_attempt(run_id, socket.gethostname(), os.getpid())
     out = _Segments(store, run_id, writer_id, attempt)
@@ -106,7 +107,7 @@ def import_dump_root(store, root, run_id=None):
     records = 0
     try:
         for name in names:
-            records += _import_file(out, blobs, os.path.join(root, name))
+            records += _import_file(out, blobs, os.path.join(root, name), session)
         out.flush()
     finally:
         store.end_attempt(writer_id)
@@ -117,13 +118,18 @@ def import_dump_root(store, root, run_id=None):
             "segments": out.segments, "warnings": warnings}
 
 
-def _import_file(out, blobs, path):
-    src = FileSource(os.path.basename(path))
+def _file_set(names):
+    """A session name for files without a metadata record: their first file set's name."""
+    return tfdbg_v2.parse_name(names[0]).file_set if names else "empty"
+
+
+def _import_file(out, blobs, path, session):
+    src = FileSource(os.path.basename(path), session)
     out.add(RECORDS_TABLE, file_row(src))
     reader = tfrecord.RecordReader(path)
     chunk, n, count = [], 0, 0
-    for offset, data in reader:
-        chunk.append((offset, reader.index - 1, data))
+    for index, (offset, data) in enumerate(reader):
+        chunk.append((offset, index, data))
         n += len(data)
         if n >= CHUNK_BYTES:
             count += _add(out, blobs, src, chunk, n)
