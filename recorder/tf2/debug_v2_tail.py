@@ -65,6 +65,7 @@ class DebugV2Tail:
         self._lock = threading.RLock()      # one poll at a time
         self._cond = threading.Condition()
         self._inflight = 0
+        self._held_back = False         # a poll left bytes unread for the writer to catch up
         queue = getattr(getattr(run, "writer", None), "max_queue_bytes", 32 << 20)
         self._budget = max(JOB_BYTES, queue // 4)
         self._stop = threading.Event()
@@ -117,6 +118,7 @@ class DebugV2Tail:
             self._free_all(f)
             return []
         if self._inflight >= self._budget or self._queued >= self._budget:
+            self._held_back = True
             return []   # the writer is behind: leave the bytes in the file for now
         try:
             batch = f.reader.read()
@@ -220,27 +222,29 @@ class DebugV2Tail:
 
     def catch_up(self, timeout=None):
         """Reads and hands over everything the files hold now (TF's writer was just flushed);
-        False if the writer would not take it all before the deadline."""
+        False if the writer would not take it all before the deadline. It does not wait for
+        the writer to have taken what it was handed, only for room to hand over more."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        refused = None
         with self._lock:
+            progress, inflight = time.monotonic(), self._inflight
             while True:
-                if not self._settle(deadline):
-                    return False
-                got = self.poll()   # with nothing in flight: every file is read this time
-                if not got and not self._queue:
+                self._held_back = False
+                got = self.poll()
+                if not got and not self._held_back and not self._queue:
                     return True
-                if self._inflight or got:
-                    refused = None
+                now = time.monotonic()
+                if got or self._inflight < inflight:
+                    progress = now
+                inflight = self._inflight
+                if got:
                     continue
-                now = time.monotonic()   # other items fill the writer's queue
-                refused = refused or now
-                if now - refused > STALL_SECS or (deadline is not None and now > deadline):
-                    log.warning("tfblackbox: run %s: the writer's queue refused %d chunks of "
-                                "tfdbg v2 records for %.0f s", self.run.run_id,
-                                len(self._queue), now - refused)
+                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
+                    log.warning("tfblackbox: run %s: the writer took no tfdbg v2 records for "
+                                "%.0f s (%d chunks waiting)", self.run.run_id, now - progress,
+                                len(self._queue))
                     return False
-                time.sleep(0.05)
+                with self._cond:   # a job done makes room
+                    self._cond.wait(0.05)
 
     def drain(self, timeout=None):
         """Stops the thread, hands over everything, and keeps what follows a file's last
@@ -252,24 +256,7 @@ class DebugV2Tail:
         for f in self.files.values():
             if not self.budget_exhausted:
                 self._keep_rest(f)
-        return self._settle(None if timeout is None else time.monotonic() + timeout)
-
-    def _settle(self, deadline):
-        """Waits until the writer has taken every job of ours; False (with a warning) if it
-        takes none for STALL_SECS or the deadline passes."""
-        with self._cond:
-            left, progress = self._inflight, time.monotonic()
-            while self._inflight:
-                now = time.monotonic()
-                if self._inflight != left:
-                    left, progress = self._inflight, now
-                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
-                    log.warning("tfblackbox: run %s: the writer took none of %d bytes of tfdbg "
-                                "v2 records for %.0f s", self.run.run_id, self._inflight,
-                                now - progress)
-                    return False
-                self._cond.wait(0.1)
-        return True
+        return True   # the run's finish closes the writer, which takes every job handed over
 
     def _keep_rest(self, f):
         start = f.corrupt_at
