@@ -3,7 +3,7 @@ process itself runs TF1 graphs with eager execution off).
 
     python debug_v2_script.py keras|loop|modes DUMP_ROOT [--store S] [--mode M] [--buffer N]
                               [--steps N] [--forever] [--flush-every K] [--max-bytes B]
-                              [--no-finish] [--resume]
+                              [--no-finish] [--resume] [--finish-thread]
 
 Without --store, TF's own `tf.debugging.experimental.enable_dump_debug_info(DUMP_ROOT, ...)`
 records (the anchor). With --store, `recorder.enable_dump_debug_info(...)` records into run
@@ -87,6 +87,8 @@ def main(argv=None):
     p.add_argument("--flush-secs", type=float, default=None)
     p.add_argument("--no-finish", action="store_true")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--finish-thread", action="store_true",
+                   help="call recorder.finish() from another thread than the training's")
     args = p.parse_args(argv)
     recorder = None
     if args.store:
@@ -122,7 +124,12 @@ def main(argv=None):
             if args.forever and step % args.flush_every == 0:
                 recorder.flush()
                 print(f"flushed {step}", flush=True)
-    if recorder is not None and not args.no_finish:
+    if recorder is not None and args.finish_thread:
+        import threading
+        t = threading.Thread(target=recorder.finish, name="finisher")
+        t.start()
+        t.join()
+    elif recorder is not None and not args.no_finish:
         recorder.finish()
     print("done", flush=True)
 

@@ -375,6 +375,8 @@ def test_sigkill_mid_run_leaves_a_store_that_verifies_and_a_readable_rebuild(tmp
     capsys.readouterr()
     code, report = rebuild(store_dir, tmp_path / "out", capsys=capsys)
     assert code == EXIT_OK, report
+    # the graphs a trace names were handed to the store before it: none is left out
+    assert report["runs"][0]["warnings"] == []
     view = h.reader_view(the_root(tmp_path / "out"))   # DebugDataReader opens it
     functions = [e for e in view["executions"] if e[0].startswith("__inference_train_step")]
     assert len(functions) >= 9 and len(view["traces"]) > 0
@@ -397,6 +399,24 @@ def test_exit_without_finish_flushes_tf_and_records_everything(tmp_path, capsys)
     assert h.tree(root) == h.tree(staged)
     view = h.reader_view(root)
     assert sum(1 for e in view["executions"] if e[0].startswith("__inference_")) == STEPS
+
+
+def test_no_circular_buffer_and_a_finish_from_another_thread(tmp_path, capsys):
+    """circular_buffer_size=-1: TF writes every event as it comes, all are kept. A finish on
+    another thread than the one that enabled: everything TF wrote is recorded, and the
+    recorder says TF's dumping stays on there (TF's state is per thread)."""
+    store = tmp_path / "store"
+    proc = h.run_script("loop", tmp_path / "unused", "--store", store, "--buffer", "-1",
+                        "--steps", 60, "--finish-thread", TFBLACKBOX_KEEP_STAGING="1")
+    staged = keep_staged(proc, tmp_path / "staged")
+    assert "stays on in MainThread" in proc.stderr and "finisher" in proc.stderr
+    code, _r = rebuild(store, tmp_path / "out", capsys=capsys)
+    assert code == EXIT_OK
+    root = the_root(tmp_path / "out")
+    assert h.tree(root) == h.tree(staged)
+    view = h.reader_view(root)
+    assert sum(1 for e in view["executions"] if e[0].startswith("__inference_")) == 60
+    assert len(view["traces"]) > 1000      # more than a circular buffer of 1000 would hold
 
 
 def test_max_bytes_stops_recording_with_one_warning(tmp_path, capsys):
@@ -537,6 +557,16 @@ def test_a_resumed_attempts_debug_records_do_not_hide_earlier_rows(store_dir):
     assert got["value"].to_pylist()[-1] == 50.0
     [row] = store.read("r", "tfdbg2_records", latest_only=False).to_pylist()
     assert (row["what"], row["op_type"], row["record"]) == ("execution", "Add", event)
+
+
+def test_init_flush_finish_do_not_import_tensorflow(store_dir):
+    code = ("import sys; from tfblackbox import recorder; "
+            f"recorder.init(store={store_dir!r}); recorder.flush(); "
+            "recorder.disable_dump_debug_info(); recorder.finish(); "
+            "assert 'tensorflow' not in sys.modules, 'imported'; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=h.child_env(), timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_enable_refuses_a_dump_root_and_a_bad_budget(store_dir):
