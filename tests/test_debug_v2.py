@@ -135,6 +135,11 @@ def check_against_tf(d, root, ordered_traces):
         assert traces_a == traces_b
     else:
         assert collections.Counter(map(repr, traces_a)) == collections.Counter(map(repr, traces_b))
+    for side, v in (("rebuilt", a), ("TF's own", b)):   # for the record (pytest -s)
+        print(f"\n  {side:8} {v['tfdbg_run_id']}: {len(v['executions'])} executions, "
+              f"{len(v['traces'])} traces, {len(v['ops'])} op creations, {len(v['graphs'])} "
+              f"outermost graphs, {len(v['stack_frames'])} stack frames, "
+              f"{len(v['source_files'])} source files", end="")
     return a, b
 
 
@@ -146,9 +151,6 @@ def test_keras_fit_full_tensor(keras_full, tmp_path, capsys):
     assert len(a["traces"]) > 1000 and len(values) > 500
     assert {e[0] for e in a["executions"]} >= {"OptionalHasValue", "OptionalGetValue"}
     assert sum(1 for e in a["executions"] if e[0].startswith("__inference_")) == STEPS
-    print(f"\nkeras FULL_TENSOR: {len(a['executions'])} executions, {len(a['traces'])} "
-          f"traces, {len(a['ops'])} op creations, {len(a['source_files'])} source files on "
-          f"both sides")
 
 
 def test_keras_fit_curt_health(keras_curt, tmp_path, capsys):
@@ -187,6 +189,7 @@ def test_loop_full_health_finds_the_nan_and_inf(loop_health, tmp_path, capsys):
     found = collections.Counter((op_type[r["graph_id"], r["op_name"]], r["nonfinite"])
                                 for r in bad)
     assert found == {("Log", 2): STEPS, ("Const", 1): STEPS, ("BroadcastTo", 32): STEPS}
+    capsys.readouterr()
     assert cli(["show", "dbg", "--store", loop_health["store"], "--json"]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)["tfdbg_v2"]["dump_roots"][0]
     assert info["modes"] == {"FULL_HEALTH": len(a["executions"]) + len(a["traces"])}

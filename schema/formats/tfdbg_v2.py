@@ -31,7 +31,6 @@ from .wire import walk_list as walk
 KINDS = ("metadata", "source_files", "stack_frames", "graphs", "execution",
          "graph_execution_traces")
 EXECUTION_KINDS = ("execution", "graph_execution_traces")   # TF's circular buffers
-FILE_PREFIX = "tfdbg_events."
 FILE_RE = re.compile(r"^tfdbg_events\.(\d+)\.(.+)\.(" + "|".join(KINDS) + r")$")
 
 WHAT = {3: "debug_metadata", 4: "source_file", 6: "stack_frame_with_id",
