@@ -260,6 +260,14 @@ def test_import_a_tf_dump_root_and_rebuild_it(keras_full, tmp_path, capsys):
     assert code == EXIT_OK
     assert h.tree(the_root(tmp_path / "both" / "tf")) == h.tree(plain)
     assert h.tree(the_root(tmp_path / "both" / "dbg")) == h.tree(keras_full["staging"])
+    # imported again into the same run: one root, the latest attempt's files; compaction
+    # merges both attempts' segments and the rebuild is the same
+    assert cli(["import-dumps", plain, "--store", shared, "--run", "tf"]) == EXIT_OK
+    assert cli(["compact", "--store", shared, "--run", "tf"]) == EXIT_OK
+    assert len(Store.open(shared).segments("tf", "tfdbg2_records")) == 1
+    code, report = rebuild(shared, tmp_path / "again", "--run", "tf", capsys=capsys)
+    assert code == EXIT_OK and len(report["runs"][0]["dump_roots"]) == 1
+    assert h.tree(the_root(tmp_path / "again")) == h.tree(plain)
 
 
 def test_import_a_truncated_file_keeps_its_bytes(keras_curt, tmp_path, capsys):
