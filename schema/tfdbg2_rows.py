@@ -17,8 +17,6 @@ from .rows import binary_array
 from .tfdbg2_tables import BLOBS_TABLE, TFDBG2_BLOBS, TFDBG2_RECORDS
 
 MIN_BLOB = 256     # shorter lines stay in the record (a blob row costs about that much)
-_DECODED = ("tfdbg_run_id", "op_type", "op_name", "graph_id", "output_slot",
-            "tensor_debug_mode", "nonfinite")
 
 
 class BlobIndex:
@@ -60,97 +58,65 @@ class FileSource:
         self.session = session
 
 
-def _columns():
-    return {f.name: [] for f in TFDBG2_RECORDS if f.name != "attempt"}
+# the columns of a row, in schema order (attempt is the buffers' to add)
+_NAMES = [f.name for f in TFDBG2_RECORDS if f.name != "attempt"]
+_NULL_EVENT = tfdbg_v2.EventInfo()
 
 
-def _row(cols, src, index, offset, what, length, record, wall_time=0.0):
-    cols["step"].append(index)
-    cols["wall_time"].append(wall_time)
-    cols["tag"].append(src.kind)
-    cols["session"].append(src.session)
-    cols["host"].append(src.host)
-    cols["file"].append(src.name)
-    cols["kind"].append(src.kind)
-    cols["index"].append(index)
-    cols["offset"].append(offset)
-    cols["what"].append(what)
-    cols["length"].append(length)
-    cols["record"].append(record)
-
-
-def _pad(cols):
-    """Nulls for the columns a row did not set."""
-    n = len(cols["step"])
-    for values in cols.values():
-        if len(values) < n:
-            values.append(None)
+def _row(src, index, offset, what, length, record, ev=_NULL_EVENT, cut=(None, None, None)):
+    """One row as a tuple in _NAMES order."""
+    return (index, ev.wall_time, src.kind, src.session, src.host, src.name, src.kind, index,
+            offset, what, length, cut[0], record, cut[1], cut[2], ev.tfdbg_run_id, ev.op_type,
+            ev.op_name, ev.graph_id, ev.output_slot, ev.tensor_debug_mode, ev.values,
+            ev.nonfinite, ev.file_path)
 
 
 def record_rows(src, records, blobs):
     """(tfdbg2_records table, tfdbg2_blobs table or None) of `records` [(offset, index,
-    data)] of file `src`; new source-file blobs are added to `blobs` (a BlobIndex)."""
-    cols = _columns()
-    new_blobs = {}
+    data)] of file `src`; new source-file blobs are added to `blobs` (a BlobIndex). Rows are
+    tuples transposed once: per-column appends cost twice as much on the writer thread."""
+    rows, new_blobs = [], {}
     for offset, index, data in records:
         try:
             ev = tfdbg_v2.parse_event(data)
         except WireFormatError:
-            _row(cols, src, index, offset, "unparsed", len(data), bytes(data))
-            _pad(cols)
+            rows.append(_row(src, index, offset, "unparsed", len(data), bytes(data)))
             continue
-        record, cut = bytes(data), None
         if ev.lines is not None and ev.lines[1] - ev.lines[0] >= MIN_BLOB:
             a, b = ev.lines
-            lines = record[a:b]
+            lines = data[a:b]
             sha = hashlib.sha256(lines).hexdigest()
             if sha not in blobs and sha not in new_blobs:
                 new_blobs[sha] = (lines, ev)
-            record, cut = record[:a] + record[b:], (sha, a)
-        _row(cols, src, index, offset, ev.what or "", len(data), record, ev.wall_time)
-        if cut is not None:
-            cols["crc"].append(tfrecord.masked_crc(data))
-            cols["blob"].append(cut[0])
-            cols["blob_at"].append(cut[1])
-        for name in _DECODED:
-            cols[name].append(getattr(ev, name))
-        cols["debug_values"].append(ev.values)
-        cols["source_path"].append(ev.file_path)
-        _pad(cols)
+            rows.append(_row(src, index, offset, ev.what, len(data), data[:a] + data[b:], ev,
+                             (tfrecord.masked_crc(data), sha, a)))
+        else:
+            rows.append(_row(src, index, offset, ev.what, len(data), data, ev))
     for sha in new_blobs:
         blobs.add(sha)
-    return _table(cols), _blob_table(new_blobs)
+    return _table(rows), _blob_table(new_blobs)
 
 
 def file_row(src):
     """The "file" row that makes a file exist in a rebuild even if TF never wrote to it."""
-    cols = _columns()
-    _row(cols, src, -1, 0, "file", 0, None)
-    _pad(cols)
-    return _table(cols)
+    return _table([_row(src, -1, 0, "file", 0, None)])
 
 
 def unframed_row(src, offset, index, data):
     """Bytes after a file's last complete record (damaged, or a record never finished):
     kept as they are so the file comes back whole."""
-    cols = _columns()
-    _row(cols, src, index, offset, "unframed", len(data), bytes(data))
-    _pad(cols)
-    return _table(cols)
+    return _table([_row(src, index, offset, "unframed", len(data), bytes(data))])
 
 
-def _table(cols):
+def _table(rows):
+    columns = list(zip(*rows)) if rows else [()] * len(_NAMES)
     arrays = []
-    for f in TFDBG2_RECORDS:
-        if f.name == "attempt":
-            continue
-        values = cols[f.name]
+    for f, values in zip((TFDBG2_RECORDS.field(n) for n in _NAMES), columns):
         if f.name == "record" and values and all(v is not None for v in values):
             arrays.append(binary_array(values))
         else:
             arrays.append(pa.array(values, f.type))
-    return pa.Table.from_arrays(arrays, names=[f.name for f in TFDBG2_RECORDS
-                                               if f.name != "attempt"])
+    return pa.Table.from_arrays(arrays, names=_NAMES)
 
 
 def _blob_table(new_blobs):
