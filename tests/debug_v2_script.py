@@ -60,8 +60,15 @@ def make_loop(tf):
 
 
 def modes(tf, recorder):
+    from tfblackbox.schema import BlackboxError
     for mode in MODES:
-        recorder.enable_dump_debug_info(tensor_debug_mode=mode)
+        writer = recorder.enable_dump_debug_info(tensor_debug_mode=mode)
+        if mode == MODES[0]:   # enabling again: the same settings are a no-op, others refused
+            print("again", recorder.enable_dump_debug_info(tensor_debug_mode=mode) is writer)
+            try:
+                recorder.enable_dump_debug_info(tensor_debug_mode="FULL_TENSOR")
+            except BlackboxError as e:
+                print("refused", "disable_dump_debug_info() first" in str(e), flush=True)
 
         @tf.function
         def f(x):

@@ -213,6 +213,7 @@ def test_every_tensor_debug_mode_in_one_run(tmp_path, capsys):
     sessions = [line.split() for line in proc.stdout.splitlines() if line.startswith("mode ")]
     assert [s[1] for s in sessions] == ["NO_TENSOR", "CURT_HEALTH", "CONCISE_HEALTH",
                                         "FULL_HEALTH", "SHAPE", "FULL_TENSOR"]
+    assert "again True" in proc.stdout and "refused True" in proc.stdout
     code, report = rebuild(store, tmp_path / "out", capsys=capsys)
     assert code == EXIT_OK
     roots = report["runs"][0]["dump_roots"]
