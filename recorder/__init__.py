@@ -41,10 +41,36 @@ def require_tensorflow(name, modules=("tensorflow",)):
 
 
 def flush(timeout=None):
-    """Blocks until everything the active run recorded so far is in the store."""
+    """Blocks until everything the active run recorded so far is in the store (with tfdbg v2
+    recording on, what TF's circular buffers hold is written out and recorded first)."""
     run = active_run()
     if run is not None:
+        from .tf2 import debug_v2
+        debug_v2.flush(run, timeout)
         run.flush(timeout)
+
+
+def enable_dump_debug_info(tensor_debug_mode="NO_TENSOR", circular_buffer_size=1000,
+                           op_regex=None, tensor_dtypes=None, *, max_bytes=None):
+    """tf.debugging.experimental.enable_dump_debug_info, recorded into the active run (or a
+    new one) instead of a dump root: every DebugEvent record TF writes goes into the store,
+    and `replay --to debug-dump` rebuilds the dump root for DebugDataReader. `max_bytes`
+    bounds the record bytes recorded (one warning, then recording stops; training goes on).
+    Returns TF's DebugEventsWriter, as TF does. Imports TensorFlow."""
+    from .tf2 import debug_v2
+    from .run import get_or_start_run
+    return debug_v2.enable(get_or_start_run(), tensor_debug_mode, circular_buffer_size,
+                           op_regex, tensor_dtypes, max_bytes)
+
+
+def disable_dump_debug_info():
+    """Stops tfdbg v2 recording (call it on the thread that enabled it); everything TF wrote,
+    its circular buffers included, is recorded. Returns what was recorded, or None."""
+    run = active_run()
+    if run is None:
+        return None
+    from .tf2 import debug_v2
+    return debug_v2.disable(run)
 
 
 def watch_tensorboard(logdir, run=None):
@@ -82,4 +108,5 @@ def __getattr__(name):
 
 
 __all__ = ["init", "finish", "flush", "log", "define_metric", "active_run", "Run", "Histogram",
-           "SummaryHook", "DumpHook", "MetricsLogger", "watch_tensorboard"]
+           "SummaryHook", "DumpHook", "MetricsLogger", "watch_tensorboard",
+           "enable_dump_debug_info", "disable_dump_debug_info"]

@@ -36,10 +36,12 @@ def _add_replay_arguments(p):
                    help="keep pushing a run that is still recording until it finishes or Ctrl-C")
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
     d = p.add_argument_group("--to debug-dump, --to tensorboard")
-    d.add_argument("--out", help="directory to rebuild the tfdbg dump dirs in, or the "
-                                 "TensorBoard logdir to write (one subdirectory per run)")
-    d.add_argument("--steps", help="A:B, the global steps to rebuild (A <= step < B)")
-    d.add_argument("--node", help="regex: only nodes whose name matches (re.search)")
+    d.add_argument("--out", help="directory to rebuild the tfdbg dumps in, or the TensorBoard "
+                                 "logdir to write (one subdirectory per run)")
+    d.add_argument("--steps", help="A:B, the global steps (tfdbg v2: execution indices) to "
+                                   "rebuild (A <= step < B)")
+    d.add_argument("--node", help="regex: only nodes whose name matches (re.search; tfdbg v2: "
+                                  "trace op names, execution op types)")
     d.add_argument("--force", action="store_true", help="write into a non-empty --out")
 
 
@@ -86,8 +88,10 @@ def build_parser():
     p.add_argument("--project", help="project of the new runs")
     p.add_argument("--name", help="name of the new run(s) (default: the directory's path)")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("import-dumps", help="ingest an existing DumpingDebugHook session root")
-    p.add_argument("session_root")
+    p = sub.add_parser("import-dumps", help="ingest an existing tfdbg dump: a DumpingDebugHook "
+                                            "session root (v1) or an enable_dump_debug_info "
+                                            "dump root (v2)")
+    p.add_argument("session_root", metavar="ROOT")
     _store_arg(p)
     p.add_argument("--run", dest="run_id", help="run id to record into (default: a new run)")
     p.add_argument("--json", action="store_true")
@@ -165,8 +169,8 @@ def _run(args, store):
         from .tensorboard import export
         return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "replay":
-        from .tfdbg import rebuild_v1
-        return rebuild_v1.main(rebuild_v1.DumpReplay(
+        from .tfdbg import debug_dump
+        return debug_dump.main(debug_dump.DumpReplay(
             store=store, out=args.out, runs=tuple(args.runs or ()), steps=args.steps,
             node=args.node, force=args.force, json=args.json))
     if args.command == "import-tfevents":
@@ -177,8 +181,9 @@ def _run(args, store):
         from .report import build
         return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "import-dumps":
-        from .tfdbg import import_v1
-        return import_v1.main(store, args.session_root, run_id=args.run_id, as_json=args.json)
+        from .tfdbg import import_dumps
+        return import_dumps.main(store, args.session_root, run_id=args.run_id,
+                                 as_json=args.json)
     raise AssertionError(args.command)
 
 

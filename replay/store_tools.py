@@ -6,6 +6,7 @@ import time
 
 
 from tfblackbox.schema import Store, TABLES, compact as compact_store, verify as verify_store
+from tfblackbox.schema.tables import STEPLESS
 from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
 from tfblackbox.schema.records import run_state
 
@@ -58,7 +59,7 @@ def describe_run(store, run_id):
             continue
         kinds = name in ("media", "run_events")   # run_events: summary, model, define_metric..
         cols = ["step", "tag"] + (["kind"] if kinds else [])
-        t = store.read(run_id, name, columns=cols)
+        t = store.read(run_id, name, columns=cols, latest_only=name not in STEPLESS)
         tags = {}
         if t.num_rows:
             keys = ["tag", "kind"] if kinds else ["tag"]
@@ -69,6 +70,9 @@ def describe_run(store, run_id):
                                     **({"kind": row["kind"]} if "kind" in row else {})}
         out["tables"][name] = {"rows": t.num_rows, "segments": len(segs),
                                "bytes": sum(s.size_bytes for s in segs), "tags": tags}
+    if "tfdbg2_records" in out["tables"]:
+        from .tfdbg import summary_v2
+        out["tfdbg_v2"] = summary_v2.describe(store, run_id)
     return out
 
 
@@ -101,6 +105,9 @@ def show(store_path, run_id, as_json=False):
             rows.append((name, tag, d.get("kind", "-"), str(d["rows"]),
                          f"{d['first_step']}..{d['last_step']}"))
     _table(rows)
+    if info.get("tfdbg_v2"):
+        from .tfdbg import summary_v2
+        print("\n".join(summary_v2.lines(info["tfdbg_v2"])))
     return EXIT_OK
 
 

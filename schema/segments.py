@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
-from .tables import WRITE_OPTIONS, schema_of
+from .tables import STEPLESS, WRITE_OPTIONS, schema_of
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SEQ = itertools.count()
@@ -204,7 +204,9 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
             if done is not None:
                 return to_record(done)
         segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
-        if writer_id is not None and lo is not None:
+        # a stepless table's "steps" are record indices (tfdbg v2): they must not lower the
+        # attempt's first step, which would hide earlier attempts' rows
+        if writer_id is not None and lo is not None and table_name not in STEPLESS:
             s.execute(cat.update(writer).where(
                 writer.writer_id == writer_id,
                 (writer.first_step.is_(None)) | (writer.first_step > lo)).values(first_step=lo))

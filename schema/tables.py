@@ -51,6 +51,7 @@ TENSORS = pa.schema(_KEY + [
 from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS  # noqa: E402
 from .logged import CONSOLE, LOG_VALUES, RUN_EVENTS, WANDB_OBJECTS  # noqa: E402
 from .tfevents_tables import TFEVENTS_RECORDS  # noqa: E402
+from .tfdbg2_tables import TFDBG2_BLOBS, TFDBG2_RECORDS  # noqa: E402
 
 TABLES = {
     "scalars": SCALARS,
@@ -65,7 +66,14 @@ TABLES = {
     "wandb_objects": WANDB_OBJECTS,
     "run_events": RUN_EVENTS,
     "console": CONSOLE,
+    "tfdbg2_records": TFDBG2_RECORDS,
+    "tfdbg2_blobs": TFDBG2_BLOBS,
 }
+
+# Tables whose `step` is not the training step (tfdbg v2 records are numbered within their
+# file): their segments leave an attempt's first step alone, which decides whose rows win
+# when a resumed run re-does steps (segments.write_encoded, Store.read).
+STEPLESS = {"tfdbg2_records", "tfdbg2_blobs"}
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)
 WRITE_OPTIONS = {

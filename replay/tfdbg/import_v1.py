@@ -1,4 +1,5 @@
-"""`tfblackbox import-dumps SESSION_ROOT --store DIR [--run ID]`: archive DumpingDebugHook output.
+"""`tfblackbox import-dumps SESSION_ROOT`, tfdbg v1 part: archive DumpingDebugHook output (the
+command itself is import_dumps.py).
 
 Every `run_<micros>_<n>/` under SESSION_ROOT becomes one `debug_runs` row with its tensors and
 partition graphs, losslessly: `replay --to debug-dump` writes the same files back, byte for
@@ -13,12 +14,10 @@ import os
 import socket
 import sys
 
-from tfblackbox.schema import BlackboxError, Store, rows
-from tfblackbox.schema.records import new_run_id
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema import BlackboxError, rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
-
-from ..exits import EXIT_OK, print_json
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.records import new_run_id
 
 FLUSH_BYTES = 64 << 20
 
@@ -56,7 +55,8 @@ def _run_dirs(root):
     return [name for _m, _n, name in sorted(dirs)]
 
 
-def _open_run(store, run_id, root):
+def open_run(store, run_id, root):
+    """(run id, created): the run to import into, made if it does not exist."""
     if run_id is not None and store.has_run(run_id):
         return run_id, False
     run_id = run_id or new_run_id()
@@ -73,7 +73,7 @@ def import_session_root(store, root, run_id=None):
         if d.unknown:
             raise BlackboxError(f"{d.unknown[0]}: does not fit the tfdbg dump layout "
                                 f"(<node>_<slot>_<op>_<micros>); nothing imported")
-    run_id, created = _open_run(store, run_id, root)
+    run_id, created = open_run(store, run_id, root)
     writer_id, attempt = store.begin_attempt(run_id, socket.gethostname(), os.getpid())
     out = _Segments(store, run_id, writer_id, attempt)
     seen = {(g["device"], g["graph_hash"]) for g in store.read(
@@ -129,14 +129,3 @@ def _global_step(core_metadata):
         return int(json.loads(proto.log_message(core_metadata) or "{}").get("global_step", 0))
     except (ValueError, TypeError):
         return 0
-
-
-def main(store_path, session_root, run_id=None, as_json=False):
-    store = Store.create(store_path)
-    result = import_session_root(store, session_root, run_id)
-    if as_json:
-        print_json(result)
-    else:
-        print(f"imported {result['runs']} session.run dir(s), {result['tensors']} tensor(s) from "
-              f"{result['session_root']} into run {result['run_id']} of {store.root}")
-    return EXIT_OK

@@ -1,6 +1,5 @@
-"""`replay --to debug-dump`: rebuild tfdbg DebugDumpDir layouts from the store (no TensorFlow).
-
-    replay --store DIR --to debug-dump --out OUT [--run ID] [--steps A:B] [--node REGEX] [--force]
+"""`replay --to debug-dump`, tfdbg v1 part: rebuild DebugDumpDir layouts from the store (no
+TensorFlow; the command itself is debug_dump.py).
 
 One `run_<micros>_<n>/` per recorded session.run, with the files TF wrote, byte for byte: the
 core metadata, fetches and feed-keys Events, per device the partition graph that run executed
@@ -12,80 +11,17 @@ refused and reported, never written.
 """
 
 import collections
-import dataclasses
 import os
 import re
 import shutil
-import sys
 
-from tfblackbox.schema import BlackboxError, DumpLayoutError, Store
+from tfblackbox.schema import BlackboxError, DumpLayoutError
 from tfblackbox.schema.formats import tfdbg_v1 as proto
-from tfblackbox.schema.formats.files import pid_alive as _pid_alive
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
-from tfblackbox.schema.records import valid_run_id
-
-from .. import out_dirs
-from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
+from tfblackbox.schema.formats.files import pid_alive as _pid_alive
 
 TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
                   "timestamp", "ext_timestamp", "event"]
-
-
-def parse_steps(text):
-    if not text:
-        return None
-    m = re.match(r"^\s*(-?\d*)\s*:\s*(-?\d*)\s*$", text)
-    if not m:
-        raise BlackboxError(f"--steps {text!r}: expected A:B (A <= step < B; either may be empty)")
-    lo, hi = (int(x) if x else None for x in m.groups())
-    return lo, hi
-
-
-@dataclasses.dataclass(frozen=True)
-class DumpReplay:
-    """What `replay --to debug-dump` was asked to do (the CLI builds it)."""
-    store: str
-    out: str | None
-    runs: tuple = ()          # run ids; empty: every run with recorded dumps
-    steps: str | None = None  # "A:B"
-    node: str | None = None   # regex on node names (re.search)
-    force: bool = False       # write into a non-empty --out
-    json: bool = False
-
-
-def main(opts):
-    if not opts.out:
-        print("error: --to debug-dump needs --out DIR", file=sys.stderr)
-        return EXIT_USAGE
-    steps = parse_steps(opts.steps)
-    try:
-        node_re = re.compile(opts.node) if opts.node else None
-    except re.error as e:
-        raise BlackboxError(f"--node {opts.node!r} is not a valid regular expression: {e}") from e
-    store = Store.open(opts.store)
-    run_ids = list(opts.runs) if opts.runs else [
-        r.run_id for r in store.runs() if store.segments(r.run_id, "debug_runs")]
-    for run_id in run_ids:
-        store.run(run_id)   # a clear error for an unknown run
-        if not valid_run_id(run_id):
-            raise BlackboxError(f"run id {run_id!r} cannot be used as a directory name")
-    out = out_dirs.prepare(opts.out, "--out", empty=not opts.force)
-    report = {"out": out, "runs": []}
-    for run_id in run_ids:
-        target = out if len(run_ids) == 1 else os.path.join(out, run_id)
-        report["runs"].append(rebuild_run(store, run_id, target, steps, node_re))
-    rejected = sum(len(r["rejected"]) for r in report["runs"])
-    if opts.json:
-        print_json(report)
-    else:
-        for r in report["runs"]:
-            print(f"run {r['run_id']}: {len(r['dirs'])} session.run dir(s), {r['tensors']} "
-                  f"tensor(s) into {r['target']}")
-            for what in r["rejected"]:
-                print(f"  refused: {what}", file=sys.stderr)
-        if not any(r["dirs"] for r in report["runs"]):
-            print("no recorded debug dumps matched", file=sys.stderr)
-    return EXIT_FAILED if rejected else EXIT_OK
 
 
 def rebuild_run(store, run_id, target, steps=None, node_re=None):

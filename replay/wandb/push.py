@@ -22,11 +22,12 @@ import uuid
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
 from tfblackbox.schema.records import run_state
+from tfblackbox.schema.windows import settled_step
 
 from ..exits import EXIT_FAILED, EXIT_OK
 from .extras import Extras
 from .report import dry_run, print_summary
-from .rows import iter_rows, settled_step
+from .rows import iter_rows
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
 

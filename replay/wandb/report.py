@@ -1,10 +1,11 @@
 """What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
 
 from tfblackbox.schema.records import run_state
+from tfblackbox.schema.windows import settled_step
 
 from ..exits import print_json
 from .extras import Extras
-from .rows import iter_rows, settled_step
+from .rows import iter_rows
 
 
 # -- dry run --------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import dataclasses
 import json
 
 from tfblackbox.schema import windows
-from tfblackbox.schema.windows import settled_step  # noqa: F401 (push and report use it)
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
 PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")

@@ -9,6 +9,8 @@ tfrecord.py  TFRecord framing (masked crc32c), shared by tfevents and tfdbg v2 f
 tfevents.py  the Event fields of tfevents files, read from the wire
 tfdbg_v1.py  tfdbg's Event / Summary / TensorProto / GraphDef fields of v1 debug dumps
 tfdbg_v1_layout.py  the v1 dump directory layout that DebugDumpDir reads
+tfdbg_v2.py  tfdbg v2's DebugEvent files (enable_dump_debug_info): file names, and the event
+             fields the store keeps as columns
 
 Nothing here knows the store's files or tables; every module may be imported by the
 recorder, the schema and the replay alike.
