@@ -296,6 +296,10 @@ def _create_sqlite(path):
     """Makes the SQLite store at `path` unless its catalog exists (see Store.create)."""
     final = os.path.join(path, CATALOG_FILE)
     if os.path.exists(final):
+        # a creator killed between linking its catalog into place and removing its
+        # temporary name leaves that name behind
+        for name in os.listdir(path):
+            _half_made(path, name)
         return
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotAStoreError(f"cannot create a store at {path}: it is a file, not a directory")
