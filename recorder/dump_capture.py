@@ -26,7 +26,7 @@ import tempfile
 import threading
 import uuid
 
-from tfblackbox.schema import rows
+from tfblackbox.schema import dump_codec, rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
@@ -96,6 +96,7 @@ class DumpCapture:
         self._graphs_seen = set()      # (device, hash) already recorded
         self._executor_graphs = {}     # executor key -> {device: GraphFile}
         self._device_names = {}        # device dir -> real device name
+        self._encoder = dump_codec.Encoder()   # tensors against earlier dumps (ingest order)
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
         self._thread.start()
@@ -200,6 +201,7 @@ class DumpCapture:
             except Exception as e:   # never take the training down
                 log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s",
                           batch.step, e)
+                self._encoder.forget()    # what it encoded may not be stored
                 if batch.reused:     # whatever is left must not be taken for the next run's
                     with self._cond:
                         self._made.discard(batch.reused)
@@ -250,8 +252,8 @@ class DumpCapture:
             if key not in self._graphs_seen:
                 new_graphs.append((self._device(dev_dir), g, wall, graph_def))
         d.tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
-        tensors = (rows.debug_tensor_table(batch.step, batch.run_key, d.tensors, self._device)
-                   if d.tensors else None)
+        tensors = (rows.debug_tensor_table(batch.step, batch.run_key, d.tensors, self._device,
+                                           self._encoder) if d.tensors else None)
         step = batch.step
         meta = d.core_metadata
         if meta:
@@ -284,6 +286,7 @@ class DumpCapture:
             self.tensors_recorded += len(d.tensors)
         else:
             self.runs_dropped += 1
+            self._encoder.forget()        # later rows must not be encoded against these
 
     def _device(self, dev_dir):
         name = self._device_names.get(dev_dir)

@@ -28,6 +28,7 @@ import sys
 import threading
 
 from tfblackbox.schema.errors import DumpLayoutError, NativeCaptureUnavailable
+from tfblackbox.schema.dump_codec import content_span
 from tfblackbox.schema.formats import dtypes
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
@@ -35,7 +36,7 @@ from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 3
+ABI_VERSION = 4
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -234,7 +235,7 @@ class Records:
         self.release()
 
 
-_HEAD = struct.Struct("<IQiiIIIII")
+_HEAD = struct.Struct("<IQiiIIIIIII")
 
 
 def parse_records(blob):
@@ -243,7 +244,7 @@ def parse_records(blob):
     suffix (`<micros>-1`, ...), as the files of one run dir would."""
     out, seen, i, end = [], {}, 0, len(blob)
     while i < end:
-        n, ts, slot, dtype, rank, ld, ln, lo, le = _HEAD.unpack_from(blob, i)
+        n, ts, slot, dtype, rank, ld, ln, lo, le, cat, clen = _HEAD.unpack_from(blob, i)
         j = i + _HEAD.size
         if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
             raise DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
@@ -257,8 +258,12 @@ def parse_records(blob):
         name = (dev_dir, node, slot, op, ts)
         k = seen.get(name, 0)
         seen[name] = k + 1
+        if clen and cat + clen > le:
+            raise DumpLayoutError(f"capture record at byte {i}: tensor content {cat}+{clen} "
+                                  f"lies outside its {le}-byte Event")
         out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
-                                     data, device, dtypes.name(dtype), dims))
+                                     data, device, dtypes.name(dtype), dims,
+                                     (cat, cat + clen)))
         i += 4 + n
     return out
 
@@ -306,6 +311,9 @@ def self_test(lib_path):
                 return 1
             if proto.tensor_info(t.data) != (t.dtype, t.shape):
                 print(f"self-test: dtype/shape of {t.node_name} differ from its Event's")
+                return 1
+            if (t.content if t.content[1] > t.content[0] else None) != content_span(t.data):
+                print(f"self-test: the content span of {t.node_name} differs from its Event's")
                 return 1
     return 0
 

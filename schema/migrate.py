@@ -14,8 +14,8 @@ import time
 
 from .errors import MigrationError, StoreVersionError
 
-FORMAT_VERSION = 2
-REVISIONS = {1: "0001", 2: "0002"}     # format version -> alembic revision
+FORMAT_VERSION = 3
+REVISIONS = {1: "0001", 2: "0002", 3: "0003"}     # format version -> alembic revision
 VERSION_TABLE = "alembic_version"   # alembic's default, where it looks for the revision
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
@@ -78,12 +78,20 @@ def upgrade(catalog, root, found, catalog_file=None):
         with catalog.engine.connect() as conn, _foreign_keys_off(conn):
             cfg.attributes["connection"] = conn
             from alembic.runtime.migration import MigrationContext
-            if MigrationContext.configure(conn).get_current_revision() is None:
-                conn.rollback()   # (the read above began a transaction)
+            current = MigrationContext.configure(conn).get_current_revision()
+            # the read began a transaction: alembic would run the upgrade inside it and never
+            # commit (closing the connection rolled a format-2 store's upgrade back, silently)
+            conn.rollback()
+            if current is None:
                 with conn.begin():
                     MigrationContext.configure(conn).stamp(_script(), REVISIONS[found])
             with catalog.writing():
                 command.upgrade(cfg, REVISIONS[FORMAT_VERSION])
+            now = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+            if now != REVISIONS[FORMAT_VERSION]:
+                raise MigrationError(f"the catalog is at revision {now} after the upgrade, "
+                                     f"expected {REVISIONS[FORMAT_VERSION]}")
     except Exception as e:
         where = f"; the catalog as it was is kept in {backup}" if backup else ""
         raise MigrationError(f"store {root}: upgrading the catalog from format {found} to "

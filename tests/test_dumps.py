@@ -171,8 +171,13 @@ def test_graphs_stored_once_and_steps(identity_dumps):
     assert graphs.num_rows == 1                        # one device, one graph, 4 steps
     runs = s.read(run_id, "debug_runs")
     assert runs["step"].to_pylist() == list(range(N_STEPS))
-    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag"])
+    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag", "codec"])
     assert "float16" in tensors["dtype"].to_pylist() and "string" in tensors["dtype"].to_pylist()
+    # store format 3: numeric contents encoded (the differential above reads them back),
+    # string tensors kept whole
+    codecs = tensors["codec"].to_pylist()
+    assert {"w4o0", "w4o1", "w4o2", "w4o3"} <= set(codecs)
+    assert all(c is None for c, d in zip(codecs, tensors["dtype"].to_pylist()) if d == "string")
 
 
 def test_offline_analyzer_opens_a_rebuilt_dir(identity_dumps):
@@ -339,8 +344,8 @@ def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
             device="/job:localhost/replica:0/task:0/device:CPU:0", event=b"\x09evt"):
     import struct
     strings = device.encode() + node.encode() + op.encode() + event
-    body = struct.pack("<QiiIIIII", ts, slot, dtype, len(dims), len(device.encode()),
-                       len(node.encode()), len(op.encode()), len(event))
+    body = struct.pack("<QiiIIIIIII", ts, slot, dtype, len(dims), len(device.encode()),
+                       len(node.encode()), len(op.encode()), len(event), 0, 0)
     body += struct.pack(f"<{len(dims)}q", *dims) + strings
     return blob + struct.pack("<I", len(body)) + body
 

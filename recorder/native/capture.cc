@@ -61,7 +61,15 @@ struct Captured {
   std::string event;
   int32_t dtype = 0;
   std::vector<int64_t> dims;
+  uint32_t content_at = 0;    // where tensor_content's payload starts in `event`
+  uint32_t content_len = 0;   // and its length (0: none, e.g. strings)
 };
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) { v >>= 7; ++n; }
+  return n;
+}
 
 Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& tensor,
                  uint64_t wall_time_us) {
@@ -80,8 +88,9 @@ Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& 
     *proto.mutable_tensor_shape() = full.tensor_shape();
     proto.mutable_tensor_content()->swap(*full.mutable_tensor_content());
   }
+  const size_t content_len = proto.tensor_content().size();
   std::string tensor_bytes;
-  proto.SerializeToString(&tensor_bytes);
+  proto.SerializeToString(&tensor_bytes);   // tensor_content (field 4) is serialized last
   out.dtype = proto.dtype();
   for (const auto& dim : proto.tensor_shape().dim()) out.dims.push_back(dim.size());
 
@@ -91,6 +100,8 @@ Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& 
   put_bytes(&meta, 1, plugin);                                        // SummaryMetadata.plugin_data
   put_bytes(&value, 1, key.node_name);                                // Value.tag
   put_bytes(&value, 7, key.debug_node_name);                          // Value.node_name
+  const size_t in_value = value.size() + 1 + varint_size(tensor_bytes.size()) +
+                          tensor_bytes.size() - content_len;
   put_bytes(&value, 8, tensor_bytes);                                 // Value.tensor
   put_bytes(&value, 9, meta);                                         // Value.metadata
   put_bytes(&summary, 1, value);                                      // Summary.value
@@ -100,6 +111,9 @@ Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& 
   std::memcpy(raw, &wall, 8);
   event.append(raw, 8);
   put_bytes(&event, 5, summary);                                      // Event.summary
+  out.content_len = content_len;
+  out.content_at = content_len ? 9 + 1 + varint_size(summary.size()) + 1 +
+                                     varint_size(value.size()) + in_value : 0;
   out.event.swap(event);
   return out;
 }
@@ -110,13 +124,14 @@ void put_raw(std::string* out, T v) {
 }
 
 // One record (little-endian): u32 length of the rest, u64 wall time (us), i32 output slot,
-// i32 dtype enum, u32 rank, u32 lengths of the device name, node name, debug op and Event;
-// then rank i64 dims and those four strings. dtype and dims are the Event's TensorProto's.
+// i32 dtype enum, u32 rank, u32 lengths of the device name, node name, debug op and Event,
+// u32 offset and length of the tensor_content payload in the Event; then rank i64 dims and
+// those four strings. dtype and dims are the Event's TensorProto's.
 void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
                    const Captured& captured) {
   const std::string& event = captured.event;
   std::string rec;
-  rec.reserve(36 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
+  rec.reserve(44 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
               key.debug_op.size() + event.size());
   put_raw<uint32_t>(&rec, 0);
   put_raw<uint64_t>(&rec, wall_time_us);
@@ -127,6 +142,8 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
   put_raw<uint32_t>(&rec, key.node_name.size());
   put_raw<uint32_t>(&rec, key.debug_op.size());
   put_raw<uint32_t>(&rec, event.size());
+  put_raw<uint32_t>(&rec, captured.content_at);
+  put_raw<uint32_t>(&rec, captured.content_len);
   for (int64_t d : captured.dims) put_raw<int64_t>(&rec, d);
   rec += key.device_name;
   rec += key.node_name;
@@ -234,6 +251,6 @@ void tfbb_test_fail_next(const char* key, int64_t n) {
   sink->fail_next = n;
 }
 
-int tfbb_abi_version() { return 3; }
+int tfbb_abi_version() { return 4; }
 
 }  // extern "C"
