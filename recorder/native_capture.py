@@ -243,29 +243,37 @@ def parse_records(blob):
     take()'s records (bytes or a memoryview). Names repeated within them get TF's collision
     suffix (`<micros>-1`, ...), as the files of one run dir would."""
     out, seen, i, end = [], {}, 0, len(blob)
+    names, unpack, head = _NAMES, _HEAD.unpack_from, _HEAD.size
     while i < end:
-        n, ts, slot, dtype, rank, ld, ln, lo, le, cat, clen = _HEAD.unpack_from(blob, i)
-        j = i + _HEAD.size
+        n, ts, slot, dtype, rank, ld, ln, lo, le, cat, clen = unpack(blob, i)
+        j = i + head
         if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
             raise DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
-        dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
-        j += 8 * rank
-        device = str(blob[j:j + ld], "utf-8")
-        node = str(blob[j + ld:j + ld + ln], "utf-8")
-        op = str(blob[j + ld + ln:j + ld + ln + lo], "utf-8")
-        data = bytes(blob[j + ld + ln + lo:i + 4 + n])
-        dev_dir = layout.device_dir(device)
-        name = (dev_dir, node, slot, op, ts)
-        k = seen.get(name, 0)
-        seen[name] = k + 1
         if clen and cat + clen > le:
             raise DumpLayoutError(f"capture record at byte {i}: tensor content {cat}+{clen} "
                                   f"lies outside its {le}-byte Event")
+        dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
+        j += 8 * rank
+        # the strings repeat run after run: decoded (and the device dir derived) once
+        raw = bytes(blob[j:j + ld + ln + lo])
+        known = names.get((raw, ld, ln))
+        if known is None:
+            device = str(raw[:ld], "utf-8")
+            known = names[(raw, ld, ln)] = (device, layout.device_dir(device),
+                                            str(raw[ld:ld + ln], "utf-8"),
+                                            str(raw[ld + ln:], "utf-8"))
+        device, dev_dir, node, op = known
+        data = bytes(blob[j + ld + ln + lo:i + 4 + n])
+        name = (dev_dir, node, slot, op, ts)
+        k = seen.get(name, 0)
+        seen[name] = k + 1
         out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
-                                     data, device, dtypes.name(dtype), dims,
-                                     (cat, cat + clen)))
+                                     data, device, dtypes.name(dtype), dims, (cat, cat + clen)))
         i += 4 + n
     return out
+
+
+_NAMES = {}     # (device + node + op bytes, lengths) -> decoded names; bounded by the graph
 
 
 def self_test(lib_path):

@@ -113,44 +113,45 @@ def parse_codec(codec):
 # -- encoding (the recorder's ingest, import-dumps) ---------------------------------------------
 
 class Encoder:
-    """Keeps the last MAX_ORDER payloads of every chain of one attempt; encode() is called
-    with each session.run's tensors in the order they are written. forget() after rows were
+    """Keeps the last MAX_ORDER payloads of every chain of one attempt. encode() is called
+    with each session.run's tensors in the order they are stored, into an EncodedRows that
+    may collect several runs (their Arrow columns are built once). forget() after rows were
     not stored (a dropped job): later rows must not refer to them."""
 
     def __init__(self, key_every=KEY_EVERY, history_bytes=HISTORY_BYTES):
         self.key_every, self.history_bytes = key_every, history_bytes
         self._chains = {}     # chain -> [[words...], step, key run, key step, position]
-        self._groups = {}     # width -> (the chain states of the last call, its arrays)
+        self._groups = {}     # width -> (the chains of the last call, its arrays)
 
     def forget(self):
         self._chains, self._groups = {}, {}
 
-    def encode(self, step, run_key, tensors, tags, devices):
-        """{column: pa.Array} of the format-3 columns (event included) for the rows of
-        `tensors` (TensorFile-like: data, dtype, content, timestamp, ext_timestamp), which
-        come sorted by canonical_key."""
-        n = len(tensors)
-        occ, last, k = [0] * n, None, 0
+    def encode(self, out, step, run_key, tensors, tags, devices):
+        """Appends the rows of one session.run's `tensors` (TensorFile-like: data, dtype,
+        content, timestamp, ext_timestamp; sorted by canonical_key) to `out`."""
+        base = out.n
+        occ, last, k = [0] * len(tensors), None, 0
         for i, watch in enumerate(zip(devices, tags)):   # sorted: repeats are adjacent
             k = k + 1 if watch == last else 0
             occ[i], last = k, watch
-        events = [t.data for t in tensors]
-        at = np.zeros(n, np.int32)
-        codecs, runs = [None] * n, [None] * n
-        csteps, cpos = np.zeros(n, np.int64), np.zeros(n, np.int32)
-        by_width = {1: [], 2: [], 4: [], 8: []}
-        chains, room = self._chains, self.history_bytes
+        by_width = {}
+        chains, room, every = self._chains, self.history_bytes, self.key_every
+        events, at, codecs, runs = out.events, out.at, out.codecs, out.runs
+        csteps, cpos = out.csteps, out.cpos
         for i, t in enumerate(tensors):
             data = t.data
             start, end = t.content or content_span(data) or (0, 0)
             if start == end:
+                events.append(data)
+                at.append(None), codecs.append(None), runs.append(None)
+                csteps.append(None), cpos.append(None)
                 continue
-            w = width_of(t.dtype)
+            w = _WIDTH.get(t.dtype, 1)
             if (end - start) % w:
                 w = 1
             chain = (devices[i], tags[i], occ[i], w, end - start)
             state = chains.get(chain)
-            if state is None or state[1] > step or state[4] + 1 >= self.key_every:
+            if state is None or state[1] > step or state[4] + 1 >= every:
                 history, key_run, key_step, pos = [], run_key, step, 0
                 if room < end - start:
                     history = None        # no room to remember it: key frames only
@@ -163,32 +164,15 @@ class Encoder:
             else:
                 chains.pop(chain, None)
             order = min(len(history or ()), MAX_ORDER)
-            by_width[w].append((i, start, end, order, state, chain))
-            events[i] = data[:start] + data[end:]
-            at[i], codecs[i] = start, f"w{w}o{order}"
-            runs[i], csteps[i], cpos[i] = key_run, key_step, pos
-        coded = np.array([c is not None for c in codecs])
-        from .rows import binary_array
-        out = {"event": binary_array(events),
-               "content_at": pa.array(at, mask=~coded), "codec": pa.array(codecs, pa.string()),
-               "chain_run": pa.array(runs, pa.string()),
-               "chain_step": pa.array(csteps, mask=~coded),
-               "chain_pos": pa.array(cpos, mask=~coded)}
-        blobs = [None] * n
+            by_width.setdefault(w, []).append((i, start, end, order, state, chain))
+            events.append(data[:start] + data[end:])
+            at.append(start), codecs.append(_CODECS[w][order]), runs.append(key_run)
+            csteps.append(key_step), cpos.append(pos)
         for w, members in by_width.items():
-            if members:
-                words, sizes = self._encode_width(w, members, tensors)
-                if w in (4, 8):
-                    out[WORDS_COLUMN[w]] = _list_array(n, members, words, sizes, w)
-                else:
-                    offsets = np.concatenate([[0], np.cumsum(sizes)])
-                    for k, (i, *_rest) in enumerate(members):
-                        blobs[i] = words[offsets[k]:offsets[k + 1]].tobytes()
-        out["content"] = binary_array(blobs)
-        for w in (4, 8):
-            if WORDS_COLUMN[w] not in out:
-                out[WORDS_COLUMN[w]] = pa.nulls(n, pa.list_(pa.from_numpy_dtype(_INT[w])))
-        return out
+            words, sizes = self._encode_width(w, members, tensors)
+            out.words[w].append((words, sizes, [base + m[0] for m in members]))
+        out.n += len(tensors)
+
 
     def _encode_width(self, w, members, tensors):
         """The stored words of every row of width w in one go; updates their histories. In
@@ -216,12 +200,44 @@ class Encoder:
                 mask = np.repeat(np.array(orders) == order, sizes)
                 stored[mask] = _residual(cur[mask], *(h if h is None else h[mask]
                                                       for h in hist), order, w)
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        for k, (_i, _s, _e, _o, state, _c) in enumerate(members):
-            if state is not None:
-                state[0] = (state[0] + [cur[bounds[k]:bounds[k + 1]]])[-MAX_ORDER:]
+        at = 0
+        for m, size in zip(members, sizes.tolist()):
+            history = m[4] and m[4][0]
+            if history is not None:
+                history.append(cur[at:at + size])
+                if len(history) > MAX_ORDER:
+                    del history[0]
+            at += size
         self._groups[w] = (signature, (group + [cur])[-MAX_ORDER:])
         return stored, sizes
+
+
+class EncodedRows:
+    """The format-3 columns of the rows encode() appended, built into Arrow once."""
+
+    def __init__(self):
+        self.n = 0
+        self.events, self.at, self.codecs, self.runs, self.csteps, self.cpos = (
+            [], [], [], [], [], [])
+        self.words = {1: [], 2: [], 4: [], 8: []}     # width -> [(words, sizes, rows)]
+
+    def columns(self):
+        from .rows import binary_array
+        out = {"event": binary_array(self.events),
+               "content_at": pa.array(self.at, pa.int32()),
+               "codec": pa.array(self.codecs, pa.string()),
+               "chain_run": pa.array(self.runs, pa.string()),
+               "chain_step": pa.array(self.csteps, pa.int64()),
+               "chain_pos": pa.array(self.cpos, pa.int32())}
+        for w in (4, 8):
+            out[WORDS_COLUMN[w]] = _list_array(self.n, self.words[w], w)
+        narrow = self.words[1] + self.words[2]
+        out["content"] = _binary_of_words(self.n, narrow) if narrow else pa.nulls(
+            self.n, pa.binary())
+        return out
+
+
+_CODECS = {w: [f"w{w}o{order}" for order in range(MAX_ORDER + 1)] for w in _INT}
 
 
 def _residual(cur, h1, h2, h3, order, w):
@@ -248,18 +264,63 @@ def _joined(parts, sizes, w):
                            for p, s in zip(parts, sizes)])
 
 
-def _list_array(n, members, words, sizes, w):
-    lengths = np.zeros(n, np.int32)
+def _lengths(n, parts, w):
+    """(offsets of n rows, validity) for the rows that `parts` (words, sizes, rows) fill."""
+    lengths = np.zeros(n, np.int64)
     present = np.zeros(n, bool)
-    rows = np.fromiter((m[0] for m in members), np.int64, len(members))
-    lengths[rows], present[rows] = sizes, True
-    offsets = np.zeros(n + 1, np.int32)
+    for _words, sizes, rows in parts:
+        lengths[rows] = sizes * w
+        present[rows] = True
+    offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    nulls = n - len(members)
-    return pa.Array.from_buffers(
-        pa.list_(pa.from_numpy_dtype(_INT[w])), n,
-        [pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None,
-         pa.py_buffer(offsets)], null_count=nulls, children=[pa.array(words)])
+    nulls = n - int(present.sum())
+    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
+    return offsets, bitmap, nulls
+
+
+def _ordered(parts):
+    """The parts' words in row order (each part's rows ascend; parts may interleave when
+    several widths share a column)."""
+    if len(parts) > 1 and any(a[2][-1] > b[2][0] for a, b in zip(parts, parts[1:])):
+        parts = sorted(parts, key=lambda p: p[2][0])
+        if any(a[2][-1] > b[2][0] for a, b in zip(parts, parts[1:])):
+            return None
+    return parts
+
+
+def _list_array(n, parts, w):
+    typ = pa.list_(pa.from_numpy_dtype(_INT[w]))
+    if not parts:
+        return pa.nulls(n, typ)
+    offsets, bitmap, nulls = _lengths(n, parts, 1)
+    values = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets.astype(np.int32))],
+                                 null_count=nulls, children=[pa.array(values)])
+
+
+def _binary_of_words(n, parts):
+    """The narrow widths (1, 2) share the `content` column, a row's words as bytes."""
+    ordered = _ordered(parts)
+    if ordered is None:     # widths 1 and 2 interleaved within one run: row by row
+        blobs = [None] * n
+        for words, sizes, rows in parts:
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            for k, row in enumerate(rows):
+                blobs[row] = words[bounds[k]:bounds[k + 1]].tobytes()
+        from .rows import binary_array
+        return binary_array(blobs)
+    lengths = np.zeros(n, np.int64)
+    present = np.zeros(n, bool)
+    for words, sizes, rows in ordered:
+        lengths[rows] = sizes * words.dtype.itemsize
+        present[rows] = True
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    nulls = n - int(present.sum())
+    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
+    data = b"".join(p[0].tobytes() for p in ordered)
+    return pa.Array.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets.astype(np.int32)),
+                                                  pa.py_buffer(data)], null_count=nulls)
 
 
 # -- decoding (every reader) ----------------------------------------------------------------------

@@ -183,48 +183,62 @@ def debug_tensor_table(step, run_key, tensors, device_of, encoder=None):
     in-memory capture), else from the Event. With a dump_codec.Encoder the tensor contents
     are encoded against the encoder's earlier runs (this run must then be stored, or the
     encoder told to forget()); without one the Events are kept whole."""
+    return debug_tensor_runs([(step, run_key, tensors)], device_of, encoder)
+
+
+def debug_tensor_runs(runs, device_of, encoder=None):
+    """debug_tensor_table of several session.runs, [(step, run_key, tensors)], in one table
+    (the recorder ingests what queued up together: Arrow's fixed costs paid once)."""
     from .formats import tfdbg_v1
+    coded = None
     if encoder is not None:
-        from .dump_codec import canonical_key
-        tensors = sorted(tensors, key=canonical_key)
-    n = len(tensors)
+        from .dump_codec import EncodedRows, canonical_key
+        coded = EncodedRows()
     tags, devices, nodes, slots, ops, stamps, exts, dtypes, shapes = (
         [], [], [], [], [], [], [], [], [])
-    for t in tensors:
-        dtype, shape = (t.dtype, t.shape) if t.dtype is not None else tfdbg_v1.tensor_info(t.data)
-        tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
-        devices.append(device_of(t.device_dir))
-        nodes.append(t.node_name)
-        slots.append(t.output_slot)
-        ops.append(t.debug_op)
-        stamps.append(t.timestamp)
-        exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
-        dtypes.append(dtype)
-        shapes.append(shape)
+    steps, keys, datas = [], [], []
+    for step, run_key, tensors in runs:
+        if coded is not None:
+            tensors = sorted(tensors, key=canonical_key)
+        first = len(tags)
+        for t in tensors:
+            if t.dtype is None:      # the files capture: from the Event
+                t.dtype, t.shape = tfdbg_v1.tensor_info(t.data)
+            tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
+            devices.append(device_of(t.device_dir))
+            nodes.append(t.node_name)
+            slots.append(t.output_slot)
+            ops.append(t.debug_op)
+            stamps.append(t.timestamp)
+            exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
+            dtypes.append(t.dtype)
+            shapes.append(t.shape)
+        steps.append((step, len(tensors)))
+        keys.append((run_key, len(tensors)))
+        if coded is not None:
+            encoder.encode(coded, step, run_key, tensors, tags[first:], devices[first:])
+        else:
+            datas.extend(t.data for t in tensors)
+    n = len(tags)
     stamps = np.array(stamps, np.int64)
-    if encoder is None:
-        events = binary_array([t.data for t in tensors])
-        coded = [pa.nulls(n, f.type) for f in _CODEC_FIELDS]
+    if coded is None:
+        events = binary_array(datas)
+        codec_columns = [pa.nulls(n, f.type) for f in _CODEC_FIELDS]
     else:
-        columns = encoder.encode(step, run_key, _with_dtypes(tensors, dtypes), tags, devices)
+        columns = coded.columns()
         events = columns["event"]
-        coded = [columns[f.name] for f in _CODEC_FIELDS]
+        codec_columns = [columns[f.name] for f in _CODEC_FIELDS]
     return pa.Table.from_arrays([
-        pa.array(np.full(n, step, np.int64)), pa.array(stamps / 1e6),
-        pa.array(tags, pa.string()), pa.array([run_key] * n, pa.string()),
+        pa.array(np.repeat([s for s, _n in steps], [k for _s, k in steps]).astype(np.int64)),
+        pa.array(stamps / 1e6), pa.array(tags, pa.string()),
+        pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(np.arange(len(keys), dtype=np.int32), [k for _r, k in keys])),
+            pa.array([r for r, _k in keys], pa.string())).cast(pa.string()),
         pa.array(devices, pa.string()), pa.array(nodes, pa.string()),
         pa.array(slots, pa.int32()), pa.array(ops, pa.string()), pa.array(stamps),
         pa.array(exts, pa.string()), pa.array(dtypes, pa.string()),
-        int64_lists(shapes), events, *coded,
+        int64_lists(shapes), events, *codec_columns,
     ], names=DEBUG_TENSOR_COLUMNS)
-
-
-def _with_dtypes(tensors, dtypes):
-    """The tensors with their dtype filled in (the files capture learns it from the Event)."""
-    for t, dtype in zip(tensors, dtypes):
-        if t.dtype is None:
-            t.dtype = dtype
-    return tensors
 
 
 def debug_run_row(step, wall_time, run_key, session_run, status, source, core_metadata_name,
