@@ -36,7 +36,7 @@ from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 4
+ABI_VERSION = 5
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -291,10 +291,14 @@ def self_test(lib_path):
     g = tf.Graph()
     with g.as_default():
         x = tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4))
+        v = tf.compat.v1.get_variable("v", initializer=[1.5, -2.0], use_resource=True)
         fetches = [tf.matmul(x, x, transpose_b=True), tf.constant(["a", "", "xyz"]),
                    tf.constant(7, tf.int64), tf.cast(x, tf.float16), x > 3.0,
-                   tf.zeros([0, 2]), tf.constant(2.5, tf.float64)]
+                   tf.zeros([0, 2]), tf.constant(2.5, tf.float64),
+                   v.read_value()]          # its handle: a DT_RESOURCE tensor
+        init = v.initializer
     with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
+        sess.run(init)
         options = config_pb2.RunOptions()
         debug_utils.watch_graph(options, g, debug_urls=["file://" + root, url])
         sess.run(fetches, options=options)
@@ -307,6 +311,9 @@ def self_test(lib_path):
         records = parse_records(taken.view) if taken else []
         if failed or not records:
             print(f"self-test: {len(records)} tensors captured, {failed} failed")
+            return 1
+        if "resource" not in {t.dtype for t in records}:
+            print("self-test: no resource handle was captured")
             return 1
         for t in records:
             folder = os.path.join(t.device_dir, *t.node_name.split("/")[:-1]) or "."

@@ -3,16 +3,17 @@
 Consecutive dumped steps mostly hold the same weights and activations, a little changed. So a
 debug_tensors row keeps the dump Event without its `tensor_content` payload (`event`, with
 `content_at` the offset where the payload goes back in) and the payload as words of the
-tensor's width w, in `words32` (w=4), `words64` (w=8) or `content` (w=1, 2):
+tensor's width w (8 for float64/int64, 4 for float32/int32, 2 for float16, else 1), encoded
+(`codec`) and split into w byte planes (byte-stream split: the sign/exponent bytes of floats,
+and the high bytes of small residuals, sit together) in `content`:
 
-  key frame  (codec "w<w>o0")   the payload's words as they are
-  delta      (codec "w<w>o<k>") the words minus a prediction from the k (1..3) previous dumps
-                                of the same chain (k=1: the last value; 2: linear; 3: quadratic
-                                extrapolation), zigzagged; all in wrapping integer arithmetic
-                                on the bit patterns, so exact on every machine, NaN included
+  key frame  ("w<w>o0")   the words as they are
+  delta      ("w<w>o<k>") the words minus a prediction from the k (1..3) previous dumps of the
+                          same chain (k=1: the last value; 2: linear; 3: quadratic
+                          extrapolation), zigzagged; all in wrapping integer arithmetic on the
+                          bit patterns, so exact on every machine, NaN included
 
-Parquet then stores words32/words64 byte-stream-split (the sign/exponent bytes of floats, and
-the high bytes of small residuals, sit together) and zstd-compressed (segments.py).
+Parquet then compresses `content` with zstd (segments.py).
 
 A chain is the dumps of one (attempt, device, watch key, occurrence within the session.run)
 with one payload size and steps that do not decrease; a key frame starts one every KEY_EVERY
@@ -21,10 +22,12 @@ dumps, so reading one step decodes at most KEY_EVERY rows of each chain. Rows ca
 and `chain_pos` (0 at the key frame). A row with a null `codec` holds its Event whole
 (string tensors, rows of format 2).
 
-Measured on tools/bench_dump's small graph (200 dumped steps, 65.5 MB of Events; zstd level
-2): raw 32.0 MB; byte planes alone 26.9; previous value, XOR 22.2, subtraction 19.1; linear
-15.2; quadratic 14.4 with chains of 16 dumps, 13.4 of 32; Parquet's own byte-stream split of
-the words instead of splitting each row: 1.5% smaller again, and no per-row work.
+Measured on tools/bench_dump's 58-tensor graph (200 dumped steps, 65.5 MB of Events, zstd
+level 2): raw 32.0 MB; byte planes alone 26.9; previous value, XOR 22.2, subtraction 19.1;
+linear 15.2; quadratic 14.4 with chains of 16 dumps, 13.4 of 32. Parquet's own byte-stream
+split on list<int32> words was 1.5% smaller but its list levels cost ~11 ns a word (0.8 s
+of writer CPU for 70 M words, against 0.3 s for splitting each row here); zstd levels 1-3
+came out alike on the planes.
 """
 
 import numpy as np
@@ -42,7 +45,6 @@ _WIDTH = {"float64": 8, "int64": 8, "uint64": 8, "complex128": 8,
           "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2, "qint16": 2, "quint16": 2}
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-WORDS_COLUMN = {4: "words32", 8: "words64", 1: "content", 2: "content"}
 
 
 def width_of(dtype):
@@ -168,9 +170,15 @@ class Encoder:
             events.append(data[:start] + data[end:])
             at.append(start), codecs.append(_CODECS[w][order]), runs.append(key_run)
             csteps.append(key_step), cpos.append(pos)
+        content = out.content
+        content.extend([None] * len(tensors))
         for w, members in by_width.items():
             words, sizes = self._encode_width(w, members, tensors)
-            out.words[w].append((words, sizes, [base + m[0] for m in members]))
+            planes, at = words.view(np.uint8), 0
+            for m, size in zip(members, sizes.tolist()):
+                nbytes = size * w
+                content[base + m[0]] = planes[at:at + nbytes].reshape(-1, w).T.tobytes()
+                at += nbytes
         out.n += len(tensors)
 
 
@@ -219,22 +227,17 @@ class EncodedRows:
         self.n = 0
         self.events, self.at, self.codecs, self.runs, self.csteps, self.cpos = (
             [], [], [], [], [], [])
-        self.words = {1: [], 2: [], 4: [], 8: []}     # width -> [(words, sizes, rows)]
+        self.content = []
 
     def columns(self):
         from .rows import binary_array
-        out = {"event": binary_array(self.events),
-               "content_at": pa.array(self.at, pa.int32()),
-               "codec": pa.array(self.codecs, pa.string()),
-               "chain_run": pa.array(self.runs, pa.string()),
-               "chain_step": pa.array(self.csteps, pa.int64()),
-               "chain_pos": pa.array(self.cpos, pa.int32())}
-        for w in (4, 8):
-            out[WORDS_COLUMN[w]] = _list_array(self.n, self.words[w], w)
-        narrow = self.words[1] + self.words[2]
-        out["content"] = _binary_of_words(self.n, narrow) if narrow else pa.nulls(
-            self.n, pa.binary())
-        return out
+        return {"event": binary_array(self.events),
+                "content_at": pa.array(self.at, pa.int32()),
+                "codec": pa.array(self.codecs, pa.string()),
+                "content": binary_array(self.content),
+                "chain_run": pa.array(self.runs, pa.string()),
+                "chain_step": pa.array(self.csteps, pa.int64()),
+                "chain_pos": pa.array(self.cpos, pa.int32())}
 
 
 _CODECS = {w: [f"w{w}o{order}" for order in range(MAX_ORDER + 1)] for w in _INT}
@@ -262,65 +265,6 @@ def _joined(parts, sizes, w):
     """One array of the given parts (None: zeros of that row's size)."""
     return np.concatenate([p if p is not None else np.zeros(int(s), _INT[w])
                            for p, s in zip(parts, sizes)])
-
-
-def _lengths(n, parts, w):
-    """(offsets of n rows, validity) for the rows that `parts` (words, sizes, rows) fill."""
-    lengths = np.zeros(n, np.int64)
-    present = np.zeros(n, bool)
-    for _words, sizes, rows in parts:
-        lengths[rows] = sizes * w
-        present[rows] = True
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    nulls = n - int(present.sum())
-    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
-    return offsets, bitmap, nulls
-
-
-def _ordered(parts):
-    """The parts' words in row order (each part's rows ascend; parts may interleave when
-    several widths share a column)."""
-    if len(parts) > 1 and any(a[2][-1] > b[2][0] for a, b in zip(parts, parts[1:])):
-        parts = sorted(parts, key=lambda p: p[2][0])
-        if any(a[2][-1] > b[2][0] for a, b in zip(parts, parts[1:])):
-            return None
-    return parts
-
-
-def _list_array(n, parts, w):
-    typ = pa.list_(pa.from_numpy_dtype(_INT[w]))
-    if not parts:
-        return pa.nulls(n, typ)
-    offsets, bitmap, nulls = _lengths(n, parts, 1)
-    values = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets.astype(np.int32))],
-                                 null_count=nulls, children=[pa.array(values)])
-
-
-def _binary_of_words(n, parts):
-    """The narrow widths (1, 2) share the `content` column, a row's words as bytes."""
-    ordered = _ordered(parts)
-    if ordered is None:     # widths 1 and 2 interleaved within one run: row by row
-        blobs = [None] * n
-        for words, sizes, rows in parts:
-            bounds = np.concatenate([[0], np.cumsum(sizes)])
-            for k, row in enumerate(rows):
-                blobs[row] = words[bounds[k]:bounds[k + 1]].tobytes()
-        from .rows import binary_array
-        return binary_array(blobs)
-    lengths = np.zeros(n, np.int64)
-    present = np.zeros(n, bool)
-    for words, sizes, rows in ordered:
-        lengths[rows] = sizes * words.dtype.itemsize
-        present[rows] = True
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    nulls = n - int(present.sum())
-    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
-    data = b"".join(p[0].tobytes() for p in ordered)
-    return pa.Array.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets.astype(np.int32)),
-                                                  pa.py_buffer(data)], null_count=nulls)
 
 
 # -- decoding (every reader) ----------------------------------------------------------------------
@@ -370,18 +314,19 @@ def decode_events(rows):
 
 
 def _stored_words(row, w):
-    value = row[WORDS_COLUMN[w]]
-    if value is None:
+    data = row["content"]
+    if data is None or len(data) % w:
         raise StoreDamageError(f"debug tensor {row['tag']} of {row['run_key']}: codec "
-                               f"{row['codec']} but no {WORDS_COLUMN[w]}")
-    if isinstance(value, (bytes, bytearray)):
-        return np.frombuffer(value, _INT[w])
-    return np.asarray(value, _INT[w])
+                               f"{row['codec']} but {0 if data is None else len(data)} bytes "
+                               f"of content")
+    planes = np.frombuffer(data, np.uint8)
+    return planes.reshape(w, -1).T.copy().view(_INT[w]).reshape(-1) if w > 1 else (
+        planes.view(np.int8))
 
 
 CODEC_COLUMNS = ["attempt", "run_key", "step", "device", "tag", "timestamp", "ext_timestamp",
-                 "event", "content_at", "words32", "words64", "content", "codec", "chain_run",
-                 "chain_step", "chain_pos"]
+                 "event", "content_at", "content", "codec", "chain_run", "chain_step",
+                 "chain_pos"]
 
 
 def read_debug_tensors(store, run_id, steps=None, columns=None):
@@ -408,19 +353,4 @@ def read_debug_tensors(store, run_id, steps=None, columns=None):
 
 
 def _rows(table):
-    """to_pylist() but the word lists as numpy arrays (to_pylist makes a Python int each)."""
-    lists = {}
-    for name in ("words32", "words64"):
-        if name in table.column_names:
-            col = table.column(name).combine_chunks()
-            flat = col.values.to_numpy(zero_copy_only=False)
-            offsets = col.offsets.to_numpy()
-            valid = col.is_valid().to_numpy(zero_copy_only=False)
-            lists[name] = [flat[offsets[k]:offsets[k + 1]] if valid[k] else None
-                           for k in range(len(col))]
-            table = table.drop_columns([name])
-    rows = table.to_pylist()
-    for name, values in lists.items():
-        for r, v in zip(rows, values):
-            r[name] = v
-    return rows
+    return table.to_pylist()

@@ -53,9 +53,7 @@ DEBUG_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_
     # Store format 3 (dump_codec.py): tensor_content encoded against earlier dumps of the watch
     pa.field("content_at", pa.int32()),                  # where the content goes back in event
     pa.field("codec", pa.string()),                      # w<width>o<order> | null: event whole
-    pa.field("words32", pa.list_(pa.int32())),           # the stored words, width 4
-    pa.field("words64", pa.list_(pa.int64())),           # width 8
-    pa.field("content", pa.binary()),                    # width 1 or 2
+    pa.field("content", pa.binary()),                    # the encoded words, in byte planes
     pa.field("chain_run", pa.string()),                  # run_key of the chain's key frame
     pa.field("chain_step", pa.int64()),                  # its step: where a reader starts
     pa.field("chain_pos", pa.int32()),                   # dumps since the key frame (0: it)
@@ -73,7 +71,6 @@ DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
 # MLP (format 2, raw Events), zstd level 2 stored them in 159 KB a step at 1.2 ms, level 3 in
 # 155 KB at 2.2 ms, levels 7-12 in 152 KB at 5-14 ms. Format 3 encodes the content first
 # (dump_codec.py), which is what shrinks it.
-DUMP_WRITE_OPTIONS = {"compression_level": 2,
-                      "use_byte_stream_split": ["words32.list.element", "words64.list.element"]}
+DUMP_WRITE_OPTIONS = {"compression_level": 2}
 
 __all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS", "DUMP_WRITE_OPTIONS"]

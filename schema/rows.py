@@ -168,8 +168,8 @@ def binary_array(values):
 
 DEBUG_TENSOR_COLUMNS = ["step", "wall_time", "tag", "run_key", "device", "node_name",
                         "output_slot", "debug_op", "timestamp", "ext_timestamp", "dtype",
-                        "shape", "event", "content_at", "codec", "words32", "words64",
-                        "content", "chain_run", "chain_step", "chain_pos"]
+                        "shape", "event", "content_at", "codec", "content", "chain_run",
+                        "chain_step", "chain_pos"]
 
 
 _CODEC_FIELDS = [DEBUG_TENSORS.field(name) for name in DEBUG_TENSOR_COLUMNS[13:]]

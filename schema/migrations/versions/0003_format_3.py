@@ -3,8 +3,8 @@
 Revision ID: 0003
 Revises: 0002
 
-debug_tensors gains content_at, codec, words32, words64, content, chain_run, chain_step and
-chain_pos (schema/dump_codec.py): since format 3 its `event` column holds the dump Event
+debug_tensors gains content_at, codec, content, chain_run, chain_step and chain_pos
+(schema/dump_codec.py): since format 3 its `event` column holds the dump Event
 without its tensor_content when `codec` is set, which a format-2 reader would take for the
 whole Event; hence the new version. Rows of older segments keep their whole Event (codec
 null), which every reader takes as it is: their segments are rewritten with the new columns
