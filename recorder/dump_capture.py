@@ -37,6 +37,7 @@ log = logging.getLogger("tfblackbox")
 STAGING_PREFIX = "tfblackbox-dumps-"
 REUSABLE_DIRS = 2    # per thread: one being written by TF while the other is ingested
 MAX_BATCH = 64       # dumped runs ingested together at most (one table, one writer job)
+MAX_BATCH_BYTES = 16 << 20   # and their captured bytes: a job well within the writer's queue
 
 
 def default_staging_root():
@@ -200,8 +201,12 @@ class DumpCapture:
                     return
                 # everything queued is ingested together: one table and one writer job, so
                 # Arrow's and the writer's fixed costs are paid once however far behind
-                batches = [self._queue.popleft() for _ in range(min(len(self._queue),
-                                                                   MAX_BATCH))]
+                batches, size = [], 0
+                while self._queue and len(batches) < MAX_BATCH and (
+                        not batches or size < MAX_BATCH_BYTES):
+                    batches.append(self._queue.popleft())
+                    records = batches[-1].records
+                    size += records.size if records is not None else self.largest_run
                 self._busy = len(batches)
             read = []
             for batch in batches:
@@ -316,7 +321,9 @@ class DumpCapture:
             for run_row in run_rows:
                 buffers.add("debug_runs", **run_row)
 
-        if self.run.submit(job, nbytes):
+        # the ingest is not the training thread: it waits for the writer rather than drop
+        # dumped steps (a backlog makes DumpHook skip steps, counted, instead)
+        if self.run.submit(job, nbytes, block=True):
             self.bytes_recorded += nbytes
             self.largest_run = max([self.largest_run] + [r["nbytes"] for r in read])
             self.runs_recorded += len(read)

@@ -49,16 +49,17 @@ class Run:
     def config(self):
         return dict(self.record.config)
 
-    def submit(self, job, nbytes=0):
+    def submit(self, job, nbytes=0, block=False):
         """Queues a decode job for the writer. Never raises: the recorder must not take the
         training down. A writer failure is logged (once per failure) and recorded in the
-        catalog; returns False if the job was not queued."""
+        catalog; returns False if the job was not queued. `block`: wait while the queue is
+        full instead of applying on_full (never from the training thread)."""
         try:
-            return self.writer.submit(job, nbytes)
+            return self.writer.submit(job, nbytes, block)
         except WriterError as e:
             self._report(e)
             try:
-                return self.writer.submit(job, nbytes)
+                return self.writer.submit(job, nbytes, block)
             except WriterError:
                 return False
 

@@ -497,3 +497,32 @@ def test_a_killed_builds_half_library_is_removed_by_the_next_build(tmp_path, mon
     with pytest.raises(native_capture.NativeUnavailable):
         native_capture.load(tf, "memory")
     assert not stale.exists() and alive.exists()
+
+
+def test_a_full_writer_queue_delays_the_ingest_never_drops_dumps(tmp_path):
+    """A writer queue far smaller than one dumped run: the ingest (not the training thread)
+    waits for the writer; every dumped step is recorded and rebuilds (before issue 16 the
+    ingest dropped them under on_full='drop': at 253 watched tensors, 59 of 100 steps)."""
+    import tensorflow as tf
+    from tfblackbox import recorder
+    from tfblackbox.schema import Store
+    tf.compat.v1.disable_eager_execution()
+    import threading
+    store = str(tmp_path / "bbx")
+    run = recorder.init(store=store, max_queue_bytes=4096, flush_secs=0.05)
+    hook = recorder.DumpHook()
+    gate = threading.Event()     # the writer is busy (a job waiting on it) while training runs
+    assert run.submit(lambda buffers: gate.wait(60))
+    threading.Timer(3.0, gate.set).start()
+    with tf.Graph().as_default():
+        _train(tf, [hook], 8)
+    capture = hook._capture
+    recorder.finish()
+    assert capture is None or capture.runs_dropped == 0
+    assert run.writer.dropped_jobs == 0 and hook.skipped_busy == 0
+    runs = Store.open(store).read(run.run_id, "debug_runs", columns=["step"])
+    assert runs["step"].to_pylist() == list(range(8))
+    out = tmp_path / "out"
+    assert replay(store, out) == 0
+    assert len(run_dirs(str(out))) == 8 and all(load(d).dumped_tensor_data
+                                                  for d in run_dirs(str(out)))
