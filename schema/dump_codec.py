@@ -43,12 +43,9 @@ HISTORY_BYTES = 256 << 20   # payload bytes kept for predictions (x3); past it, 
 _WIDTH = {"float64": 8, "int64": 8, "uint64": 8, "complex128": 8,
           "float32": 4, "int32": 4, "uint32": 4, "complex64": 4, "qint32": 4,
           "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2, "qint16": 2, "quint16": 2}
+_WIDTH.update({name + "_ref": w for name, w in list(_WIDTH.items())})   # ref variables
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def width_of(dtype):
-    return _WIDTH.get((dtype or "").removesuffix("_ref"), 1)
 
 
 def content_span(event):
@@ -81,10 +78,6 @@ def canonical_key(t):
 def _order_key(timestamp, ext_timestamp):
     ext = ext_timestamp or ""
     return timestamp, int(ext.split("-", 1)[1]) if "-" in ext else 0
-
-
-def _zigzag(d, w):
-    return ((d << 1) ^ (d >> (8 * w - 1))).view(_UINT[w])
 
 
 def _unzigzag(z, w):
@@ -337,12 +330,13 @@ def read_debug_tensors(store, run_id, steps=None, columns=None):
     from .dumps import DEBUG_TENSORS
     wanted = list(columns) if columns is not None else DEBUG_TENSORS.names
     cols = list(dict.fromkeys(wanted + CODEC_COLUMNS))
-    rows = _rows(store.read(run_id, "debug_tensors", steps=steps, columns=cols))
+    rows = store.read(run_id, "debug_tensors", steps=steps, columns=cols).to_pylist()
     lo = steps[0] if steps is not None else None
     first = min((r["chain_step"] for r in rows if r["codec"] is not None), default=None)
     before = []
     if lo is not None and first is not None and first < lo:
-        before = _rows(store.read(run_id, "debug_tensors", steps=(first, lo), columns=cols))
+        before = store.read(run_id, "debug_tensors", steps=(first, lo),
+                            columns=cols).to_pylist()
     events = decode_events(before + rows)[len(before):]
     extra = [c for c in cols if c not in wanted]
     for r, event in zip(rows, events):
@@ -351,6 +345,3 @@ def read_debug_tensors(store, run_id, steps=None, columns=None):
             del r[c]
     return rows
 
-
-def _rows(table):
-    return table.to_pylist()
