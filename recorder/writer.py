@@ -79,15 +79,19 @@ class Writer:
 
     # -- caller side ----------------------------------------------------------------------
 
-    def submit(self, job, nbytes=0):
-        """Queues job(buffers) for the writer thread. False if the job was dropped."""
+    def submit(self, job, nbytes=0, block=False):
+        """Queues job(buffers) for the writer thread. False if the job was dropped. With
+        `block`, a full queue is waited for whatever `on_full` says (for producers that are
+        not the training thread, such as DumpHook's ingest)."""
         self.raise_if_failed()
         nbytes += JOB_OVERHEAD
         with self._cond:
             if self._closed:
                 raise WriterError(f"writer of run {self.run_id} is closed")
             while self._full(nbytes):
-                if self.on_full == "drop":
+                if not self._thread.is_alive():
+                    raise WriterError(f"writer thread of run {self.run_id} is not running")
+                if self.on_full == "drop" and not block:
                     self.dropped_jobs += 1
                     if self.dropped_jobs == 1 or self.dropped_jobs % 1000 == 0:
                         log.warning("tfblackbox: writer queue of run %s is full (%d jobs, %d "

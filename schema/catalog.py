@@ -13,7 +13,7 @@ import threading
 import time
 
 from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        create_engine, event, exc, insert, make_url, select, text,
+                        create_engine, delete, event, exc, insert, make_url, select, text,
                         update)
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -332,4 +332,4 @@ def dumps(obj):
 
 __all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
            "CursorRow",
-           "FORMAT_VERSION", "dumps", "select", "insert", "update"]
+           "FORMAT_VERSION", "dumps", "select", "insert", "update", "delete"]

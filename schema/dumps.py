@@ -4,7 +4,8 @@ debug-dump); listed in tables.TABLES.
 One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys
 Events as TF wrote them, and which partition graph each device ran), plus one `debug_tensors`
 row per dumped tensor (the whole dump-file Event as TF produced it, with node, slot, debug op,
-device, timestamp, dtype and shape as columns), plus `debug_graphs` rows: each distinct partition
+device, timestamp, dtype and shape as columns; since format 3 its tensor_content encoded
+against earlier dumps of the same watch, see dump_codec.py), plus `debug_graphs` rows: each distinct partition
 graph once per device (by the hash tfdbg puts in its file name), not once per step.
 
 The common leading columns: `step` is the TF global step at which the session.run began,
@@ -47,7 +48,15 @@ DEBUG_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_
     pa.field("ext_timestamp", pa.string()),              # "<micros>-<k>" when TF de-duplicated
     pa.field("dtype", pa.string()),
     pa.field("shape", pa.list_(pa.int64())),
-    pa.field("event", pa.binary()),                      # the dump file: one serialized Event
+    pa.field("event", pa.binary()),                      # the dump file: one serialized Event,
+                                                         # less its tensor_content when codec
+    # Store format 3 (dump_codec.py): tensor_content encoded against earlier dumps of the watch
+    pa.field("content_at", pa.int32()),                  # where the content goes back in event
+    pa.field("codec", pa.string()),                      # w<width>o<order> | null: event whole
+    pa.field("content", pa.binary()),                    # the encoded words, in byte planes
+    pa.field("chain_run", pa.string()),                  # run_key of the chain's key frame
+    pa.field("chain_step", pa.int64()),                  # its step: where a reader starts
+    pa.field("chain_pos", pa.int32()),                   # dumps since the key frame (0: it)
 ])
 
 DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
@@ -59,8 +68,9 @@ DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
 ])
 
 # Dumped tensors are mostly float32 whose low mantissa bytes are noise. On tools/bench_dump's
-# MLP, zstd level 2 stores them in 159 KB a step at 1.2 ms, level 3 in 155 KB at 2.2 ms, levels
-# 7-12 in 152 KB at 5-14 ms; byte-stream-split floats came out larger (182 KB).
+# MLP (format 2, raw Events), zstd level 2 stored them in 159 KB a step at 1.2 ms, level 3 in
+# 155 KB at 2.2 ms, levels 7-12 in 152 KB at 5-14 ms. Format 3 encodes the content first
+# (dump_codec.py), which is what shrinks it.
 DUMP_WRITE_OPTIONS = {"compression_level": 2}
 
 __all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS", "DUMP_WRITE_OPTIONS"]

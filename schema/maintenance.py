@@ -162,11 +162,17 @@ def _merge(store, run_id, table_name, olds):
         if s.info.get("retry") and s.scalar(cat.select(cat.SegmentRow.segment_id).where(
                 cat.SegmentRow.path == rel)) is not None:
             return   # a commit whose answer was lost
-        for g in olds:
-            row = s.get(cat.SegmentRow, g.segment_id)
-            if row is None:
-                raise _Raced()
-            s.delete(row)
+        # lock the old rows (PostgreSQL: another compaction of the same segments waits here,
+        # then finds them gone; SQLite's write lock is already taken), then swap
+        ids = [g.segment_id for g in olds]
+        seg = cat.SegmentRow
+        present = s.scalars(cat.select(seg.segment_id).where(seg.segment_id.in_(ids))
+                            .with_for_update()).all()
+        if len(present) != len(ids):
+            raise _Raced()
+        deleted = s.execute(cat.delete(seg).where(seg.segment_id.in_(ids))).rowcount
+        if deleted != len(ids):
+            raise _Raced()
         s.add(cat.SegmentRow(run_id=run_id, table_name=table_name, writer_id=None, path=rel,
                              row_count=rows, size_bytes=size, sha256=digest, min_step=lo,
                              max_step=hi, created_at=time.time()))

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .tables import schema_of
+from .dumps import DEBUG_TENSORS
 
 COMBINE_BELOW = 64 << 10     # average bytes per Arrow chunk under which take() makes one chunk
 _POOL = pa.system_memory_pool()   # see segments.parquet_options: malloc returns freed pages
@@ -145,53 +146,98 @@ def int64_lists(values):
 
 def binary_array(values):
     """One join and zero-copy buffers: pa.array(values) grows its data buffer by realloc, 10x
-    slower on ~280 KB of Events a run."""
+    slower on ~280 KB of Events a run. None values become nulls."""
+    valid = None
+    if None in values:
+        valid = np.array([v is not None for v in values])
+        values = [b"" if v is None else v for v in values]
     offsets = np.zeros(len(values) + 1, np.int64)
     np.cumsum([len(v) for v in values], out=offsets[1:])
     if offsets[-1] >= 1 << 31:         # int32 offsets: let pyarrow split it into chunks
-        return pa.array(values, pa.binary())
+        return pa.array(values, pa.binary(), mask=None if valid is None else ~valid)
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(pa.binary(), len(values), [
-        None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(values))])
+        bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(values))],
+        null_count=-1 if valid is None else int((~valid).sum()))
 
 
 
 
 # -- tfdbg v1 dumps -------------------------------------------------------------------------
 
+
 DEBUG_TENSOR_COLUMNS = ["step", "wall_time", "tag", "run_key", "device", "node_name",
                         "output_slot", "debug_op", "timestamp", "ext_timestamp", "dtype",
-                        "shape", "event"]
+                        "shape", "event", "content_at", "codec", "content", "chain_run",
+                        "chain_step", "chain_pos"]
 
 
-def debug_tensor_table(step, run_key, tensors, device_of):
+_CODEC_FIELDS = [DEBUG_TENSORS.field(name) for name in DEBUG_TENSOR_COLUMNS[13:]]
+
+
+def debug_tensor_table(step, run_key, tensors, device_of, encoder=None):
     """The debug_tensors rows of one session.run as a pa.Table (no attempt column: the
     buffers add it), from TensorFile-like objects; built in one go because converting the
     Event bytes value by value cost as much as reading the files. `device_of(device_dir)`
     gives the device name. dtype and shape come from the object when it knows them (the
-    in-memory capture), else from the Event."""
+    in-memory capture), else from the Event. With a dump_codec.Encoder the tensor contents
+    are encoded against the encoder's earlier runs (this run must then be stored, or the
+    encoder told to forget()); without one the Events are kept whole."""
+    return debug_tensor_runs([(step, run_key, tensors)], device_of, encoder)
+
+
+def debug_tensor_runs(runs, device_of, encoder=None):
+    """debug_tensor_table of several session.runs, [(step, run_key, tensors)], in one table
+    (the recorder ingests what queued up together: Arrow's fixed costs paid once)."""
     from .formats import tfdbg_v1
-    n = len(tensors)
+    coded = None
+    if encoder is not None:
+        from .dump_codec import EncodedRows, canonical_key
+        coded = EncodedRows()
     tags, devices, nodes, slots, ops, stamps, exts, dtypes, shapes = (
         [], [], [], [], [], [], [], [], [])
-    for t in tensors:
-        dtype, shape = (t.dtype, t.shape) if t.dtype is not None else tfdbg_v1.tensor_info(t.data)
-        tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
-        devices.append(device_of(t.device_dir))
-        nodes.append(t.node_name)
-        slots.append(t.output_slot)
-        ops.append(t.debug_op)
-        stamps.append(t.timestamp)
-        exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
-        dtypes.append(dtype)
-        shapes.append(shape)
+    steps, keys, datas = [], [], []
+    for step, run_key, tensors in runs:
+        if coded is not None:
+            tensors = sorted(tensors, key=canonical_key)
+        first = len(tags)
+        for t in tensors:
+            if t.dtype is None:      # the files capture: from the Event
+                t.dtype, t.shape = tfdbg_v1.tensor_info(t.data)
+            tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
+            devices.append(device_of(t.device_dir))
+            nodes.append(t.node_name)
+            slots.append(t.output_slot)
+            ops.append(t.debug_op)
+            stamps.append(t.timestamp)
+            exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
+            dtypes.append(t.dtype)
+            shapes.append(t.shape)
+        steps.append((step, len(tensors)))
+        keys.append((run_key, len(tensors)))
+        if coded is not None:
+            encoder.encode(coded, step, run_key, tensors, tags[first:], devices[first:])
+        else:
+            datas.extend(t.data for t in tensors)
+    n = len(tags)
     stamps = np.array(stamps, np.int64)
+    if coded is None:
+        events = binary_array(datas)
+        codec_columns = [pa.nulls(n, f.type) for f in _CODEC_FIELDS]
+    else:
+        columns = coded.columns()
+        events = columns["event"]
+        codec_columns = [columns[f.name] for f in _CODEC_FIELDS]
     return pa.Table.from_arrays([
-        pa.array(np.full(n, step, np.int64)), pa.array(stamps / 1e6),
-        pa.array(tags, pa.string()), pa.array([run_key] * n, pa.string()),
+        pa.array(np.repeat([s for s, _n in steps], [k for _s, k in steps]).astype(np.int64)),
+        pa.array(stamps / 1e6), pa.array(tags, pa.string()),
+        pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(np.arange(len(keys), dtype=np.int32), [k for _r, k in keys])),
+            pa.array([r for r, _k in keys], pa.string())).cast(pa.string()),
         pa.array(devices, pa.string()), pa.array(nodes, pa.string()),
         pa.array(slots, pa.int32()), pa.array(ops, pa.string()), pa.array(stamps),
         pa.array(exts, pa.string()), pa.array(dtypes, pa.string()),
-        int64_lists(shapes), binary_array([t.data for t in tensors]),
+        int64_lists(shapes), events, *codec_columns,
     ], names=DEBUG_TENSOR_COLUMNS)
 
 

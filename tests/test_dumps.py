@@ -171,8 +171,13 @@ def test_graphs_stored_once_and_steps(identity_dumps):
     assert graphs.num_rows == 1                        # one device, one graph, 4 steps
     runs = s.read(run_id, "debug_runs")
     assert runs["step"].to_pylist() == list(range(N_STEPS))
-    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag"])
+    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag", "codec"])
     assert "float16" in tensors["dtype"].to_pylist() and "string" in tensors["dtype"].to_pylist()
+    # store format 3: numeric contents encoded (the differential above reads them back),
+    # string tensors kept whole
+    codecs = tensors["codec"].to_pylist()
+    assert {"w4o0", "w4o1", "w4o2", "w4o3"} <= set(codecs)
+    assert all(c is None for c, d in zip(codecs, tensors["dtype"].to_pylist()) if d == "string")
 
 
 def test_offline_analyzer_opens_a_rebuilt_dir(identity_dumps):
@@ -339,8 +344,8 @@ def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
             device="/job:localhost/replica:0/task:0/device:CPU:0", event=b"\x09evt"):
     import struct
     strings = device.encode() + node.encode() + op.encode() + event
-    body = struct.pack("<QiiIIIII", ts, slot, dtype, len(dims), len(device.encode()),
-                       len(node.encode()), len(op.encode()), len(event))
+    body = struct.pack("<QiiIIIIIII", ts, slot, dtype, len(dims), len(device.encode()),
+                       len(node.encode()), len(op.encode()), len(event), 0, 0)
     body += struct.pack(f"<{len(dims)}q", *dims) + strings
     return blob + struct.pack("<I", len(body)) + body
 
@@ -509,3 +514,32 @@ def test_a_rebuild_removes_what_a_killed_rebuild_left(identity_dumps, tmp_path):
     assert sorted(os.listdir(out)) == sorted(os.path.basename(d) for d in run_dirs(str(out)))
     assert len(run_dirs(str(out))) == N_STEPS
     load(run_dirs(str(out))[0])
+
+
+def test_a_full_writer_queue_delays_the_ingest_never_drops_dumps(tmp_path):
+    """A writer queue far smaller than one dumped run: the ingest (not the training thread)
+    waits for the writer; every dumped step is recorded and rebuilds (before issue 16 the
+    ingest dropped them under on_full='drop': at 253 watched tensors, 59 of 100 steps)."""
+    import tensorflow as tf
+    from tfblackbox import recorder
+    from tfblackbox.schema import Store
+    tf.compat.v1.disable_eager_execution()
+    import threading
+    store = str(tmp_path / "bbx")
+    run = recorder.init(store=store, max_queue_bytes=4096, flush_secs=0.05)
+    hook = recorder.DumpHook()
+    gate = threading.Event()     # the writer is busy (a job waiting on it) while training runs
+    assert run.submit(lambda buffers: gate.wait(60))
+    threading.Timer(3.0, gate.set).start()
+    with tf.Graph().as_default():
+        _train(tf, [hook], 8)
+    capture = hook._capture
+    recorder.finish()
+    assert capture is None or capture.runs_dropped == 0
+    assert run.writer.dropped_jobs == 0 and hook.skipped_busy == 0
+    runs = Store.open(store).read(run.run_id, "debug_runs", columns=["step"])
+    assert runs["step"].to_pylist() == list(range(8))
+    out = tmp_path / "out"
+    assert replay(store, out) == 0
+    assert len(run_dirs(str(out))) == 8 and all(load(d).dumped_tensor_data
+                                                  for d in run_dirs(str(out)))

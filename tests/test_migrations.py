@@ -13,6 +13,7 @@ import pytest
 
 from tfblackbox.schema import FORMAT_VERSION, Store, verify
 from tfblackbox.schema import segments
+from tfblackbox.schema.migrate import REVISIONS
 
 V1_SQL = os.path.join(os.path.dirname(__file__), "data", "catalog_v1.sql")
 
@@ -64,7 +65,8 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
     assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
         str(FORMAT_VERSION),)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
+        REVISIONS[FORMAT_VERSION],)
     attempts = [(w.writer_id, w.attempt, w.first_step) for w in s.writers("r")]
     assert attempts == [(1, 1, 0), (2, 2, 5), (3, 3, None)]
     assert "renumbered from 2" in s.writers("r")[2].error
@@ -86,7 +88,8 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
 def test_a_new_store_is_at_the_newest_revision(tmp_path):
     Store.create(str(tmp_path / "s"))
     con = sqlite3.connect(str(tmp_path / "s" / "catalog.sqlite"))
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
+        REVISIONS[FORMAT_VERSION],)
     assert not glob.glob(str(tmp_path / "s" / "*backup*"))
 
 
@@ -113,3 +116,58 @@ def test_processes_starting_one_run_at_once_get_unique_attempts(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0, 0]
     assert sorted(int(o.split()[-1]) for o in outs) == [1, 2, 3, 4]
     assert sorted(w.attempt for w in Store.open(root).writers("same")) == [1, 2, 3, 4]
+
+
+FORMAT2 = os.path.join(os.path.dirname(__file__), "data", "store_format2")
+
+
+def _rebuilt_sums(root):
+    sums = {}
+    for folder, _dirs, names in os.walk(root):
+        for n in names:
+            p = os.path.join(folder, n)
+            with open(p, "rb") as f:
+                sums[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
+    return sums
+
+
+def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path):
+    """tests/data/store_format2 was recorded by DumpHook with the format-2 code (3 dumped
+    steps of tests/test_dumps.py's graph), next to the sha256 of every file its replay
+    rebuilt then. Upgraded to format 3 it rebuilds the same files; dumps imported into the
+    same run afterwards (encoded, format 3) and compacted with the old rows read back too."""
+    import json
+    import shutil
+
+    from tfblackbox.replay.cli import main as cli
+    from tfblackbox.schema.dumps import DEBUG_TENSORS
+    root = str(tmp_path / "store")
+    shutil.copytree(FORMAT2, root)
+    with open(os.path.join(os.path.dirname(__file__), "data",
+                           "store_format2_rebuilt.json")) as f:
+        expected = json.load(f)
+    s = Store.open(root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
+    assert glob.glob(os.path.join(root, "catalog.sqlite.format2-backup-*"))
+    assert verify(s).ok
+    [seg] = s.segments("format2", "debug_tensors")
+    import pyarrow.parquet as pq
+    old = pq.read_table(os.path.join(root, seg.path))
+    assert old.schema.names == DEBUG_TENSORS.names and old["codec"].null_count == old.num_rows
+    out = tmp_path / "out"
+    assert cli(["replay", "--store", root, "--to", "debug-dump", "--out", str(out)]) == 0
+    assert _rebuilt_sums(str(out)) == expected
+    # format-3 rows beside the old ones in one run, merged into one segment by compaction
+    assert cli(["import-dumps", str(out), "--store", root, "--run", "format2"]) == 0
+    new = s.read("format2", "debug_tensors", columns=["attempt", "codec"], latest_only=False)
+    assert new.num_rows == 2 * old.num_rows
+    assert new.filter(pa.compute.equal(new["attempt"], 2))["codec"].null_count < old.num_rows
+    from tfblackbox.schema import compact
+    compact(s, "format2")
+    assert len(s.segments("format2", "debug_tensors")) == 1 and verify(s).ok
+    both = tmp_path / "both"
+    assert cli(["replay", "--store", root, "--to", "debug-dump", "--out", str(both)]) == 0
+    # imported run dirs keep their names: the second attempt's rows supersede the first's
+    # from its first step on (all steps), and rebuild the same files
+    assert _rebuilt_sums(str(both)) == expected

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.replay.cli import main as cli
-from tfblackbox.schema import NotAStoreError, Store, segments, verify
+from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, segments, verify
 from tfblackbox.schema.catalog import Catalog, display_url
+from tfblackbox.schema.migrate import REVISIONS
 
 
 def scalars(steps, attempt, tag="loss"):
@@ -39,7 +40,8 @@ def test_a_store_at_a_url_keeps_data_where_told_and_opens_by_url_alone(postgres,
     assert again.scalars("r1")["value"].to_pylist() == [0.0, 1.0, 2.0]
     assert verify(again).ok
     db = pg_url.rsplit("/", 1)[1]
-    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [("0002",)]
+    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [
+        (REVISIONS[FORMAT_VERSION],)]
     assert postgres.sql("SELECT value FROM meta WHERE key = 'data_uri'", db) == [(data,)]
     assert Store.create(pg_url).data.uri == data      # create on an existing store opens it
     with pytest.raises(NotAStoreError, match="keeps its data at"):
@@ -134,8 +136,10 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     catalog.dispose()
 
     store = Store.open(pg_url)
-    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [("0002",)]
-    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [("2",)]
+    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [
+        (REVISIONS[FORMAT_VERSION],)]
+    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [
+        (str(FORMAT_VERSION),)]
     assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
         (1, 1, 0), (2, 2, 5), (3, 3, None)]
     assert store.tensors("r")["dtype"].to_pylist() == ["float32", "string_ref"]

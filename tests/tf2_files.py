@@ -63,7 +63,8 @@ def normalized(event):
             data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
             if data.HasField("session_start_info"):
                 data.session_start_info.start_time_secs = 0
-            v.metadata.plugin_data.content = data.SerializeToString()
+            # a map field: its entries serialize in any order unless asked not to
+            v.metadata.plugin_data.content = data.SerializeToString(deterministic=True)
         elif plugin.startswith("graph_run_metadata"):
             meta = config_pb2.RunMetadata.FromString(v.tensor.string_val[0])
             graphs += [_nodes(g) for g in meta.partition_graphs]

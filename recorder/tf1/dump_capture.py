@@ -26,7 +26,7 @@ import tempfile
 import threading
 import uuid
 
-from tfblackbox.schema import rows
+from tfblackbox.schema import dump_codec, rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
@@ -36,6 +36,8 @@ log = logging.getLogger("tfblackbox")
 
 STAGING_PREFIX = "tfblackbox-dumps-"
 REUSABLE_DIRS = 2    # per thread: one being written by TF while the other is ingested
+MAX_BATCH = 64       # dumped runs ingested together at most (one table, one writer job)
+MAX_BATCH_BYTES = 16 << 20   # and their captured bytes: a job well within the writer's queue
 
 
 def default_staging_root():
@@ -73,7 +75,7 @@ class Batch:
 
 
 class DumpCapture:
-    def __init__(self, run, staging_root=None, max_pending=16, native=None):
+    def __init__(self, run, staging_root=None, max_pending=1024, native=None):
         self.run = run
         self.native = native           # native_capture.Native, or None: tensors come as files
         self._mem_keys = {}            # thread slot -> its memcbk key
@@ -82,6 +84,7 @@ class DumpCapture:
         self.max_pending = max_pending
         self.bytes_recorded = 0        # uncompressed bytes handed to the writer (the budget)
         self.largest_run = 0           # bytes of the largest dumped session.run so far
+        self.largest_seen = 0          # bytes of the largest one taken (queued or recorded)
         self.runs_recorded = 0
         self.runs_dropped = 0          # refused by a full writer queue
         self.tensors_recorded = 0
@@ -96,6 +99,7 @@ class DumpCapture:
         self._graphs_seen = set()      # (device, hash) already recorded
         self._executor_graphs = {}     # executor key -> {device: GraphFile}
         self._device_names = {}        # device dir -> real device name
+        self._encoder = dump_codec.Encoder()   # tensors against earlier dumps (ingest order)
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
         self._thread.start()
@@ -124,6 +128,8 @@ class DumpCapture:
         key = self._mem_keys.get(slot)
         if key is not None:
             batch.records, batch.failed = self.native.take(key)
+            if batch.records is not None:
+                self.largest_seen = max(self.largest_seen, batch.records.size)
 
     def acquire(self, slot):
         """Points thread `slot`'s staging URL at a dir for its next dumped run, a free
@@ -193,28 +199,55 @@ class DumpCapture:
                     self._cond.wait(1.0)
                 if not self._queue:
                     return
-                batch = self._queue.popleft()
-                self._busy = 1
+                # everything queued is ingested together: one table and one writer job, so
+                # Arrow's and the writer's fixed costs are paid once however far behind
+                batches, size = [], 0
+                while self._queue and len(batches) < MAX_BATCH and (
+                        not batches or size < MAX_BATCH_BYTES):
+                    batches.append(self._queue.popleft())
+                    records = batches[-1].records
+                    size += records.size if records is not None else self.largest_run
+                self._busy = len(batches)
+            read = []
+            for batch in batches:
+                try:
+                    read.append(self._read(batch))
+                except Exception as e:   # never take the training down
+                    self._failed(batch, e)
+                finally:
+                    self._done_reading(batch)
             try:
-                self._ingest(batch)
+                self._record(read)
             except Exception as e:   # never take the training down
-                log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s",
-                          batch.step, e)
-                if batch.reused:     # whatever is left must not be taken for the next run's
-                    with self._cond:
-                        self._made.discard(batch.reused)
-                    shutil.rmtree(batch.reused, ignore_errors=True)
+                log.error("tfblackbox: DumpHook could not record the dumps of step(s) %s: %s",
+                          ", ".join(str(r["step"]) for r in read), e)
+                self._encoder.forget()    # what it encoded may not be stored
+                for r in read:
+                    for _device, g, _w, _gd in r["graphs"]:
+                        self._graphs_seen.discard((g.device_dir, g.graph_hash))
             finally:
-                if batch.records is not None:
-                    batch.records.release()
-                if not batch.reused:
-                    shutil.rmtree(batch.path, ignore_errors=True)
                 with self._cond:
                     self._busy = 0
-                    self._in_use.discard(batch.reused)
                     self._cond.notify_all()
 
-    def _ingest(self, batch):
+    def _failed(self, batch, e):
+        log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s", batch.step, e)
+        if batch.reused:     # whatever is left must not be taken for the next run's
+            with self._cond:
+                self._made.discard(batch.reused)
+            shutil.rmtree(batch.reused, ignore_errors=True)
+
+    def _done_reading(self, batch):
+        if batch.records is not None:
+            batch.records.release()
+        if not batch.reused:
+            shutil.rmtree(batch.path, ignore_errors=True)
+        with self._cond:
+            self._in_use.discard(batch.reused)
+            self._cond.notify_all()
+
+    def _read(self, batch):
+        """One dumped run's files and captured tensors, as what _record() needs of it."""
         d = layout.read_dump_dir(batch.path, remove=True)
         if batch.records is not None:
             d.tensors.extend(native_capture.parse_records(batch.records.view))
@@ -249,41 +282,57 @@ class DumpCapture:
             key = (dev_dir, g.graph_hash)
             if key not in self._graphs_seen:
                 new_graphs.append((self._device(dev_dir), g, wall, graph_def))
-        d.tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
-        tensors = (rows.debug_tensor_table(batch.step, batch.run_key, d.tensors, self._device)
-                   if d.tensors else None)
+                self._graphs_seen.add(key)     # given back if its job is not queued
+        tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
         step = batch.step
         meta = d.core_metadata
         if meta:
             meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
-        devices = sorted({self._device(t.device_dir) for t in d.tensors} |
+        devices = sorted({self._device(t.device_dir) for t in tensors} |
                          {self._device(x) for x in graphs})
         run_row = rows.debug_run_row(
             step, batch.wall_time, batch.run_key, batch.session_run, batch.status, "DumpHook",
             d.core_metadata_name, meta, proto.log_message_event(batch.fetches_repr),
             proto.log_message_event(batch.feed_keys_repr), devices,
             [(self._device(x), graphs[x][0].graph_hash, graphs[x][0].timestamp, graphs[x][1],
-              None) for x in sorted(graphs)], d.tensors)
+              None) for x in sorted(graphs)], tensors)
         nbytes = run_row["tensor_bytes"] + sum(len(gd) for _d, _g, _w, gd in new_graphs) + len(
             meta or b"")
+        return {"step": step, "run_key": batch.run_key, "tensors": tensors, "run_row": run_row,
+                "graphs": new_graphs, "nbytes": nbytes}
+
+    def _record(self, read):
+        """One writer job for the runs read: their graphs, tensors (encoded) and run rows."""
+        if not read:
+            return
+        with_tensors = [(r["step"], r["run_key"], r["tensors"]) for r in read if r["tensors"]]
+        tensors = (rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
+                   if with_tensors else None)
+        graphs = [(r["step"], g) for r in read for g in r["graphs"]]
+        run_rows = [r["run_row"] for r in read]
+        nbytes = sum(r["nbytes"] for r in read)
 
         def job(buffers):
-            for device, g, wall, graph_def in new_graphs:
+            for step, (device, g, wall, graph_def) in graphs:
                 buffers.add("debug_graphs", **rows.debug_graph_row(
                     step, device, g.graph_hash, g.timestamp, wall, graph_def))
             if tensors is not None:
                 buffers.add_table("debug_tensors", tensors)
-            buffers.add("debug_runs", **run_row)
+            for run_row in run_rows:
+                buffers.add("debug_runs", **run_row)
 
-        if self.run.submit(job, nbytes):
-            for device, g, _w, _gd in new_graphs:
-                self._graphs_seen.add((g.device_dir, g.graph_hash))
+        # the ingest is not the training thread: it waits for the writer rather than drop
+        # dumped steps (a backlog makes DumpHook skip steps, counted, instead)
+        if self.run.submit(job, nbytes, block=True):
             self.bytes_recorded += nbytes
-            self.largest_run = max(self.largest_run, nbytes)
-            self.runs_recorded += 1
-            self.tensors_recorded += len(d.tensors)
+            self.largest_run = max([self.largest_run] + [r["nbytes"] for r in read])
+            self.runs_recorded += len(read)
+            self.tensors_recorded += sum(len(r["tensors"]) for r in read)
         else:
-            self.runs_dropped += 1
+            self.runs_dropped += len(read)
+            self._encoder.forget()        # later rows must not be encoded against these
+            for _step, (_device, g, _w, _gd) in graphs:
+                self._graphs_seen.discard((g.device_dir, g.graph_hash))
 
     def _device(self, dev_dir):
         name = self._device_names.get(dev_dir)

@@ -27,7 +27,11 @@ step is dumped, the hook checks that the bytes recorded so far plus the largest 
 far (for each one still being ingested too) stay within the budget; when they would not, it
 stops dumping for the rest of the run, logs one warning saying so, and sets
 `hook.budget_exhausted`; training goes on. Dumping is also skipped (counted in
-`hook.skipped_busy`) while more than `max_pending` dumped runs wait for ingestion.
+`hook.skipped_busy`) while `max_pending` dumped runs, or more than `max_pending_bytes` of them
+(the largest dumped run so far times those waiting; 256 MiB), wait for ingestion. The ingest
+takes up to 64 waiting runs in one go, so a backlog costs it less per run: the burst at the
+start (TF building its executors, the first graphs parsed, pyarrow's first calls) is
+absorbed instead of skipping steps.
 """
 
 import itertools
@@ -88,7 +92,8 @@ def _parse_steps(steps):
 
 class DumpHook(tf.compat.v1.train.SessionRunHook):
     def __init__(self, store=None, watch_fn=None, thread_name_filter=None, *, every_n_steps=1,
-                 steps=None, max_bytes=None, staging_dir=None, max_pending=16, capture=None):
+                 steps=None, max_bytes=None, staging_dir=None, max_pending=1024,
+                 max_pending_bytes=256 << 20, capture=None):
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r}; expected a positive integer")
         if watch_fn is not None and not callable(watch_fn):
@@ -103,6 +108,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self._max_bytes = None if max_bytes is None else int(max_bytes)
         self._staging_dir = staging_dir
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._capture_mode = capture or os.environ.get("TFBLACKBOX_DUMP_CAPTURE") or "auto"
         if self._capture_mode not in native_capture.MODES:
             raise ValueError(f"capture={self._capture_mode!r}; expected one of "
@@ -133,6 +139,9 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self._steps = StepTracker(tf)   # exact: the read is ordered before the increment
         self._graph = tf.compat.v1.get_default_graph()
         self._options_cache = {}
+        self._default_watch = None
+        self._last_fetches = None
+        self._watch_reprs = {}
         if self._capture is None:
             native = native_capture.load(tf, self._capture_mode)
             self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending, native)
@@ -203,7 +212,8 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             return None
         cap = self._capture
         pending = cap.pending()
-        if pending >= self._max_pending:
+        if pending >= self._max_pending or (
+                pending * max(cap.largest_seen, cap.largest_run) > self._max_pending_bytes):
             self.skipped_busy += 1
             if self.skipped_busy == 1 or self.skipped_busy % 100 == 0:
                 log.warning("tfblackbox: DumpHook: %d dumped steps wait for ingestion; step %s "
@@ -219,7 +229,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             return None
         args = run_context.original_args
         if self._watch_fn is None:
-            watch = _watch_options()
+            watch = self._default_watch = self._default_watch or _watch_options()
         else:
             watch = self._watch_fn(args.fetches, args.feed_dict)
             if isinstance(watch, tuple):
@@ -233,8 +243,8 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             n = next(_SESSION_RUNS)
             feed = args.feed_dict
             batch = Batch(step, micros / 1e6, layout.run_dir_name(micros, n), n,
-                          repr(args.fetches), repr(feed.keys()) if feed else repr(feed),
-                          (slot, key))
+                          self._fetches_repr(args.fetches),
+                          repr(feed.keys()) if feed else repr(feed), (slot, key))
         except BaseException:
             cap.release(path)
             raise
@@ -243,11 +253,32 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self.dumped_steps += 1
         return options
 
+    def _watch_key(self, watch):
+        """repr(watch): the default WatchOptions' once (WatchOptions.__repr__ ~15 us a step)."""
+        if watch is self._default_watch:
+            text = self._watch_reprs.get(id(watch))
+            if text is None:
+                text = self._watch_reprs[id(watch)] = repr(watch)
+            return text
+        return repr(watch)
+
+    def _fetches_repr(self, fetches):
+        """repr(fetches), kept while the training loop passes the same fetches (a Tensor's
+        repr costs ~10 us; most loops run the same list every step)."""
+        key = (id(fetches), tuple(map(id, fetches)) if isinstance(fetches, (list, tuple))
+               else None)
+        last = self._last_fetches
+        if last is not None and last[0] == key and last[1] is fetches:
+            return last[2]
+        text = repr(fetches)
+        self._last_fetches = (key, fetches, text)
+        return text
+
     def _run_options(self, watch, url, metadata_url):
         """(key, RunOptions) per watch config, URLs and graph version; only the step changes
         between runs (copying ~100 watches into new options cost ~0.1 ms a step). The URLs are
         per thread, so no two threads share one object."""
-        key = (repr(watch), url, self._graph.version)
+        key = (self._watch_key(watch), url, self._graph.version)
         cached = self._options_cache.get(key)
         if cached is None:
             from tensorflow.core.protobuf import config_pb2

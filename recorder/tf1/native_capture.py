@@ -28,6 +28,7 @@ import sys
 import threading
 
 from tfblackbox.schema.errors import DumpLayoutError, NativeCaptureUnavailable
+from tfblackbox.schema.dump_codec import content_span
 from tfblackbox.schema.formats import dtypes
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
@@ -35,7 +36,7 @@ from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 3
+ABI_VERSION = 5
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -234,7 +235,7 @@ class Records:
         self.release()
 
 
-_HEAD = struct.Struct("<IQiiIIIII")
+_HEAD = struct.Struct("<IQiiIIIIIII")
 
 
 def parse_records(blob):
@@ -242,25 +243,37 @@ def parse_records(blob):
     take()'s records (bytes or a memoryview). Names repeated within them get TF's collision
     suffix (`<micros>-1`, ...), as the files of one run dir would."""
     out, seen, i, end = [], {}, 0, len(blob)
+    names, unpack, head = _NAMES, _HEAD.unpack_from, _HEAD.size
     while i < end:
-        n, ts, slot, dtype, rank, ld, ln, lo, le = _HEAD.unpack_from(blob, i)
-        j = i + _HEAD.size
+        n, ts, slot, dtype, rank, ld, ln, lo, le, cat, clen = unpack(blob, i)
+        j = i + head
         if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
             raise DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
+        if clen and cat + clen > le:
+            raise DumpLayoutError(f"capture record at byte {i}: tensor content {cat}+{clen} "
+                                  f"lies outside its {le}-byte Event")
         dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
         j += 8 * rank
-        device = str(blob[j:j + ld], "utf-8")
-        node = str(blob[j + ld:j + ld + ln], "utf-8")
-        op = str(blob[j + ld + ln:j + ld + ln + lo], "utf-8")
+        # the strings repeat run after run: decoded (and the device dir derived) once
+        raw = bytes(blob[j:j + ld + ln + lo])
+        known = names.get((raw, ld, ln))
+        if known is None:
+            device = str(raw[:ld], "utf-8")
+            known = names[(raw, ld, ln)] = (device, layout.device_dir(device),
+                                            str(raw[ld:ld + ln], "utf-8"),
+                                            str(raw[ld + ln:], "utf-8"))
+        device, dev_dir, node, op = known
         data = bytes(blob[j + ld + ln + lo:i + 4 + n])
-        dev_dir = layout.device_dir(device)
         name = (dev_dir, node, slot, op, ts)
         k = seen.get(name, 0)
         seen[name] = k + 1
         out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
-                                     data, device, dtypes.name(dtype), dims))
+                                     data, device, dtypes.name(dtype), dims, (cat, cat + clen)))
         i += 4 + n
     return out
+
+
+_NAMES = {}     # (device + node + op bytes, lengths) -> decoded names; bounded by the graph
 
 
 def self_test(lib_path):
@@ -278,10 +291,14 @@ def self_test(lib_path):
     g = tf.Graph()
     with g.as_default():
         x = tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4))
+        v = tf.compat.v1.get_variable("v", initializer=[1.5, -2.0], use_resource=True)
         fetches = [tf.matmul(x, x, transpose_b=True), tf.constant(["a", "", "xyz"]),
                    tf.constant(7, tf.int64), tf.cast(x, tf.float16), x > 3.0,
-                   tf.zeros([0, 2]), tf.constant(2.5, tf.float64)]
+                   tf.zeros([0, 2]), tf.constant(2.5, tf.float64),
+                   v.read_value()]          # its handle: a DT_RESOURCE tensor
+        init = v.initializer
     with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
+        sess.run(init)
         options = config_pb2.RunOptions()
         debug_utils.watch_graph(options, g, debug_urls=["file://" + root, url])
         sess.run(fetches, options=options)
@@ -295,6 +312,9 @@ def self_test(lib_path):
         if failed or not records:
             print(f"self-test: {len(records)} tensors captured, {failed} failed")
             return 1
+        if "resource" not in {t.dtype for t in records}:
+            print("self-test: no resource handle was captured")
+            return 1
         for t in records:
             folder = os.path.join(t.device_dir, *t.node_name.split("/")[:-1]) or "."
             base = f"{t.node_name.split('/')[-1]}_{t.output_slot}_{t.debug_op}_"
@@ -306,6 +326,9 @@ def self_test(lib_path):
                 return 1
             if proto.tensor_info(t.data) != (t.dtype, t.shape):
                 print(f"self-test: dtype/shape of {t.node_name} differ from its Event's")
+                return 1
+            if (t.content if t.content[1] > t.content[0] else None) != content_span(t.data):
+                print(f"self-test: the content span of {t.node_name} differs from its Event's")
                 return 1
     return 0
 

@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 
-from tfblackbox.schema import BlackboxError, rows
+from tfblackbox.schema import BlackboxError, dump_codec, rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.records import new_run_id
@@ -29,6 +29,7 @@ class _Segments:
         self.store, self.run_id, self.writer_id = store, run_id, writer_id
         self.buffers = rows.ColumnBuffers(attempt)
         self.nbytes, self.segments = 0, 0
+        self.encoder = dump_codec.Encoder()
 
     def flush(self):
         tables = self.buffers.take()
@@ -112,7 +113,7 @@ def _import_dir(out, path, name, seen):
             out.nbytes += len(graph_def)
     if d.tensors:
         out.buffers.add_table("debug_tensors", rows.debug_tensor_table(
-            step, name, d.tensors, names.__getitem__))
+            step, name, d.tensors, names.__getitem__, out.encoder))
     row = rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import", d.core_metadata_name,
                              d.core_metadata, d.fetches_info, d.feed_keys_info,
                              sorted(names[x] for x in d.device_dirs), graphs, d.tensors)

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 
-from tfblackbox.schema import BlackboxError, DumpLayoutError
+from tfblackbox.schema import BlackboxError, DumpLayoutError, dump_codec
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.files import pid_alive as _pid_alive
@@ -34,9 +34,8 @@ def rebuild_run(store, run_id, target, steps=None, node_re=None):
     graphs = {}
     for g in store.read(run_id, "debug_graphs", latest_only=False).to_pylist():
         graphs.setdefault((g["device"], g["graph_hash"]), g)
-    table = store.read(run_id, "debug_tensors", steps=steps, columns=TENSOR_COLUMNS)
     by_run = collections.defaultdict(list)
-    for t in table.to_pylist():
+    for t in dump_codec.read_debug_tensors(store, run_id, steps, TENSOR_COLUMNS):
         by_run[(t["attempt"], t["run_key"])].append(t)
     os.makedirs(target, exist_ok=True)
     remove_leftovers(target)
@@ -118,6 +117,9 @@ def _build(target, name, row, graphs, tensors, node_re, report):
                                                 ext)
             except DumpLayoutError as e:
                 report["rejected"].append(f"{name}: {e}")
+                continue
+            if isinstance(t["event"], BlackboxError):      # its encoding chain is damaged
+                report["rejected"].append(f"{name}: {t['event']}")
                 continue
             _write(tmp, f"{dev_dir}/{rel}", t["event"])
             written += 1

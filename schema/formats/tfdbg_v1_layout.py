@@ -106,6 +106,8 @@ class TensorFile:
     device_name: str | None = None
     dtype: str | None = None
     shape: list | None = None
+    content: tuple | None = None   # (start, end) of tensor_content's payload in data when known
+                                   # ((0, 0): there is none)
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@
 #include "tensorflow/core/debug/debug_callback_registry.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor.pb.h"
+#include "tensorflow/core/framework/types.h"
 #include "tensorflow/core/platform/env.h"
 
 namespace {
@@ -57,50 +58,108 @@ std::string metadata_json(const std::string& device, int32_t slot) {
   return out;
 }
 
+// One captured tensor's Event in three parts: head + content + tail. The content (the
+// tensor_content payload) points into the tensor's own buffer when its dtype is plain memory,
+// so it is copied once, into the sink; otherwise the whole Event is in head.
 struct Captured {
-  std::string event;
+  std::string head, tail;
+  const char* content = nullptr;
+  uint32_t content_len = 0;   // tensor_content's payload (0: none, e.g. strings)
+  uint32_t content_at = 0;    // where it starts in the Event
   int32_t dtype = 0;
   std::vector<int64_t> dims;
+  size_t event_size() const { return head.size() + (content ? content_len : 0) + tail.size(); }
 };
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) { v >>= 7; ++n; }
+  return n;
+}
+
+// The Event around a Value: wall_time (1), summary (5) { value (1) { ... } }.
+void put_event_head(std::string* out, uint64_t wall_time_us, size_t value_len) {
+  const size_t summary_len = 1 + varint_size(value_len) + value_len;
+  double wall = static_cast<double>(wall_time_us);
+  put_varint(out, (1 << 3) | 1);                                      // Event.wall_time
+  char raw[8];
+  std::memcpy(raw, &wall, 8);
+  out->append(raw, 8);
+  put_varint(out, (5 << 3) | 2);                                      // Event.summary
+  put_varint(out, summary_len);
+  put_varint(out, (1 << 3) | 2);                                      // Summary.value
+  put_varint(out, value_len);
+}
 
 Captured capture(const tensorflow::DebugNodeKey& key, const tensorflow::Tensor& tensor,
                  uint64_t wall_time_us) {
   Captured out;
-  // The tensor as WrapTensorAsEvents puts it: dtype, shape and tensor_content, or string_val
-  // for strings; nothing else of AsProtoTensorContent's output.
-  tensorflow::TensorProto full, proto;
-  if (tensor.dtype() == tensorflow::DT_STRING) {
-    tensor.AsProtoField(&full);
-    proto.set_dtype(full.dtype());
-    *proto.mutable_tensor_shape() = full.tensor_shape();
-    proto.mutable_string_val()->Swap(full.mutable_string_val());
-  } else {
-    tensor.AsProtoTensorContent(&full);
-    proto.set_dtype(full.dtype());
-    *proto.mutable_tensor_shape() = full.tensor_shape();
-    proto.mutable_tensor_content()->swap(*full.mutable_tensor_content());
-  }
-  std::string tensor_bytes;
-  proto.SerializeToString(&tensor_bytes);
-  out.dtype = proto.dtype();
-  for (const auto& dim : proto.tensor_shape().dim()) out.dims.push_back(dim.size());
-
-  std::string plugin, meta, value, summary, event;
+  std::string plugin, meta;
   put_bytes(&plugin, 1, "debugger");                                  // PluginData.plugin_name
   put_bytes(&plugin, 2, metadata_json(key.device_name, key.output_slot));   // .content
   put_bytes(&meta, 1, plugin);                                        // SummaryMetadata.plugin_data
-  put_bytes(&value, 1, key.node_name);                                // Value.tag
-  put_bytes(&value, 7, key.debug_node_name);                          // Value.node_name
-  put_bytes(&value, 8, tensor_bytes);                                 // Value.tensor
-  put_bytes(&value, 9, meta);                                         // Value.metadata
-  put_bytes(&summary, 1, value);                                      // Summary.value
-  double wall = static_cast<double>(wall_time_us);
-  put_varint(&event, (1 << 3) | 1);                                   // Event.wall_time
-  char raw[8];
-  std::memcpy(raw, &wall, 8);
-  event.append(raw, 8);
-  put_bytes(&event, 5, summary);                                      // Event.summary
-  out.event.swap(event);
+  put_bytes(&out.tail, 9, meta);                                      // Value.metadata
+  out.dtype = tensor.dtype();
+  for (int i = 0; i < tensor.dims(); ++i) out.dims.push_back(tensor.dim_size(i));
+  // The tensor as WrapTensorAsEvents puts it: dtype, shape and tensor_content, or string_val
+  // for strings; nothing else of AsProtoTensorContent's output. Fields serialize in number
+  // order, so tensor_content (4) comes last.
+  tensorflow::TensorProto proto;
+  std::string tensor_head;
+  std::string tensor_bytes;   // the slow path's whole TensorProto
+  const bool plain = tensor.dtype() != tensorflow::DT_STRING &&
+                     tensorflow::DataTypeCanUseMemcpy(tensor.dtype());
+  if (plain) {
+    proto.set_dtype(tensor.dtype());
+    tensor.shape().AsProto(proto.mutable_tensor_shape());
+    proto.SerializeToString(&tensor_head);
+    auto data = tensor.tensor_data();
+    out.content = data.data();
+    out.content_len = data.size();
+    if (out.content_len) {
+      put_varint(&tensor_head, (4 << 3) | 2);                         // tensor_content
+      put_varint(&tensor_head, out.content_len);
+    }
+  } else {
+    tensorflow::TensorProto full;
+    if (tensor.dtype() == tensorflow::DT_STRING) {
+      tensor.AsProtoField(&full);
+      proto.set_dtype(full.dtype());
+      *proto.mutable_tensor_shape() = full.tensor_shape();
+      proto.mutable_string_val()->Swap(full.mutable_string_val());
+    } else {
+      tensor.AsProtoTensorContent(&full);
+      proto.set_dtype(full.dtype());
+      *proto.mutable_tensor_shape() = full.tensor_shape();
+      proto.mutable_tensor_content()->swap(*full.mutable_tensor_content());
+    }
+    proto.SerializeToString(&tensor_bytes);
+  }
+  std::string value_head;
+  put_bytes(&value_head, 1, key.node_name);                           // Value.tag
+  put_bytes(&value_head, 7, key.debug_node_name);                     // Value.node_name
+  if (plain) {
+    put_varint(&value_head, (8 << 3) | 2);                            // Value.tensor
+    put_varint(&value_head, tensor_head.size() + out.content_len);
+    value_head += tensor_head;
+    put_event_head(&out.head, wall_time_us,
+                   value_head.size() + out.content_len + out.tail.size());
+    out.content_at = out.content_len ? out.head.size() + value_head.size() : 0;
+    out.head += value_head;
+    return out;
+  }
+  // slow path: the whole Event in head; its content's place is still reported
+  const size_t clen = proto.tensor_content().size();
+  const size_t in_value = value_head.size() + 1 + varint_size(tensor_bytes.size()) +
+                          tensor_bytes.size() - clen;
+  put_bytes(&value_head, 8, tensor_bytes);                            // Value.tensor
+  put_event_head(&out.head, wall_time_us, value_head.size() + out.tail.size());
+  out.content_at = clen ? out.head.size() + in_value : 0;
+  out.content_len = clen;
+  out.head += value_head;
+  out.head += out.tail;
+  out.tail.clear();
+  out.content = nullptr;
   return out;
 }
 
@@ -110,15 +169,19 @@ void put_raw(std::string* out, T v) {
 }
 
 // One record (little-endian): u32 length of the rest, u64 wall time (us), i32 output slot,
-// i32 dtype enum, u32 rank, u32 lengths of the device name, node name, debug op and Event;
-// then rank i64 dims and those four strings. dtype and dims are the Event's TensorProto's.
+// i32 dtype enum, u32 rank, u32 lengths of the device name, node name, debug op and Event,
+// u32 offset and length of the tensor_content payload in the Event; then rank i64 dims and
+// those four strings. dtype and dims are the Event's TensorProto's. Written straight into the
+// sink: the tensor's content is copied once.
 void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
                    const Captured& captured) {
-  const std::string& event = captured.event;
   std::string rec;
-  rec.reserve(36 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
-              key.debug_op.size() + event.size());
-  put_raw<uint32_t>(&rec, 0);
+  rec.reserve(44 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
+              key.debug_op.size() + captured.head.size());
+  const size_t event_size = captured.event_size();
+  const size_t total = 44 + 8 * captured.dims.size() + key.device_name.size() +
+                       key.node_name.size() + key.debug_op.size() + event_size;
+  put_raw<uint32_t>(&rec, total);
   put_raw<uint64_t>(&rec, wall_time_us);
   put_raw<int32_t>(&rec, key.output_slot);
   put_raw<int32_t>(&rec, captured.dtype);
@@ -126,16 +189,19 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
   put_raw<uint32_t>(&rec, key.device_name.size());
   put_raw<uint32_t>(&rec, key.node_name.size());
   put_raw<uint32_t>(&rec, key.debug_op.size());
-  put_raw<uint32_t>(&rec, event.size());
+  put_raw<uint32_t>(&rec, event_size);
+  put_raw<uint32_t>(&rec, captured.content_at);
+  put_raw<uint32_t>(&rec, captured.content_len);
   for (int64_t d : captured.dims) put_raw<int64_t>(&rec, d);
   rec += key.device_name;
   rec += key.node_name;
   rec += key.debug_op;
-  rec += event;
-  uint32_t n = rec.size() - 4;
-  std::memcpy(&rec[0], &n, 4);
+  rec += captured.head;
   std::lock_guard<std::mutex> lock(sink->mu);
-  if (sink->open) sink->data += rec;
+  if (!sink->open) return;
+  sink->data += rec;
+  if (captured.content) sink->data.append(captured.content, captured.content_len);
+  sink->data += captured.tail;
 }
 
 std::shared_ptr<Sink> find(const char* key) {
@@ -234,6 +300,6 @@ void tfbb_test_fail_next(const char* key, int64_t n) {
   sink->fail_next = n;
 }
 
-int tfbb_abi_version() { return 3; }
+int tfbb_abi_version() { return 5; }
 
 }  // extern "C"

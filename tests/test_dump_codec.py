@@ -1,0 +1,182 @@
+"""The debug_tensors encoding (schema/dump_codec.py): lossless byte for byte on awkward data,
+a single step read back through its chain, a damaged chain reported, not guessed. Rows go
+through a real store (Parquet segments, the catalog) as DumpHook's writer puts them there."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from tfblackbox.schema import Store, dump_codec, rows
+from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.formats.wire import encode_varint, length_delimited
+
+DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
+DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 9, "bool": 10, "float16": 19,
+          "string": 7}
+
+
+def event(wall, node, dtype, shape, content=None, strings=None):
+    """A dump Event as tfdbg writes it: wall_time, summary.value[0] with tag, node_name and
+    the tensor (dtype, shape, tensor_content or string_val)."""
+    dims = b"".join(length_delimited(2, b"\x08" + encode_varint(d)) for d in shape)
+    tensor = b"\x08" + encode_varint(DTYPES[dtype]) + length_delimited(2, dims)
+    if content is not None:
+        tensor += length_delimited(4, content)
+    for s in strings or ():
+        tensor += length_delimited(8, s)
+    value = (length_delimited(1, node.encode()) +
+             length_delimited(7, f"{node}:0:DebugIdentity".encode()) + length_delimited(8, tensor))
+    return b"\x09" + struct.pack("<d", wall) + length_delimited(5, length_delimited(1, value))
+
+
+def tensors_of_step(step, rng, micros):
+    """One session.run's dumps: weights drifting step by step, noise, specials (NaN, inf,
+    -0.0, denormals, int extremes), a node dumped 3 times (a loop), sizes that change, a
+    float16, bools, a string and an empty tensor."""
+    w = (np.linspace(-1, 1, 300, dtype=np.float32) * (1 + 0.001 * step)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-40, 3.4e38, step],
+                       np.float32)
+    ints = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, -step, step * 7], np.int64)
+    out = [("dense/kernel/read", "float32", [300], w.tobytes()),
+           ("noise", "float32", [64], rng.standard_normal(64).astype(np.float32).tobytes()),
+           ("special", "float32", [8], special.tobytes()),
+           ("ints", "int64", [4], ints.tobytes()),
+           ("half", "float16", [10], (np.arange(10) * step).astype(np.float16).tobytes()),
+           ("flags", "bool", [5], bytes([step % 2, 1, 0, 1, step % 3 == 0])),
+           ("grow", "float64", [step % 3 + 1], np.arange(step % 3 + 1, dtype=np.float64)
+            .tobytes()),
+           ("odd", "int32", [3], b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b"),  # 11 bytes
+           ("empty", "float32", [0], None)]
+    files = []
+    for node, dtype, shape, content in out:
+        data = event(micros, node, dtype, shape, content)
+        files.append(layout.TensorFile(layout.device_dir(DEVICE), node, 0, "DebugIdentity",
+                                       micros, str(micros), data))
+    for k in range(3):     # a loop body dumped once per iteration, in the same microsecond
+        data = event(micros + 1, "loop/body", "float32", [4],
+                     np.full(4, k + step, np.float32).tobytes())
+        files.append(layout.TensorFile(layout.device_dir(DEVICE), "loop/body", 0,
+                                       "DebugIdentity", micros + 1,
+                                       f"{micros + 1}-{k}" if k else str(micros + 1), data))
+    files.append(layout.TensorFile(layout.device_dir(DEVICE), "words", 0, "DebugIdentity",
+                                   micros + 2, str(micros + 2),
+                                   event(micros + 2, "words", "string", [2],
+                                         strings=[b"a", str(step).encode()])))
+    rng.shuffle(files)     # the capture's order is the threads' order, not the watches'
+    return files
+
+
+def record(tmp_path, steps, key_every=4):
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r")
+    writer, attempt = store.begin_attempt("r")
+    encoder = dump_codec.Encoder(key_every=key_every)
+    rng = np.random.default_rng(3)
+    originals = {}
+    for step in steps:
+        run_key = f"run_{1000 + step}_{step}"
+        files = tensors_of_step(step, rng, 1_700_000_000_000_000 + 10 * step)
+        for t in files:
+            originals[(run_key, t.node_name, t.ext_timestamp)] = t.data
+        buffers = rows.ColumnBuffers(attempt)
+        buffers.add_table("debug_tensors", rows.debug_tensor_table(
+            step, run_key, files, layout.device_name_from_dir, encoder))
+        for name, table in buffers.take().items():   # a segment per step, as small flushes do
+            store.write_segment("r", name, table, writer)
+    return store, originals
+
+
+def decoded(store, steps=None):
+    got = {}
+    for r in dump_codec.read_debug_tensors(store, "r", steps, [
+            "step", "run_key", "node_name", "timestamp", "ext_timestamp", "event", "codec"]):
+        ext = r["ext_timestamp"] or str(r["timestamp"])
+        got[(r["run_key"], r["node_name"], ext)] = r["event"]
+    return got
+
+
+def test_every_event_comes_back_byte_for_byte(tmp_path):
+    steps = list(range(11))
+    store, originals = record(tmp_path, steps)
+    table = store.read("r", "debug_tensors", columns=["codec", "chain_pos", "step"])
+    codecs = set(table["codec"].to_pylist())
+    # key frames, first-, second- and third-order deltas of widths 1, 2, 4 and 8; strings
+    # and the empty tensor kept whole
+    assert {"w4o0", "w4o1", "w4o2", "w4o3", "w8o3", "w2o3", "w1o3", None} <= codecs
+    assert max(p for p in table["chain_pos"].to_pylist() if p is not None) == 3   # key_every=4
+    got = decoded(store)
+    assert got.keys() == originals.keys()
+    for key, data in originals.items():
+        assert got[key] == data, key
+
+
+@pytest.mark.parametrize("step", [0, 3, 4, 6, 10])
+def test_a_single_step_reads_back_through_its_chain(tmp_path, step):
+    store, originals = record(tmp_path, list(range(11)))
+    got = decoded(store, (step, step + 1))
+    want = {k: v for k, v in originals.items() if k[0].endswith(f"_{step}")}
+    assert got == want
+
+
+def test_drifting_weights_leave_small_residuals(tmp_path):
+    store, originals = record(tmp_path, list(range(40)), key_every=dump_codec.KEY_EVERY)
+    raw = store.read("r", "debug_tensors", columns=["content", "chain_pos", "node_name"])
+    drifting = [v for k, v in originals.items() if k[1] == "dense/kernel/read"]
+    # content: the int32 words in 4 byte planes
+    stored = [(np.frombuffer(c, np.uint8).reshape(4, -1).T.copy().view(np.int32).ravel(), p)
+              for c, p, n in zip(raw["content"].to_pylist(), raw["chain_pos"].to_pylist(),
+                                 raw["node_name"].to_pylist()) if n == "dense/kernel/read"]
+    assert len(stored) == len(drifting) == 40
+    # a key frame holds the float bits (large); a quadratic prediction of values scaled a
+    # little more each step leaves a few low bits, except where a value crosses a power of 2
+    deltas = np.abs(np.array([w for w, p in stored if p >= 3], np.int64))
+    keys = np.abs(np.array([w for w, p in stored if p == 0], np.int64))
+    assert np.quantile(deltas, 0.9) < 1 << 8 and np.median(keys) > 1 << 28
+
+
+def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
+    """Two threads' runs at one step, and a step lower than the last (a resumed loop): every
+    row still decodes, and a chain's steps never go down."""
+    steps = [0, 1, 2, 2, 1, 3, 4]
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r")
+    writer, attempt = store.begin_attempt("r")
+    encoder = dump_codec.Encoder(key_every=8)
+    rng = np.random.default_rng(5)
+    originals = {}
+    buffers = rows.ColumnBuffers(attempt)
+    for n, step in enumerate(steps):
+        run_key = f"run_{2000 + n}_{n}"
+        files = tensors_of_step(step, rng, 1_700_000_000_000_000 + 10 * n)
+        originals.update({(run_key, t.node_name, t.ext_timestamp): t.data for t in files})
+        buffers.add_table("debug_tensors", rows.debug_tensor_table(
+            step, run_key, files, layout.device_name_from_dir, encoder))
+    for name, table in buffers.take().items():
+        store.write_segment("r", name, table, writer)
+    assert decoded(store) == originals
+    assert decoded(store, (1, 2)) == {k: v for k, v in originals.items()
+                                      if k[0] in ("run_2001_1", "run_2004_4")}
+
+
+def test_a_missing_link_is_reported_not_guessed(tmp_path):
+    store, originals = record(tmp_path, list(range(6)), key_every=8)
+    rows_ = dump_codec.read_debug_tensors(store, "r")
+    # lose step 2's rows: steps 3.. of each chain cannot be rebuilt, 0 and 1 still can
+    kept = [r for r in rows_ if r["step"] != 2]
+    raw = store.read("r", "debug_tensors").to_pylist()
+    raw = [r for r in raw if r["step"] != 2]
+    events = dump_codec.decode_events(raw)
+    damaged = set()
+    for r, e in zip(raw, events):
+        ext = r["ext_timestamp"] or str(r["timestamp"])
+        key = (r["run_key"], r["node_name"], ext)
+        if r["codec"] is None or r["step"] < 2:
+            assert e == originals[key]
+        elif isinstance(e, dump_codec.StoreDamageError):    # never a wrong value
+            assert "not in the store" in str(e) and r["tag"] in str(e)
+            damaged.add(r["node_name"])
+        else:      # a chain that did not pass through step 2 ("grow" changes size)
+            assert e == originals[key] and r["node_name"] == "grow"
+    assert {"dense/kernel/read", "noise", "loop/body", "ints", "half"} <= damaged
+    assert len(kept) < len(rows_)
