@@ -106,7 +106,7 @@ def test_writer_flushes_every_n_rows_and_t_seconds(store_dir):
 
 
 def test_undecodable_item_is_reported_not_fatal(store_dir, graph):
-    from tfblackbox.recorder.summaries import decode_summary
+    from tfblackbox.schema.summary_decode import decode_summary
     run = recorder.init(store=store_dir)
     run.submit(lambda b: decode_summary(b"\xff\xff not a summary", 0, 0.0, b))
     run.submit(add_scalars([3]))

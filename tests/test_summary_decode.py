@@ -1,6 +1,7 @@
-"""The TF-free summary decoder (schema/summary_decode.py, used by import-tfevents) gives the
-very rows the recorder's protobuf decoder (recorder/summaries.py) gives, on summaries TF
-itself wrote: every kind of the TF1 ops, a TF2 tf.summary file, odd and broken values."""
+"""The summary decoder (schema/summary_decode.py: the wire format, no TensorFlow) gives the
+very rows an independent decoder on TF's own protos gives (tests/summary_oracle.py), on
+summaries TF itself wrote: every kind of the TF1 ops, a TF2 tf.summary file, odd and broken
+values."""
 
 import math
 import struct
@@ -36,10 +37,10 @@ def _rows(table):
 
 
 def _same(data):
-    from tfblackbox.recorder import summaries
+    import summary_oracle
     from tfblackbox.schema import summary_decode
-    ours, theirs = _decode(summary_decode.decode_summary, data), _decode(summaries.decode_summary,
-                                                                          data)
+    ours, theirs = (_decode(summary_decode.decode_summary, data),
+                    _decode(summary_oracle.decode_summary, data))
     assert ours == theirs
     return ours[0]
 

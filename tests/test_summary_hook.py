@@ -273,7 +273,8 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
     import struct
 
     from tensorflow.core.framework import summary_pb2
-    from tfblackbox.recorder import summaries
+    import summary_oracle
+    from tfblackbox.schema import summary_decode
     s = summary_pb2.Summary()
     for tag, v in (("loss", 0.25), (ODD_TAG, float("nan")), ("inf", float("inf")),
                    ("neg0", -0.0)):
@@ -292,8 +293,8 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
     unpacked = b"\x0a\x03raw" + b"\x2a" + bytes([9 * 3]) + b"".join(
         bytes([0x31]) + struct.pack("<d", x) for x in (1.0, 2.0, 3.0))
     data += b"\x0a" + bytes([len(unpacked)]) + unpacked
-    fast = _decoded(summaries.decode_summary, data)
-    slow = _decoded(lambda d, *a: summaries._decode_slow(d, *a, 0), data)
+    fast = _decoded(summary_decode.decode_summary, data)
+    slow = _decoded(lambda d, *a: summary_oracle._decode_slow(d, *a, 0), data)
     assert sorted(fast) == sorted(slow) == ["histograms", "media", "scalars", "tensors"]
     for name in fast:
         assert fast[name].schema == slow[name].schema and _rows(fast[name]) == _rows(
@@ -303,7 +304,8 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
     assert fast["histograms"]["bucket_limits"].to_pylist()[2] == [1.0, 2.0, 3.0]
     # a Summary that is not a run of values falls back whole, from where it stops
     odd = data + b"\x12\x00"
-    assert _rows(_decoded(summaries.decode_summary, odd)["scalars"]) == _rows(slow["scalars"])
+    assert _rows(_decoded(summary_decode.decode_summary, odd)["scalars"]) == _rows(
+        slow["scalars"])
 
 
 def _rows(table):

@@ -25,7 +25,7 @@ import weakref
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.tfevents_restore import read_points
 
-from .tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.tfevents_decode import FileSource, add_unframed, decode_records
 
 log = logging.getLogger("tfblackbox")
 

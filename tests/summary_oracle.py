@@ -1,4 +1,6 @@
-"""Decodes a serialized tf.Summary into typed rows (runs on the writer thread).
+"""The test oracle for schema/summary_decode.py: a serialized tf.Summary decoded with
+TensorFlow's own protos (summary_pb2, tensor_util), independently of the wire decoder the
+recorder uses. (It was the recorder's decoder until the one wire decoder replaced it.)
 
 Every value lands somewhere: simple_value and scalar tensors -> scalars; `histo` and
 histogram-plugin tensors -> histograms; images, audio, text and pr-curves -> media (bytes as
