@@ -38,7 +38,13 @@ def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
         s.add(row)
         s.flush()
         return run_record(row)
-    return self.catalog.transact(create)
+    try:
+        return self.catalog.transact(create)
+    except CatalogError as e:
+        # PostgreSQL: another process inserted the same id after our lookup; its commit won
+        if isinstance(e.__cause__, exc.IntegrityError) and self.has_run(run_id):
+            raise RunExistsError(f"run {run_id!r} already exists in store {self.root}") from e
+        raise
 
 
 def reopen_run(self, run_id, config=None, tags=None, **fields):

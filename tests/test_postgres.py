@@ -173,3 +173,35 @@ def test_catalog_writes_wait_for_a_server_that_restarts(postgres, pg_url, tmp_pa
     assert waited >= 2.0
     assert store.scalars("r")["step"].to_pylist() == [0, 1, 2]
     assert len(store.segments("r")) == 3 and verify(store).ok
+
+
+def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(pg_url, tmp_path):
+    """resume='allow' from processes starting one run at once: on PostgreSQL both may see no
+    run, both insert; the loser's unique violation means 'it exists now', so it resumes."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from tfblackbox import recorder
+    from tfblackbox.schema import RunExistsError
+    Store.create(pg_url, data=str(tmp_path / "data"))
+    rival = Store.open(pg_url)
+    raced = []
+
+    def insert_first(session, _context, _instances):   # the other process wins the insert
+        ids = [o.run_id for o in session.new if type(o).__name__ == "RunRow"]
+        if ids and not raced:
+            raced.append(ids[0])
+            rival.create_run(ids[0], pid=1)
+    event.listen(Session, "before_flush", insert_first)
+    try:
+        with pytest.raises(RunExistsError, match="'shared' already exists"):
+            Store.open(pg_url).create_run("shared", pid=2)
+        raced.clear()
+        run = recorder.init(store=pg_url, run_id="resumed", resume="allow")
+        recorder.finish()
+    finally:
+        event.remove(Session, "before_flush", insert_first)
+    assert raced == ["resumed"]
+    assert run.attempt == 1 and [w.attempt for w in rival.writers("resumed")] == [1]
+    assert {r.run_id: r.status for r in rival.runs()} == {"shared": "running",
+                                                           "resumed": "finished"}
