@@ -9,13 +9,12 @@ written); any other tensor -> tensors (raw TensorProto bytes). Nothing is droppe
 
 import json
 import logging
-import struct
 
 import numpy as np
 
 from tfblackbox.schema.errors import WireFormatError
 from tfblackbox.schema.formats import dtypes
-from tfblackbox.schema.formats.wire import encode_varint, varint
+from tfblackbox.schema.formats.wire import encode_varint
 from tfblackbox.schema.formats.wire import walk as wire_fields
 
 log = logging.getLogger("tfblackbox")
@@ -45,12 +44,8 @@ def image_content_type(data):
 
 
 def decode_summary(serialized, step, wall_time, buffers):
-    """Parses one serialized Summary and appends its values to `buffers`, value by value.
-
-    Scalars (simple_value) and `histo` histograms, what tf.compat.v1.summary writes on every
-    logging step, are read straight from the wire (a third of the protobuf path's time, on the
-    writer thread that shares the GIL with training); every other value goes through
-    protobuf. A value whose tag is not UTF-8 (protobuf refuses it) is kept under its tag with
+    """Parses one serialized Summary and appends its values to `buffers`, value by value, each
+    through TF's protobuf classes. A value whose tag is not UTF-8 (protobuf refuses it) is kept under its tag with
     the bad bytes escaped, with a warning. Bytes that do not parse at all are kept raw in a
     `tensors` row (plugin_name UNDECODABLE) and raised as WireFormatError once the rest of
     the Summary is recorded, so the writer reports them (WriterError, the catalog)."""
@@ -67,7 +62,7 @@ def decode_summary(serialized, step, wall_time, buffers):
         if number != 1 or wire != 2:   # Summary has only `value`: keep anything else raw
             _keep_undecodable(data[i:end], "", step, wall_time, buffers,
                               f"unknown Summary field {number} (wire type {wire})")
-        elif not _decode_value_fast(data, start, end, step, wall_time, buffers):
+        else:
             bad.extend(_decode_value_bytes(data[start:end], step, wall_time, buffers))
         i = end
     if bad:
@@ -143,40 +138,6 @@ def _keep_undecodable(raw, tag, step, wall_time, buffers, why):
     return message
 
 
-def _decode_value_fast(data, i, end, step, wall, buf):
-    """A Value holding just tag + simple_value or tag + histo (+ metadata, which those kinds
-    ignore); False, touching nothing, for anything else."""
-    tag = simple = histo = None
-    while i < end:
-        key = data[i]
-        if key == 0x0A or key == 0x2A or key == 0x4A:      # tag, histo, metadata (bytes)
-            length, j = varint(data, i + 1)
-            if key == 0x0A:
-                tag = data[j:j + length]
-            elif key == 0x2A:
-                histo = (j, j + length)
-            i = j + length
-        elif key == 0x15:                                  # simple_value (2, fixed32)
-            simple = struct.unpack_from("<f", data, i + 1)[0]
-            i += 5
-        else:
-            return False
-    if i != end or tag is None or (simple is None) == (histo is None):
-        return False
-    try:
-        tag = tag.decode()
-    except UnicodeDecodeError:
-        return False
-    if simple is not None:
-        buf.add_scalar(step, wall, tag, simple)
-        return True
-    fields = _histo_wire(data, *histo)
-    if fields is None:
-        return False
-    buf.add_histogram(step, wall, tag, fields)
-    return True
-
-
 def _decode_value(v, step, wall, buf):
     which = v.WhichOneof("value")
     if which == "simple_value":
@@ -204,44 +165,10 @@ def _decode_value(v, step, wall, buf):
                 tensor=None, **key)
 
 
-_HISTO_SCALARS = {1: "min", 2: "max", 3: "num", 4: "sum", 5: "sum_squares"}
-_HISTO_ARRAYS = {6: "bucket_limits", 7: "bucket_counts"}
-
-
 def histo_fields(h):
-    """A HistogramProto's fields; the packed bucket arrays are read straight from the wire
-    bytes as numpy arrays (converting upb repeated fields element by element costs ~10x more)."""
-    data = h.SerializeToString()
-    out = _histo_wire(data, 0, len(data))
-    if out is None:   # not the packed layout TF writes: take the slow, general path
-        return {"min": h.min, "max": h.max, "num": h.num, "sum": h.sum,
-                "sum_squares": h.sum_squares, "bucket_limits": list(h.bucket_limit),
-                "bucket_counts": list(h.bucket)}
-    return out
-
-
-def _histo_wire(data, i, n):
-    """The fields of the HistogramProto in data[i:n] in TF's packed layout, or None."""
-    out = {"min": 0.0, "max": 0.0, "num": 0.0, "sum": 0.0, "sum_squares": 0.0,
-           "bucket_limits": _EMPTY, "bucket_counts": _EMPTY}
-    while i < n:
-        tag = data[i]
-        field, wire = tag >> 3, tag & 7
-        if wire == 1 and field in _HISTO_SCALARS and i + 9 <= n:
-            out[_HISTO_SCALARS[field]] = struct.unpack_from("<d", data, i + 1)[0]
-            i += 9
-        elif wire == 2 and field in _HISTO_ARRAYS:
-            length, i = varint(data, i + 1)
-            if length % 8 or i + length > n:
-                return None
-            out[_HISTO_ARRAYS[field]] = np.frombuffer(data, "<f8", length // 8, i)
-            i += length
-        else:
-            return None
-    return out if i == n else None
-
-
-_EMPTY = np.zeros(0, dtype="<f8")
+    """A HistogramProto's fields, as protobuf gives them."""
+    return {"min": h.min, "max": h.max, "num": h.num, "sum": h.sum, "sum_squares": h.sum_squares,
+            "bucket_limits": list(h.bucket_limit), "bucket_counts": list(h.bucket)}
 
 
 def _decode_tensor(v, key, buf):
