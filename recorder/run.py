@@ -43,6 +43,7 @@ class Run(RunLogging):
         self.writer_id, self.attempt = writer_id, attempt
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
+        self.exit_error = None       # the exception a `with` block ended with
         self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
         self._start_logging(console)   # log(), summary, config, console (logging_api.py)
 
@@ -153,6 +154,7 @@ class Run(RunLogging):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self.exit_error = exc
         if _active is self:
             finish(exit_code=0 if exc_type is None else 1)
         else:
@@ -305,14 +307,26 @@ def _install_exit_handlers():
 
     def hook(exc_type, exc, tb):
         _exit_state["exception"] = True
+        _exit_state["error"] = exc
         previous(exc_type, exc, tb)
 
     sys.excepthook = hook
     atexit.register(_at_exit)
 
 
+def note_exit_code(code):
+    """The process is leaving with this code (a signal's 128+n): the run is marked with it."""
+    _exit_state["code"] = code
+
+
+def exit_error(run):
+    """The exception the run (`with` block) or the process is ending with, if known."""
+    return getattr(run, "exit_error", None) or _exit_state.get("error")
+
+
 def _at_exit():
+    code = _exit_state.get("code") or (1 if _exit_state["exception"] else 0)
     try:
-        finish(exit_code=1 if _exit_state["exception"] else 0, timeout=60)
+        finish(exit_code=code, timeout=60)
     except Exception as e:
         log.error("tfblackbox: could not finish the run at exit: %s", e)

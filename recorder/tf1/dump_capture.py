@@ -70,6 +70,7 @@ class Batch:
         self.executor_key, self.status = executor_key, status
         self.path = None
         self.reused = None    # the reusable staging dir it was written to (None: a fresh one)
+        self.seq = 0          # its number among the runs sealed (DumpCapture.seal)
         self.records = None   # in-memory capture: the run's tensors (native_capture.Records)
         self.failed = 0       # in-memory capture: tensors it could not keep (out of memory)
 
@@ -77,6 +78,8 @@ class Batch:
 class DumpCapture:
     def __init__(self, run, staging_root=None, max_pending=1024, native=None):
         self.run = run
+        self.blackbox = None           # blackbox.BlackBox: dumped steps go to its ring
+        self.sealed = 0                # runs sealed so far (each batch's seq)
         self.native = native           # native_capture.Native, or None: tensors come as files
         self._mem_keys = {}            # thread slot -> its memcbk key
         self.root = staging_root or default_staging_root()
@@ -174,7 +177,14 @@ class DumpCapture:
     def seal(self, slot, batch):
         """Queues the run's staging dir (batch.path, from acquire()) with its metadata."""
         with self._cond:
+            self.sealed += 1
+            batch.seq = self.sealed
             self._queue.append(batch)
+            self._cond.notify_all()
+
+    def wake(self):
+        """A trigger fired: the ingest thread looks at it now."""
+        with self._cond:
             self._cond.notify_all()
 
     def close(self, timeout=120.0):
@@ -195,9 +205,15 @@ class DumpCapture:
     def _loop(self):
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._closed and not (
+                        self.blackbox and self.blackbox.due()):
                     self._cond.wait(1.0)
                 if not self._queue:
+                    if not self._closed:      # a trigger fired for steps already ingested
+                        self.blackbox.settle()
+                        continue
+                    if self.blackbox:         # the end: triggers still waiting write now
+                        self.blackbox.settle(final=True)
                     return
                 # everything queued is ingested together: one table and one writer job, so
                 # Arrow's and the writer's fixed costs are paid once however far behind
@@ -217,14 +233,13 @@ class DumpCapture:
                 finally:
                     self._done_reading(batch)
             try:
-                self._record(read)
+                if self.blackbox is None:
+                    self._record(read)
+                else:
+                    self.blackbox.take(read)
             except Exception as e:   # never take the training down
                 log.error("tfblackbox: DumpHook could not record the dumps of step(s) %s: %s",
                           ", ".join(str(r["step"]) for r in read), e)
-                self._encoder.forget()    # what it encoded may not be stored
-                for r in read:
-                    for _device, g, _w, _gd in r["graphs"]:
-                        self._graphs_seen.discard((g.device_dir, g.graph_hash))
             finally:
                 with self._cond:
                     self._busy = 0
@@ -263,7 +278,6 @@ class DumpCapture:
             if batch.reused:     # it would come back with every later run of this dir
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
                     os.remove(path))
-        new_graphs = []
         ekey = (batch.executor_key, executor_signature(d.core_metadata))
         fresh = {}
         for g in d.graphs:
@@ -278,11 +292,6 @@ class DumpCapture:
             if t.device_name:                  # the in-memory capture knows the true name
                 self._device_names[t.device_dir] = t.device_name
         graphs = self._executor_graphs.get(ekey, {})
-        for dev_dir, (g, wall, graph_def) in graphs.items():
-            key = (dev_dir, g.graph_hash)
-            if key not in self._graphs_seen:
-                new_graphs.append((self._device(dev_dir), g, wall, graph_def))
-                self._graphs_seen.add(key)     # given back if its job is not queued
         tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
         step = batch.step
         meta = d.core_metadata
@@ -296,21 +305,45 @@ class DumpCapture:
             proto.log_message_event(batch.feed_keys_repr), devices,
             [(self._device(x), graphs[x][0].graph_hash, graphs[x][0].timestamp, graphs[x][1],
               None) for x in sorted(graphs)], tensors)
-        nbytes = run_row["tensor_bytes"] + sum(len(gd) for _d, _g, _w, gd in new_graphs) + len(
-            meta or b"")
-        return {"step": step, "run_key": batch.run_key, "tensors": tensors, "run_row": run_row,
-                "graphs": new_graphs, "nbytes": nbytes}
+        # the executor's graphs, each recorded once (the first run written that ran it)
+        ran = [(self._device(x), g, wall, graph_def) for x, (g, wall, graph_def) in
+               sorted(graphs.items())]
+        return {"step": step, "seq": batch.seq, "run_key": batch.run_key, "tensors": tensors,
+                "run_row": run_row, "graphs": ran, "status": batch.status,
+                "nbytes": run_row["tensor_bytes"] + len(meta or b"")}
 
     def _record(self, read):
-        """One writer job for the runs read: their graphs, tensors (encoded) and run rows."""
+        """One writer job for the runs read: their graphs not recorded yet, tensors (encoded)
+        and run rows. Returns whether the writer took it."""
         if not read:
-            return
-        with_tensors = [(r["step"], r["run_key"], r["tensors"]) for r in read if r["tensors"]]
-        tensors = (rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
-                   if with_tensors else None)
-        graphs = [(r["step"], g) for r in read for g in r["graphs"]]
-        run_rows = [r["run_row"] for r in read]
-        nbytes = sum(r["nbytes"] for r in read)
+            return True
+        graphs, sizes = [], {}
+        for r in read:
+            sizes[r["seq"]] = r["nbytes"]
+            for item in r["graphs"]:
+                key = (item[1].device_dir, item[1].graph_hash)
+                if key not in self._graphs_seen:
+                    self._graphs_seen.add(key)      # given back if the job is not queued
+                    graphs.append((r["step"], item))
+                    sizes[r["seq"]] += len(item[3])
+        try:
+            with_tensors = [(r["step"], r["run_key"], r["tensors"]) for r in read
+                            if r["tensors"]]
+            tensors = (rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
+                       if with_tensors else None)
+            queued = self._submit(graphs, tensors, [r["run_row"] for r in read], read, sizes)
+        except BaseException:
+            queued = None
+            raise
+        finally:
+            if not queued:
+                self._encoder.forget()          # later rows must not be encoded against these
+                for _step, (_device, g, _w, _gd) in graphs:
+                    self._graphs_seen.discard((g.device_dir, g.graph_hash))
+        return queued
+
+    def _submit(self, graphs, tensors, run_rows, read, sizes):
+        nbytes = sum(sizes.values())
 
         def job(buffers):
             for step, (device, g, wall, graph_def) in graphs:
@@ -325,14 +358,12 @@ class DumpCapture:
         # dumped steps (a backlog makes DumpHook skip steps, counted, instead)
         if self.run.submit(job, nbytes, block=True):
             self.bytes_recorded += nbytes
-            self.largest_run = max([self.largest_run] + [r["nbytes"] for r in read])
+            self.largest_run = max([self.largest_run] + list(sizes.values()))
             self.runs_recorded += len(read)
             self.tensors_recorded += sum(len(r["tensors"]) for r in read)
-        else:
-            self.runs_dropped += len(read)
-            self._encoder.forget()        # later rows must not be encoded against these
-            for _step, (_device, g, _w, _gd) in graphs:
-                self._graphs_seen.discard((g.device_dir, g.graph_hash))
+            return True
+        self.runs_dropped += len(read)
+        return False
 
     def _device(self, dev_dir):
         name = self._device_names.get(dev_dir)

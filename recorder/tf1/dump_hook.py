@@ -32,6 +32,16 @@ stops dumping for the rest of the run, logs one warning saying so, and sets
 takes up to 64 waiting runs in one go, so a backlog costs it less per run: the burst at the
 start (TF building its executors, the first graphs parsed, pyarrow's first calls) is
 absorbed instead of skipping steps.
+
+Black-box mode (blackbox.py): with `keep_last=K` dumped steps go to a ring in memory (K+1
+steps, at most `max_ring_bytes`) and are written only when a trigger of `persist_on` fires
+("nan", "exception", "signal", ("spike", tag, factor), a callable): the ring up to the trigger's
+step, then `after` more dumped steps. `hook.triggers` lists what fired; `max_bytes` then
+bounds what is written.
+
+A session.run that raises ends MonitoredSession without calling any hook's end(); the hook
+then seals that run's partial dumps (status 'error') and writes what is queued when the run
+finishes (recorder.finish, or at exit).
 """
 
 import itertools
@@ -45,8 +55,9 @@ import tensorflow as tf
 
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
-from . import native_capture
+from . import blackbox, native_capture
 from .. import run as run_mod
+from .blackbox_hook import BlackBoxHook
 from .dump_capture import Batch, DumpCapture
 from .global_step import StepTracker
 
@@ -90,10 +101,11 @@ def _parse_steps(steps):
     return ranges
 
 
-class DumpHook(tf.compat.v1.train.SessionRunHook):
+class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
     def __init__(self, store=None, watch_fn=None, thread_name_filter=None, *, every_n_steps=1,
                  steps=None, max_bytes=None, staging_dir=None, max_pending=1024,
-                 max_pending_bytes=256 << 20, capture=None):
+                 max_pending_bytes=256 << 20, capture=None, keep_last=None,
+                 persist_on=("nan", "exception"), after=0, max_ring_bytes=None):
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r}; expected a positive integer")
         if watch_fn is not None and not callable(watch_fn):
@@ -113,7 +125,23 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         if self._capture_mode not in native_capture.MODES:
             raise ValueError(f"capture={self._capture_mode!r}; expected one of "
                              f"{', '.join(native_capture.MODES)}")
-        self._run = None
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(
+                keep_last, int) or keep_last < 0):
+            raise ValueError(f"keep_last={keep_last!r}; expected a number of steps >= 0 "
+                             f"(or None: every dumped step is written)")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"after={after!r}; expected a number of steps >= 0")
+        if max_ring_bytes is not None and (isinstance(max_ring_bytes, bool) or not isinstance(
+                max_ring_bytes, int) or max_ring_bytes <= 0):
+            raise ValueError(f"max_ring_bytes={max_ring_bytes!r}; expected a number of bytes > 0")
+        self.keep_last, self._after = keep_last, after
+        self.max_ring_bytes = max_ring_bytes or blackbox.default_max_ring_bytes()
+        self._triggers = blackbox.Triggers(persist_on) if keep_last is not None else None
+        self._box = None
+        self._signals = None
+        self._values = {}             # tag -> the recorder's copy of a scalar summary
+        self._open = {}               # thread slot -> its dumped run in progress
+        self._run = self._finishing_with = None
         self._capture = None
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -142,10 +170,16 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
         self._default_watch = None
         self._last_fetches = None
         self._watch_reprs = {}
+        self._last_step = None
         if self._capture is None:
             native = native_capture.load(tf, self._capture_mode)
             self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending, native)
         self.capture = "files" if self._capture.native is None else "memory"
+        if self._triggers is not None and self._box is None:
+            self._begin_blackbox()
+        if self._finishing_with is not self._run:
+            self._finishing_with = self._run
+            self._run.add_finish_callback(lambda timeout=None: self._at_finish())
 
     def _resolve_run(self):
         store = self._store
@@ -163,6 +197,8 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
 
     def before_run(self, run_context):
         fetches = self._steps.fetches()
+        if self._values:
+            fetches = dict(fetches, values=list(self._values.values()))
         try:
             options = self._prepare(run_context)
         except Exception as e:   # never take the training down
@@ -172,16 +208,34 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         batch, self._local.batch = getattr(self._local, "batch", None), None
+        self._open.pop(self._slot(), None)
         try:
-            self._steps.advance(run_values.results or {})
+            results = run_values.results or {}
+            step = self._steps.advance(results)
             if batch is not None:
                 self._capture.take(self._slot(), batch)
                 self._capture.seal(self._slot(), batch)
+            self._last_step = step
+            if self._values:
+                self._check_values(step, results.get("values"))
         except Exception as e:   # never take the training down
             log.error("tfblackbox: DumpHook could not record a dumped step: %s", e)
 
     def end(self, session):
         self._seal_leftover()
+        self._close()
+
+    def _at_finish(self):
+        """At the run's finish (also when a session.run raised, where MonitoredSession calls
+        no hook's end()): dumped runs left open are sealed, everything queued is written."""
+        for slot in list(self._open):
+            self._seal_open(slot, self._open.pop(slot, None))
+        self._close()
+
+    def _close(self):
+        if self._signals is not None:
+            self._signals.uninstall()
+            self._signals = None
         if self._capture is not None:
             capture, self._capture = self._capture, None
             capture.close()
@@ -197,10 +251,17 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
     def _seal_leftover(self):
         """A run that raised never reached after_run: its partial dumps are recorded as such."""
         batch, self._local.batch = getattr(self._local, "batch", None), None
-        if batch is not None and self._capture is not None:
-            batch.status = "error"
-            self._capture.take(self._slot(), batch)
-            self._capture.seal(self._slot(), batch)
+        self._seal_open(self._slot(), batch)
+        self._open.pop(self._slot(), None)
+
+    def _seal_open(self, slot, batch):
+        if batch is None or batch.status == "error" or self._capture is None:
+            return
+        batch.status = "error"
+        self._capture.take(slot, batch)
+        self._capture.seal(slot, batch)
+        self._last_step = batch.step
+        self._fire_exception(batch)
 
     def _prepare(self, run_context):
         self._seal_leftover()
@@ -219,7 +280,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
                 log.warning("tfblackbox: DumpHook: %d dumped steps wait for ingestion; step %s "
                             "not dumped (%d skipped so far)", pending, step, self.skipped_busy)
             return None
-        if self._max_bytes is not None and (
+        if self._max_bytes is not None and self._box is None and (
                 cap.bytes_recorded + (pending + 1) * cap.largest_run > self._max_bytes):
             self.budget_exhausted = True
             log.warning("tfblackbox: DumpHook: disk budget max_bytes=%d reached (%d bytes of "
@@ -249,7 +310,7 @@ class DumpHook(tf.compat.v1.train.SessionRunHook):
             cap.release(path)
             raise
         batch.path, batch.reused = path, (path if reusable else None)
-        self._local.batch = batch
+        self._local.batch = self._open[slot] = batch
         self.dumped_steps += 1
         return options
 
