@@ -52,7 +52,8 @@ def describe_run(store, run_id):
     """Per table and tag: rows, step range; plus kinds for media, sizes and attempts."""
     r = store.run(run_id)
     out = {"run": r.to_dict(), "size_bytes": store.size_bytes(run_id), "tables": {},
-           "attempts": [w.__dict__ for w in store.writers(run_id)]}
+           "attempts": [w.__dict__ for w in store.writers(run_id)],
+           "triggers": [t.to_dict() for t in store.triggers(run_id)]}
     for name in TABLES:
         segs = store.segments(run_id, name)
         if not segs:
@@ -92,6 +93,9 @@ def show(store_path, run_id, as_json=False):
         extra = f"  dropped={w['dropped_rows']}" if w["dropped_rows"] else ""
         extra += f"  error={w['error']}" if w["error"] else ""
         print(f"  attempt {w['attempt']}: pid {w['pid']} from step {w['first_step']}{extra}")
+    attempts = {w["writer_id"]: w["attempt"] for w in info["attempts"]}
+    for t in info["triggers"]:
+        print(_trigger_line(t, attempts.get(t["writer_id"])))
     print(f"  size {_size(info['size_bytes'])}")
     rows = [("TABLE", "TAG", "KIND", "ROWS", "STEPS")]
     for name, t in info["tables"].items():
@@ -109,6 +113,17 @@ def show(store_path, run_id, as_json=False):
         from .tfdbg import summary_v2
         print("\n".join(summary_v2.lines(info["tfdbg_v2"])))
     return EXIT_OK
+
+
+def _trigger_line(t, attempt):
+    """One black-box trigger: kind, step, when, the dumped steps it wrote, then why."""
+    at = f" at step {t['step']}" if t["step"] is not None else ""
+    by = f" (attempt {attempt})" if attempt is not None else ""
+    lo, hi = ("?" if v is None else v for v in (t["first_step"], t["last_step"]))
+    wrote = f"wrote {t['steps_written']} step(s) {lo}..{hi}" if t["steps_written"] else (
+        "wrote no steps")
+    reason = t["reason"].replace("\n", "\n      ")   # a multi-line reason stays indented
+    return f"  trigger {t['kind']}{at}{by}: fired {_when(t['fired_at'])}, {wrote}: {reason}"
 
 
 def verify(store_path, grace=None, as_json=False):
@@ -155,7 +170,8 @@ def merge(sources, into, data=None, as_json=False):
         print(f"{r['source']}: {r['runs_added']} run(s) added, {r['runs_present']} already "
               f"there; {r['attempts_added']} attempt(s) added; {r['segments_copied']} "
               f"segment(s) copied ({r['rows_copied']} rows, {_size(r['bytes_copied'])}), "
-              f"{r['segments_skipped']} already there; {r['cursors_copied']} cursor(s)")
+              f"{r['segments_skipped']} already there; {r['cursors_copied']} cursor(s), "
+              f"{r['triggers_copied']} trigger(s)")
     print(f"merged into {dest.root}")
     return EXIT_OK
 

@@ -9,12 +9,13 @@ from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflict
                      WriterError)
 from .maintenance import compact, verify
 from .migrate import FORMAT_VERSION
-from .records import RunRecord, WriterRecord
+from .records import RunRecord, TriggerRecord, WriterRecord
 from .segments import SegmentRecord
 from .store import Store
 from .tables import HISTOGRAMS, MEDIA, SCALARS, TABLES, TENSORS
 
-__all__ = ["Store", "RunRecord", "WriterRecord", "SegmentRecord", "BlackboxError",
+__all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "SegmentRecord",
+           "BlackboxError",
            "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError",
            "NativeCaptureUnavailable",
            "NotAStoreError", "ReplayError", "RunExistsError", "RunNotFoundError",

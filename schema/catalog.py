@@ -87,6 +87,22 @@ class WriterRow(Base):
     __table_args__ = (UniqueConstraint("run_id", "attempt", name="uq_writers_run_attempt"),)
 
 
+class TriggerRow(Base):
+    """A black-box trigger that fired (nan, exception, signal, spike, callable): why, when,
+    and which of the dumped steps kept in memory it had written (schema/triggers.py)."""
+    __tablename__ = "triggers"
+    trigger_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    writer_id: Mapped[int | None] = mapped_column(ForeignKey("writers.writer_id"))
+    step: Mapped[int | None] = mapped_column(Integer)          # the step it fired at
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    fired_at: Mapped[float] = mapped_column(Float)
+    first_step: Mapped[int | None] = mapped_column(Integer)    # dumped steps it wrote
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    steps_written: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class SegmentRow(Base):
     __tablename__ = "segments"
     segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -331,5 +347,5 @@ def dumps(obj):
 
 
 __all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
-           "CursorRow",
+           "CursorRow", "TriggerRow",
            "FORMAT_VERSION", "dumps", "select", "insert", "update", "delete"]

@@ -1,6 +1,7 @@
 """Merging stores: the runs of several stores (carried from air-gapped hosts) into one.
 
-Runs, attempts (writers), segments and replay cursors are copied. A run id names the same run
+Runs, attempts (writers), segments, replay cursors and black-box triggers are copied (a
+trigger is known by its attempt, kind, step, time and reason). A run id names the same run
 in two stores when its start time and host agree, an attempt when its start time, host and pid
 agree; anything else under one id is a conflict, refused before anything is written.
 
@@ -22,6 +23,7 @@ import time
 from . import catalog as cat
 from . import segments
 from .errors import BlackboxError, MergeConflictError, StoreDamageError
+from .records import trigger_record
 
 MERGE_CURSOR = "merge-source:"
 COPY_BLOCK = 8 << 20
@@ -51,7 +53,8 @@ def merge(sources, dest):
             _merge_run(src, dest, record, rep)
         reports.append({"source": src.root, **{k: rep[k] for k in (
             "runs_added", "runs_present", "attempts_added", "segments_copied",
-            "segments_skipped", "rows_copied", "bytes_copied", "cursors_copied")}})
+            "segments_skipped", "rows_copied", "bytes_copied", "cursors_copied",
+            "triggers_copied")}})
     return reports
 
 
@@ -118,6 +121,7 @@ def _merge_run(src, dest, record, rep):
         _copy_segment(src, dest, g, writer_ids.get(g.writer_id), rep)
         taken.add(g.sha256)
     _merge_cursors(src, dest, record.run_id, rep)
+    _merge_triggers(src, dest, record.run_id, writer_ids, rep)
 
 
 def _merge_writers(src, dest, run_id, rep):
@@ -268,3 +272,28 @@ def _merge_cursors(src, dest, run_id, rep):
                 copied += 1
         return copied
     rep["cursors_copied"] += dest.catalog.transact(put)
+
+
+def _merge_triggers(src, dest, run_id, writer_ids, rep):
+    """Black-box triggers the destination lacks, their attempts' writer ids mapped to its own."""
+    theirs = src.triggers(run_id)
+
+    def key(t, writer_id):
+        return (writer_id, t.kind, t.step, t.fired_at, t.reason)
+
+    def put(s):
+        have = {key(t, t.writer_id) for t in map(trigger_record, s.scalars(
+            cat.select(cat.TriggerRow).where(cat.TriggerRow.run_id == run_id)))}
+        copied = 0
+        for t in theirs:
+            writer_id = writer_ids.get(t.writer_id)
+            if key(t, writer_id) in have:
+                continue
+            s.add(cat.TriggerRow(run_id=run_id, writer_id=writer_id, step=t.step, kind=t.kind,
+                                 reason=t.reason, fired_at=t.fired_at, first_step=t.first_step,
+                                 last_step=t.last_step, steps_written=t.steps_written))
+            have.add(key(t, writer_id))
+            copied += 1
+        return copied
+    if theirs:
+        rep["triggers_copied"] += dest.catalog.transact(put)

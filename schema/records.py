@@ -116,3 +116,28 @@ def writer_record(row):
     return WriterRecord(row.writer_id, row.run_id, row.attempt, row.host, row.pid,
                         row.started_at, row.ended_at, row.first_step, row.dropped_rows or 0,
                         row.error)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerRecord:
+    """A black-box trigger that fired: `kind` (TRIGGER_KINDS in triggers.py), why (`reason`),
+    the step it fired at, when, and the dumped steps it wrote (first..last, how many)."""
+    trigger_id: int
+    run_id: str
+    writer_id: int | None
+    step: int | None
+    kind: str
+    reason: str
+    fired_at: float
+    first_step: int | None
+    last_step: int | None
+    steps_written: int
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def trigger_record(row):
+    return TriggerRecord(row.trigger_id, row.run_id, row.writer_id, row.step, row.kind,
+                         row.reason, row.fired_at, row.first_step, row.last_step,
+                         row.steps_written or 0)

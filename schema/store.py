@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 from . import catalog as cat
 from . import migrate, opening, segments
 from . import runs as run_writes
+from . import triggers as trigger_rows
 from .data_location import DataLocation
 from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, task_order, writer_record
@@ -192,6 +193,9 @@ class Store:
     reopen_run = run_writes.reopen_run
     get_cursor = run_writes.get_cursor
     set_cursor = run_writes.set_cursor
+    # triggers.py: black-box triggers that fired (DumpHook's ring mode)
+    record_trigger = trigger_rows.record_trigger
+    triggers = trigger_rows.triggers
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Store format upgrades (alembic): a format-1 store as tfblackbox 0.1 wrote it opens,
-upgraded in place after a backup; attempt numbers are unique even for concurrent starts."""
+upgraded in place after a backup; attempt numbers are unique even for concurrent starts;
+stores of formats 2 and 3 upgrade to the current format (4: the triggers table); the catalog
+the revisions build is the one a new store gets from the models."""
 
 import glob
 import hashlib
@@ -14,6 +16,8 @@ import pytest
 from tfblackbox.schema import FORMAT_VERSION, Store, verify
 from tfblackbox.schema import segments
 from tfblackbox.schema.migrate import REVISIONS
+
+from catalog_helpers import catalog_layout, upgrade_empty_catalog
 
 V1_SQL = os.path.join(os.path.dirname(__file__), "data", "catalog_v1.sql")
 
@@ -78,6 +82,7 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     assert s.tensors("r")["dtype"].to_pylist() == ["float32", "string_ref"]
     assert not os.path.exists(os.path.join(root, old_tensors))
     assert verify(s).ok
+    assert_triggers_table(con)
     [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))
     old = sqlite3.connect(backup)
     assert old.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("1",)
@@ -90,7 +95,81 @@ def test_a_new_store_is_at_the_newest_revision(tmp_path):
     con = sqlite3.connect(str(tmp_path / "s" / "catalog.sqlite"))
     assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
         REVISIONS[FORMAT_VERSION],)
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
+        str(FORMAT_VERSION),)
+    assert_triggers_table(con)
     assert not glob.glob(str(tmp_path / "s" / "*backup*"))
+
+
+def assert_triggers_table(con):
+    """The format-4 triggers table with its run_id index, in a SQLite catalog."""
+    cols = [(r[1], r[2], r[3]) for r in con.execute("PRAGMA table_info(triggers)")]
+    assert cols == [("trigger_id", "INTEGER", 1), ("run_id", "VARCHAR(64)", 1),
+                    ("writer_id", "INTEGER", 0), ("step", "INTEGER", 0),
+                    ("kind", "VARCHAR(32)", 1), ("reason", "TEXT", 1), ("fired_at", "FLOAT", 1),
+                    ("first_step", "INTEGER", 0), ("last_step", "INTEGER", 0),
+                    ("steps_written", "INTEGER", 1)]
+    assert [r[1:3] for r in con.execute("PRAGMA index_list(triggers)")] == [
+        ("ix_triggers_run_id", 0)]
+    assert sorted(r[2:5] for r in con.execute("PRAGMA foreign_key_list(triggers)")) == [
+        ("runs", "run_id", "run_id"), ("writers", "writer_id", "writer_id")]
+
+
+def test_the_revisions_build_the_catalog_the_models_do(tmp_path):
+    """An old store upgraded through every revision has exactly the tables, columns, indexes
+    and constraints of a new store (made from the models and stamped)."""
+    Store.create(str(tmp_path / "new"))
+    upgrade_empty_catalog(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
+    new = catalog_layout(f"sqlite:///{tmp_path / 'new' / 'catalog.sqlite'}")
+    migrated = catalog_layout(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
+    assert "triggers" in new and set(new) == set(migrated)
+    for table in new:
+        assert new[table] == migrated[table], table
+
+
+FORMAT3 = os.path.join(os.path.dirname(__file__), "data", "store_format3")
+
+
+def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys):
+    """tests/data/store_format3 was recorded by the format-3 code (recorder.init twice into
+    run 'format3': steps 0-4, then 3-7 resumed; a replay cursor). Opened, it is at format 4
+    with everything it held, a backup of its format-3 catalog beside it, and takes triggers."""
+    import shutil
+
+    from tfblackbox.replay.cli import main as cli
+    root = str(tmp_path / "store")
+    shutil.copytree(FORMAT3, root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
+    assert not con.execute("SELECT name FROM sqlite_master WHERE name='triggers'").fetchall()
+    con.close()
+    s = Store.open(root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
+        str(FORMAT_VERSION),)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
+        REVISIONS[FORMAT_VERSION],)
+    assert_triggers_table(con)
+    [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format3-backup-*"))
+    assert sqlite3.connect(backup).execute(
+        "SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
+    # what format 3 held, unchanged
+    assert [(w.writer_id, w.attempt, w.first_step) for w in s.writers("format3")] == [
+        (1, 1, 0), (2, 2, 3)]
+    t = s.scalars("format3")
+    assert t["step"].to_pylist() == list(range(8))
+    assert t["attempt"].to_pylist() == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert s.get_cursor("format3", "wandb:offline") == (7, {"note": "pushed"})
+    assert s.run("format3").status == "finished" and verify(s).ok
+    assert s.triggers("format3") == []
+    trigger_id = s.record_trigger("format3", 2, "spike", "loss 9.5 > 5 x its mean", step=7,
+                                  fired_at=1234.5, first_step=3, last_step=7, steps_written=5)
+    [got] = Store.open(root).triggers("format3")     # opening again upgrades nothing
+    assert (got.trigger_id, got.writer_id, got.kind, got.step, got.steps_written) == (
+        trigger_id, 2, "spike", 7, 5)
+    assert len(glob.glob(os.path.join(root, "catalog.sqlite.format*-backup-*"))) == 1
+    assert cli(["show", "format3", "--store", root]) == 0
+    assert "trigger spike at step 7 (attempt 2)" in capsys.readouterr().out
 
 
 CHILD = """
@@ -134,7 +213,7 @@ def _rebuilt_sums(root):
 def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path):
     """tests/data/store_format2 was recorded by DumpHook with the format-2 code (3 dumped
     steps of tests/test_dumps.py's graph), next to the sha256 of every file its replay
-    rebuilt then. Upgraded to format 3 it rebuilds the same files; dumps imported into the
+    rebuilt then. Upgraded (to format 3, then 4) it rebuilds the same files; dumps imported into the
     same run afterwards (encoded, format 3) and compacted with the old rows read back too."""
     import json
     import shutil
@@ -148,7 +227,11 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
         expected = json.load(f)
     s = Store.open(root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
-    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
+        str(FORMAT_VERSION),)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
+        REVISIONS[FORMAT_VERSION],)
+    assert_triggers_table(con)
     assert glob.glob(os.path.join(root, "catalog.sqlite.format2-backup-*"))
     assert verify(s).ok
     [seg] = s.segments("format2", "debug_tensors")

@@ -1,6 +1,7 @@
 """A store whose catalog is a real PostgreSQL server (started by the tests, tests/servers.py):
 creation, reading by URL alone, the CLI, credentials kept out of records and output, alembic
-migrations, and transactions retried while the server is away."""
+migrations (from formats 1 and 3 to the current one), and transactions retried while the
+server is away."""
 
 import hashlib
 import json
@@ -15,6 +16,8 @@ from tfblackbox.replay.cli import main as cli
 from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, segments, verify
 from tfblackbox.schema.catalog import Catalog, display_url
 from tfblackbox.schema.migrate import REVISIONS
+
+from catalog_helpers import catalog_layout, upgrade_empty_catalog
 
 
 def scalars(steps, attempt, tag="loss"):
@@ -105,7 +108,7 @@ SELECT setval('writers_writer_id_seq', 3);
 def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     """A catalog at format 1 (revision 0001's DDL, run by alembic on PostgreSQL) with the
     format-1 race (two writers with one attempt number) and a tensors segment with old dtype
-    names: opening it upgrades it to format 2 in one transaction."""
+    names: opening it upgrades it to the current format in one transaction."""
     from alembic import command
     from alembic.config import Config
     from tfblackbox.schema import migrate
@@ -148,6 +151,63 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     with pytest.raises(Exception, match="uq_writers_run_attempt"):
         postgres.sql("INSERT INTO writers (run_id, attempt, started_at, dropped_rows) "
                      "VALUES ('r', 1, 1.0, 0)", db)
+    # format 4: the triggers table, its index, and the renumbered attempt's writer takes one
+    assert postgres.sql("SELECT indexname FROM pg_indexes WHERE tablename = 'triggers' "
+                        "ORDER BY indexname", db) == [("ix_triggers_run_id",), ("triggers_pkey",)]
+    trigger_id = store.record_trigger("r", 3, "nan", "NaN in 'loss:0'", step=9)
+    assert [(t.trigger_id, t.writer_id, t.kind) for t in store.triggers("r")] == [
+        (trigger_id, 3, "nan")]
+
+
+FORMAT3_ROWS = """
+INSERT INTO meta VALUES ('format_version', '3'), ('created_by', '0.1.0'), ('data_uri', '{data}');
+INSERT INTO runs (run_id, status, config_json, tags_json, started_at)
+    VALUES ('r', 'running', '{{}}', '[]', 1.0);
+INSERT INTO writers (writer_id, run_id, attempt, started_at, first_step, dropped_rows)
+    VALUES (1, 'r', 1, 1.0, 0, 0), (2, 'r', 2, 2.0, 5, 0);
+SELECT setval('writers_writer_id_seq', 2);
+INSERT INTO cursors VALUES ('r', 'wandb:/p', 4, '{{}}', 3.0);
+"""
+
+
+def test_a_format3_catalog_on_postgresql_upgrades_to_format4(postgres, pg_url, tmp_path):
+    """Revisions 0001-0003 run by alembic on PostgreSQL, rows as format 3 wrote them: opening
+    it adds the triggers table (format 4) in one transaction and keeps every row."""
+    data = str(tmp_path / "d")
+    os.makedirs(os.path.join(data, "data"))
+    upgrade_empty_catalog(pg_url, "0003")
+    db = pg_url.rsplit("/", 1)[1]
+    assert "triggers" not in {r[0] for r in postgres.sql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db)}
+    for statement in FORMAT3_ROWS.format(data=data).strip().split(";\n"):
+        postgres.sql(statement, db)
+    store = Store.open(pg_url)
+    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [
+        (REVISIONS[FORMAT_VERSION],)]
+    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [
+        (str(FORMAT_VERSION),)]
+    assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
+        (1, 1, 0), (2, 2, 5)]
+    assert store.get_cursor("r", "wandb:/p") == (4, {})
+    first = store.record_trigger("r", 2, "exception", "ValueError: boom", step=6,
+                                 first_step=2, last_step=6, steps_written=5)
+    second = store.record_trigger("r", None, "signal", "SIGTERM")
+    got = Store.open(pg_url).triggers("r")
+    assert [(t.trigger_id, t.writer_id, t.kind, t.first_step, t.last_step, t.steps_written)
+            for t in got] == [(first, 2, "exception", 2, 6, 5), (second, None, "signal",
+                                                                 None, None, 0)]
+    assert first < second
+
+
+def test_the_revisions_build_the_catalog_the_models_do_on_postgresql(postgres, pg_url,
+                                                                      tmp_path):
+    Store.create(pg_url, data=str(tmp_path / "d"))
+    other = postgres.database()
+    upgrade_empty_catalog(other)
+    new, migrated = catalog_layout(pg_url), catalog_layout(other)
+    assert "triggers" in new and set(new) == set(migrated)
+    for table in new:
+        assert new[table] == migrated[table], table
 
 
 def test_catalog_writes_wait_for_a_server_that_restarts(postgres, pg_url, tmp_path):
