@@ -170,8 +170,9 @@ def _nonfinite_values(event):
 
 
 def first_nonfinite(tensors):
-    """The earliest dumped (by timestamp) tensor holding NaN or +-Inf, or None."""
-    bad = [t for t in tensors if nonfinite(t)]
+    """The earliest dumped (by timestamp) DebugIdentity tensor holding NaN or +-Inf, or None
+    (other debug ops' outputs are summaries, not the tensor)."""
+    bad = [t for t in tensors if t.debug_op == "DebugIdentity" and nonfinite(t)]
     return min(bad, key=lambda t: (t.timestamp, t.ext_timestamp)) if bad else None
 
 
@@ -212,7 +213,9 @@ class BlackBox:
     def take(self, entries):
         """The ingest's entries of one pass, in seal order."""
         for e in entries:
-            if "nan" in self.triggers.named and e["seq"] > self._through:
+            # the in-memory capture counted them as TF wrote them; files are checked here
+            if ("nan" in self.triggers.named and e["seq"] > self._through
+                    and e.get("nonfinite") != 0):
                 bad = first_nonfinite(e["tensors"])
                 if bad is not None:
                     self.fire(e["seq"], e["step"], "nan",

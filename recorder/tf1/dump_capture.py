@@ -73,6 +73,7 @@ class Batch:
         self.seq = 0          # its number among the runs sealed (DumpCapture.seal)
         self.records = None   # in-memory capture: the run's tensors (native_capture.Records)
         self.failed = 0       # in-memory capture: tensors it could not keep (out of memory)
+        self.nonfinite = None  # in-memory capture: DebugIdentity floats with NaN/Inf (counted)
 
 
 class DumpCapture:
@@ -130,7 +131,7 @@ class DumpCapture:
         """Moves thread `slot`'s captured tensors into its finished run's batch."""
         key = self._mem_keys.get(slot)
         if key is not None:
-            batch.records, batch.failed = self.native.take(key)
+            batch.records, batch.failed, batch.nonfinite = self.native.take(key)
             if batch.records is not None:
                 self.largest_seen = max(self.largest_seen, batch.records.size)
 
@@ -310,6 +311,7 @@ class DumpCapture:
                sorted(graphs.items())]
         return {"step": step, "seq": batch.seq, "run_key": batch.run_key, "tensors": tensors,
                 "run_row": run_row, "graphs": ran, "status": batch.status,
+                "nonfinite": batch.nonfinite,
                 "nbytes": run_row["tensor_bytes"] + len(meta or b"")}
 
     def _record(self, read):

@@ -36,7 +36,7 @@ from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 5
+ABI_VERSION = 6
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -191,6 +191,8 @@ class Native:
             lib.tfbb_release.argtypes = [ctypes.c_void_p]
             lib.tfbb_take_failed.restype = ctypes.c_int64
             lib.tfbb_take_failed.argtypes = [ctypes.c_char_p]
+            lib.tfbb_take_nonfinite.restype = ctypes.c_int64
+            lib.tfbb_take_nonfinite.argtypes = [ctypes.c_char_p]
             lib.tfbb_close.argtypes = [ctypes.c_char_p]
             lib.tfbb_test_fail_next.argtypes = [ctypes.c_char_p, ctypes.c_int64]
             if lib.tfbb_abi_version() != ABI_VERSION:
@@ -204,11 +206,13 @@ class Native:
         return "memcbk://" + key
 
     def take(self, key):
-        """(Records or None, tensors that could not be captured) since the last take."""
+        """(Records or None, tensors that could not be captured, DebugIdentity float tensors
+        holding NaN or +-Inf) since the last take."""
         data, handle = ctypes.c_void_p(), ctypes.c_void_p()
-        n = self._lib.tfbb_take(key.encode(), ctypes.byref(data), ctypes.byref(handle))
+        k = key.encode()
+        n = self._lib.tfbb_take(k, ctypes.byref(data), ctypes.byref(handle))
         records = Records(self._lib, data.value, handle.value, n) if n > 0 else None
-        return records, self._lib.tfbb_take_failed(key.encode())
+        return records, self._lib.tfbb_take_failed(k), self._lib.tfbb_take_nonfinite(k)
 
     def close(self, key):
         self._lib.tfbb_close(key.encode())
@@ -295,6 +299,7 @@ def self_test(lib_path):
         fetches = [tf.matmul(x, x, transpose_b=True), tf.constant(["a", "", "xyz"]),
                    tf.constant(7, tf.int64), tf.cast(x, tf.float16), x > 3.0,
                    tf.zeros([0, 2]), tf.constant(2.5, tf.float64),
+                   tf.constant([1.0, np.inf]), tf.constant([np.nan, 0.5], tf.float16),
                    v.read_value()]          # its handle: a DT_RESOURCE tensor
         init = v.initializer
     with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
@@ -307,10 +312,15 @@ def self_test(lib_path):
             for name in names:
                 with open(os.path.join(folder, name), "rb") as f:
                     files[(os.path.relpath(folder, root), name)] = f.read()
-        taken, failed = native.take("tfblackbox-self-test")
+        taken, failed, nonfinite = native.take("tfblackbox-self-test")
         records = parse_records(taken.view) if taken else []
         if failed or not records:
             print(f"self-test: {len(records)} tensors captured, {failed} failed")
+            return 1
+        from .blackbox import first_nonfinite
+        expected = sum(1 for t in records if first_nonfinite([t]) is not None)
+        if nonfinite != expected or expected < 2:
+            print(f"self-test: {nonfinite} tensors with NaN/Inf counted, numpy finds {expected}")
             return 1
         if "resource" not in {t.dtype for t in records}:
             print("self-test: no resource handle was captured")

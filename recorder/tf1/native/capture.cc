@@ -29,7 +29,44 @@ struct Sink {
   bool open = true;
   int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
   int64_t fail_next = 0;  // tests: make the next N captures fail as an allocation would
+  int64_t nonfinite = 0;  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode)
 };
+
+// Whether a float tensor holds NaN or +-Inf: all exponent bits set. Branch-free over the
+// whole buffer (the compiler vectorises it), on TF's thread while the data is in cache.
+template <typename Bits>
+bool exponent_all_ones(const void* data, size_t n, Bits mask) {
+  const Bits* b = static_cast<const Bits*>(data);
+  Bits bad = 0;
+  for (size_t i = 0; i < n; ++i) bad |= static_cast<Bits>((b[i] & mask) == mask);
+  return bad != 0;
+}
+
+bool has_nonfinite(const tensorflow::Tensor& t) {
+  switch (t.dtype()) {   // tensor_data() only for these: it aborts on strings and resources
+    case tensorflow::DT_FLOAT: case tensorflow::DT_COMPLEX64: case tensorflow::DT_DOUBLE:
+    case tensorflow::DT_COMPLEX128: case tensorflow::DT_HALF: case tensorflow::DT_BFLOAT16:
+      break;
+    default:
+      return false;
+  }
+  const void* data = t.tensor_data().data();
+  const size_t bytes = t.tensor_data().size();
+  switch (t.dtype()) {
+    case tensorflow::DT_FLOAT:
+    case tensorflow::DT_COMPLEX64:
+      return exponent_all_ones<uint32_t>(data, bytes / 4, 0x7f800000u);
+    case tensorflow::DT_DOUBLE:
+    case tensorflow::DT_COMPLEX128:
+      return exponent_all_ones<uint64_t>(data, bytes / 8, 0x7ff0000000000000ull);
+    case tensorflow::DT_HALF:
+      return exponent_all_ones<uint16_t>(data, bytes / 2, 0x7c00u);
+    case tensorflow::DT_BFLOAT16:
+      return exponent_all_ones<uint16_t>(data, bytes / 2, 0x7f80u);
+    default:
+      return false;
+  }
+}
 
 std::mutex g_mu;
 // Never destroyed: TF may call a callback while the process exits.
@@ -241,6 +278,11 @@ int tfbb_register(const char* key) {
           }
           uint64_t now = tensorflow::Env::Default()->NowMicros();
           append_record(sink.get(), node_key, now, capture(node_key, tensor, now));
+          if (node_key.debug_op == "DebugIdentity" && tensor.IsInitialized() &&
+              has_nonfinite(tensor)) {
+            std::lock_guard<std::mutex> lock(sink->mu);
+            ++sink->nonfinite;
+          }
         } catch (...) {   // an exception here would terminate the training process
           std::lock_guard<std::mutex> lock(sink->mu);
           ++sink->failed;
@@ -292,6 +334,16 @@ int64_t tfbb_take_failed(const char* key) {
   return n;
 }
 
+// DebugIdentity float tensors of KEY with NaN or +-Inf since the last call.
+int64_t tfbb_take_nonfinite(const char* key) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return 0;
+  std::lock_guard<std::mutex> lock(sink->mu);
+  int64_t n = sink->nonfinite;
+  sink->nonfinite = 0;
+  return n;
+}
+
 // Tests: the next N tensors of KEY fail to be captured, through the out-of-memory path.
 void tfbb_test_fail_next(const char* key, int64_t n) {
   std::shared_ptr<Sink> sink = find(key);
@@ -300,6 +352,6 @@ void tfbb_test_fail_next(const char* key, int64_t n) {
   sink->fail_next = n;
 }
 
-int tfbb_abi_version() { return 5; }
+int tfbb_abi_version() { return 6; }
 
 }  // extern "C"
