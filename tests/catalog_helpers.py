@@ -39,3 +39,21 @@ def upgrade_empty_catalog(url, revision="head"):
             conn.commit()
     finally:
         catalog.dispose()
+
+
+def newest_format_sqlite(con):
+    """(format_version, alembic revision) of a SQLite catalog, and what the newest are."""
+    from tfblackbox.schema import FORMAT_VERSION
+    from tfblackbox.schema.migrate import REVISIONS
+    found = (con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone(),
+             con.execute("SELECT version_num FROM alembic_version").fetchone())
+    return found, ((str(FORMAT_VERSION),), (REVISIONS[FORMAT_VERSION],))
+
+
+def newest_format_postgres(postgres, db):
+    """The same for a PostgreSQL database of the tests' server."""
+    from tfblackbox.schema import FORMAT_VERSION
+    from tfblackbox.schema.migrate import REVISIONS
+    found = (postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db),
+             postgres.sql("SELECT version_num FROM alembic_version", db))
+    return found, ([(str(FORMAT_VERSION),)], [(REVISIONS[FORMAT_VERSION],)])

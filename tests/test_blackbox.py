@@ -193,6 +193,26 @@ def test_a_callable_sees_the_steps_scalar_summaries(tmp_path):
     assert [(s, k) for s, k, _r in hook.triggers] == [(7, "callable")]
 
 
+def test_a_second_session_gets_a_new_ring_and_its_triggers_fire(tmp_path):
+    """One hook, two MonitoredSessions on one graph (finalized by the first): each session
+    has its ring, and the scalar summaries still reach the callable in the second."""
+    import tensorflow as tf
+    from tfblackbox import recorder
+    store, seen = str(tmp_path / "two"), []
+    recorder.init(store=store, run_id="two")
+    hook = recorder.DumpHook(keep_last=2, persist_on=("nan", lambda s, v: seen.append(v)))
+    with tf.Graph().as_default():
+        x, fetches = build(tf)
+        for bad in (3, 5):                     # the global step starts at 0 again
+            with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
+                for s in range(8):
+                    sess.run(fetches, {x: feed(s, bad=bad)})
+    recorder.finish()
+    assert [(s, k) for s, k, _r in hook.triggers] == [(3, "nan"), (5, "nan")]
+    assert dumped_steps(store, "two")[0] == [1, 2, 3, 3, 4, 5]
+    assert len(seen) == 16 and all(set(v) == {"loss"} for v in seen)
+
+
 def test_sigusr1_writes_a_snapshot_and_training_goes_on(tmp_path):
     def poke(s):
         if s == 15:

@@ -17,7 +17,7 @@ from tfblackbox.schema import FORMAT_VERSION, Store, verify
 from tfblackbox.schema import segments
 from tfblackbox.schema.migrate import REVISIONS
 
-from catalog_helpers import catalog_layout, upgrade_empty_catalog
+from catalog_helpers import catalog_layout, newest_format_sqlite, upgrade_empty_catalog
 
 V1_SQL = os.path.join(os.path.dirname(__file__), "data", "catalog_v1.sql")
 
@@ -67,10 +67,8 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     old_tensors = make_format1_store(root)
     s = Store.open(root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
-    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
-        str(FORMAT_VERSION),)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
-        REVISIONS[FORMAT_VERSION],)
+    found, newest = newest_format_sqlite(con)
+    assert found == newest
     attempts = [(w.writer_id, w.attempt, w.first_step) for w in s.writers("r")]
     assert attempts == [(1, 1, 0), (2, 2, 5), (3, 3, None)]
     assert "renumbered from 2" in s.writers("r")[2].error
@@ -145,10 +143,8 @@ def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys
     con.close()
     s = Store.open(root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
-    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
-        str(FORMAT_VERSION),)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
-        REVISIONS[FORMAT_VERSION],)
+    found, newest = newest_format_sqlite(con)
+    assert found == newest
     assert_triggers_table(con)
     [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format3-backup-*"))
     assert sqlite3.connect(backup).execute(
@@ -227,10 +223,8 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
         expected = json.load(f)
     s = Store.open(root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
-    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
-        str(FORMAT_VERSION),)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (
-        REVISIONS[FORMAT_VERSION],)
+    found, newest = newest_format_sqlite(con)
+    assert found == newest
     assert_triggers_table(con)
     assert glob.glob(os.path.join(root, "catalog.sqlite.format2-backup-*"))
     assert verify(s).ok

@@ -17,7 +17,7 @@ from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, segments, v
 from tfblackbox.schema.catalog import Catalog, display_url
 from tfblackbox.schema.migrate import REVISIONS
 
-from catalog_helpers import catalog_layout, upgrade_empty_catalog
+from catalog_helpers import catalog_layout, newest_format_postgres, upgrade_empty_catalog
 
 
 def scalars(steps, attempt, tag="loss"):
@@ -139,10 +139,8 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     catalog.dispose()
 
     store = Store.open(pg_url)
-    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [
-        (REVISIONS[FORMAT_VERSION],)]
-    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [
-        (str(FORMAT_VERSION),)]
+    found, newest = newest_format_postgres(postgres, db)
+    assert found == newest
     assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
         (1, 1, 0), (2, 2, 5), (3, 3, None)]
     assert store.tensors("r")["dtype"].to_pylist() == ["float32", "string_ref"]
@@ -182,10 +180,8 @@ def test_a_format3_catalog_on_postgresql_upgrades_to_format4(postgres, pg_url, t
     for statement in FORMAT3_ROWS.format(data=data).strip().split(";\n"):
         postgres.sql(statement, db)
     store = Store.open(pg_url)
-    assert postgres.sql("SELECT version_num FROM alembic_version", db) == [
-        (REVISIONS[FORMAT_VERSION],)]
-    assert postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db) == [
-        (str(FORMAT_VERSION),)]
+    found, newest = newest_format_postgres(postgres, db)
+    assert found == newest
     assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
         (1, 1, 0), (2, 2, 5)]
     assert store.get_cursor("r", "wandb:/p") == (4, {})

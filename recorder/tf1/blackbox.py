@@ -187,7 +187,8 @@ class Fire:
 class BlackBox:
     """The ring of dumped steps between triggers; `record(entries)` writes some as usual."""
 
-    def __init__(self, keep_last, max_ring_bytes, after, triggers, record, note_trigger):
+    def __init__(self, keep_last, max_ring_bytes, after, triggers, record, note_trigger,
+                 fired):
         self.keep_last, self.max_bytes, self.after = keep_last, max_ring_bytes, after
         self.triggers = triggers
         self._record, self._note = record, note_trigger
@@ -198,7 +199,7 @@ class BlackBox:
         self._fires = []                      # waiting for their step to be ingested
         self._lock = threading.RLock()        # a signal handler may fire on a thread holding it
         self.ingested = 0                     # seq of the last entry taken
-        self.fired = []                       # every Fire, in order (hook.triggers)
+        self.fired = fired                    # every Fire, in order (hook.triggers)
         self.steps_written = 0
 
     def fire(self, upto, step, kind, reason):

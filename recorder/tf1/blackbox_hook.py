@@ -3,6 +3,7 @@ blackbox.py for the ring itself and what each trigger means)."""
 
 import logging
 import re
+import weakref
 
 import tensorflow as tf
 
@@ -10,6 +11,7 @@ from . import blackbox
 from .. import run as run_mod
 
 log = logging.getLogger("tfblackbox")
+_VALUES = weakref.WeakKeyDictionary()   # graph -> {tag: the recorder's copy of its value}
 
 
 class BlackBoxHook:
@@ -29,9 +31,11 @@ class BlackBoxHook:
             return cap._record(entries)
         self._box = cap.blackbox = blackbox.BlackBox(
             self.keep_last, self.max_ring_bytes, self._after, self._triggers, record,
-            self._note_trigger)
+            self._note_trigger, self._fired)
         if self._triggers.wants_values():
-            self._values = blackbox.summary_scalars(tf, self._graph)
+            self._values = _VALUES.get(self._graph)
+            if self._values is None:   # once per graph: a later session's graph is final
+                self._values = _VALUES[self._graph] = blackbox.summary_scalars(tf, self._graph)
             missing = [r.tag for r in self._triggers.spikes if r.tag not in self._values]
             if missing:
                 log.error("tfblackbox: DumpHook: persist_on spike tag(s) %s: no scalar summary "
@@ -45,7 +49,7 @@ class BlackBoxHook:
     @property
     def triggers(self):
         """The triggers fired so far: (step, kind, reason)."""
-        return [(f.step, f.kind, f.reason) for f in self._box.fired] if self._box else []
+        return [(f.step, f.kind, f.reason) for f in self._fired]
 
     @property
     def ring_bytes(self):

@@ -138,6 +138,7 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         self.max_ring_bytes = max_ring_bytes or blackbox.default_max_ring_bytes()
         self._triggers = blackbox.Triggers(persist_on) if keep_last is not None else None
         self._box = None
+        self._fired = []              # every trigger fired, across sessions (hook.triggers)
         self._signals = None
         self._values = {}             # tag -> the recorder's copy of a scalar summary
         self._open = {}               # thread slot -> its dumped run in progress
@@ -174,9 +175,9 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         if self._capture is None:
             native = native_capture.load(tf, self._capture_mode)
             self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending, native)
+            if self._triggers is not None:   # a new ring with each capture (each session)
+                self._begin_blackbox()
         self.capture = "files" if self._capture.native is None else "memory"
-        if self._triggers is not None and self._box is None:
-            self._begin_blackbox()
         if self._finishing_with is not self._run:
             self._finishing_with = self._run
             self._run.add_finish_callback(lambda timeout=None: self._at_finish())

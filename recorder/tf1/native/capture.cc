@@ -247,6 +247,16 @@ std::shared_ptr<Sink> find(const char* key) {
   return it == g_sinks->end() ? nullptr : it->second;
 }
 
+// A counter of KEY's sink, reset as it is read.
+int64_t take_count(const char* key, int64_t Sink::*counter) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return 0;
+  std::lock_guard<std::mutex> lock(sink->mu);
+  int64_t n = (*sink).*counter;
+  (*sink).*counter = 0;
+  return n;
+}
+
 }  // namespace
 
 extern "C" {
@@ -325,24 +335,10 @@ void tfbb_close(const char* key) {
 }
 
 // Tensors of KEY that could not be captured since the last call.
-int64_t tfbb_take_failed(const char* key) {
-  std::shared_ptr<Sink> sink = find(key);
-  if (!sink) return 0;
-  std::lock_guard<std::mutex> lock(sink->mu);
-  int64_t n = sink->failed;
-  sink->failed = 0;
-  return n;
-}
+int64_t tfbb_take_failed(const char* key) { return take_count(key, &Sink::failed); }
 
 // DebugIdentity float tensors of KEY with NaN or +-Inf since the last call.
-int64_t tfbb_take_nonfinite(const char* key) {
-  std::shared_ptr<Sink> sink = find(key);
-  if (!sink) return 0;
-  std::lock_guard<std::mutex> lock(sink->mu);
-  int64_t n = sink->nonfinite;
-  sink->nonfinite = 0;
-  return n;
-}
+int64_t tfbb_take_nonfinite(const char* key) { return take_count(key, &Sink::nonfinite); }
 
 // Tests: the next N tensors of KEY fail to be captured, through the out-of-memory path.
 void tfbb_test_fail_next(const char* key, int64_t n) {
