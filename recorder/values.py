@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from tfblackbox.schema.errors import BlackboxError
+
 FLOAT, INT, BOOL, JSON, HIST, WANDB = "float", "int", "bool", "json", "hist", "wandb"
 SCALAR_KINDS = (FLOAT, INT, BOOL)
 MAX_LIST = 32      # wandb.log: an array of more values becomes a histogram
@@ -26,7 +28,7 @@ _EXACT_INT = 2 ** 53   # larger ints do not survive a float64 column: kept as JS
 _NUMERIC = "biuf"
 
 
-class Unloggable(ValueError):
+class Unloggable(BlackboxError, ValueError):
     """A value recorder.log cannot keep; the message says what it was and what is taken."""
 
 
