@@ -244,3 +244,41 @@ def test_a_store_on_read_only_media_can_be_read(small_fs, capsys):
     assert cli(["show", "r1", "--store", path]) == 0
     assert cli(["replay", "--store", path, "--to", "wandb", "--dry-run"]) == 0
     assert "r1" in capsys.readouterr().out
+
+
+def test_no_catalog_transaction_is_open_while_a_file_is_written(store, store_dir):
+    """SQLite takes one writer at a time, so a transaction held over a segment's or a
+    compaction's file I/O would block every other writer of the store for that long. Another
+    connection writes the catalog from inside each file write; it must get through."""
+    import contextlib
+    import threading
+    other = Store.open(store_dir)
+    w, a = store.begin_attempt("r1")
+    got_through = []
+
+    def write_catalog_meanwhile():
+        t = threading.Thread(target=other.create_run, args=(f"meanwhile-{len(got_through)}",))
+        t.start()
+        t.join(10)              # a held write lock would keep it waiting (busy timeout)
+        got_through.append(not t.is_alive())
+        t.join()
+
+    real_new_file, real_write_new = store.data.new_file, store.data.write_new
+
+    @contextlib.contextmanager
+    def new_file(rel):
+        with real_new_file(rel) as sink:
+            write_catalog_meanwhile()
+            yield sink
+
+    def write_new(rel, data):
+        write_catalog_meanwhile()
+        real_write_new(rel, data)
+    store.data.new_file, store.data.write_new = new_file, write_new
+    for i in range(3):
+        store.write_segment("r1", "scalars", scalars([i], a), w)
+    assert compact(store, "r1") == {("r1", "scalars"): (3, 1)}
+    assert len(got_through) >= 4 and all(got_through), got_through
+    assert len([r for r in other.runs() if r.run_id.startswith("meanwhile-")]) == len(
+        got_through)
+    assert verify(store).ok
