@@ -3,9 +3,10 @@ offline, a tfdbg dump dir), shown as a TensorBoard logdir and as an HTML report.
 
 A 3-layer dense classifier on synthetic data (nothing is downloaded), trained with
 tf.compat.v1.train.MonitoredTrainingSession and tfblackbox's hooks (TF1); then with Keras 3
-`model.fit` and recorder.MetricsLogger plus recorder.log, and a TF2 tf.function loop writing
-tf.summary under `recorder.init(sync_tensorboard=True)` (both in child processes: the TF1
-part turns eager execution off for its whole process).
+`model.fit` and recorder.MetricsLogger plus recorder.log; a TF1 run in black-box mode
+(DumpHook keep_last=5) whose loss turns NaN, written only around the NaN; and a TF2
+tf.function loop writing tf.summary under `recorder.init(sync_tensorboard=True)` (Keras and
+TF2 in child processes: the TF1 part turns eager execution off for its whole process).
 """
 
 import argparse
@@ -179,7 +180,48 @@ def main(argv=None):
     print(f"open step {step}'s dump in tfdbg's offline analyzer with:\n  {sys.executable} -m "
           f"tensorflow.python.debug.cli.offline_analyzer --dump_dir "
           f"{os.path.join(args.dump_out, dirs[0])}")
-    return tf2_part(args, tfblackbox)
+    code = blackbox_part(args, tfblackbox)
+    return code or tf2_part(args, tfblackbox)
+
+
+def blackbox_part(args, tfblackbox, bad_step=60):
+    """Black-box mode: every step's tensors kept in memory (the last 5), written only when a
+    NaN appears: here a `log` of an input that turns negative at `bad_step`."""
+    import numpy as np
+    import tensorflow as tf
+    from tfblackbox import recorder
+    print(f"\n== black-box mode: DumpHook(keep_last=5) on a run whose loss turns NaN at step "
+          f"{bad_step}")
+    run = recorder.init(store=args.store, project="tfblackbox-demo", name="nan-at-step-60",
+                        tags=["air-gapped", "demo", "black-box"])
+    with tf.Graph().as_default():
+        step = tf.compat.v1.train.get_or_create_global_step()
+        x = tf.compat.v1.placeholder(tf.float32, [16], name="x")
+        w = tf.compat.v1.get_variable("w", [16], initializer=tf.compat.v1.ones_initializer())
+        loss = tf.reduce_mean(tf.math.log(x * w, name="log") * w, name="mean_loss")
+        tf.compat.v1.summary.scalar("loss", loss)
+        train_op = tf.group(tf.compat.v1.assign_add(step, 1),
+                            tf.compat.v1.assign_sub(w, 0.001 * w))
+        hook = recorder.DumpHook(keep_last=5, persist_on=("nan", "exception"))
+        with tf.compat.v1.train.MonitoredTrainingSession(
+                hooks=[recorder.SummaryHook(steps_per_log=1), hook]) as sess:
+            for s in range(bad_step + 20):
+                value = -1.0 if s == bad_step else 2.0 + 0.01 * s
+                sess.run([train_op, loss], {x: np.full(16, value, np.float32)})
+    recorder.finish()
+    for fired_at, kind, reason in hook.triggers:
+        print(f"trigger {kind} at step {fired_at}: {reason}")
+    tfblackbox(["show", run.run_id, "--store", args.store])
+    out = args.dump_out + "-nan"
+    code = tfblackbox(["replay", "--store", args.store, "--to", "debug-dump", "--run",
+                       run.run_id, "--out", out, "--force"])
+    if code != 0:
+        return code
+    last = sorted(d for d in os.listdir(out) if d.startswith("run_"))[-1]
+    print(f"the NaN step's dump: find the first bad tensor with `lt -f has_inf_or_nan` in\n  "
+          f"{sys.executable} -m tensorflow.python.debug.cli.offline_analyzer --dump_dir "
+          f"{os.path.join(out, last)}")
+    return 0
 
 
 def tf2_part(args, tfblackbox):
