@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import debug_v2_files as h
+import no_tensorflow
 from tfblackbox.replay.cli import main as cli, replay_main
 from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
@@ -509,24 +510,9 @@ def test_rebuild_refuses_names_that_leave_out_and_a_non_empty_out(keras_curt, tm
     assert not list(tmp_path.glob("**/evil*")) and not list(tmp_path.glob("**/y"))
 
 
-BLOCK_TF = """
-import importlib.abc, os, sys
-class _NoTF(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tensorboard", "keras"):
-            with open(os.environ["TF_ATTEMPTS"], "a") as f:
-                f.write(name + "\\n")
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, _NoTF())
-"""
-
-
 def test_show_and_rebuild_need_no_tensorflow(keras_curt, tmp_path):
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(BLOCK_TF)
-    attempts = tmp_path / "attempts.txt"
-    env = h.child_env(PYTHONPATH=str(shim), TF_ATTEMPTS=str(attempts))
+    extra, attempts = no_tensorflow.shim(tmp_path)
+    env = h.child_env(**extra)
     base = [sys.executable, "-m", "tfblackbox.replay.cli"]
     show = subprocess.run(base + ["show", "dbg", "--store", keras_curt["store"], "--json"],
                           capture_output=True, text=True, env=env, timeout=120)

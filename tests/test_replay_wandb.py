@@ -15,6 +15,7 @@ import time
 import pyarrow as pa
 import pytest
 
+import no_tensorflow
 import wandb_log
 from tfblackbox.replay.cli import replay_main
 from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -340,24 +341,8 @@ def test_follow_pushes_a_live_run_until_it_finishes(tmp_path):
 
 # -- no TensorFlow, bad input -----------------------------------------------------------------
 
-BLOCK_TF = textwrap.dedent("""
-    import importlib.abc, os, sys
-    class _NoTF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "tensorboard", "keras"):
-                with open(os.environ["TF_ATTEMPTS"], "a") as f:
-                    f.write(name + "\\n")
-                raise ImportError(f"{name} is blocked in this test")
-    sys.meta_path.insert(0, _NoTF())
-""")
-
-
 def test_replay_never_imports_tensorflow(store_copy, tmp_path):
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(BLOCK_TF)
-    attempts = tmp_path / "attempts.txt"
-    env = {"PYTHONPATH": str(shim), "TF_ATTEMPTS": str(attempts)}
+    env, attempts = no_tensorflow.shim(tmp_path)
     done = replay_cli(store_copy, tmp_path / "wandb", "--json", env=env)
     assert done.returncode == EXIT_OK, done.stderr
     assert json.loads(done.stdout)["runs"][0]["pushed_steps"] == 10
