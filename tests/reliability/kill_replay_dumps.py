@@ -26,15 +26,8 @@ def recorded(ws):
 def _record(ws):
     """A store with DumpHook dumps of every step, a clean rebuild of it, and when in that
     rebuild the first dir appeared and the process ended."""
-    d = ws.new("dumps-recorded")
-    store = os.path.join(d, "store")
-    child = Child.worker(d, "train", store, "--run-id", RUN, "--steps", 80, "--dump", 1,
-                         name="train")
-    code = child.wait()
-    child.close()
-    if code != 0:
-        raise RuntimeError(f"recording the dumps failed: {exit_text(code)}: "
-                           f"{error_line(child.stderr())}")
+    d, store = _train(ws, "dumps-recorded", "the dumps", "--run-id", RUN, "--steps", 80,
+                      "--dump", 1)
     ref = os.path.join(d, "out-clean")
     c = Checks(GROUP, "clean-replay")
     first, total, p = _timed_replay(d, store, ref)
@@ -56,13 +49,31 @@ def _record(ws):
     return store, ref, first, {False: total, True: total_force}, c.result()
 
 
+def _train(ws, dirname, what, *args):
+    """(dir, store) of a store a training worker recorded with these arguments."""
+    d = ws.new(dirname)
+    store = os.path.join(d, "store")
+    child = Child.worker(d, "train", store, *args, name="train")
+    code = child.wait()
+    child.close()
+    if code != 0:
+        raise RuntimeError(f"recording {what} failed: {exit_text(code)}: "
+                           f"{error_line(child.stderr())}")
+    return d, store
+
+
 def _timed_replay(d, store, out, force=False):
     """Runs the rebuild, noting when --out first held something and when it ended."""
     argv = cli_command() + replay_args(store, out) + (["--force"] if force else [])
-    child = Child(argv, d, name="replay-clean")
+    return _timed(argv, d, "replay-clean", lambda: os.path.isdir(out) and os.listdir(out))
+
+
+def _timed(argv, d, name, wrote):
+    """(seconds until wrote() first held, seconds until the end, exit code) of a replay."""
+    child = Child(argv, d, name=name)
     t0, first = time.monotonic(), None
     while child.proc.poll() is None:
-        if first is None and os.path.isdir(out) and os.listdir(out):
+        if first is None and wrote():
             first = time.monotonic() - t0
         time.sleep(0.002)
     total = time.monotonic() - t0
@@ -182,15 +193,8 @@ def tb_recorded(ws):
 def _tb_record(ws):
     """A store of SummaryHook rows (scalars, a histogram, an image a step), a clean
     `replay --to tensorboard` of it, and when that replay wrote its first file and ended."""
-    d = ws.new("tb-recorded")
-    store = os.path.join(d, "store")
-    child = Child.worker(d, "train", store, "--run-id", TB_RUN, "--steps", 3000, "--image",
-                         "--step-sleep", 0, "--flush-every", 500, name="train")
-    code = child.wait()
-    child.close()
-    if code != 0:
-        raise RuntimeError(f"recording the summaries failed: {exit_text(code)}: "
-                           f"{error_line(child.stderr())}")
+    d, store = _train(ws, "tb-recorded", "the summaries", "--run-id", TB_RUN, "--steps", 3000,
+                      "--image", "--step-sleep", 0, "--flush-every", 500)
     ref = os.path.join(d, "logdir-clean")
     c = Checks(TB_GROUP, "clean-replay")
     first, total, p = _timed_tb_replay(d, store, ref)
@@ -208,17 +212,9 @@ def tb_replay_args(store, out):
 
 
 def _timed_tb_replay(d, store, out):
-    child = Child(cli_command() + tb_replay_args(store, out), d, name="tb-replay-clean")
-    t0, first = time.monotonic(), None
-    while child.proc.poll() is None:
-        if first is None and os.path.isdir(out) and any(
-                "tfevents" in f for _d, _s, files in os.walk(out) for f in files):
-            first = time.monotonic() - t0
-        time.sleep(0.002)
-    total = time.monotonic() - t0
-    code = child.wait()
-    child.close()
-    return first if first is not None else total, total, code
+    return _timed(cli_command() + tb_replay_args(store, out), d, "tb-replay-clean",
+                  lambda: os.path.isdir(out) and any(
+                      "tfevents" in f for _d, _s, files in os.walk(out) for f in files))
 
 
 def tb_events(logdir):
