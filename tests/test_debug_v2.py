@@ -357,6 +357,7 @@ def test_two_hosts_of_one_tfdbg_run_stay_one_root(keras_curt, tmp_path, capsys):
 # -- the recorder under stress ----------------------------------------------------------------
 
 def test_sigkill_mid_run_leaves_a_store_that_verifies_and_a_readable_rebuild(tmp_path, capsys):
+    from tfblackbox.recorder import scratch
     from tfblackbox.recorder.tf2 import staging
     store_dir = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, h.SCRIPT, "loop", str(tmp_path / "unused"),
@@ -396,7 +397,7 @@ def test_sigkill_mid_run_leaves_a_store_that_verifies_and_a_readable_rebuild(tmp
     assert all(t[0] for t in view["traces"])           # every trace's op is in the graphs
     # the killed process's staging dir is removed by the next session on the machine
     assert staged and os.path.isdir(staged)
-    staging.remove_stale(os.path.dirname(staged))
+    scratch.remove_stale(os.path.dirname(staged), staging.PREFIX)
     assert not os.path.exists(staged)
 
 

@@ -17,20 +17,18 @@ metadata and new partition graphs still come through the staging URL.
 """
 
 import collections
-import glob
 import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
-import uuid
 
 from tfblackbox.schema import dump_codec, rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
 from . import native_capture
+from .. import scratch
 
 log = logging.getLogger("tfblackbox")
 
@@ -41,22 +39,7 @@ MAX_BATCH_BYTES = 16 << 20   # and their captured bytes: a job well within the w
 
 
 def default_staging_root():
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else (
-        tempfile.gettempdir())
-    _remove_stale(base)
-    return os.path.join(base, f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _remove_stale(base):
-    """Staging dirs of processes that died (SIGKILL) would otherwise keep tmpfs memory."""
-    for path in glob.glob(os.path.join(base, STAGING_PREFIX + "*")):
-        try:
-            pid = int(os.path.basename(path)[len(STAGING_PREFIX):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, OSError):
-            pass
+    return scratch.new_path(STAGING_PREFIX)
 
 
 class Batch:

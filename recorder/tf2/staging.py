@@ -14,12 +14,11 @@ compare them byte for byte with a rebuild).
 import ctypes
 import ctypes.util
 import errno
-import glob
 import logging
 import os
 import shutil
-import tempfile
-import uuid
+
+from .. import scratch
 
 log = logging.getLogger("tfblackbox")
 
@@ -34,23 +33,9 @@ def keep_staging():
 
 def make_dir():
     """A new, empty staging dir (stale ones of dead processes are removed first)."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else (
-        tempfile.gettempdir())
-    remove_stale(base)
-    path = os.path.join(base, f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    path = scratch.new_path(PREFIX)
     os.makedirs(path)
     return path
-
-
-def remove_stale(base):
-    for path in glob.glob(os.path.join(base, PREFIX + "*")):
-        try:
-            pid = int(os.path.basename(path)[len(PREFIX):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, OSError):
-            pass
 
 
 def remove(path):
