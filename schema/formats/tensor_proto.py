@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from .wire import varint, walk_list
+from .wire import signed64, varint, walk_list
 
 DT_STRING, DT_BFLOAT16 = 7, 14
 NUMERIC = frozenset((1, 2, 3, 4, 5, 6, 9, 10, 14, 17, 19, 22, 23))   # as summaries._is_numeric
@@ -45,7 +45,7 @@ def parse(data, start=0, end=None):
         if number == 1 and wire == 0:
             t.dtype = varint(data, payload)[0]
         elif number == 2 and wire == 2:
-            t.shape, t.unknown_rank = _shape(data, payload, fend)
+            t.shape, t.unknown_rank = shape(data, payload, fend)
         elif number == 4 and wire == 2:
             t.content = data[payload:fend]
         else:
@@ -53,22 +53,19 @@ def parse(data, start=0, end=None):
     return t
 
 
-def _shape(data, start, end):
+def shape(data, start, end):
+    """(dims, unknown rank) of the TensorShapeProto in data[start:end]."""
     dims, unknown = [], False
     for number, wire, payload, fend in walk_list(data, start, end):
         if number == 2 and wire == 2:
             size = 0
             for n, w, p, _e in walk_list(data, payload, fend):
                 if n == 1 and w == 0:
-                    size = _signed64(varint(data, p)[0])
+                    size = signed64(varint(data, p)[0])
             dims.append(size)
         elif number == 3:
             unknown = True
     return dims, unknown
-
-
-def _signed64(v):
-    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def to_ndarray(data, start=0, end=None):
@@ -132,5 +129,5 @@ def _typed_values(t, number, encoding, np_dtype):
             return np.array(values, np.uint16).view(np.float16)
         if np_dtype == "<u8":
             return np.array(values, np.uint64)
-        return np.array([_signed64(v) for v in values], np.int64).astype(np_dtype)
+        return np.array([signed64(v) for v in values], np.int64).astype(np_dtype)
     return np.array(values, "<f4" if encoding == "f4" else "<f8")

@@ -25,7 +25,7 @@ import struct
 import numpy as np
 
 from ..errors import WireFormatError
-from .wire import varint
+from .wire import text, varint
 from .wire import walk_list as walk
 
 KINDS = ("metadata", "source_files", "stack_frames", "graphs", "execution",
@@ -80,10 +80,6 @@ class EventInfo:
     lines: tuple = None          # (start, end) of a source_file's lines in the record
 
 
-def _text(buf, start, end):
-    return bytes(buf[start:end]).decode("utf-8", "replace")
-
-
 def parse_event(data):
     """EventInfo of one serialized DebugEvent; WireFormatError if it is not one."""
     ev = EventInfo()
@@ -106,7 +102,7 @@ def _skip(ev, data, start, end):
 def _metadata(ev, data, start, end):
     for n, w, p, e in walk(data, start, end):
         if n == 3 and w == 2:
-            ev.tfdbg_run_id = _text(data, p, e)
+            ev.tfdbg_run_id = text(data, p, e)
 
 
 def _source_file(ev, data, start, end):
@@ -125,7 +121,7 @@ def _source_file(ev, data, start, end):
             ev.lines = (i, end)
             return
         if number == 1:
-            ev.file_path = _text(data, p, p + size)
+            ev.file_path = text(data, p, p + size)
         i = p + size
 
 
@@ -134,28 +130,28 @@ def _op_creation(ev, data, start, end):
         if w != 2:
             continue
         if n == 1:
-            ev.op_type = _text(data, p, e)
+            ev.op_type = text(data, p, e)
         elif n == 2:
-            ev.op_name = _text(data, p, e)
+            ev.op_name = text(data, p, e)
         elif n == 4:
-            ev.graph_id = _text(data, p, e)
+            ev.graph_id = text(data, p, e)
 
 
 def _debugged_graph(ev, data, start, end):
     for n, w, p, e in walk(data, start, end):
         if n == 1 and w == 2:
-            ev.graph_id = _text(data, p, e)
+            ev.graph_id = text(data, p, e)
         elif n == 2 and w == 2:
-            ev.op_name = _text(data, p, e)   # the graph's name
+            ev.op_name = text(data, p, e)   # the graph's name
 
 
 def _execution(ev, data, start, end):
     tensors = []
     for n, w, p, e in walk(data, start, end):
         if n == 1 and w == 2:
-            ev.op_type = _text(data, p, e)
+            ev.op_type = text(data, p, e)
         elif n == 3 and w == 2:
-            ev.graph_id = _text(data, p, e)
+            ev.graph_id = text(data, p, e)
         elif n == 6 and w == 0:
             ev.tensor_debug_mode = MODES.get(varint(data, p)[0], "UNSPECIFIED")
         elif n == 7 and w == 2:
@@ -168,9 +164,9 @@ def _trace(ev, data, start, end):
     ev.output_slot = 0
     for n, w, p, e in walk(data, start, end):
         if n == 1 and w == 2:
-            ev.graph_id = _text(data, p, e)
+            ev.graph_id = text(data, p, e)
         elif n == 2 and w == 2:
-            ev.op_name = _text(data, p, e)
+            ev.op_name = text(data, p, e)
         elif n == 3 and w == 0:
             ev.output_slot = varint(data, p)[0]
         elif n == 4 and w == 0:

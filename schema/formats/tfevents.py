@@ -12,7 +12,8 @@ import dataclasses
 import struct
 
 from ..errors import WireFormatError
-from .wire import encode_varint, varint
+from . import tensor_proto
+from .wire import encode_varint, signed64, text, varint
 from .wire import walk_list as walk
 
 EVENT_KINDS = {3: "file_version", 4: "graph_def", 5: "summary", 6: "log_message",
@@ -57,14 +58,6 @@ class EventInfo:
     values: list = dataclasses.field(default_factory=list)   # ValueInfo of summary values
 
 
-def _int64(v):
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _text(buf, start, end):
-    return bytes(buf[start:end]).decode("utf-8", "replace")
-
-
 def parse_event(data):
     """EventInfo of one serialized Event, its summary values included."""
     ev = EventInfo()
@@ -73,7 +66,7 @@ def parse_event(data):
             if number == 1 and wire == 1:
                 ev.wall_time = struct.unpack_from("<d", data, payload)[0]
             elif number == 2 and wire == 0:
-                ev.step = _int64(varint(data, payload)[0])
+                ev.step = signed64(varint(data, payload)[0])
             elif number in EVENT_KINDS and wire == 2:
                 if ev.what == "empty":   # the first Event holds file_version and source_metadata
                     ev.what = EVENT_KINDS[number]
@@ -83,7 +76,7 @@ def parse_event(data):
                 elif number == 8:
                     for n, w, p, e in walk(data, payload, end):
                         if n == 1 and w == 2:
-                            ev.tag = _text(data, p, e)
+                            ev.tag = text(data, p, e)
     except (WireFormatError, IndexError, struct.error) as e:
         raise EventFormatError(f"not a tfevents Event ({len(data)} bytes): {e}") from e
     return ev
@@ -102,7 +95,7 @@ def _value(data, start, end):
     v = ValueInfo(start, end)
     for number, wire, payload, fend in walk(data, start, end):
         if number == 1 and wire == 2:
-            v.tag = _text(data, payload, fend)
+            v.tag = text(data, payload, fend)
         elif number == 9 and wire == 2:
             v.metadata = (payload, fend)
             md = data[payload:fend]   # a tag's metadata repeats: its plugin name is cached
@@ -125,7 +118,7 @@ def plugin_name(data, start=0, end=None):
         if number == 1 and wire == 2:
             for n, w, p, e in walk(data, payload, fend):
                 if n == 1 and w == 2:
-                    return _text(data, p, e)
+                    return text(data, p, e)
     return ""
 
 
@@ -138,7 +131,8 @@ def _tensor(data, start, end):
             raw = data[payload:fend]
             shape = _SHAPES.get(raw)
             if shape is None:
-                shape = _shape(raw)
+                dims, unknown = tensor_proto.shape(raw, 0, len(raw))
+                shape = (tuple(dims), unknown)
                 if len(_SHAPES) < 4096:
                     _SHAPES[raw] = shape
             t.shape = list(shape[0])
@@ -154,20 +148,6 @@ def _tensor(data, start, end):
 
 _PLUGINS = {}   # SummaryMetadata bytes -> plugin name
 _SHAPES = {}    # TensorShapeProto bytes -> (dims, unknown rank)
-
-
-def _shape(raw):
-    dims, unknown = [], False
-    for n, w, p, e in walk(raw):
-        if n == 2 and w == 2:
-            size = 0
-            for dn, dw, dp, _de in walk(raw, p, e):
-                if dn == 1 and dw == 0:
-                    size = _int64(varint(raw, dp)[0])
-            dims.append(size)
-        elif n == 3:
-            unknown = True
-    return tuple(dims), unknown
 
 
 def with_metadata(data, values, metadata_of):

@@ -20,6 +20,16 @@ def varint(buf, i):
                               f"message") from None
 
 
+def signed64(v):
+    """An int64 field's value (varints carry negatives as their two's complement)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def text(buf, start, end):
+    """A string field's UTF-8 (bad bytes replaced: names and tags are data)."""
+    return bytes(buf[start:end]).decode("utf-8", "replace")
+
+
 def encode_varint(value):
     out = bytearray()
     while True:
