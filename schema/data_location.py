@@ -20,7 +20,7 @@ import urllib.parse
 import uuid
 
 from .errors import NotAStoreError
-from .formats.files import fsync_path, write_durably
+from .formats.files import durable_file, write_durably
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # query keys of a pyarrow filesystem URI that hold secrets (pyarrow reads keys from userinfo;
@@ -106,22 +106,8 @@ class DataLocation:
         file is in place (local: fsynced and renamed; remote: the upload completed); on an
         error nothing is left."""
         if self.local:
-            final = self.path(rel)
-            folder, name = os.path.split(final)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{name}.tmp")
-            try:
-                with open(tmp, "xb") as f:
-                    sink = HashingWriter(f)
-                    yield sink
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
-                raise
-            fsync_path(folder)
+            with durable_file(self.path(rel)) as f:
+                yield HashingWriter(f)
             return
         target = self.path(rel)
         try:

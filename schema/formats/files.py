@@ -20,29 +20,32 @@ def fsync_path(path):
         os.close(fd)
 
 
-def write_durably(final, data):
-    """Writes bytes under a temporary name next to `final` (leading '.', so readers skip it),
-    fsyncs, renames into place and fsyncs the directory. A failed write (a full disk)
-    removes its temporary file: each retry would otherwise leave another and eat the space
-    freed later."""
+@contextlib.contextmanager
+def durable_file(final):
+    """Yields a binary file opened under a temporary name next to `final` (leading '.', so
+    readers skip it). On a clean exit it is fsynced, renamed into place and its directory
+    fsynced. A failed write (a full disk) removes the temporary file: each retry would
+    otherwise leave another and eat the space freed later."""
     folder, name = os.path.split(final)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, "." + name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
     fsync_path(folder)
+
+
+def write_durably(final, data):
+    """Writes bytes to `final` through durable_file."""
+    with durable_file(final) as f:
+        f.write(data)
 
 
 def pid_alive(pid):
