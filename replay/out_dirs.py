@@ -2,6 +2,7 @@
 refused with a message that says which form of bad path it is."""
 
 import os
+import shutil
 
 from tfblackbox.schema import BlackboxError
 
@@ -27,3 +28,15 @@ def prepare(path, option, empty=False):
     except OSError as e:
         raise BlackboxError(f"cannot write into {option} {full}: {e.strerror or e}") from e
     return full
+
+
+def put_in_place(tmp, final):
+    """Renames a finished dir into place; an older one is moved aside first, then removed
+    (a reader sees the old dir or the new one, never a half-built one)."""
+    if os.path.lexists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)

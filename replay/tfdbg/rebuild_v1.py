@@ -20,6 +20,8 @@ from tfblackbox.schema.formats import tfdbg_v1 as proto
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.files import pid_alive as _pid_alive
 
+from ..out_dirs import put_in_place
+
 TENSOR_COLUMNS = ["attempt", "run_key", "device", "node_name", "output_slot", "debug_op",
                   "timestamp", "ext_timestamp", "event"]
 
@@ -123,7 +125,7 @@ def _build(target, name, row, graphs, tensors, node_re, report):
                 continue
             _write(tmp, f"{dev_dir}/{rel}", t["event"])
             written += 1
-        _put_in_place(tmp, os.path.join(target, name))
+        put_in_place(tmp, os.path.join(target, name))
         return written
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,13 +140,3 @@ def _write(root, rel, data):
     with open(path, "xb") as f:   # never overwrite: two rows for one file is damage
         f.write(data)
 
-
-def _put_in_place(tmp, final):
-    """Renames the finished dir into place; an older one is moved aside first, then removed."""
-    if os.path.lexists(final):
-        old = f"{final}.old-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)

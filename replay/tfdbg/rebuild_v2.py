@@ -26,6 +26,8 @@ from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.formats import tfdbg_v2
 from tfblackbox.schema.tfdbg2_restore import dump_roots, fetch_blobs, file_chunks
 
+from ..out_dirs import put_in_place
+
 DIR_PREFIX = "tfdbg2_"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -106,21 +108,12 @@ def _build(target, name, root, blobs, keep, report):
                     f.write(chunk)
                     written += what == "record"
             report["warnings"].extend(f"{name}: {p}" for p in problems)
-        _put_in_place(tmp, os.path.join(target, name))
+        final = os.path.join(target, name)
+        if os.path.lexists(final) and (not os.path.isdir(final) or os.path.islink(final)):
+            raise BlackboxError(f"{final} exists and is not a dump root directory; not replaced")
+        put_in_place(tmp, final)
         return written
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def _put_in_place(tmp, final):
-    """Renames the finished root into place; an older one is moved aside first, then removed."""
-    if os.path.lexists(final):
-        if not os.path.isdir(final) or os.path.islink(final):
-            raise BlackboxError(f"{final} exists and is not a dump root directory; not replaced")
-        old = f"{final}.old-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
