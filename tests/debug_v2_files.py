@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+from file_trees import files_under
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "debug_v2_script.py")
 
@@ -47,13 +49,7 @@ def files(root):
     return out
 
 
-def tree(root):
-    """{file name: bytes} of a directory (no subdirectories expected)."""
-    out = {}
-    for name in os.listdir(str(root)):
-        with open(os.path.join(str(root), name), "rb") as f:
-            out[name] = f.read()
-    return out
+tree = files_under   # {file name: bytes} of a dump root
 
 
 def events(path):

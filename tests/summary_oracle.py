@@ -8,6 +8,7 @@ written); any other tensor -> tensors (raw TensorProto bytes). Nothing is droppe
 """
 
 import json
+import math
 import logging
 
 import numpy as np
@@ -257,3 +258,13 @@ def _pr_curve_tensor(arr, v, key, buf):
     buf.add("media", kind="pr_curve", index=0, content_type="application/json",
             data=json.dumps(data).encode(),
             plugin_content=v.metadata.plugin_data.content or None, **key)
+
+
+def comparable_rows(table):
+    """A table's rows with NaN made comparable and -0.0 told apart from 0.0 (to compare the
+    decoder's rows with the oracle's)."""
+    def norm(v):
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else (v, math.copysign(1, v))
+        return [norm(x) for x in v] if isinstance(v, list) else v
+    return [{k: norm(v) for k, v in row.items()} for row in table.to_pylist()]

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from file_trees import files_under
 from tfblackbox.replay.cli import main as cli
 
 N_STEPS = 4
@@ -197,17 +198,7 @@ def test_import_dumps_round_trip(identity_dumps, tmp_path):
     assert cli(["import-dumps", ref, "--store", store, "--run", "old"]) == 0
     out = tmp_path / "back"
     assert replay(store, out, "--run", "old") == 0
-    assert _tree(ref) == _tree(str(out))
-
-
-def _tree(root):
-    files = {}
-    for folder, _dirs, names in os.walk(root):
-        for n in names:
-            p = os.path.join(folder, n)
-            with open(p, "rb") as f:
-                files[os.path.relpath(p, root)] = f.read()
-    return files
+    assert files_under(ref) == files_under(str(out))
 
 
 def test_numeric_summary(tmp_path):

@@ -3,8 +3,6 @@ made on a wandb offline run and on the recorder (replayed with `replay --to wand
 offline`) give the same .wandb history, summary, config and metric records. Also bad input,
 and recorder.init/log/finish in a process where TensorFlow cannot be imported."""
 
-import io
-import json
 import logging
 import math
 import os
@@ -15,7 +13,6 @@ import textwrap
 import wave
 
 import numpy as np
-import pytest
 
 import wandb_log
 from tfblackbox import recorder
@@ -270,7 +267,7 @@ def test_log_calls_go_on_from_the_hooks_steps(graph, store_dir, tmp_path):
     step = tf.compat.v1.train.get_or_create_global_step()
     tf.compat.v1.summary.scalar("loss", tf.cast(step, tf.float32) / 10)
     train_op = tf.compat.v1.assign_add(step, 1)
-    run = recorder.init(store=store_dir, console="off")
+    recorder.init(store=store_dir, console="off")
     with tf.compat.v1.train.MonitoredTrainingSession(
             hooks=[recorder.SummaryHook(steps_per_log=4)]) as sess:
         for i in range(10):

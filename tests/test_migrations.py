@@ -18,6 +18,7 @@ from tfblackbox.schema import segments
 from tfblackbox.schema.migrate import REVISIONS
 
 from catalog_helpers import catalog_layout, newest_format_sqlite, upgrade_empty_catalog
+from file_trees import files_under
 
 V1_SQL = os.path.join(os.path.dirname(__file__), "data", "catalog_v1.sql")
 
@@ -197,13 +198,7 @@ FORMAT2 = os.path.join(os.path.dirname(__file__), "data", "store_format2")
 
 
 def _rebuilt_sums(root):
-    sums = {}
-    for folder, _dirs, names in os.walk(root):
-        for n in names:
-            p = os.path.join(folder, n)
-            with open(p, "rb") as f:
-                sums[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
-    return sums
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in files_under(root).items()}
 
 
 def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path):

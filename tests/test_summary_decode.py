@@ -3,7 +3,6 @@ very rows an independent decoder on TF's own protos gives (tests/summary_oracle.
 summaries TF itself wrote: every kind of the TF1 ops, a TF2 tf.summary file, odd and broken
 values."""
 
-import math
 import struct
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 import tf2_files
 import tfgraphs
+from summary_oracle import comparable_rows
 from tfblackbox.schema.formats import tensor_proto, tfevents, tfrecord
 from tfblackbox.schema.rows import ColumnBuffers
 
@@ -25,15 +25,7 @@ def _decode(decode, data):
         error = type(e).__name__
     else:
         error = None
-    return {name: _rows(t) for name, t in buffers.take().items()}, error
-
-
-def _rows(table):
-    def norm(v):
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else (v, math.copysign(1, v))
-        return [norm(x) for x in v] if isinstance(v, list) else v
-    return [{k: norm(v) for k, v in row.items()} for row in table.to_pylist()]
+    return {name: comparable_rows(t) for name, t in buffers.take().items()}, error
 
 
 def _same(data):

@@ -14,6 +14,7 @@ import pytest
 
 from tfblackbox import recorder
 from tfblackbox.schema import Store, WriterError
+from summary_oracle import comparable_rows
 from tfgraphs import ODD_TAG, build_all_kinds, read_tfevents
 
 # SummarySaverHook decides when to log from the same racy global-step read (its labels shift by
@@ -297,24 +298,15 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
     slow = _decoded(lambda d, *a: summary_oracle._decode_slow(d, *a, 0), data)
     assert sorted(fast) == sorted(slow) == ["histograms", "media", "scalars", "tensors"]
     for name in fast:
-        assert fast[name].schema == slow[name].schema and _rows(fast[name]) == _rows(
+        assert fast[name].schema == slow[name].schema and comparable_rows(fast[name]) == comparable_rows(
             slow[name]), name
     assert fast["scalars"]["tag"].to_pylist() == ["loss", ODD_TAG, "inf", "neg0", "with-metadata"]
     assert fast["histograms"]["bucket_limits"].to_pylist()[0] == [-1.0, 0.0, 2.0]
     assert fast["histograms"]["bucket_limits"].to_pylist()[2] == [1.0, 2.0, 3.0]
     # a Summary that is not a run of values falls back whole, from where it stops
     odd = data + b"\x12\x00"
-    assert _rows(_decoded(summary_decode.decode_summary, odd)["scalars"]) == _rows(
+    assert comparable_rows(_decoded(summary_decode.decode_summary, odd)["scalars"]) == comparable_rows(
         slow["scalars"])
-
-
-def _rows(table):
-    """Rows with NaN made comparable and -0.0 told apart from 0.0."""
-    def norm(v):
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else (v, math.copysign(1, v))
-        return [norm(x) for x in v] if isinstance(v, list) else v
-    return [{k: norm(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def test_a_tag_that_is_not_utf8_loses_nothing(graph, store_dir, caplog):
