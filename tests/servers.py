@@ -25,6 +25,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop(proc, secs=10):
+    """Terminates a server process, killing it if it has not ended after `secs`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(secs)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _wait_port(port, secs, proc=None, what="server"):
     deadline = time.monotonic() + secs
     while time.monotonic() < deadline:
@@ -141,10 +152,4 @@ class S3Server:
         return f"s3://{name}/{prefix}?endpoint_override={self.endpoint}&scheme=http"
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)

@@ -4,12 +4,13 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
+
+from servers import free_port, stop
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -65,12 +66,6 @@ def event_files(path):
 
 # -- a real TensorBoard server ---------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TensorBoardServer:
     """`tensorboard --logdir LOGDIR --host 127.0.0.1 --port P`, stopped on exit."""
 
@@ -109,12 +104,7 @@ class TensorBoardServer:
         return self
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, 20)
         self.proc.stdout.close()
 
 
