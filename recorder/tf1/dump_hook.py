@@ -172,6 +172,7 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         self._last_fetches = None
         self._watch_reprs = {}
         self._last_step = None
+        self._fetches = None
         if self._capture is None:
             native = native_capture.load(tf, self._capture_mode)
             self._capture = DumpCapture(self._run, self._staging_dir, self._max_pending, native)
@@ -197,9 +198,11 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         self._steps.start(session, self._run, "DumpHook")
 
     def before_run(self, run_context):
-        fetches = self._steps.fetches()
-        if self._values:
-            fetches = dict(fetches, values=list(self._values.values()))
+        fetches = self._fetches
+        if fetches is None:   # made once a session: the same requests every run
+            fetches = self._fetches = dict(self._steps.fetches())
+            if self._values:
+                fetches["values"] = list(self._values.values())
         try:
             options = self._prepare(run_context)
         except Exception as e:   # never take the training down
