@@ -234,25 +234,26 @@ SCRIPT = textwrap.dedent("""
     from tfblackbox import recorder
     from test_blackbox import build, feed
     tf.compat.v1.disable_eager_execution()
-    store = sys.argv[1]
+    store, bad = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None
     recorder.init(store=store, run_id="bg")
     hook = recorder.DumpHook(keep_last=3, persist_on=("nan", "exception", "signal"))
     x, fetches = build(tf)
     with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
         s = 0
         while True:
-            sess.run(fetches, {{x: feed(s)}})
+            sess.run(fetches, {{x: feed(s, bad=bad)}})
             if s == 10:
                 print("ready", flush=True)
             s += 1
 """)
 
 
-def _start(tmp_path):
+def _start(tmp_path, *args):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
     store = str(tmp_path / "store")
-    proc = subprocess.Popen([sys.executable, str(script), store], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(script), store, *map(str, args)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-3000:]
     return proc, store
@@ -280,6 +281,28 @@ def test_kill_9_loses_the_ring_and_the_store_verifies(tmp_path):
     s = Store.open(store)
     assert [seg for seg in s.segments() if seg.table_name.startswith("debug_")] == []
     assert [r.status for r in s.runs()] == ["running"]
+    assert verify(s).ok
+
+
+def test_a_trigger_in_the_catalog_has_its_steps_in_the_store_even_after_kill_9(tmp_path):
+    """The firing is recorded only once its steps are in registered segments: killed the
+    moment the trigger shows in the catalog, the store holds every step it names."""
+    import time
+    proc, store = _start(tmp_path, 12)       # NaN at step 12, after "ready" at step 10
+    try:
+        deadline, fired = time.monotonic() + 120, []
+        while not fired and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                fired = Store.open(store).triggers("bg")
+            except Exception:                 # the store is being made, or busy
+                pass
+        proc.kill()
+    finally:
+        proc.communicate(timeout=60)
+    [t] = fired
+    assert (t.kind, t.step, t.first_step, t.last_step) == ("nan", 12, 9, 12)
+    s = Store.open(store)
+    assert dumped_steps(store, "bg")[0] == [9, 10, 11, 12]
     assert verify(s).ok
 
 

@@ -11,6 +11,7 @@ from . import blackbox
 from .. import run as run_mod
 
 log = logging.getLogger("tfblackbox")
+FLUSH_TIMEOUT = 120.0   # seconds a trigger waits for its steps to reach the store
 _VALUES = weakref.WeakKeyDictionary()   # graph -> {tag: the recorder's copy of its value}
 
 
@@ -78,8 +79,16 @@ class BlackBoxHook:
             self._fire(step, *hit)
 
     def _note_trigger(self, fire, steps):
+        """Records the firing once its steps are in registered segments, so a trigger in the
+        catalog always has its steps in the store, whenever the process is killed."""
+        reason = fire.reason
+        if steps:
+            try:
+                self._run.writer.flush(FLUSH_TIMEOUT)
+            except Exception as e:   # kept in memory and retried by the writer; said so
+                reason += f" (its steps were not yet on disk when recorded: {e})"
         self._run.store.record_trigger(
-            self._run.run_id, self._run.writer_id, fire.kind, fire.reason, step=fire.step,
+            self._run.run_id, self._run.writer_id, fire.kind, reason, step=fire.step,
             fired_at=fire.fired_at, first_step=steps[0] if steps else None,
             last_step=steps[-1] if steps else None, steps_written=len(steps))
 
