@@ -24,7 +24,7 @@ def tf_version():
 
 
 def describe():
-    from tfblackbox.schema.migrate import package_version
+    from tfblackbox.schema.store.migrate import package_version
     return dict(host=socket.gethostname(), pid=os.getpid(),
                 command=shlex.join([sys.executable] + sys.argv),
                 python_version=platform.python_version(), tf_version=tf_version(),

@@ -13,7 +13,7 @@ import threading
 
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 from tfblackbox.schema.errors import RunExistsError
-from tfblackbox.schema.records import new_run_id, valid_run_id
+from tfblackbox.schema.store.records import new_run_id, valid_run_id
 
 from . import environment, multiworker
 from .logging_api import RunLogging

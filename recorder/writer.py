@@ -19,8 +19,8 @@ import time
 import pyarrow as pa
 
 from tfblackbox.schema import WriterError
-from tfblackbox.schema import segments
-from tfblackbox.schema.rows import ColumnBuffers
+from tfblackbox.schema.store import segments
+from tfblackbox.schema.codecs.rows import ColumnBuffers
 
 log = logging.getLogger("tfblackbox")
 

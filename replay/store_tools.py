@@ -7,8 +7,8 @@ import time
 
 from tfblackbox.schema import Store, TABLES, compact as compact_store, verify as verify_store
 from tfblackbox.schema.tables import STEPLESS
-from tfblackbox.schema.maintenance import ORPHAN_GRACE_SECS
-from tfblackbox.schema.records import run_state
+from tfblackbox.schema.store.maintenance import ORPHAN_GRACE_SECS
+from tfblackbox.schema.store.records import run_state
 
 from .exits import EXIT_FAILED, EXIT_OK, print_json
 
@@ -159,7 +159,7 @@ def compact(store_path, run_id=None, as_json=False):
 
 
 def merge(sources, into, data=None, as_json=False):
-    from tfblackbox.schema.merge import merge as merge_stores
+    from tfblackbox.schema.store.merge import merge as merge_stores
     sources = [Store.open(s, clean_orphans=False) for s in sources]
     dest = Store.create(into, data=data)
     reports = merge_stores(sources, dest)

@@ -1,17 +1,17 @@
 """tfblackbox.schema: the store (SQLite catalog + Parquet segments), the one row builder, and
 the foreign formats every side speaks (formats/). Imports no TensorFlow."""
 
-from .dumps import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS
+from .tables.tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS
 from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflictError,
                      MigrationError,
                      NativeCaptureUnavailable, NotAStoreError, ReplayError, RunExistsError,
                      RunNotFoundError, StoreDamageError, StoreVersionError, WireFormatError,
                      WriterError)
-from .maintenance import compact, verify
-from .migrate import FORMAT_VERSION
-from .records import RunRecord, TriggerRecord, WriterRecord
-from .segments import SegmentRecord
-from .store import Store
+from .store.maintenance import compact, verify
+from .store.migrate import FORMAT_VERSION
+from .store.records import RunRecord, TriggerRecord, WriterRecord
+from .store.segments import SegmentRecord
+from .store.store import Store
 from .tables import HISTOGRAMS, MEDIA, SCALARS, TABLES, TENSORS
 
 __all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "SegmentRecord",

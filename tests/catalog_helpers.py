@@ -27,8 +27,8 @@ def upgrade_empty_catalog(url, revision="head"):
     from alembic import command
     from alembic.config import Config
 
-    from tfblackbox.schema import migrate
-    from tfblackbox.schema.catalog import Catalog
+    from tfblackbox.schema.store import migrate
+    from tfblackbox.schema.store.catalog import Catalog
     catalog = Catalog(url)
     cfg = Config()
     cfg.set_main_option("script_location", migrate.SCRIPTS)
@@ -44,7 +44,7 @@ def upgrade_empty_catalog(url, revision="head"):
 def newest_format_sqlite(con):
     """(format_version, alembic revision) of a SQLite catalog, and what the newest are."""
     from tfblackbox.schema import FORMAT_VERSION
-    from tfblackbox.schema.migrate import REVISIONS
+    from tfblackbox.schema.store.migrate import REVISIONS
     found = (con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone(),
              con.execute("SELECT version_num FROM alembic_version").fetchone())
     return found, ((str(FORMAT_VERSION),), (REVISIONS[FORMAT_VERSION],))
@@ -53,7 +53,7 @@ def newest_format_sqlite(con):
 def newest_format_postgres(postgres, db):
     """The same for a PostgreSQL database of the tests' server."""
     from tfblackbox.schema import FORMAT_VERSION
-    from tfblackbox.schema.migrate import REVISIONS
+    from tfblackbox.schema.store.migrate import REVISIONS
     found = (postgres.sql("SELECT value FROM meta WHERE key = 'format_version'", db),
              postgres.sql("SELECT version_num FROM alembic_version", db))
     return found, ([(str(FORMAT_VERSION),)], [(REVISIONS[FORMAT_VERSION],)])

@@ -1,4 +1,4 @@
-"""The test oracle for schema/summary_decode.py: a serialized tf.Summary decoded with
+"""The test oracle for schema/codecs/summary_decode.py: a serialized tf.Summary decoded with
 TensorFlow's own protos (summary_pb2, tensor_util), independently of the wire decoder the
 recorder uses. (It was the recorder's decoder until the one wire decoder replaced it.)
 
@@ -15,8 +15,7 @@ import numpy as np
 
 from tfblackbox.schema.errors import WireFormatError
 from tfblackbox.schema.formats import dtypes
-from tfblackbox.schema.formats.wire import encode_varint
-from tfblackbox.schema.formats.wire import walk as wire_fields
+from tfblackbox.schema.formats.wire import encode_varint, walk as wire_fields
 
 log = logging.getLogger("tfblackbox")
 

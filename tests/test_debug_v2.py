@@ -491,8 +491,8 @@ def test_rebuild_refuses_names_that_leave_out_and_a_non_empty_out(keras_curt, tm
     code, _r = rebuild(store, out)
     assert code == EXIT_USAGE and "not empty" in capsys.readouterr().err
     # a store whose recorded names would leave OUT (written by hand, as a damaged store)
-    from tfblackbox.schema.rows import ColumnBuffers
-    from tfblackbox.schema.tfdbg2_rows import file_row
+    from tfblackbox.schema.codecs.rows import ColumnBuffers
+    from tfblackbox.schema.codecs.tfdbg_v2_rows import file_row
     s = Store.open(store)
     buffers = ColumnBuffers(1)
     for session, name in (("x", "tfdbg_events.1.h/../../../evil.metadata"),
@@ -538,7 +538,7 @@ def test_a_resumed_attempts_debug_records_do_not_hide_earlier_rows(store_dir):
     """tfdbg v2 rows are numbered within their file, not by training step: they must not
     become the attempt's first step (which would hide every earlier attempt's rows)."""
     from tfblackbox.recorder import run as run_mod
-    from tfblackbox.schema.tfdbg2_rows import BlobIndex, FileSource, add_rows
+    from tfblackbox.schema.codecs.tfdbg_v2_rows import BlobIndex, FileSource, add_rows
     run = run_mod.init(store=store_dir, run_id="r")
     for step in range(10):
         run.submit(lambda b, s=step: b.add_scalar(s, float(s), "loss", float(s)))
@@ -584,7 +584,7 @@ def test_record_order_survives_a_corrupt_and_a_half_written_file(tmp_path, monke
     monkeypatch.setenv("TFBLACKBOX_KEEP_STAGING", "1")   # to compare with the files after
     from tfblackbox.recorder import run as run_mod
     from tfblackbox.recorder.tf2.debug_v2_tail import DebugV2Tail
-    from tfblackbox.schema.tfdbg2_restore import dump_roots, file_chunks
+    from tfblackbox.schema.codecs.tfdbg_v2_restore import dump_roots, file_chunks
     root = tmp_path / "staging"
     root.mkdir()
     meta = b"\x1a\x0a\x1a\x08abcd1234"                          # DebugMetadata(run id)

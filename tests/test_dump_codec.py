@@ -1,4 +1,4 @@
-"""The debug_tensors encoding (schema/dump_codec.py): lossless byte for byte on awkward data,
+"""The debug_tensors encoding (schema/tfdbg_v1_codec.py): lossless byte for byte on awkward data,
 a single step read back through its chain, a damaged chain reported, not guessed. Rows go
 through a real store (Parquet segments, the catalog) as DumpHook's writer puts them there."""
 
@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from tfblackbox.schema import Store, dump_codec, rows
+from tfblackbox.schema import Store
+from tfblackbox.schema.codecs import rows, tfdbg_v1_codec, tfdbg_v1_rows
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.wire import encode_varint, length_delimited
 
@@ -71,7 +72,7 @@ def record(tmp_path, steps, key_every=4):
     store = Store.create(str(tmp_path / "store"))
     store.create_run("r")
     writer, attempt = store.begin_attempt("r")
-    encoder = dump_codec.Encoder(key_every=key_every)
+    encoder = tfdbg_v1_codec.Encoder(key_every=key_every)
     rng = np.random.default_rng(3)
     originals = {}
     for step in steps:
@@ -80,7 +81,7 @@ def record(tmp_path, steps, key_every=4):
         for t in files:
             originals[(run_key, t.node_name, t.ext_timestamp)] = t.data
         buffers = rows.ColumnBuffers(attempt)
-        buffers.add_table("debug_tensors", rows.debug_tensor_table(
+        buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, run_key, files, layout.device_name_from_dir, encoder))
         for name, table in buffers.take().items():   # a segment per step, as small flushes do
             store.write_segment("r", name, table, writer)
@@ -89,7 +90,7 @@ def record(tmp_path, steps, key_every=4):
 
 def decoded(store, steps=None):
     got = {}
-    for r in dump_codec.read_debug_tensors(store, "r", steps, [
+    for r in tfdbg_v1_codec.read_debug_tensors(store, "r", steps, [
             "step", "run_key", "node_name", "timestamp", "ext_timestamp", "event", "codec"]):
         ext = r["ext_timestamp"] or str(r["timestamp"])
         got[(r["run_key"], r["node_name"], ext)] = r["event"]
@@ -120,7 +121,7 @@ def test_a_single_step_reads_back_through_its_chain(tmp_path, step):
 
 
 def test_drifting_weights_leave_small_residuals(tmp_path):
-    store, originals = record(tmp_path, list(range(40)), key_every=dump_codec.KEY_EVERY)
+    store, originals = record(tmp_path, list(range(40)), key_every=tfdbg_v1_codec.KEY_EVERY)
     raw = store.read("r", "debug_tensors", columns=["content", "chain_pos", "node_name"])
     drifting = [v for k, v in originals.items() if k[1] == "dense/kernel/read"]
     # content: the int32 words in 4 byte planes
@@ -142,7 +143,7 @@ def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
     store = Store.create(str(tmp_path / "store"))
     store.create_run("r")
     writer, attempt = store.begin_attempt("r")
-    encoder = dump_codec.Encoder(key_every=8)
+    encoder = tfdbg_v1_codec.Encoder(key_every=8)
     rng = np.random.default_rng(5)
     originals = {}
     buffers = rows.ColumnBuffers(attempt)
@@ -150,7 +151,7 @@ def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
         run_key = f"run_{2000 + n}_{n}"
         files = tensors_of_step(step, rng, 1_700_000_000_000_000 + 10 * n)
         originals.update({(run_key, t.node_name, t.ext_timestamp): t.data for t in files})
-        buffers.add_table("debug_tensors", rows.debug_tensor_table(
+        buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, run_key, files, layout.device_name_from_dir, encoder))
     for name, table in buffers.take().items():
         store.write_segment("r", name, table, writer)
@@ -161,19 +162,19 @@ def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
 
 def test_a_missing_link_is_reported_not_guessed(tmp_path):
     store, originals = record(tmp_path, list(range(6)), key_every=8)
-    rows_ = dump_codec.read_debug_tensors(store, "r")
+    rows_ = tfdbg_v1_codec.read_debug_tensors(store, "r")
     # lose step 2's rows: steps 3.. of each chain cannot be rebuilt, 0 and 1 still can
     kept = [r for r in rows_ if r["step"] != 2]
     raw = store.read("r", "debug_tensors").to_pylist()
     raw = [r for r in raw if r["step"] != 2]
-    events = dump_codec.decode_events(raw)
+    events = tfdbg_v1_codec.decode_events(raw)
     damaged = set()
     for r, e in zip(raw, events):
         ext = r["ext_timestamp"] or str(r["timestamp"])
         key = (r["run_key"], r["node_name"], ext)
         if r["codec"] is None or r["step"] < 2:
             assert e == originals[key]
-        elif isinstance(e, dump_codec.StoreDamageError):    # never a wrong value
+        elif isinstance(e, tfdbg_v1_codec.StoreDamageError):    # never a wrong value
             assert "not in the store" in str(e) and r["tag"] in str(e)
             damaged.add(r["node_name"])
         else:      # a chain that did not pass through step 2 ("grow" changes size)

@@ -12,7 +12,7 @@ from tfblackbox.replay.cli import main as cli_main, replay_main
 from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.tfevents_restore import write_logdir
+from tfblackbox.schema.codecs.tfevents_restore import write_logdir
 
 
 def _import(logdir, store_dir, *extra, capsys=None):

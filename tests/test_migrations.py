@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.schema import FORMAT_VERSION, Store, verify
-from tfblackbox.schema import segments
-from tfblackbox.schema.migrate import REVISIONS
+from tfblackbox.schema.store import segments
+from tfblackbox.schema.store.migrate import REVISIONS
 
 from catalog_helpers import catalog_layout, newest_format_sqlite, upgrade_empty_catalog
 from file_trees import files_under
@@ -210,7 +210,7 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     import shutil
 
     from tfblackbox.replay.cli import main as cli
-    from tfblackbox.schema.dumps import DEBUG_TENSORS
+    from tfblackbox.schema.tables.tfdbg_v1 import DEBUG_TENSORS
     root = str(tmp_path / "store")
     shutil.copytree(FORMAT2, root)
     with open(os.path.join(os.path.dirname(__file__), "data",

@@ -15,7 +15,7 @@ import pytest
 import wandb_log
 from tfblackbox.replay.cli import main as cli, replay_main
 from tfblackbox.schema import CatalogError, Store, compact, verify
-from tfblackbox.schema.maintenance import remove_orphans
+from tfblackbox.schema.store.maintenance import remove_orphans
 
 from test_migrations import make_format1_store
 

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.replay.cli import main as cli
-from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, segments, verify
-from tfblackbox.schema.catalog import Catalog, display_url
-from tfblackbox.schema.migrate import REVISIONS
+from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, verify
+from tfblackbox.schema.store import segments
+from tfblackbox.schema.store.catalog import Catalog, display_url
+from tfblackbox.schema.store.migrate import REVISIONS
 
 from catalog_helpers import catalog_layout, newest_format_postgres, upgrade_empty_catalog
 
@@ -111,7 +112,7 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     names: opening it upgrades it to the current format in one transaction."""
     from alembic import command
     from alembic.config import Config
-    from tfblackbox.schema import migrate
+    from tfblackbox.schema.store import migrate
     data = str(tmp_path / "d")
     catalog = Catalog(pg_url)
     cfg = Config()

@@ -106,7 +106,7 @@ def test_writer_flushes_every_n_rows_and_t_seconds(store_dir):
 
 
 def test_undecodable_item_is_reported_not_fatal(store_dir, graph):
-    from tfblackbox.schema.summary_decode import decode_summary
+    from tfblackbox.schema.codecs.summary_decode import decode_summary
     run = recorder.init(store=store_dir)
     run.submit(lambda b: decode_summary(b"\xff\xff not a summary", 0, 0.0, b))
     run.submit(add_scalars([3]))
@@ -245,7 +245,7 @@ def test_large_ready_made_tables_are_encoded_ahead_in_row_groups(store_dir):
 @pytest.mark.parametrize("where", ["encode", "register"])
 def test_a_failing_encode_ahead_falls_back_and_keeps_every_row(store_dir, monkeypatch, caplog,
                                                                where):
-    from tfblackbox.schema import segments
+    from tfblackbox.schema.store import segments
     store, w = _writer(store_dir)
     fail = {"left": 1}
 

@@ -300,7 +300,7 @@ def test_failed_and_died_runs_are_marked(tmp_path):
     store.write_segment("dead", "scalars", pa.Table.from_pydict(
         {"step": [0, 1], "wall_time": [1.0, 2.0], "tag": ["x", "x"], "attempt": [1, 1],
          "value": [1.0, 2.0]}, schema=SCALARS))
-    from tfblackbox.schema import catalog as cat
+    from tfblackbox.schema.store import catalog as cat
     with store.catalog.session() as s:     # its recorder died long ago
         s.get(cat.RunRow, "dead").heartbeat_at = time.time() - 3600
     wdir = tmp_path / "wandb"

@@ -15,7 +15,7 @@ import tb_helpers
 from tfblackbox.replay.cli import main as cli_main
 from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
-from tfblackbox.schema.rows import ColumnBuffers
+from tfblackbox.schema.codecs.rows import ColumnBuffers
 
 LONG_STEPS = 300_000
 

@@ -204,7 +204,7 @@ def test_a_store_half_made_by_an_older_version_is_finished(tmp_path):
     """tfblackbox 0.1 created the tables, then the version in a second transaction."""
     path = tmp_path / "s"
     (path / "data").mkdir(parents=True)
-    from tfblackbox.schema import catalog as cat
+    from tfblackbox.schema.store import catalog as cat
     c = cat.Catalog("sqlite:///" + str(path / "catalog.sqlite"))
     cat.Base.metadata.create_all(c.engine)
     c.dispose()

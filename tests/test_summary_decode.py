@@ -1,4 +1,4 @@
-"""The summary decoder (schema/summary_decode.py: the wire format, no TensorFlow) gives the
+"""The summary decoder (schema/codecs/summary_decode.py: the wire format, no TensorFlow) gives the
 very rows an independent decoder on TF's own protos gives (tests/summary_oracle.py), on
 summaries TF itself wrote: every kind of the TF1 ops, a TF2 tf.summary file, odd and broken
 values."""
@@ -14,7 +14,7 @@ import tf2_files
 import tfgraphs
 from summary_oracle import comparable_rows
 from tfblackbox.schema.formats import tensor_proto, tfevents, tfrecord
-from tfblackbox.schema.rows import ColumnBuffers
+from tfblackbox.schema.codecs.rows import ColumnBuffers
 
 
 def _decode(decode, data):
@@ -30,7 +30,7 @@ def _decode(decode, data):
 
 def _same(data):
     import summary_oracle
-    from tfblackbox.schema import summary_decode
+    from tfblackbox.schema.codecs import summary_decode
     ours, theirs = (_decode(summary_decode.decode_summary, data),
                     _decode(summary_oracle.decode_summary, data))
     assert ours == theirs
@@ -119,7 +119,7 @@ def test_tensor_protos_as_make_ndarray_reads_them():
 
 
 def test_the_decoders_of_import_tfevents_import_no_tensorflow():
-    code = ("import sys; import tfblackbox.schema.summary_decode, "
-            "tfblackbox.schema.tfevents_decode; assert 'tensorflow' not in sys.modules, "
+    code = ("import sys; import tfblackbox.schema.codecs.summary_decode, "
+            "tfblackbox.schema.codecs.tfevents_decode; assert 'tensorflow' not in sys.modules, "
             "sorted(m for m in sys.modules if m.startswith('tensorflow'))")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -262,7 +262,7 @@ def test_a_finalized_graph_still_records_exact_steps(graph, store_dir):
 
 
 def _decoded(decode, data):
-    from tfblackbox.schema.rows import ColumnBuffers
+    from tfblackbox.schema.codecs.rows import ColumnBuffers
     buffers = ColumnBuffers(attempt=3)
     decode(data, 7, 1.5, buffers)
     return buffers.take()
@@ -275,7 +275,7 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
 
     from tensorflow.core.framework import summary_pb2
     import summary_oracle
-    from tfblackbox.schema import summary_decode
+    from tfblackbox.schema.codecs import summary_decode
     s = summary_pb2.Summary()
     for tag, v in (("loss", 0.25), (ODD_TAG, float("nan")), ("inf", float("inf")),
                    ("neg0", -0.0)):

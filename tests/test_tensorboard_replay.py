@@ -16,7 +16,7 @@ from tfblackbox.replay.cli import main as cli_main, replay_main
 from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.rows import ColumnBuffers
+from tfblackbox.schema.codecs.rows import ColumnBuffers
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tfblackbox.replay.cli import main as cli_main, replay_main
 from tfblackbox.replay.exits import EXIT_OK
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.tfevents_restore import write_logdir
+from tfblackbox.schema.codecs.tfevents_restore import write_logdir
 
 STEPS = 6
 

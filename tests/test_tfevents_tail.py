@@ -12,7 +12,7 @@ from tfblackbox import recorder
 from tfblackbox.recorder.tf2.tfevents_tail import TfeventsTail, tail_for
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfevents, tfrecord
-from tfblackbox.schema.tfevents_restore import write_logdir
+from tfblackbox.schema.codecs.tfevents_restore import write_logdir
 
 
 def filewriter_logdir(logdir, steps=6):

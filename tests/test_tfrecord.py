@@ -156,7 +156,7 @@ class _Collect:
 
 
 def test_the_wire_fast_path_decodes_as_summaries_py_does(tf_file):
-    from tfblackbox.schema import tfevents_decode as dec
+    from tfblackbox.schema.codecs import tfevents_decode as dec
     fast_kinds = set()
     for off, data in tfrecord.read_records(tf_file):
         ev = tfevents.parse_event(data)
@@ -179,7 +179,7 @@ def test_records_decoded_by_their_files_templates_are_decoded_as_parsed(tf_file,
     template (the bytes around the value); rows and raw rows must be what parsing gives --
     also for a longer file whose steps grow past one varint byte, and a value that changes
     shape (no template match: parsed)."""
-    from tfblackbox.schema import tfevents_decode as dec
+    from tfblackbox.schema.codecs import tfevents_decode as dec
     from tfblackbox.replay.tensorboard import events as ev
     records = [d for _o, d in tfrecord.read_records(tf_file)]
     # a hand-made tail: 300 steps of a float scalar, a double scalar and a histogram tensor

@@ -16,7 +16,7 @@ import pytest
 
 from tfblackbox.replay.cli import main as cli
 from tfblackbox.schema import RunNotFoundError, Store, TriggerRecord
-from tfblackbox.schema.triggers import TRIGGER_KINDS
+from tfblackbox.schema.store.triggers import TRIGGER_KINDS
 
 NAN_REASON = "NaN or Inf in 'log:0' (DebugIdentity) at step 12"
 

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from tfblackbox.schema.dump_codec import content_span
+from tfblackbox.schema.codecs.tfdbg_v1_codec import content_span
 
 log = logging.getLogger("tfblackbox")
 

@@ -23,9 +23,8 @@ import os
 import shutil
 import threading
 
-from tfblackbox.schema import dump_codec, rows
-from tfblackbox.schema.formats import tfdbg_v1 as proto
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.codecs import tfdbg_v1_codec, tfdbg_v1_rows
+from tfblackbox.schema.formats import tfdbg_v1 as proto, tfdbg_v1_layout as layout
 
 from . import native_capture
 from .. import scratch
@@ -86,7 +85,7 @@ class DumpCapture:
         self._graphs_seen = set()      # (device, hash) already recorded
         self._executor_graphs = {}     # executor key -> {device: GraphFile}
         self._device_names = {}        # device dir -> real device name
-        self._encoder = dump_codec.Encoder()   # tensors against earlier dumps (ingest order)
+        self._encoder = tfdbg_v1_codec.Encoder()   # tensors against earlier dumps (ingest order)
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
         self._thread.start()
@@ -283,7 +282,7 @@ class DumpCapture:
             meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
         devices = sorted({self._device(t.device_dir) for t in tensors} |
                          {self._device(x) for x in graphs})
-        run_row = rows.debug_run_row(
+        run_row = tfdbg_v1_rows.debug_run_row(
             step, batch.wall_time, batch.run_key, batch.session_run, batch.status, "DumpHook",
             d.core_metadata_name, meta, proto.log_message_event(batch.fetches_repr),
             proto.log_message_event(batch.feed_keys_repr), devices,
@@ -314,7 +313,7 @@ class DumpCapture:
         try:
             with_tensors = [(r["step"], r["run_key"], r["tensors"]) for r in read
                             if r["tensors"]]
-            tensors = (rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
+            tensors = (tfdbg_v1_rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
                        if with_tensors else None)
             queued = self._submit(graphs, tensors, [r["run_row"] for r in read], read, sizes)
         except BaseException:
@@ -332,7 +331,7 @@ class DumpCapture:
 
         def job(buffers):
             for step, (device, g, wall, graph_def) in graphs:
-                buffers.add("debug_graphs", **rows.debug_graph_row(
+                buffers.add("debug_graphs", **tfdbg_v1_rows.debug_graph_row(
                     step, device, g.graph_hash, g.timestamp, wall, graph_def))
             if tensors is not None:
                 buffers.add_table("debug_tensors", tensors)

@@ -28,10 +28,8 @@ import sys
 import threading
 
 from tfblackbox.schema.errors import DumpLayoutError, NativeCaptureUnavailable
-from tfblackbox.schema.dump_codec import content_span
-from tfblackbox.schema.formats import dtypes
-from tfblackbox.schema.formats import tfdbg_v1 as proto
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.codecs.tfdbg_v1_codec import content_span
+from tfblackbox.schema.formats import dtypes, tfdbg_v1 as proto, tfdbg_v1_layout as layout
 
 log = logging.getLogger("tfblackbox")
 

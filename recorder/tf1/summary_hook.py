@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from .. import run as run_mod
 from .global_step import StepTracker
-from tfblackbox.schema.summary_decode import decode_summary
+from tfblackbox.schema.codecs.summary_decode import decode_summary
 
 log = logging.getLogger("tfblackbox")
 

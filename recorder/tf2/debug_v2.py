@@ -20,7 +20,7 @@ import threading
 import weakref
 
 from tfblackbox.schema import BlackboxError
-from tfblackbox.schema.tfdbg2_rows import BlobIndex
+from tfblackbox.schema.codecs.tfdbg_v2_rows import BlobIndex
 
 from . import staging
 from .debug_v2_tail import DebugV2Tail

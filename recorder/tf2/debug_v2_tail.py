@@ -3,7 +3,7 @@
 
 Every poll (POLL_SECS) it picks up new files and reads what each gained; a half-written last
 record waits for the next poll. The records go to the writer in chunks of up to JOB_BYTES,
-turned into rows there (schema/tfdbg2_rows.py); at most a quarter of the writer's queue is
+turned into rows there (schema/codecs/tfdbg_v2_rows.py); at most a quarter of the writer's queue is
 ours at once, and what the queue cannot take yet waits (in memory, or unread in the file).
 Bytes taken by the writer are freed from the staging files (staging.HolePuncher).
 
@@ -27,7 +27,7 @@ import threading
 import time
 
 from tfblackbox.schema.formats import tfdbg_v2, tfrecord
-from tfblackbox.schema.tfdbg2_rows import BlobIndex, FileSource, add_rows, file_row, unframed_row
+from tfblackbox.schema.codecs.tfdbg_v2_rows import BlobIndex, FileSource, add_rows, file_row, unframed_row
 
 from .staging import HolePuncher
 

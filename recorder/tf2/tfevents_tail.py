@@ -23,9 +23,9 @@ import time
 import weakref
 
 from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.tfevents_restore import read_points
+from tfblackbox.schema.codecs.tfevents_restore import read_points
 
-from tfblackbox.schema.tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
 
 log = logging.getLogger("tfblackbox")
 

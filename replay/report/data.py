@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tfblackbox.schema.records import run_state
+from tfblackbox.schema.store.records import run_state
 
 from .downsample import BUCKETS, minmax
 

@@ -29,7 +29,7 @@ import time
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.formats.files import fsync_path
-from tfblackbox.schema.windows import settled_step
+from tfblackbox.schema.store.windows import settled_step
 
 from .. import out_dirs
 from ..exits import EXIT_OK, print_json

@@ -10,7 +10,7 @@ import collections
 
 from tfblackbox.schema.errors import StoreDamageError
 
-from tfblackbox.schema.windows import step_windows
+from tfblackbox.schema.store.windows import step_windows
 
 from . import events as ev
 

@@ -2,7 +2,7 @@
 
 Every event file under LOGDIR (a file whose name holds "tfevents", as TensorBoard reads them)
 goes into the store losslessly, the way the TF2 capture keeps what it tails
-(schema/tfevents_decode.py, with the TF-free summary decoder): each record as a
+(schema/codecs/tfevents_decode.py, with the TF-free summary decoder): each record as a
 `tfevents_records` row, so `replay --to tensorboard` writes the files back byte for byte,
 and its summary values as scalars, histograms, media and tensors rows, so `replay --to
 wandb` and the report show them. No TensorFlow.
@@ -29,12 +29,13 @@ import re
 import socket
 import sys
 
-from tfblackbox.schema import BlackboxError, Store, segments
+from tfblackbox.schema import BlackboxError, Store
+from tfblackbox.schema.store import segments
 from tfblackbox.schema.formats import tfevents, tfrecord
-from tfblackbox.schema.records import valid_run_id
-from tfblackbox.schema.rows import ColumnBuffers
-from tfblackbox.schema.tfevents_decode import FileSource, add_unframed, decode_records
-from tfblackbox.schema.tfevents_restore import RAW_TABLE
+from tfblackbox.schema.store.records import valid_run_id
+from tfblackbox.schema.codecs.rows import ColumnBuffers
+from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.codecs.tfevents_restore import RAW_TABLE
 
 from ..exits import EXIT_FAILED, EXIT_OK, print_json
 from .mirror import kill_point
@@ -97,7 +98,7 @@ def derived_run_id(name, real_path):
 def imported_points(store, run_id):
     """{file: (offset, index, step, wall_time, end of all bytes kept)} to go on from: after the
     last complete record whose decoded rows are all in the store."""
-    from tfblackbox.schema.tfevents_restore import _latest, cut_key, decoded_payloads
+    from tfblackbox.schema.codecs.tfevents_restore import _latest, cut_key, decoded_payloads
     if not store.has_run(run_id):
         return {}
     rows = store.read(run_id, RAW_TABLE, columns=["file", "offset", "index", "length", "what",

@@ -20,7 +20,7 @@ import uuid
 from tfblackbox.schema.errors import StoreDamageError
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.formats.files import fsync_path
-from tfblackbox.schema.tfevents_restore import (RAW_TABLE, _latest, decoded_payloads,
+from tfblackbox.schema.codecs.tfevents_restore import (RAW_TABLE, _latest, decoded_payloads,
                                                  restore_record)
 
 TEMP_PREFIX = ".tfblackbox-"

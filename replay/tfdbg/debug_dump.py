@@ -16,7 +16,7 @@ import re
 import sys
 
 from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema.records import valid_run_id
+from tfblackbox.schema.store.records import valid_run_id
 
 from .. import out_dirs
 from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json

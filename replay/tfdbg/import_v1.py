@@ -14,10 +14,10 @@ import os
 import socket
 import sys
 
-from tfblackbox.schema import BlackboxError, dump_codec, rows
-from tfblackbox.schema.formats import tfdbg_v1 as proto
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
-from tfblackbox.schema.records import new_run_id
+from tfblackbox.schema import BlackboxError
+from tfblackbox.schema.codecs import rows, tfdbg_v1_codec, tfdbg_v1_rows
+from tfblackbox.schema.formats import tfdbg_v1 as proto, tfdbg_v1_layout as layout
+from tfblackbox.schema.store.records import new_run_id
 
 FLUSH_BYTES = 64 << 20
 
@@ -29,7 +29,7 @@ class _Segments:
         self.store, self.run_id, self.writer_id = store, run_id, writer_id
         self.buffers = rows.ColumnBuffers(attempt)
         self.nbytes, self.segments = 0, 0
-        self.encoder = dump_codec.Encoder()
+        self.encoder = tfdbg_v1_codec.Encoder()
 
     def flush(self):
         tables = self.buffers.take()
@@ -108,13 +108,13 @@ def _import_dir(out, path, name, seen):
         graphs.append((device, g.graph_hash, g.timestamp, wall, raw))
         if (device, g.graph_hash) not in seen:
             seen.add((device, g.graph_hash))
-            out.buffers.add("debug_graphs", **rows.debug_graph_row(
+            out.buffers.add("debug_graphs", **tfdbg_v1_rows.debug_graph_row(
                 step, device, g.graph_hash, g.timestamp, wall, graph_def))
             out.nbytes += len(graph_def)
     if d.tensors:
-        out.buffers.add_table("debug_tensors", rows.debug_tensor_table(
+        out.buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, name, d.tensors, names.__getitem__, out.encoder))
-    row = rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import", d.core_metadata_name,
+    row = tfdbg_v1_rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import", d.core_metadata_name,
                              d.core_metadata, d.fetches_info, d.feed_keys_info,
                              sorted(names[x] for x in d.device_dirs), graphs, d.tensors)
     out.buffers.add("debug_runs", **row)

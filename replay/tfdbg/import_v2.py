@@ -14,11 +14,12 @@ the bytes they were.
 import os
 import socket
 
-from tfblackbox.schema import BlackboxError, rows as row_buffers
+from tfblackbox.schema import BlackboxError
+from tfblackbox.schema.codecs import rows as row_buffers
 from tfblackbox.schema.formats import tfdbg_v2, tfrecord
-from tfblackbox.schema.tfdbg2_rows import (BlobIndex, FileSource, file_row, record_rows,
+from tfblackbox.schema.codecs.tfdbg_v2_rows import (BlobIndex, FileSource, file_row, record_rows,
                                            unframed_row)
-from tfblackbox.schema.tfdbg2_tables import BLOBS_TABLE, RECORDS_TABLE
+from tfblackbox.schema.tables.tfdbg_v2 import BLOBS_TABLE, RECORDS_TABLE
 
 from .import_v1 import open_run
 

@@ -24,7 +24,7 @@ import shutil
 
 from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.formats import tfdbg_v2
-from tfblackbox.schema.tfdbg2_restore import dump_roots, fetch_blobs, file_chunks
+from tfblackbox.schema.codecs.tfdbg_v2_restore import dump_roots, fetch_blobs, file_chunks
 
 from ..out_dirs import put_in_place
 

@@ -4,8 +4,8 @@ op types, graphs, and the NaN / Inf the health modes found, from the decoded col
 
 import collections
 
-from tfblackbox.schema.tfdbg2_restore import dump_roots
-from tfblackbox.schema.tfdbg2_tables import TFDBG2_RECORDS
+from tfblackbox.schema.codecs.tfdbg_v2_restore import dump_roots
+from tfblackbox.schema.tables.tfdbg_v2 import TFDBG2_RECORDS
 
 TOP = 5            # op types listed per kind
 FIRST_BAD = 5      # NaN/Inf findings listed

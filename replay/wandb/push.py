@@ -21,8 +21,8 @@ import uuid
 
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
-from tfblackbox.schema.records import run_state
-from tfblackbox.schema.windows import settled_step
+from tfblackbox.schema.store.records import run_state
+from tfblackbox.schema.store.windows import settled_step
 
 from ..exits import EXIT_FAILED, EXIT_OK
 from .extras import Extras

@@ -1,7 +1,7 @@
 """What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
 
-from tfblackbox.schema.records import run_state
-from tfblackbox.schema.windows import settled_step
+from tfblackbox.schema.store.records import run_state
+from tfblackbox.schema.store.windows import settled_step
 
 from ..exits import print_json
 from .extras import Extras

@@ -9,14 +9,14 @@ JSON values (log_values) as they were logged, wandb objects (wandb_objects) rebu
 
 `iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
 catalog's segment statistics), so a replay's memory does not grow with the run.
-`settled_step` (schema/windows.py) says how far a live run can be pushed safely.
+`settled_step` (schema/store/windows.py) says how far a live run can be pushed safely.
 """
 
 import collections
 import dataclasses
 import json
 
-from tfblackbox.schema import windows
+from tfblackbox.schema.store import windows
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
 PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
@@ -157,7 +157,7 @@ def load_rows(store, run_id, lo=None, hi=None):
 
 
 def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
-    """The windows of steps a replay reads at once (schema/windows.py), WINDOW_ROWS rows each."""
+    """The windows of steps a replay reads at once (schema/store/windows.py), WINDOW_ROWS rows each."""
     return windows.step_windows(store, run_id, PUSHED_TABLES, window_rows or WINDOW_ROWS, lo, hi)
 
 

@@ -6,7 +6,7 @@ back byte for byte) and, if its Event holds a summary, its decoded rows (`FileSo
 summary_decode.py, TF-free; the recorder passes its own protobuf decoder): scalars, histograms, media (images, audio, text, pr-curves) and tensors
 (hparams, trace_export graphs, anything else), with the tags under the file's namespace
 ("train/epoch_loss"). A payload that a decoded row holds verbatim is left out of the raw row
-and named in its `cuts` (schema/tfevents_restore.py puts it back), so it is stored once.
+and named in its `cuts` (schema/codecs/tfevents_restore.py puts it back), so it is stored once.
 
 TF1's FileWriter writes a tag's plugin metadata only on the first value of that tag in a file:
 the metadata is remembered per file and tag and given to the later values before decoding.
@@ -17,9 +17,9 @@ import struct
 
 import numpy as np
 
-from .errors import WireFormatError
-from .formats import tfevents, tfrecord
-from .formats.wire import varint
+from ..errors import WireFormatError
+from ..formats import tfevents, tfrecord
+from ..formats.wire import varint
 from .summary_decode import decode_summary
 from .tfevents_restore import RAW_TABLE, payloads
 

@@ -1,4 +1,4 @@
-"""Store format versions, by alembic (schema/migrations/).
+"""Store format versions, by alembic (schema/store/migrations/).
 
 A new catalog is created from the models and stamped with the newest revision. Opening an
 older store upgrades it in place, after a copy of a SQLite catalog is kept next to it
@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 
-from .errors import MigrationError, StoreVersionError
+from ..errors import MigrationError, StoreVersionError
 
 FORMAT_VERSION = 4
 REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004"}     # format version -> alembic revision

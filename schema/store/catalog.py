@@ -18,7 +18,7 @@ from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueC
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import CatalogError
+from ..errors import CatalogError
 from .migrate import FORMAT_VERSION
 
 log = logging.getLogger("tfblackbox")
@@ -89,7 +89,7 @@ class WriterRow(Base):
 
 class TriggerRow(Base):
     """A black-box trigger that fired (nan, exception, signal, spike, callable): why, when,
-    and which of the dumped steps kept in memory it had written (schema/triggers.py)."""
+    and which of the dumped steps kept in memory it had written (schema/store/triggers.py)."""
     __tablename__ = "triggers"
     trigger_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)

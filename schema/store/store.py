@@ -20,9 +20,9 @@ from . import migrate, opening, segments
 from . import runs as run_writes
 from . import triggers as trigger_rows
 from .data_location import DataLocation
-from .errors import NotAStoreError, RunNotFoundError, StoreDamageError
+from ..errors import NotAStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, task_order, writer_record
-from .tables import schema_of
+from ..tables import schema_of
 
 CATALOG_FILE = opening.CATALOG_FILE
 # A few KiB kept free on the store's disk: on a full disk, finish() deletes this file to make

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 
 from . import catalog as cat
 from . import segments
-from .errors import StoreDamageError
-from .formats.files import pid_alive
+from ..errors import StoreDamageError
+from ..formats.files import pid_alive
 
 ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even if its owner lives
 

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import exc
 
 from . import catalog as cat
-from .errors import CatalogError, RunExistsError, RunNotFoundError
+from ..errors import CatalogError, RunExistsError, RunNotFoundError
 from .records import run_record
 
 ATTEMPT_TRIES = 20

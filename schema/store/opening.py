@@ -15,8 +15,8 @@ import uuid
 from . import catalog as cat
 from . import migrate
 from .data_location import DataLocation
-from .errors import NotAStoreError, StoreVersionError
-from .formats.files import fsync_path, pid_alive
+from ..errors import NotAStoreError, StoreVersionError
+from ..formats.files import fsync_path, pid_alive
 
 CATALOG_FILE = "catalog.sqlite"
 RESERVE_FILE = ".tfblackbox-reserve"

@@ -22,7 +22,7 @@ import time
 
 from . import catalog as cat
 from . import segments
-from .errors import BlackboxError, MergeConflictError, StoreDamageError
+from ..errors import BlackboxError, MergeConflictError, StoreDamageError
 from .records import trigger_record
 
 MERGE_CURSOR = "merge-source:"
@@ -234,7 +234,7 @@ def _overlaps(dest, g, writer_id):
 def _rows_not_in(dest, src, g):
     """g's rows less those the destination holds (as a multiset: a row recorded twice in the
     source and once in the destination is copied once)."""
-    from .tables import schema_of
+    from ..tables import schema_of
     theirs = src.data.parquet_file(g.path).read().cast(schema_of(g.table))
     ours = dest.read(g.run_id, g.table, latest_only=False, steps=(g.min_step, g.max_step + 1))
     have = collections.Counter(_row_keys(ours))

@@ -8,7 +8,7 @@ import numbers
 import time
 
 from . import catalog as cat
-from .errors import RunNotFoundError
+from ..errors import RunNotFoundError
 from .records import trigger_record
 
 TRIGGER_KINDS = ("nan", "exception", "signal", "spike", "callable")

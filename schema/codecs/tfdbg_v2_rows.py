@@ -1,4 +1,4 @@
-"""tfdbg v2 records -> `tfdbg2_records` and `tfdbg2_blobs` rows (schema/tfdbg2_tables.py).
+"""tfdbg v2 records -> `tfdbg2_records` and `tfdbg2_blobs` rows (schema/tables/tfdbg_v2.py).
 
 The recorder's writer thread (recorder/tf2/debug_v2_tail.py) and `import-dumps` build their
 rows here, so both make the very same rows. A source file's lines go to `tfdbg2_blobs` once
@@ -11,10 +11,10 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from .formats import tfdbg_v2, tfrecord
-from .errors import WireFormatError
+from ..formats import tfdbg_v2, tfrecord
+from ..errors import WireFormatError
 from .rows import binary_array
-from .tfdbg2_tables import BLOBS_TABLE, TFDBG2_BLOBS, TFDBG2_RECORDS
+from ..tables.tfdbg_v2 import BLOBS_TABLE, TFDBG2_BLOBS, TFDBG2_RECORDS
 
 MIN_BLOB = 256     # shorter lines stay in the record (a blob row costs about that much)
 

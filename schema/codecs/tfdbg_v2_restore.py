@@ -13,9 +13,9 @@ import dataclasses
 
 import pyarrow.compute as pc
 
-from .errors import StoreDamageError
-from .formats import tfdbg_v2, tfrecord
-from .tfdbg2_tables import BLOBS_TABLE, RECORDS_TABLE
+from ..errors import StoreDamageError
+from ..formats import tfdbg_v2, tfrecord
+from ..tables.tfdbg_v2 import BLOBS_TABLE, RECORDS_TABLE
 
 
 @dataclasses.dataclass

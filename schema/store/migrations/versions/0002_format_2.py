@@ -10,7 +10,7 @@ Revises: 0001
 - The tensors table named dtypes "DT_FLOAT" while debug_tensors said "float32"; both now use
   tf.DType names. Its segments are rewritten in `prepare`, before the transaction (new file
   first, wherever the store keeps its data), the catalog entries swapped in this transaction,
-  the old files deleted after the commit (schema/migrate.py).
+  the old files deleted after the commit (schema/store/migrate.py).
 """
 
 import hashlib
@@ -60,7 +60,7 @@ def prepare(catalog, data, files):
     """Writes the tensors segments whose dtypes change under new names; returns
     {segment_id: (old path, old sha256, new path, size, new sha256)}. No transaction is open
     while it reads and writes files: the segment list is read first, in its own."""
-    from tfblackbox.schema import segments
+    from tfblackbox.schema.store import segments
     from tfblackbox.schema.formats import dtypes
     segs = catalog.read(lambda s: list(s.execute(sa.text(
         "SELECT segment_id, run_id, path, sha256 FROM segments "

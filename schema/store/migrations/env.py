@@ -1,11 +1,11 @@
-"""Alembic environment of a store's catalog. It runs on the connection schema/migrate.py
+"""Alembic environment of a store's catalog. It runs on the connection schema/store/migrate.py
 hands in (never an alembic.ini), so a migration sees the store it upgrades:
 `config.attributes["store_data"]` is its DataLocation, `["prepared"][revision]` what the
 revision's `prepare()` did before the transaction, `["files"]` the upgrade's new data files."""
 
 from alembic import context
 
-from tfblackbox.schema.catalog import STORE_LOCK_KEY, Base
+from tfblackbox.schema.store.catalog import STORE_LOCK_KEY, Base
 
 connection = context.config.attributes["connection"]
 # transactional_ddl: SQLite can roll DDL back too (the driver's own BEGIN is off, see

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Stores made by tfblackbox 0.1 have these tables but no alembic_version; they are stamped
-with this revision before they are upgraded (schema/migrate.py).
+with this revision before they are upgraded (schema/store/migrate.py).
 """
 
 import sqlalchemy as sa

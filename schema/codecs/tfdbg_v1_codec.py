@@ -33,8 +33,10 @@ came out alike on the planes.
 import numpy as np
 import pyarrow as pa
 
-from .errors import StoreDamageError
-from .formats.wire import span
+from ..errors import StoreDamageError
+from ..formats.wire import span
+from ..tables.tfdbg_v1 import DEBUG_TENSORS
+from .rows import binary_array
 
 KEY_EVERY = 32          # dumps per chain between key frames: what one step's read may decode
 MAX_ORDER = 3
@@ -223,7 +225,6 @@ class EncodedRows:
         self.content = []
 
     def columns(self):
-        from .rows import binary_array
         return {"event": binary_array(self.events),
                 "content_at": pa.array(self.at, pa.int32()),
                 "codec": pa.array(self.codecs, pa.string()),
@@ -327,7 +328,6 @@ def read_debug_tensors(store, run_id, steps=None, columns=None):
     Event bytes TF wrote, or a StoreDamageError where its chain is incomplete. With `steps`,
     the key frames and deltas before the range that its rows need are read too (at most
     KEY_EVERY dumps of each chain) and left out of the result."""
-    from .dumps import DEBUG_TENSORS
     wanted = list(columns) if columns is not None else DEBUG_TENSORS.names
     cols = list(dict.fromkeys(wanted + CODEC_COLUMNS))
     rows = store.read(run_id, "debug_tensors", steps=steps, columns=cols).to_pylist()

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 
 debug_tensors gains content_at, codec, content, chain_run, chain_step and chain_pos
-(schema/dump_codec.py): since format 3 its `event` column holds the dump Event
+(schema/codecs/tfdbg_v1_codec.py): since format 3 its `event` column holds the dump Event
 without its tensor_content when `codec` is set, which a format-2 reader would take for the
 whole Event; hence the new version. Rows of older segments keep their whole Event (codec
 null), which every reader takes as it is: their segments are rewritten with the new columns
@@ -35,8 +35,8 @@ def prepare(catalog, data, files):
     """Writes the debug_tensors segments that lack the codec columns under new names, those
     columns null; returns {segment_id: (old path, old sha256, new path, size, new sha256)}.
     No transaction is open while it reads and writes files."""
-    from tfblackbox.schema import segments
-    from tfblackbox.schema.dumps import DEBUG_TENSORS
+    from tfblackbox.schema.store import segments
+    from tfblackbox.schema.tables.tfdbg_v1 import DEBUG_TENSORS
     segs = catalog.read(lambda s: list(s.execute(sa.text(
         "SELECT segment_id, run_id, path, sha256 FROM segments "
         "WHERE table_name = 'debug_tensors'"))))

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from .errors import BlackboxError, StoreDamageError
-from .formats import tfevents, tfrecord
+from ..errors import BlackboxError, StoreDamageError
+from ..formats import tfevents, tfrecord
 
 RAW_TABLE = "tfevents_records"
 MAX_TRIES = 64   # candidate combinations tried for one record whose decoded rows are ambiguous

@@ -19,8 +19,8 @@ import re
 import urllib.parse
 import uuid
 
-from .errors import NotAStoreError
-from .formats.files import durable_file, write_durably
+from ..errors import NotAStoreError
+from ..formats.files import durable_file, write_durably
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # query keys of a pyarrow filesystem URI that hold secrets (pyarrow reads keys from userinfo;

@@ -19,9 +19,9 @@ import struct
 
 import numpy as np
 
-from .errors import WireFormatError
-from .formats import dtypes, tensor_proto
-from .formats.wire import varint, walk
+from ..errors import WireFormatError
+from ..formats import dtypes, tensor_proto
+from ..formats.wire import varint, walk
 
 log = logging.getLogger("tfblackbox")
 

@@ -10,7 +10,7 @@
 - CONSOLE: the training process's stdout/stderr, one row per line (a partial line when the
   stream switches or the line is old), exactly as written; `tag` is the stream.
 
-Every table starts with the key columns of schema/columns.py (step, wall_time, tag, attempt).
+Every table starts with the key columns of schema/tables/columns.py (step, wall_time, tag, attempt).
 """
 
 import pyarrow as pa

@@ -1,0 +1,1 @@
+"""Decoders, row builders and restores: foreign records <-> the store's rows."""

@@ -1,0 +1,1 @@
+"""The store's engine: catalog, opening, data location, segments, maintenance, merge, migrations."""

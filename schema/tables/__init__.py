@@ -1,0 +1,47 @@
+"""The store's Parquet tables: one pyarrow schema constant per table, in one module per table
+family (summaries, logged, tfevents, tfdbg_v1, tfdbg_v2); every batch is cast to its table's
+constant before writing. This module is their index.
+
+Common leading columns: the TF global step, the wall time at which that step ran, the tag, and
+the attempt (writer) that recorded the row, so readers can prefer the latest attempt.
+"""
+
+from .logged import CONSOLE, LOG_VALUES, RUN_EVENTS, WANDB_OBJECTS
+from .summaries import HISTOGRAMS, MEDIA, SCALARS, TENSORS
+from .tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS
+from .tfevents import TFEVENTS_RECORDS
+from .tfdbg_v2 import TFDBG2_BLOBS, TFDBG2_RECORDS
+
+TABLES = {
+    "scalars": SCALARS,
+    "histograms": HISTOGRAMS,
+    "media": MEDIA,
+    "tensors": TENSORS,
+    "debug_runs": DEBUG_RUNS,
+    "debug_tensors": DEBUG_TENSORS,
+    "debug_graphs": DEBUG_GRAPHS,
+    "tfevents_records": TFEVENTS_RECORDS,
+    "log_values": LOG_VALUES,
+    "wandb_objects": WANDB_OBJECTS,
+    "run_events": RUN_EVENTS,
+    "console": CONSOLE,
+    "tfdbg2_records": TFDBG2_RECORDS,
+    "tfdbg2_blobs": TFDBG2_BLOBS,
+}
+
+# Tables whose `step` is not the training step (tfdbg v2 records are numbered within their
+# file): their segments leave an attempt's first step alone, which decides whose rows win
+# when a resumed run re-does steps (segments.write_encoded, Store.read).
+STEPLESS = {"tfdbg2_records", "tfdbg2_blobs"}
+
+# Parquet writer options of a table beyond the common ones (segments.parquet_options)
+WRITE_OPTIONS = {
+    "debug_tensors": DUMP_WRITE_OPTIONS,
+}
+
+
+def schema_of(table):
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None
