@@ -23,6 +23,7 @@ import threading
 import time
 
 from . import log_rows
+from . import wandb_values
 from .values import FLOAT, SCALAR_KINDS, Unloggable, encode, json_value
 
 log = logging.getLogger("tfblackbox")
@@ -122,7 +123,7 @@ class RunLogging:
                                            f"recorded")
                 continue
             try:
-                encoded = encode(value)
+                encoded = wandb_values.encode(value) or encode(value)
             except Unloggable as e:
                 self._skip(f"value {key}", f"log(): {key!r} is not recorded: it is {e}")
                 continue

@@ -13,6 +13,7 @@ import threading
 
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 from tfblackbox.schema.errors import RunExistsError
+from tfblackbox.schema.store.opening import default_store
 from tfblackbox.schema.store.records import new_run_id, valid_run_id
 
 from . import environment, multiworker
@@ -21,7 +22,6 @@ from .writer import Writer
 
 log = logging.getLogger("tfblackbox")
 
-DEFAULT_STORE = "./tfblackbox-store"
 # finish() merges a table's small segments when it has this many: a short run's few files
 # cost a reader nothing, and merging them re-encoded every row once more (tools/bench_hooks:
 # ~15 ms of CPU per 3 000 histograms, a tenth of SummaryHook's whole overhead there)
@@ -214,7 +214,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
             log.warning("tfblackbox: init() while run %s is active: finishing it first",
                         _active.run_id)
             _finish_locked(0)
-        path = store or os.environ.get("TFBLACKBOX_STORE") or DEFAULT_STORE
+        path = store or default_store()
         the_store = Store.create(path, catalog_url,
                                  data if data is not None else os.environ.get("TFBLACKBOX_DATA"))
         facts = environment.describe()

@@ -7,14 +7,14 @@
                       values (wandb.log sends these as a JSON list) -> the JSON text
     HIST              an array of more than 32 numbers -> a 32-bin histogram, as wandb.log
                       makes one (np.histogram(array, bins=32))
-    WANDB             a wandb media object or a list of them (wandb_values.py)
+    WANDB             a wandb media object or a list of them: wandb_values.encode, which a
+                      caller tries first
 and raises Unloggable(reason) for anything else, the reason naming what was given and what
 would have been taken.
 """
 
 import json
 import numbers
-import sys
 
 import numpy as np
 
@@ -87,9 +87,6 @@ def _encode_other(value):
                 from None
     if isinstance(value, str):
         return JSON, json.dumps(str(value))
-    wandb_kind = _wandb_object(value)
-    if wandb_kind is not None:
-        return wandb_kind
     array = _as_array(value)
     if array is not None:
         return _array(array)
@@ -187,21 +184,6 @@ def plain(value, depth=0):
         return plain(array, depth + 1)
     raise Unloggable(f"a list or dict holding a {describe(value)}; expected plain values "
                      f"(numbers, strings, None, lists, dicts)")
-
-
-def _wandb_object(value):
-    """(WANDB, snapshot) for a wandb media object or a list of them; None otherwise. Only
-    when the user already imported wandb: the recorder never imports it for this."""
-    wandb = sys.modules.get("wandb")
-    if wandb is None:
-        return None
-    from . import wandb_values
-    if wandb_values.is_wandb_value(value):
-        return WANDB, (False, [wandb_values.snapshot(value)])
-    if (isinstance(value, (list, tuple)) and value
-            and all(wandb_values.is_wandb_value(v) for v in value)):
-        return WANDB, (True, [wandb_values.snapshot(v) for v in value])
-    return None
 
 
 def json_value(value):

@@ -10,10 +10,24 @@ objects) and Histogram; any other wandb type raises Unloggable naming it.
 
 import json
 import os
+import sys
 
-from .values import Unloggable, describe, plain
+from .values import WANDB, Unloggable, describe, plain
 
 MAX_FILE_BYTES = 256 << 20
+
+
+def encode(value):
+    """(WANDB, (is a list, snapshots)) for a wandb media object or a list of them; None
+    otherwise (values.encode then takes it). Only when the user already imported wandb: the
+    recorder never imports it for this."""
+    if sys.modules.get("wandb") is None:
+        return None
+    if is_wandb_value(value):
+        return WANDB, (False, [snapshot(value)])
+    if isinstance(value, (list, tuple)) and value and all(is_wandb_value(v) for v in value):
+        return WANDB, (True, [snapshot(v) for v in value])
+    return None
 
 
 def is_wandb_value(value):

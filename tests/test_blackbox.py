@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import Store, verify
 
 from test_dumps import load, run_dirs

@@ -9,8 +9,8 @@ import sys
 import textwrap
 
 import wandb_log
-from tfblackbox.replay.cli import replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import replay_main
+from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
 
 PRINTER = textwrap.dedent("""

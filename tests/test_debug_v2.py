@@ -23,8 +23,8 @@ import pytest
 
 import debug_v2_files as h
 import no_tensorflow
-from tfblackbox.replay.cli import main as cli, replay_main
-from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import main as cli, replay_main
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
 
@@ -514,7 +514,7 @@ def test_rebuild_refuses_names_that_leave_out_and_a_non_empty_out(keras_curt, tm
 def test_show_and_rebuild_need_no_tensorflow(keras_curt, tmp_path):
     extra, attempts = no_tensorflow.shim(tmp_path)
     env = h.child_env(**extra)
-    base = [sys.executable, "-m", "tfblackbox.replay.cli"]
+    base = [sys.executable, "-m", "tfblackbox.cli.main"]
     show = subprocess.run(base + ["show", "dbg", "--store", keras_curt["store"], "--json"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert show.returncode == EXIT_OK, show.stderr

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from file_trees import files_under
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 
 N_STEPS = 4
 

@@ -8,8 +8,8 @@ import struct
 
 import tb_helpers
 import tf2_files
-from tfblackbox.replay.cli import main as cli_main, replay_main
-from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import main as cli_main, replay_main
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.codecs.tfevents_restore import write_logdir
@@ -206,7 +206,7 @@ def test_a_killed_import_resumes_without_losing_or_doubling_a_record(tmp_path):
     tf2_files.run_script("loop", logdir, "--steps", 12)
     env = dict(os.environ, TFBLACKBOX_TEST_KILL_AT="import-flush",
                TFBLACKBOX_IMPORT_CHUNK_BYTES="2000", TFBLACKBOX_IMPORT_FLUSH_ROWS="10")
-    args = [sys.executable, "-m", "tfblackbox.replay.cli", "import-tfevents", str(logdir),
+    args = [sys.executable, "-m", "tfblackbox.cli.main", "import-tfevents", str(logdir),
             "--store", str(tmp_path / "store"), "--run", "k"]
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr

@@ -13,8 +13,8 @@ import time
 import pytest
 
 import wandb_log
-from tfblackbox.replay.cli import main as cli, replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import main as cli, replay_main
+from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
 
 FREQS = ("epoch", "batch", "3", "3x2")   # "3x2": two fits in one run, the same callbacks

@@ -16,8 +16,8 @@ import numpy as np
 
 import wandb_log
 from tfblackbox import recorder
-from tfblackbox.replay.cli import replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import replay_main
+from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
 
 # keys wandb and the replay set on their own: times, and the replay's own summary marks

@@ -10,8 +10,8 @@ import sys
 
 import pyarrow as pa
 
-from tfblackbox.replay.cli import main as cli
-from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import main as cli
+from tfblackbox.cli.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store, compact, verify
 
 
@@ -96,7 +96,7 @@ def test_a_merge_killed_midway_is_finished_by_running_it_again(tmp_path):
     a = host_store(str(tmp_path / "a"), "run-a", segments_per_attempt=4)
     dst = str(tmp_path / "dst")
     env = dict(os.environ, TFBLACKBOX_TEST_KILL_AT="merge-copied:5")
-    proc = subprocess.run([sys.executable, "-m", "tfblackbox.replay.cli", "merge", a.root,
+    proc = subprocess.run([sys.executable, "-m", "tfblackbox.cli.main", "merge", a.root,
                            "--into", dst], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     d = Store.open(dst, clean_orphans=False)

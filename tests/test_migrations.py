@@ -135,7 +135,7 @@ def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys
     with everything it held, a backup of its format-3 catalog beside it, and takes triggers."""
     import shutil
 
-    from tfblackbox.replay.cli import main as cli
+    from tfblackbox.cli.main import main as cli
     root = str(tmp_path / "store")
     shutil.copytree(FORMAT3, root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
@@ -209,7 +209,7 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     import json
     import shutil
 
-    from tfblackbox.replay.cli import main as cli
+    from tfblackbox.cli.main import main as cli
     from tfblackbox.schema.tables.tfdbg_v1 import DEBUG_TENSORS
     root = str(tmp_path / "store")
     shutil.copytree(FORMAT2, root)

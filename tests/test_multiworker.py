@@ -12,8 +12,8 @@ import pytest
 
 import wandb_log
 from servers import free_port
-from tfblackbox.replay.cli import main as cli, replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import main as cli, replay_main
+from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import BlackboxError, Store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 import wandb_log
-from tfblackbox.replay.cli import main as cli, replay_main
+from tfblackbox.cli.main import main as cli, replay_main
 from tfblackbox.schema import CatalogError, Store, compact, verify
 from tfblackbox.schema.store.maintenance import remove_orphans
 

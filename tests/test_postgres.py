@@ -12,7 +12,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import FORMAT_VERSION, NotAStoreError, Store, verify
 from tfblackbox.schema.store import segments
 from tfblackbox.schema.store.catalog import Catalog, display_url

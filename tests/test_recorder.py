@@ -12,7 +12,7 @@ import pytest
 
 from tfblackbox import recorder
 from tfblackbox.recorder.writer import Writer
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import BlackboxError, Store, WriterError, verify
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "record_script.py")

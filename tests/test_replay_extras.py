@@ -9,8 +9,8 @@ import sys
 import textwrap
 
 import wandb_log
-from tfblackbox.replay.cli import replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import replay_main
+from tfblackbox.cli.exits import EXIT_OK
 
 RECORD = textwrap.dedent("""
     import sys
@@ -95,7 +95,7 @@ def test_extras_go_once_across_chunks_and_a_chunk_may_hold_only_them(tmp_path):
 def test_a_replay_killed_after_publishing_is_settled_without_duplicates(tmp_path):
     record(tmp_path, 1)
     record(tmp_path, 2)
-    cmd = [sys.executable, "-m", "tfblackbox.replay.cli", "replay", "--store",
+    cmd = [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store",
            str(tmp_path / "store"), "--to", "wandb", "--mode", "offline", "--wandb-dir",
            str(tmp_path / "wandb"), "--no-progress", "--json"]
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,

@@ -17,8 +17,8 @@ import pytest
 
 import no_tensorflow
 import wandb_log
-from tfblackbox.replay.cli import replay_main
-from tfblackbox.replay.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import replay_main
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import SCALARS, Store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +76,7 @@ def replay(store, wandb_dir, *extra):
 
 
 def replay_cli(store, wandb_dir, *extra, env=None, timeout=120):
-    cmd = [sys.executable, "-m", "tfblackbox.replay.cli", "replay", "--store", store, "--to",
+    cmd = [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store, "--to",
            "wandb", "--mode", "offline", "--wandb-dir", str(wandb_dir), "--no-progress", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env=child_env(**(env or {})))
@@ -276,7 +276,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path):
     store = str(tmp_path / "store")
     scalar_store(store, steps=3000)
     wdir = tmp_path / "wandb"
-    cmd = [sys.executable, "-m", "tfblackbox.replay.cli", "replay", "--store", store, "--to",
+    cmd = [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store, "--to",
            "wandb", "--mode", "offline", "--wandb-dir", str(wdir), "--no-progress"]
     for delay in (0.4, 1.0, 1.6, 2.2):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -369,7 +369,7 @@ def test_online_without_credentials_is_refused_and_moves_no_cursor(store_copy, t
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), WANDB_SILENT="true",
                WANDB_BASE_URL="http://127.0.0.1:9", WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
-    cmd = [sys.executable, "-m", "tfblackbox.replay.cli", "replay", "--store", store_copy,
+    cmd = [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store_copy,
            "--to", "wandb", "--mode", "online", "--wandb-dir", str(tmp_path / "wandb")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == EXIT_USAGE

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tb_helpers
-from tfblackbox.replay.cli import main as cli_main
-from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import main as cli_main
+from tfblackbox.cli.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.codecs.rows import ColumnBuffers
 

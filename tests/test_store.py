@@ -7,7 +7,7 @@ import sqlite3
 import pyarrow as pa
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store, StoreDamageError,
                                StoreVersionError, compact, verify)
 

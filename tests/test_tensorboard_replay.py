@@ -12,8 +12,8 @@ import pytest
 
 import tb_helpers
 import tf2_files
-from tfblackbox.replay.cli import main as cli_main, replay_main
-from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
+from tfblackbox.cli.main import main as cli_main, replay_main
+from tfblackbox.cli.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.codecs.rows import ColumnBuffers
@@ -160,7 +160,7 @@ def _replay(store_dir, out, kill_at=None):
     if kill_at:
         env["TFBLACKBOX_TEST_KILL_AT"] = kill_at
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from tfblackbox.replay.cli import replay_main; "
+        [sys.executable, "-c", "import sys; from tfblackbox.cli.main import replay_main; "
          "sys.exit(replay_main(sys.argv[1:]))", "--store", str(store_dir), "--to",
          "tensorboard", "--out", str(out)], env=env, capture_output=True, text=True)
 
@@ -281,7 +281,7 @@ def test_bad_out_and_unknown_run(tmp_path, capsys):
 def test_replay_to_tensorboard_imports_no_tensorflow(tmp_path):
     store_dir = tmp_path / "store"
     synthetic_run(store_dir, "r1", range(3))
-    code = ("import sys; from tfblackbox.replay.cli import replay_main; "
+    code = ("import sys; from tfblackbox.cli.main import replay_main; "
             f"assert replay_main(['--store', {str(store_dir)!r}, '--to', 'tensorboard', "
             f"'--out', {str(tmp_path / 'o')!r}]) == 0; "
             "assert 'tensorflow' not in sys.modules and 'tensorboard' not in sys.modules")

@@ -15,8 +15,8 @@ import pytest
 
 import tf2_files
 import wandb_log
-from tfblackbox.replay.cli import main as cli_main, replay_main
-from tfblackbox.replay.exits import EXIT_OK
+from tfblackbox.cli.main import main as cli_main, replay_main
+from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.codecs.tfevents_restore import write_logdir

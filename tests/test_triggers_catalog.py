@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import RunNotFoundError, Store, TriggerRecord
 from tfblackbox.schema.store.triggers import TRIGGER_KINDS
 

@@ -135,7 +135,7 @@ def main(argv=None):
 
     import tensorflow as tf
     from tfblackbox import recorder
-    from tfblackbox.replay.cli import main as tfblackbox
+    from tfblackbox.cli.main import main as tfblackbox
 
     tf.compat.v1.disable_eager_execution()
     run = recorder.init(store=args.store, project="tfblackbox-demo", name="dense-synthetic",

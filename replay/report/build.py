@@ -12,7 +12,7 @@ import time
 
 from tfblackbox.schema import BlackboxError, Store
 
-from ..exits import EXIT_OK, print_json
+from tfblackbox.cli.exits import EXIT_OK, print_json
 from . import data, page
 
 

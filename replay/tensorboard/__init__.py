@@ -1,4 +1,4 @@
-"""TensorBoard logdirs out of the store and into it, without TensorFlow: `replay --to
-tensorboard` (export.py: cursor and files; mirror.py: captured event files byte for byte;
-generate.py + events.py: Events for rows that came from no event file) and `tfblackbox
-import-tfevents` (import_logdir.py)."""
+"""TensorBoard logdirs out of the store, without TensorFlow: `replay --to tensorboard`
+(export.py: cursor and files; mirror.py: captured event files byte for byte; generate.py +
+events.py: Events for rows that came from no event file). The way in, `tfblackbox
+import-tfevents`, is ingest/tensorboard.py."""

@@ -29,10 +29,11 @@ import time
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.formats.files import fsync_path
+from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.windows import settled_step
 
 from .. import out_dirs
-from ..exits import EXIT_OK, print_json
+from tfblackbox.cli.exits import EXIT_OK, print_json
 from . import events as ev
 from . import generate, mirror
 
@@ -121,7 +122,7 @@ def export_run(store, record, out):
             store.set_cursor(record.run_id, dest, step, state)
             result["mirrored_files"] += 1
             result["mirrored_bytes"] += n
-            mirror.kill_point("mirrored")
+            kill_point("mirrored")
     limit = settled_step(store, record)
     lo = None if step is None else step + 1
     hi = None if limit is None else limit + 1
@@ -177,7 +178,7 @@ def _write_chunk(store, run_id, dest, run_dir, step, state, stream):
                 f.write(tfrecord.frame(data))
                 chunk["events"] += 1
                 if chunk["events"] == 2:
-                    mirror.kill_point("temp")
+                    kill_point("temp")
                 chunk["lo"] = s if chunk["lo"] is None else chunk["lo"]
                 chunk["hi"] = s if chunk["hi"] is None else max(chunk["hi"], s)
             f.flush()
@@ -186,10 +187,10 @@ def _write_chunk(store, run_id, dest, run_dir, step, state, stream):
         chunk["file"] = f"events.out.tfevents.{int(time.time()):010d}.tfblackbox.{n:06d}"
         pending = dict(chunk)
         store.set_cursor(run_id, dest, step, dict(state, pending=pending))
-        mirror.kill_point("pending")
+        kill_point("pending")
         os.rename(tmp, os.path.join(run_dir, chunk["file"]))
         fsync_path(run_dir)
-        mirror.kill_point("renamed")
+        kill_point("renamed")
         step, state = _commit(step, state, pending)
         store.set_cursor(run_id, dest, step, state)
     except BaseException:

@@ -20,18 +20,12 @@ import uuid
 from tfblackbox.schema.errors import StoreDamageError
 from tfblackbox.schema.formats import tfrecord
 from tfblackbox.schema.formats.files import fsync_path
+from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.codecs.tfevents_restore import (RAW_TABLE, _latest, decoded_payloads,
                                                  restore_record)
 
 TEMP_PREFIX = ".tfblackbox-"
 TEMP_SUFFIX = ".tmp"
-
-
-def kill_point(name):
-    """Tests stop a replay with SIGKILL at a named point (TFBLACKBOX_TEST_KILL_AT)."""
-    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def temp_path(folder):

@@ -19,7 +19,7 @@ from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.store.records import valid_run_id
 
 from .. import out_dirs
-from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 from . import rebuild_v1, rebuild_v2
 
 V1_TABLE, V2_TABLE = "debug_runs", "tfdbg2_records"

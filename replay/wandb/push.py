@@ -14,19 +14,20 @@ complete, 2 bad input (raised as BlackboxError: unknown run, empty store, no cre
 import dataclasses
 import itertools
 import os
-import re
 import sys
 import time
 import uuid
 
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
+from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.records import run_state
 from tfblackbox.schema.store.windows import settled_step
 
-from ..exits import EXIT_FAILED, EXIT_OK
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK
 from .extras import Extras
-from .report import dry_run, print_summary
+from .naming import destination, project_of, wandb_run_id
+from .printout import dry_run, print_summary
 from .rows import iter_rows
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
@@ -56,40 +57,6 @@ class Target:
     opts: WandbReplay
     odir: object
     dest: str
-_WANDB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def _kill_point(name):
-    """Tests stop a replay with SIGKILL at a named point of a chunk (TFBLACKBOX_TEST_KILL_AT)."""
-    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == name:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# -- names ----------------------------------------------------------------------------------
-
-def wandb_run_id(run_id):
-    """The W&B run id of a recorded run: the run id itself when W&B accepts it as is, else a
-    sanitised form plus a hash of the original, so different run ids never share a W&B run."""
-    if _WANDB_ID_RE.match(run_id):
-        return run_id
-    import hashlib
-    clean = re.sub(r"[^a-z0-9_-]", "-", run_id.lower()).strip("-")[:48] or "run"
-    return f"{clean}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
-
-
-def destination(opts, record):
-    """The cursor key: mode, entity/project and, offline, the --wandb-dir written into."""
-    where = f"{opts.entity or ''}/{project_of(opts, record)}"
-    if opts.mode == "offline":
-        return f"wandb-offline:{where}:{os.path.realpath(opts.wandb_dir)}"
-    return f"wandb:{where}"
-
-
-def project_of(opts, record):
-    return opts.project or record.project or "tfblackbox"
-
-
 # -- entry point ----------------------------------------------------------------------------
 
 def main(opts):
@@ -270,7 +237,7 @@ def push_chunk(target, cursor, batches, status, extras=None):
             chunk["dir"] = odir.final_name(sync_dir, run.id)
             # named before it can exist: a kill after the rename is settled by _reconcile
             store.set_cursor(record.run_id, dest, step, dict(state, pending=chunk))
-        _kill_point("init")
+        kill_point("init")
         extras.start(run)
         _log_rows(run, batches, MediaFactory(os.path.join(staging, "scratch")), record.run_id,
                   opts.progress, chunk, extras)
@@ -280,10 +247,10 @@ def push_chunk(target, cursor, batches, status, extras=None):
         exit_code = {"finished": 0, "running": 0, "died": 1}.get(status, record.exit_code or 1)
         run.finish(exit_code=exit_code)
         run = None
-        _kill_point("finish")
+        kill_point("finish")
         if opts.mode == "offline":
             odir.publish(sync_dir, chunk["dir"], chunk)
-            _kill_point("publish")
+            kill_point("publish")
         step, state = _committed(step, state, chunk)
         store.set_cursor(record.run_id, dest, step, state)
     except (KeyboardInterrupt, BlackboxError):
@@ -334,7 +301,7 @@ def _log_rows(run, batches, factory, run_id, progress, chunk, extras):
                     run._local_step = steps[i]
                 log(convert(row(i, factory), steps[i]), step=steps[i])
                 if i == n // 2:
-                    _kill_point("log")
+                    kill_point("log")
             if chunk["lo"] is None:
                 chunk["lo"] = steps[0]
             chunk["hi"], chunk["steps"] = steps[-1], chunk["steps"] + n

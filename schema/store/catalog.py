@@ -200,9 +200,6 @@ class Catalog:
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def write(self):
-        return self.session(write=True)
-
     @contextlib.contextmanager
     def writing(self, write=True):
         """Transactions begun on this thread inside this block take the write lock first."""
@@ -286,9 +283,6 @@ class Catalog:
         PostgreSQL a transaction-scoped advisory lock; SQLite's write lock already is one."""
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STORE_LOCK_KEY})
-
-    def create_all(self):
-        Base.metadata.create_all(self.engine)
 
     def get_meta(self, key):
         def get(s):

@@ -23,6 +23,7 @@ import time
 from . import catalog as cat
 from . import segments
 from ..errors import BlackboxError, MergeConflictError, StoreDamageError
+from ..kill_points import kill_point
 from .records import trigger_record
 
 MERGE_CURSOR = "merge-source:"
@@ -31,12 +32,9 @@ _copied = [0]
 
 
 def _kill_point():
-    """Tests stop a merge with SIGKILL after the n-th file is copied, before it is registered
-    (TFBLACKBOX_TEST_KILL_AT=merge-copied:<n>)."""
+    """Tests stop a merge after the n-th file is copied, before it is registered."""
     _copied[0] += 1
-    if os.environ.get("TFBLACKBOX_TEST_KILL_AT") == f"merge-copied:{_copied[0]}":
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_point(f"merge-copied:{_copied[0]}")
 
 
 def merge(sources, dest):

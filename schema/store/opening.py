@@ -23,6 +23,12 @@ RESERVE_FILE = ".tfblackbox-reserve"
 DATA_META_KEY = "data_uri"   # meta row: where the data files are, when not the store directory
 CREATING_PREFIX = "." + CATALOG_FILE + ".creating-"
 PROBE_PREFIX = ".probe-"
+DEFAULT_STORE = "./tfblackbox-store"
+
+
+def default_store():
+    """The store a caller that names none uses: $TFBLACKBOX_STORE, else ./tfblackbox-store."""
+    return os.environ.get("TFBLACKBOX_STORE") or DEFAULT_STORE
 
 
 def split_spec(path, catalog_url=None):

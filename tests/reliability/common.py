@@ -99,7 +99,7 @@ def child_env(**extra):
 def cli_command():
     """The `tfblackbox` console script of this environment, as a user types it."""
     exe = os.path.join(os.path.dirname(sys.executable), "tfblackbox")
-    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "tfblackbox.replay.cli"]
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "tfblackbox.cli.main"]
 
 
 def cli(*args, env=None, unprivileged=False, timeout=300):

@@ -134,8 +134,8 @@ def _dispatch(args):
     """Turns the parsed arguments into plain options for the domain function and maps its
     errors to exit codes (exits.py)."""
     from tfblackbox.schema import BlackboxError
-    store = getattr(args, "store", None) or os.environ.get("TFBLACKBOX_STORE",
-                                                           "./tfblackbox-store")
+    from tfblackbox.schema.store.opening import default_store
+    store = getattr(args, "store", None) or default_store()
     try:
         return _run(args, store)
     except BlackboxError as e:
@@ -160,29 +160,29 @@ def _run(args, store):
         from . import store_tools
         return store_tools.merge(args.sources, args.into, data=args.data, as_json=args.json)
     if args.command == "replay" and args.to == "wandb":
-        from .wandb import push
+        from tfblackbox.replay.wandb import push
         return push.main(push.WandbReplay(
             store=store, runs=tuple(args.runs or ()), project=args.project,
             entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
             follow=args.follow, json=args.json, progress=not args.no_progress))
     if args.command == "replay" and args.to == "tensorboard":
-        from .tensorboard import export
+        from tfblackbox.replay.tensorboard import export
         return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "replay":
-        from .tfdbg import debug_dump
+        from tfblackbox.replay.tfdbg import debug_dump
         return debug_dump.main(debug_dump.DumpReplay(
             store=store, out=args.out, runs=tuple(args.runs or ()), steps=args.steps,
             node=args.node, force=args.force, json=args.json))
     if args.command == "import-tfevents":
-        from .tensorboard import import_logdir
-        return import_logdir.main(store, args.logdir, run_id=args.run_id, project=args.project,
+        from tfblackbox.ingest import tensorboard
+        return tensorboard.main(store, args.logdir, run_id=args.run_id, project=args.project,
                                   name=args.name, as_json=args.json)
     if args.command == "report":
-        from .report import build
+        from tfblackbox.replay.report import build
         return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
     if args.command == "import-dumps":
-        from .tfdbg import import_dumps
-        return import_dumps.main(store, args.session_root, run_id=args.run_id,
+        from tfblackbox.ingest import tfdbg
+        return tfdbg.main(store, args.session_root, run_id=args.run_id,
                                  as_json=args.json)
     raise AssertionError(args.command)
 

@@ -72,7 +72,7 @@ def describe_run(store, run_id):
         out["tables"][name] = {"rows": t.num_rows, "segments": len(segs),
                                "bytes": sum(s.size_bytes for s in segs), "tags": tags}
     if "tfdbg2_records" in out["tables"]:
-        from .tfdbg import summary_v2
+        from tfblackbox.replay.tfdbg import summary_v2
         out["tfdbg_v2"] = summary_v2.describe(store, run_id)
     return out
 
@@ -110,7 +110,7 @@ def show(store_path, run_id, as_json=False):
                          f"{d['first_step']}..{d['last_step']}"))
     _table(rows)
     if info.get("tfdbg_v2"):
-        from .tfdbg import summary_v2
+        from tfblackbox.replay.tfdbg import summary_v2
         print("\n".join(summary_v2.lines(info["tfdbg_v2"])))
     return EXIT_OK
 

@@ -21,7 +21,7 @@ from tfblackbox.schema.codecs.tfdbg_v2_rows import (BlobIndex, FileSource, file_
                                            unframed_row)
 from tfblackbox.schema.tables.tfdbg_v2 import BLOBS_TABLE, RECORDS_TABLE
 
-from .import_v1 import open_run
+from .tfdbg_v1 import open_run
 
 FLUSH_BYTES = 64 << 20
 CHUNK_BYTES = 4 << 20

@@ -2,8 +2,8 @@
 dump, v1 or v2, whichever ROOT is.
 
 A tfdbg v2 dump root (`tfdbg_events.<seconds>.<host>.<kind>` files, as
-`enable_dump_debug_info` writes them) goes to import_v2.py; a DumpingDebugHook session root
-(`run_<micros>_<n>/` dirs) to import_v1.py. A directory that is neither, or both, is refused
+`enable_dump_debug_info` writes them) goes to tfdbg_v2.py; a DumpingDebugHook session root
+(`run_<micros>_<n>/` dirs) to tfdbg_v1.py. A directory that is neither, or both, is refused
 naming what it holds.
 """
 
@@ -13,8 +13,8 @@ import sys
 from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.formats import tfdbg_v1_layout as layout
 
-from ..exits import EXIT_OK, print_json
-from . import import_v1, import_v2
+from tfblackbox.cli.exits import EXIT_OK, print_json
+from . import tfdbg_v1, tfdbg_v2
 
 
 def kind_of(root):
@@ -25,7 +25,7 @@ def kind_of(root):
                             f"dump root)")
     names = sorted(os.listdir(root))
     v1 = [n for n in names if layout.RUN_DIR_RE.match(n)]
-    v2 = import_v2.is_dump_root(root)
+    v2 = tfdbg_v2.is_dump_root(root)
     if v1 and v2:
         raise BlackboxError(f"{root} holds both tfdbg v1 run dirs ({v1[0]}, ...) and tfdbg v2 "
                             f"files; import each from a directory of its own")
@@ -43,11 +43,11 @@ def main(store_path, root, run_id=None, as_json=False):
     kind = kind_of(root)
     store = Store.create(store_path)
     if kind == "v2":
-        result = import_v2.import_dump_root(store, root, run_id)
+        result = tfdbg_v2.import_dump_root(store, root, run_id)
         for w in result["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     else:
-        result = import_v1.import_session_root(store, root, run_id)
+        result = tfdbg_v1.import_session_root(store, root, run_id)
     if as_json:
         print_json(result)
     elif kind == "v2":

@@ -3,15 +3,15 @@
 from tfblackbox.schema.store.records import run_state
 from tfblackbox.schema.store.windows import settled_step
 
-from ..exits import print_json
+from tfblackbox.cli.exits import print_json
 from .extras import Extras
+from .naming import destination, project_of, wandb_run_id
 from .rows import iter_rows
 
 
 # -- dry run --------------------------------------------------------------------------------
 
 def dry_run(store, record, opts):
-    from .push import destination, project_of, wandb_run_id
     dest = destination(opts, record)
     step, state = store.get_cursor(record.run_id, dest)
     pending = state.get("pending")

@@ -1,5 +1,5 @@
 """`tfblackbox import-dumps SESSION_ROOT`, tfdbg v1 part: archive DumpingDebugHook output (the
-command itself is import_dumps.py).
+command itself is tfdbg.py).
 
 Every `run_<micros>_<n>/` under SESSION_ROOT becomes one `debug_runs` row with its tensors and
 partition graphs, losslessly: `replay --to debug-dump` writes the same files back, byte for

@@ -37,8 +37,8 @@ from tfblackbox.schema.codecs.rows import ColumnBuffers
 from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
 from tfblackbox.schema.codecs.tfevents_restore import RAW_TABLE
 
-from ..exits import EXIT_FAILED, EXIT_OK, print_json
-from .mirror import kill_point
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, print_json
+from tfblackbox.schema.kill_points import kill_point
 
 log = logging.getLogger("tfblackbox")
 
