@@ -23,7 +23,8 @@ def _add_replay_arguments(p):
     p.add_argument("--to", required=True, choices=["wandb", "debug-dump", "tensorboard"],
                    help="destination")
     p.add_argument("--run", action="append", dest="runs", metavar="ID",
-                   help="run id to replay (repeatable; default: every run with rows not yet pushed)")
+                   help="run id to replay (repeatable; default: every run with rows not yet "
+                        "pushed)")
     p.add_argument("--json", action="store_true", help="print a JSON result summary")
     w = p.add_argument_group("--to wandb")
     w.add_argument("--project", help="W&B project (default: the run's project)")
@@ -59,7 +60,8 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--grace", type=float, default=None,
-                   help="seconds an unregistered file of a live writer is left alone (default 3600)")
+                   help="seconds an unregistered file of a live writer is left alone "
+                        "(default 3600)")
     p = sub.add_parser("compact", help="merge small segments into large ones")
     _store_arg(p)
     p.add_argument("--run", dest="run_id")

@@ -114,8 +114,9 @@ def _import_dir(out, path, name, seen):
     if d.tensors:
         out.buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, name, d.tensors, names.__getitem__, out.encoder))
-    row = tfdbg_v1_rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import", d.core_metadata_name,
-                             d.core_metadata, d.fetches_info, d.feed_keys_info,
+    row = tfdbg_v1_rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import",
+                                      d.core_metadata_name, d.core_metadata, d.fetches_info,
+                                      d.feed_keys_info,
                              sorted(names[x] for x in d.device_dirs), graphs, d.tensors)
     out.buffers.add("debug_runs", **row)
     out.nbytes += row["tensor_bytes"]

@@ -45,10 +45,10 @@ def image_content_type(data):
 
 def decode_summary(serialized, step, wall_time, buffers):
     """Parses one serialized Summary and appends its values to `buffers`, value by value, each
-    through TF's protobuf classes. A value whose tag is not UTF-8 (protobuf refuses it) is kept under its tag with
-    the bad bytes escaped, with a warning. Bytes that do not parse at all are kept raw in a
-    `tensors` row (plugin_name UNDECODABLE) and raised as WireFormatError once the rest of
-    the Summary is recorded, so the writer reports them (WriterError, the catalog)."""
+    through TF's protobuf classes. A value whose tag is not UTF-8 (protobuf refuses it) is kept
+    under its tag with the bad bytes escaped, with a warning. Bytes that do not parse at all are
+    kept raw in a `tensors` row (plugin_name UNDECODABLE) and raised as WireFormatError once the
+    rest of the Summary is recorded, so the writer reports them (WriterError, the catalog)."""
     data = serialized if isinstance(serialized, bytes) else bytes(serialized)
     i, n, bad = 0, len(data), []
     while i < n:

@@ -311,7 +311,8 @@ def test_import_refuses_what_it_cannot_keep_whole(keras_full, keras_curt, tmp_pa
         byte = f.read(1)
         f.seek(5000)
         f.write(bytes([byte[0] ^ 0xFF]))
-    refused(corrupt, os.path.basename(graphs), "corrupt TFRecord at byte offset", "nothing imported")
+    refused(corrupt, os.path.basename(graphs), "corrupt TFRecord at byte offset",
+            "nothing imported")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("hello")

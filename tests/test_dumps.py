@@ -149,7 +149,7 @@ def test_differential_against_dumping_debug_hook(identity_dumps):
         assert_same(rv, gv)
         assert not [n for n in gd.nodes() if "tfblackbox" in n]     # the recorder's own nodes
         assert "tfblackbox" not in str(gd.core_metadata.output_names)
-        for key, vs in gv.items():
+        for vs in gv.values():
             v = vs[0]
             kinds.add(v[0] if isinstance(v, tuple) and not v[1] else
                       "resource" if isinstance(v, tuple) else (v.dtype.kind, v.ndim == 0))

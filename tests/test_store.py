@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.cli.main import main as cli
-from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store, StoreDamageError,
-                               StoreVersionError, compact, verify)
+from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store,
+                               StoreDamageError, StoreVersionError, compact, verify)
 
 
 def scalars(steps, attempt, tag="loss", values=None):

@@ -298,15 +298,15 @@ def test_the_wire_fast_path_decodes_exactly_as_protobuf():
     slow = _decoded(lambda d, *a: summary_oracle._decode_slow(d, *a, 0), data)
     assert sorted(fast) == sorted(slow) == ["histograms", "media", "scalars", "tensors"]
     for name in fast:
-        assert fast[name].schema == slow[name].schema and comparable_rows(fast[name]) == comparable_rows(
-            slow[name]), name
+        assert fast[name].schema == slow[name].schema, name
+        assert comparable_rows(fast[name]) == comparable_rows(slow[name]), name
     assert fast["scalars"]["tag"].to_pylist() == ["loss", ODD_TAG, "inf", "neg0", "with-metadata"]
     assert fast["histograms"]["bucket_limits"].to_pylist()[0] == [-1.0, 0.0, 2.0]
     assert fast["histograms"]["bucket_limits"].to_pylist()[2] == [1.0, 2.0, 3.0]
     # a Summary that is not a run of values falls back whole, from where it stops
     odd = data + b"\x12\x00"
-    assert comparable_rows(_decoded(summary_decode.decode_summary, odd)["scalars"]) == comparable_rows(
-        slow["scalars"])
+    odd_rows = _decoded(summary_decode.decode_summary, odd)["scalars"]
+    assert comparable_rows(odd_rows) == comparable_rows(slow["scalars"])
 
 
 def test_a_tag_that_is_not_utf8_loses_nothing(graph, store_dir, caplog):

@@ -102,7 +102,8 @@ def test_custom_loop_every_record_is_stored_and_the_files_come_back(loop_runs, t
     assert hist.num_rows == STEPS and set(hist["source"].to_pylist()) == {"tensor"}
     for row, (_s, _w, v) in zip(hist.to_pylist(), by_tag["weights"]):
         arr = tf.make_ndarray(v.tensor)
-        assert row["bucket_lefts"] == arr[:, 0].tolist() and row["bucket_counts"] == arr[:, 2].tolist()
+        assert row["bucket_lefts"] == arr[:, 0].tolist()
+        assert row["bucket_counts"] == arr[:, 2].tolist()
     media = store.media("tf2").to_pylist()
     images = [m for m in media if m["kind"] == "image"]
     assert [m["data"] for m in images] == [b for _s, _w, v in by_tag["kernel"]

@@ -158,7 +158,7 @@ class _Collect:
 def test_the_wire_fast_path_decodes_as_summaries_py_does(tf_file):
     from tfblackbox.schema.codecs import tfevents_decode as dec
     fast_kinds = set()
-    for off, data in tfrecord.read_records(tf_file):
+    for _off, data in tfrecord.read_records(tf_file):
         ev = tfevents.parse_event(data)
         if not ev.values:
             continue

@@ -133,8 +133,9 @@ def _build(path):
            *link_flags]
     try:
         _run(cmd, "compiling capture.cc", failed)
-        _run([sys.executable, "-c", "import sys; from tfblackbox.recorder.tf1 import native_capture "
-              "as n; sys.exit(n.self_test(sys.argv[1]))", tmp], "its self-test", failed)
+        _run([sys.executable, "-c", "import sys; from tfblackbox.recorder.tf1 import "
+              "native_capture as n; sys.exit(n.self_test(sys.argv[1]))", tmp],
+             "its self-test", failed)
         os.replace(tmp, path)            # atomic: a concurrent build replaces it with its twin
     finally:
         if os.path.exists(tmp):

@@ -157,7 +157,8 @@ def load_rows(store, run_id, lo=None, hi=None):
 
 
 def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
-    """The windows of steps a replay reads at once (schema/store/windows.py), WINDOW_ROWS rows each."""
+    """The windows of steps a replay reads at once (schema/store/windows.py), WINDOW_ROWS rows
+    each."""
     return windows.step_windows(store, run_id, PUSHED_TABLES, window_rows or WINDOW_ROWS, lo, hi)
 
 

@@ -1,12 +1,13 @@
 """A serialized tf.Summary -> typed rows, from the wire format alone (no TensorFlow, no protos).
 
-The one summary decoder: SummaryHook, the tf.summary capture and `import-tfevents` all use it,
-with or without TensorFlow. Every kind TensorFlow writes has its rows: simple_value and scalar tensors -> scalars; `histo` and
-histogram-plugin tensors -> histograms; images, audio, text and pr-curves -> media (bytes as
-written); any other tensor -> tensors (its TensorProto bytes as they were in the Summary).
-The tests hold it to an independent decoder on TF's own protos (tests/summary_oracle.py). A tag that is not UTF-8 is kept with
-its bad bytes escaped, with a warning; bytes that do not parse are kept raw as a `tensors` row
-(plugin_name UNDECODABLE) and raised as WireFormatError once the rest is recorded.
+The one summary decoder: SummaryHook, the tf.summary capture and `import-tfevents` all use it, with
+or without TensorFlow. Every kind TensorFlow writes has its rows: simple_value and scalar tensors
+-> scalars; `histo` and histogram-plugin tensors -> histograms; images, audio, text and pr-curves
+-> media (bytes as written); any other tensor -> tensors (its TensorProto bytes as they were in the
+Summary). The tests hold it to an independent decoder on TF's own protos (tests/summary_oracle.py).
+A tag that is not UTF-8 is kept with its bad bytes escaped, with a warning; bytes that do not parse
+are kept raw as a `tensors` row (plugin_name UNDECODABLE) and raised as WireFormatError once the
+rest is recorded.
 
 Summary.Value: tag 1, simple_value 2, obsolete_old_style_histogram 3, image 4, histo 5,
 audio 6, node_name 7, tensor 8, metadata 9 (SummaryMetadata: plugin_data 1 {plugin_name 1,

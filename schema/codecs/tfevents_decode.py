@@ -1,12 +1,13 @@
 """Records of a tfevents file -> store rows, in file order: the TF2 capture's tail (on the
 recorder's writer thread) and `import-tfevents` alike.
 
-Each record becomes one `tfevents_records` row (the raw bytes, so an export writes the file
-back byte for byte) and, if its Event holds a summary, its decoded rows (`FileSource.decode`:
-summary_decode.py, TF-free; the recorder passes its own protobuf decoder): scalars, histograms, media (images, audio, text, pr-curves) and tensors
-(hparams, trace_export graphs, anything else), with the tags under the file's namespace
-("train/epoch_loss"). A payload that a decoded row holds verbatim is left out of the raw row
-and named in its `cuts` (schema/codecs/tfevents_restore.py puts it back), so it is stored once.
+Each record becomes one `tfevents_records` row (the raw bytes, so an export writes the file back
+byte for byte) and, if its Event holds a summary, its decoded rows (`FileSource.decode`:
+summary_decode.py, TF-free; the recorder passes its own protobuf decoder): scalars, histograms,
+media (images, audio, text, pr-curves) and tensors (hparams, trace_export graphs, anything else),
+with the tags under the file's namespace ("train/epoch_loss"). A payload that a decoded row holds
+verbatim is left out of the raw row and named in its `cuts` (schema/codecs/tfevents_restore.py puts
+it back), so it is stored once.
 
 TF1's FileWriter writes a tag's plugin metadata only on the first value of that tag in a file:
 the metadata is remembered per file and tag and given to the later values before decoding.

@@ -33,7 +33,7 @@ class Tensor:
     dtype: int = 0
     shape: list = dataclasses.field(default_factory=list)
     unknown_rank: bool = False
-    content: bytes = None
+    content: bytes | None = None
     fields: dict = dataclasses.field(default_factory=dict)   # field number -> [(wire, start, end)]
     data: bytes = b""
 

@@ -68,16 +68,16 @@ def parse_name(name):
 class EventInfo:
     wall_time: float = 0.0
     what: str = ""
-    tfdbg_run_id: str = None
-    op_type: str = None
-    op_name: str = None
-    graph_id: str = None
-    output_slot: int = None
-    tensor_debug_mode: str = None
-    values: list = None          # a health / SHAPE mode's summary values, all outputs
-    nonfinite: int = None        # NaN and +-Inf elements those values count
-    file_path: str = None        # source_file
-    lines: tuple = None          # (start, end) of a source_file's lines in the record
+    tfdbg_run_id: str | None = None
+    op_type: str | None = None
+    op_name: str | None = None
+    graph_id: str | None = None
+    output_slot: int | None = None
+    tensor_debug_mode: str | None = None
+    values: list | None = None          # a health / SHAPE mode's summary values, all outputs
+    nonfinite: int | None = None        # NaN and +-Inf elements those values count
+    file_path: str | None = None        # source_file
+    lines: tuple | None = None          # (start, end) of a source_file's lines in the record
 
 
 def parse_event(data):

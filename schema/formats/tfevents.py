@@ -32,7 +32,7 @@ class EventFormatError(WireFormatError):
 class TensorInfo:
     dtype: int = 0
     shape: list = dataclasses.field(default_factory=list)
-    content: tuple = None          # (start, end) of tensor_content's bytes
+    content: tuple | None = None          # (start, end) of tensor_content's bytes
     strings: list = dataclasses.field(default_factory=list)   # (start, end) of each string_val
     other: bool = False            # any field beyond dtype, shape, content and string_val
 
@@ -43,9 +43,9 @@ class ValueInfo:
     end: int
     tag: str = ""
     kind: str = ""                 # which of VALUE_KINDS, "" for none
-    metadata: tuple = None         # (start, end) of the SummaryMetadata bytes, if present
+    metadata: tuple | None = None         # (start, end) of the SummaryMetadata bytes, if present
     plugin_name: str = ""
-    tensor: TensorInfo = None
+    tensor: TensorInfo | None = None
 
 
 @dataclasses.dataclass
@@ -53,7 +53,7 @@ class EventInfo:
     wall_time: float = 0.0
     step: int = 0
     what: str = "empty"
-    summary: tuple = None          # (start, end) of the Summary bytes
+    summary: tuple | None = None          # (start, end) of the Summary bytes
     tag: str = ""                  # tagged_run_metadata's tag
     values: list = dataclasses.field(default_factory=list)   # ValueInfo of summary values
 
@@ -146,8 +146,8 @@ def _tensor(data, start, end):
     return t
 
 
-_PLUGINS = {}   # SummaryMetadata bytes -> plugin name
-_SHAPES = {}    # TensorShapeProto bytes -> (dims, unknown rank)
+_PLUGINS: dict[bytes, str] = {}   # SummaryMetadata bytes -> plugin name
+_SHAPES: dict[bytes, tuple] = {}    # TensorShapeProto bytes -> (dims, unknown rank)
 
 
 def with_metadata(data, values, metadata_of):

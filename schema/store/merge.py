@@ -17,7 +17,6 @@ without the rows the destination already holds.
 import collections
 import hashlib
 import json
-import os
 import time
 
 from . import catalog as cat

@@ -1,12 +1,12 @@
 """The Parquet tables of tfdbg v1 debug dumps (DumpHook, import-dumps; read by replay --to
 debug-dump); listed in tables.TABLES.
 
-One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys
-Events as TF wrote them, and which partition graph each device ran), plus one `debug_tensors`
-row per dumped tensor (the whole dump-file Event as TF produced it, with node, slot, debug op,
-device, timestamp, dtype and shape as columns; since format 3 its tensor_content encoded
-against earlier dumps of the same watch, see dump_codec.py), plus `debug_graphs` rows: each distinct partition
-graph once per device (by the hash tfdbg puts in its file name), not once per step.
+One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys Events
+as TF wrote them, and which partition graph each device ran), plus one `debug_tensors` row per
+dumped tensor (the whole dump-file Event as TF produced it, with node, slot, debug op, device,
+timestamp, dtype and shape as columns; since format 3 its tensor_content encoded against earlier
+dumps of the same watch, see codecs/tfdbg_v1_codec.py), plus `debug_graphs` rows: each distinct
+partition graph once per device (by the hash tfdbg puts in its file name), not once per step.
 
 The common leading columns: `step` is the TF global step at which the session.run began,
 `wall_time` the time (seconds) of the row's event, `tag` the watch key / run dir / device.

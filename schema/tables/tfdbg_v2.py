@@ -46,7 +46,7 @@ TFDBG2_RECORDS = pa.schema(_KEY + [                   # tag: the file kind
     pa.field("tfdbg_run_id", pa.string()),            # debug_metadata
     pa.field("op_type", pa.string()),                 # execution, graph_op_creation
     pa.field("op_name", pa.string()),                 # trace, op creation; a graph's name
-    pa.field("graph_id", pa.string()),                # execution, trace (context), op creation, graph
+    pa.field("graph_id", pa.string()),       # execution, trace (context), op creation, graph
     pa.field("output_slot", pa.int32()),              # trace
     pa.field("tensor_debug_mode", pa.string()),       # execution, trace: NO_TENSOR, ...
     pa.field("debug_values", pa.list_(pa.float64())),  # health / SHAPE summaries, all outputs

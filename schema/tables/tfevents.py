@@ -17,7 +17,7 @@ CUT = pa.struct([
     pa.field("at", pa.int64()),        # position of the payload in the original record
     pa.field("size", pa.int64()),
     pa.field("table", pa.string()),    # media | histograms | tensors
-    pa.field("tag", pa.string()),      # the decoded row's tag; its step and wall_time are the record's
+    pa.field("tag", pa.string()),      # the decoded row's tag (step, wall_time: the record's)
     pa.field("index", pa.int32()),     # media: the row's index; else 0
     pa.field("part", pa.int32()),      # which payload of the row (tfevents_restore.payloads)
 ])

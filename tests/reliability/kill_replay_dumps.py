@@ -131,7 +131,7 @@ def _kill_and_rerun(c, store, ref, first, total, d, frac, over_existing):
     # aim at the writing: from when the clean rebuild's first dir appeared to its end; a
     # rebuild that ends before its kill tests nothing: then again, sooner
     delay = 0.8 * first + frac * (total[over_existing] - 0.8 * first)
-    for attempt in range(3):
+    for _attempt in range(3):
         shutil.rmtree(out, ignore_errors=True)
         if over_existing:
             shutil.copytree(ref, out)
