@@ -12,7 +12,8 @@ from .. import run as run_mod
 
 log = logging.getLogger("tfblackbox")
 FLUSH_TIMEOUT = 120.0   # seconds a trigger waits for its steps to reach the store
-_VALUES = weakref.WeakKeyDictionary()   # graph -> {tag: the recorder's copy of its value}
+# graph -> {tag: the recorder's copy of its value}
+_VALUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class BlackBoxHook:

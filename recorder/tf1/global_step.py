@@ -19,7 +19,7 @@ _INCREMENTS = {"AssignAddVariableOp", "AssignSubVariableOp", "AssignAdd", "Assig
 # graph -> (read tensor, exact): kept here, not in a graph collection, so nothing of the
 # recorder's ends up in the user's MetaGraph (a Python bool in a collection made every
 # checkpoint save log "Issue encountered when serializing ...")
-_READS = weakref.WeakKeyDictionary()
+_READS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def step_before_run(tf):

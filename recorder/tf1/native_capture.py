@@ -74,7 +74,7 @@ def library_path(tf):
 
 
 _lock = threading.Lock()
-_loaded = {}          # library path -> Native, or NativeUnavailable
+_loaded: dict = {}        # library path -> Native, or NativeUnavailable
 
 
 def load(tf, mode="auto"):
@@ -276,7 +276,7 @@ def parse_records(blob):
     return out
 
 
-_NAMES = {}     # (device + node + op bytes, lengths) -> decoded names; bounded by the graph
+_NAMES: dict = {}   # (device + node + op bytes, lengths) -> decoded names; bounded by the graph
 
 
 def self_test(lib_path):
