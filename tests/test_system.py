@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -232,3 +233,140 @@ def test_replayed_stats_carry_their_recorded_times(recorded, tmp_path):
     assert replay_main(["--store", recorded, "--to", "wandb", "--mode", "offline",
                         "--wandb-dir", str(tmp_path / "wandb"), "--no-progress"]) == EXIT_OK
     assert len(wandb_log.run_files(str(tmp_path / "wandb"))) == 1
+
+
+# -- a TF1 MonitoredSession run, with a black-box trigger ------------------------------------
+
+TF1 = textwrap.dedent("""
+    import os, sys, time
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    from tfblackbox import recorder
+    tf.compat.v1.disable_eager_execution()
+    recorder.init(store=sys.argv[1], run_id="tf1", project="sys", stats_interval=0.3)
+    step = tf.compat.v1.train.get_or_create_global_step()
+    x = tf.Variable(1.0)
+    tf.compat.v1.summary.scalar("loss", x * x)
+    train_op = tf.group(tf.compat.v1.assign_add(step, 1), tf.compat.v1.assign_sub(x, 0.01))
+    hooks = [recorder.SummaryHook(steps_per_log=1),
+             recorder.DumpHook(keep_last=1, capture="files",
+                               persist_on=[lambda s, values: s == 5])]
+    with tf.compat.v1.train.MonitoredSession(hooks=hooks) as sess:
+        for _ in range(12):
+            sess.run(train_op)
+            time.sleep(0.1)
+    recorder.finish()
+""")
+
+
+def test_tf1_monitored_session_run_gets_environment_stats_and_requirements(tmp_path):
+    script, store = tmp_path / "tf1.py", str(tmp_path / "store")
+    script.write_text(TF1)
+    out = subprocess.run([sys.executable, str(script), store], capture_output=True, text=True,
+                         timeout=300, env=child_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    s = Store.open(store, clean_orphans=False)
+    (_a, env), = system_read.environments(s, "tf1")
+    assert env["program"] == str(script) and env["cpu_count_logical"] >= 1
+    assert [ref["path"] for _a, ref in system_read.files(s, "tf1")] == ["requirements.txt"]
+    samples = system_read.samples(s, "tf1")
+    reasons = [x.reason for x in samples]
+    assert reasons.count("interval") >= 2 and reasons[-1] == "finish"
+    assert "trigger callable at step 5" in reasons      # the machine's state at the trigger
+    (trigger,) = s.triggers("tf1")
+    at = samples[reasons.index("trigger callable at step 5")]
+    assert trigger.fired_at <= at.wall_time and at.values["proc.memory.rssMB"] > 1
+    path = replay(store, tmp_path / "wandb")
+    recs = records(path)
+    kinds = [k for k, _r in recs]
+    assert kinds.count("environment") == 2 and kinds.count("stats") == len(samples)
+    assert file_paths(recs) == ["requirements.txt"]
+    fields = env_fields(recs)
+    assert fields["program"] == str(script) and fields["cpu_count_logical"] >= 1
+    assert len(wandb_log.history(path)) == 12
+
+
+# -- failures: psutil and NVML failing for real -----------------------------------------------
+
+PLAIN = textwrap.dedent("""
+    import logging, sys, time
+    logging.basicConfig(level=logging.WARNING)
+    from tfblackbox import recorder
+    run = recorder.init(store=sys.argv[1], run_id="plain", stats_interval=0.2)
+    for i in range(40):
+        run.log({"i": i})
+        time.sleep(0.1)
+    recorder.finish()
+    print("trained", run.system.samples)
+""")
+
+
+def run_plain(tmp_path, env):
+    script, store = tmp_path / "plain.py", str(tmp_path / "store")
+    script.write_text(PLAIN)
+    out = subprocess.run([sys.executable, str(script), store], capture_output=True, text=True,
+                         timeout=120, env=child_env(**env))
+    assert out.returncode == 0 and "trained" in out.stdout, out.stderr[-3000:]
+    s = Store.open(store, clean_orphans=False)
+    assert s.read("plain", "scalars")["value"].to_pylist() == [float(i) for i in range(40)]
+    return out, s
+
+
+def test_psutil_failing_stops_sampling_once_and_training_goes_on(tmp_path):
+    # the sampler watches a process that exits a second after the run began: psutil raises
+    # NoSuchProcess mid-run
+    catalog = tmp_path / "store" / "catalog.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", f"import os, time\nwhile not os.path."
+                              f"exists({str(catalog)!r}): time.sleep(0.02)\ntime.sleep(1)"])
+    threading.Thread(target=child.wait, daemon=True).start()   # reaped at once: no zombie
+    try:
+        out, s = run_plain(tmp_path, {"TFBLACKBOX_STATS_PID": str(child.pid)})
+    finally:
+        child.wait()
+    assert out.stderr.count("system metrics stop") == 1, out.stderr
+    assert "NoSuchProcess" in out.stderr
+    samples = system_read.samples(s, "plain")
+    assert samples and all(x.reason == "interval" for x in samples)   # none after, no finish
+    assert system_read.environments(s, "plain")   # the environment is kept
+
+
+def test_no_nvidia_driver_means_no_gpu_keys_and_no_error(tmp_path):
+    out, s = run_plain(tmp_path, {})
+    assert "GPU" not in out.stderr and "NVML" not in out.stderr, out.stderr
+    (_a, env), = system_read.environments(s, "plain")
+    assert not any(k.startswith(("gpu", "cuda")) for k in env)
+    assert not any(k.startswith("gpu.") for x in system_read.samples(s, "plain")
+                   for k in x.values)
+
+
+@pytest.fixture
+def stub_nvml(tmp_path):
+    pytest.importorskip("pynvml", reason="NVIDIA's NVML bindings (tfblackbox[gpu])")
+    cc = os.environ.get("CC", "cc")
+    lib = tmp_path / "nvml" / "libnvidia-ml.so.1"
+    lib.parent.mkdir()
+    try:
+        subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib),
+                        os.path.join(TESTS, "data", "nvml_stub.c")], check=True,
+                       capture_output=True, timeout=120)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"no C compiler to build the NVML stand-in: {e}")
+    return str(lib.parent)
+
+
+def test_nvml_gpu_keys_then_nvml_failing_stops_gpu_sampling_once(tmp_path, stub_nvml):
+    out, s = run_plain(tmp_path, {"LD_LIBRARY_PATH": stub_nvml, "STUB_NVML_READS": "3"})
+    (_a, env), = system_read.environments(s, "plain")
+    assert env["gpu_count"] == 1 and env["gpu_type"] == "Stub GPU"
+    assert env["gpu_nvidia"] == [{"name": "Stub GPU", "memory_total": 16 << 30}]
+    assert env["cuda_version"] == "12.2" and env["nvidia_driver_version"] == "535.1"
+    samples = system_read.samples(s, "plain")
+    with_gpu = [x for x in samples if "gpu.0.gpu" in x.values]
+    assert len(with_gpu) == 3 and with_gpu[0].values["gpu.0.memoryAllocated"] == 25.0
+    assert samples.index(with_gpu[-1]) == 2 and len(samples) > 4   # the rest goes on
+    assert out.stderr.count("GPU metrics stop") == 1 and "GPU is lost" in out.stderr
+    assert "system metrics stop" not in out.stderr
+    path = replay(str(tmp_path / "store"), tmp_path / "wandb")
+    fields = env_fields(records(path))
+    assert fields["gpu_nvidia"] == [{"name": "Stub GPU", "memoryTotal": str(16 << 30)}]
+    assert fields["gpu"] == "Stub GPU" and fields["gpu_count"] == 1

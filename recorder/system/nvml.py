@@ -20,7 +20,8 @@ class NvmlError(Exception):
 _NO_DRIVER = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded",
               "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
 _UNSUPPORTED = ("NVMLError_NotSupported", "NVMLError_NoPermission",
-                "NVMLError_FunctionNotFound", "NVMLError_InvalidArgument")
+                "NVMLError_FunctionNotFound", "NVMLError_InvalidArgument",
+                "NVMLLibraryMismatchError")   # pynvml newer than the driver's NVML
 
 
 def open_nvml():
@@ -98,7 +99,7 @@ class Nvml:
             return None
         try:
             return fn()
-        except self.nv.NVMLError as e:
+        except Exception as e:
             if type(e).__name__ in _UNSUPPORTED:
                 self._off.add((device, metric))
                 return None
