@@ -370,3 +370,24 @@ def test_nvml_gpu_keys_then_nvml_failing_stops_gpu_sampling_once(tmp_path, stub_
     fields = env_fields(records(path))
     assert fields["gpu_nvidia"] == [{"name": "Stub GPU", "memoryTotal": str(16 << 30)}]
     assert fields["gpu"] == "Stub GPU" and fields["gpu_count"] == 1
+
+
+def test_tensorboard_gets_system_scalars(recorded, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "tb"
+    assert replay_main(["--store", recorded, "--to", "tensorboard", "--out", str(out)]) == EXIT_OK
+    s = Store.open(recorded, clean_orphans=False)
+    samples = system_read.samples(s, "sys")
+    (run_dir,) = [d for d in os.listdir(out) if os.path.isdir(out / d)]
+    acc = EventAccumulator(str(out / run_dir / "system"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "system/memory_percent" in tags and "system/cpu" in tags
+    points = acc.Scalars("system/proc.memory.rssMB")
+    assert [p.step for p in points] == list(range(len(samples)))
+    assert [p.wall_time for p in points] == pytest.approx([x.wall_time for x in samples])
+    assert [p.value for p in points] == pytest.approx(
+        [x.values["proc.memory.rssMB"] for x in samples], rel=1e-6)
+    # a second replay writes nothing new
+    assert replay_main(["--store", recorded, "--to", "tensorboard", "--out", str(out)]) == EXIT_OK
+    assert len(os.listdir(out / run_dir / "system")) == 1
