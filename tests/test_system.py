@@ -391,3 +391,14 @@ def test_tensorboard_gets_system_scalars(recorded, tmp_path):
     # a second replay writes nothing new
     assert replay_main(["--store", recorded, "--to", "tensorboard", "--out", str(out)]) == EXIT_OK
     assert len(os.listdir(out / run_dir / "system")) == 1
+
+
+def test_report_has_a_system_section(recorded, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli_main(["report", "--store", recorded, "--out", str(out)]) == EXIT_OK
+    page = out.read_text()
+    system = page[page.index("<h2>System</h2>"):]
+    assert "<table class=system-metrics>" in system and "proc.memory.rssMB" in system
+    assert "requirements.txt" in system and "attempt 1: " in system
+    n = len(system_read.samples(Store.open(recorded, clean_orphans=False), "sys"))
+    assert f"<tr><td>memory_percent</td><td>{n}</td>" in system
