@@ -71,6 +71,8 @@ def describe_run(store, run_id):
                                     **({"kind": row["kind"]} if "kind" in row else {})}
         out["tables"][name] = {"rows": t.num_rows, "segments": len(segs),
                                "bytes": sum(s.size_bytes for s in segs), "tags": tags}
+    from . import system_show
+    out.update(system_show.describe(store, run_id))   # environment, files, system metrics
     if "tfdbg2_records" in out["tables"]:
         from tfblackbox.replay.tfdbg import summary_v2
         out["tfdbg_v2"] = summary_v2.describe(store, run_id)
@@ -96,6 +98,9 @@ def show(store_path, run_id, as_json=False):
     attempts = {w["writer_id"]: w["attempt"] for w in info["attempts"]}
     for t in info["triggers"]:
         print(_trigger_line(t, attempts.get(t["writer_id"])))
+    from . import system_show
+    for line in system_show.lines(info):
+        print(line)
     print(f"  size {_size(info['size_bytes'])}")
     rows = [("TABLE", "TAG", "KIND", "ROWS", "STEPS")]
     for name, t in info["tables"].items():

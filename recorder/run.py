@@ -18,6 +18,7 @@ from tfblackbox.schema.store.records import new_run_id, valid_run_id
 
 from . import environment, multiworker
 from .logging_api import RunLogging
+from .system.recording import STATS_INTERVAL, SystemRecorder
 from .writer import Writer
 
 log = logging.getLogger("tfblackbox")
@@ -37,6 +38,7 @@ class Run(RunLogging):
     def __init__(self, store, record, writer_id, attempt, writer_options):
         self.compact_on_finish = writer_options.pop("compact_on_finish", True)
         console = writer_options.pop("console", "off")
+        system = writer_options.pop("system", {})
         self.store = store
         self.record = record
         self.run_id = record.run_id
@@ -46,6 +48,11 @@ class Run(RunLogging):
         self.exit_error = None       # the exception a `with` block ended with
         self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
         self._start_logging(console)   # log(), summary, config, console (logging_api.py)
+        # environment, files, system metrics (recorder/system/): stopped at finish before
+        # the writer closes, with a last sample
+        self.system = SystemRecorder(self, system.get("stats_interval", STATS_INTERVAL),
+                                     system.get("save_code", False))
+        self._finish_callbacks.append(self.system.finish)
 
     @property
     def name(self):
@@ -166,7 +173,7 @@ class Run(RunLogging):
 
 def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
          run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, data=None,
-         console="auto",
+         console="auto", job_type=None, save_code=False, stats_interval=STATS_INTERVAL,
          **writer_options):
     """Starts (or resumes) a run and makes it the active one; returns the Run.
 
@@ -184,13 +191,17 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
     "must" requires it to exist (True means "allow"). console: "auto" (or "wrap") records
-    stdout/stderr, "off" does not. Writer options: flush_rows, flush_secs,
+    stdout/stderr, "off" does not. job_type: wandb's (replayed as the W&B run's job type).
+    save_code=True keeps the main program and the git diff, as wandb's save_code. The
+    environment and requirements.txt are recorded always; system metrics every
+    `stats_interval` seconds (wandb's 15; 0: none) and at finish. Writer options: flush_rows, flush_secs,
     max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
     _check_writer_options(writer_options)   # before anything is written to the store
     if console not in CONSOLE_MODES:
         raise BlackboxError(f"console={console!r}; expected one of {', '.join(CONSOLE_MODES)}")
+    _check_system_options(job_type, stats_interval)
     if resume is True:
         resume = "allow"
     if resume is False:
@@ -239,7 +250,9 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
         writer_id, attempt = the_store.begin_attempt(record.run_id, facts["host"], facts["pid"])
         the_store.keep_reserve()
         _active = Run(the_store, record, writer_id, attempt,
-                      dict(writer_options, console=console))
+                      dict(writer_options, console=console,
+                           system=dict(stats_interval=stats_interval, save_code=save_code)))
+        _active.system.start(job_type)
         _install_exit_handlers()
         if sync_tensorboard:
             from .tf2 import tensorboard_patch
@@ -263,6 +276,15 @@ def _check_writer_options(options):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):
             raise ValueError(f"{name}={value!r}; expected a positive number")
+
+
+def _check_system_options(job_type, stats_interval):
+    if job_type is not None and not isinstance(job_type, str):
+        raise BlackboxError(f"job_type={job_type!r}; expected a string (wandb's job_type)")
+    if (isinstance(stats_interval, bool) or not isinstance(stats_interval, (int, float))
+            or not stats_interval >= 0):
+        raise ValueError(f"stats_interval={stats_interval!r}; expected seconds between system "
+                         f"metrics samples (0: none)")
 
 
 def _config_to_dict(config):

@@ -83,6 +83,9 @@ class BlackBoxHook:
         """Records the firing once its steps are in registered segments, so a trigger in the
         catalog always has its steps in the store, whenever the process is killed."""
         reason = fire.reason
+        system = getattr(self._run, "system", None)
+        if system is not None:   # the machine's state with it, flushed with its steps
+            system.sample_now(f"trigger {fire.kind} at step {fire.step}")
         if steps:
             try:
                 self._run.writer.flush(FLUSH_TIMEOUT)

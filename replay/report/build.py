@@ -13,7 +13,7 @@ import time
 from tfblackbox.schema import BlackboxError, Store
 
 from tfblackbox.cli.exits import EXIT_OK, print_json
-from . import data, page
+from . import data, page, system_section
 
 
 def build(store, run_ids=None, title=None):
@@ -39,7 +39,8 @@ def build(store, run_ids=None, title=None):
                     item["curve"] = _finite(item["curve"])
     title = title or f"tfblackbox report: {os.path.basename(store.root)}"
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
-    html = page.render(title, runs, scalars, histograms, media, tensors, debug, generated)
+    html = page.render(title, runs, scalars, histograms, media, tensors, debug, generated,
+                       system=system_section.section(store, records))
     summary = {"runs": [r["run_id"] for r in runs], "scalar_tags": len(scalars),
                "points": {tag: sum(len(s["steps"]) for s in per.values())
                           for tag, per in scalars.items()},

@@ -30,7 +30,7 @@ def _asset(name):
         return f.read()
 
 
-def render(title, runs, scalars, histograms, media, tensors, debug, generated):
+def render(title, runs, scalars, histograms, media, tensors, debug, generated, system=""):
     """The whole page. runs: data.run_info dicts in order; scalars: {tag: {run_id: series}};
     histograms: [{run_id, tag, steps, bins, counts}]; media, tensors, debug: {run_id: ...}."""
     for i, r in enumerate(runs):
@@ -53,6 +53,7 @@ def render(title, runs, scalars, histograms, media, tensors, debug, generated):
             "<h2>Media (latest step of each tag)</h2>", media_html,
             "<h2>Other tensors</h2>", _tensors_html(runs, tensors),
             "<h2>Debug dumps</h2>", _debug_html(runs, debug),
+            "<h2>System</h2>", system or "<p class=note>no system metrics</p>",
             "<div id=tfbb-status>loading charts...</div>"]
     if not scalars:
         body.append("<div id=scalar-charts hidden></div>")

@@ -36,6 +36,7 @@ from .. import out_dirs
 from tfblackbox.cli.exits import EXIT_OK, print_json
 from . import events as ev
 from . import generate, mirror
+from .system import export_system
 
 LOCK_FILE = ".tfblackbox.lock"
 
@@ -71,6 +72,8 @@ def main(store_path, out, runs=(), as_json=False):
                     else "no new steps")
             if r.get("hparams"):
                 span += "; the config as hparams"
+            if r.get("system_samples"):
+                span += f"; {r['system_samples']} system metrics sample(s) in system/"
             print(f"run {r['run_id']}: {r['events']} event(s) ({span}), "
                   f"{r['mirrored_bytes']:,} byte(s) of captured event files -> {r['dir']}")
             for p in r["problems"]:
@@ -132,6 +135,8 @@ def export_run(store, record, out):
     if chunk is not None:
         result.update(first_step=chunk["lo"], last_step=chunk["hi"], events=chunk["events"],
                       file=chunk["file"], hparams=chunk["hparams"])
+    # system metrics as system/<key> scalars, a TensorBoard run of their own (system.py)
+    result["system_samples"] = export_system(store, record, run_dir, dest)
     return result
 
 

@@ -29,6 +29,7 @@ from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
 from .printout import dry_run, print_summary
 from .rows import iter_rows
+from .system import System
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
 
@@ -160,14 +161,16 @@ def push_run(target, result):
     batches = iter_rows(store, record.run_id, lo, hi)
     first = next(batches, None)
     extras = Extras.load(store, record.run_id, state, limit)   # summary, console, ...
+    system = System.load(store, record.run_id, state)   # environment, files, stats
     result.update(state=status, cursor_after=step)
     new_status = status != "running" and state.get("status") != status
-    if first is None and not extras.pending and not (new_status and state.get("chunks")):
+    if first is None and not extras.pending and not system.pending and not (
+            new_status and state.get("chunks")):
         result["complete"] = status != "running"
         return
     batches = itertools.chain([first], batches) if first is not None else iter(())
     try:
-        chunk = push_chunk(target, (step, state), batches, status, extras)
+        chunk = push_chunk(target, (step, state), batches, status, extras, system)
     except ReplayError as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
@@ -206,10 +209,12 @@ def _committed(step, state, chunk):
     state["chunks"] = state.get("chunks", []) + [chunk.get("dir") or chunk["chunk"]]
     if "extras" in chunk:
         state["extras"] = chunk["extras"]   # events and console lines applied so far
+    if "system" in chunk:
+        state["system"] = chunk["system"]   # environments, files and stats pushed so far
     return chunk["hi"], state
 
 
-def push_chunk(target, cursor, batches, status, extras=None):
+def push_chunk(target, cursor, batches, status, extras=None, system=None):
     """Pushes the Rows batches (windows of steps) and the extras (extras.py) as one W&B
     chunk, from `cursor` = (step, state); returns the chunk record (its lo/hi/steps filled
     in as the batches are logged)."""
@@ -219,6 +224,7 @@ def push_chunk(target, cursor, batches, status, extras=None):
                                        target.dest)
     step, state = cursor
     extras = extras or Extras([], [], [], {}, {}, state.get("extras") or {})
+    system = system or System.load(store, record.run_id, state)
     chunk = {"chunk": uuid.uuid4().hex, "run_id": record.run_id, "status": status,
              "steps": 0, "lo": None, "hi": step, "store": store.root}
     staging = odir.new_staging(record.run_id)
@@ -229,7 +235,8 @@ def push_chunk(target, cursor, batches, status, extras=None):
             entity=opts.entity, name=record.name or record.run_id, notes=record.notes,
             group=record.group, tags=list(record.tags) or None,
             config=extras.config(record.config), mode=opts.mode, dir=staging,
-            settings=_settings(wandb, extras.has_console))
+            job_type=system.job_type,
+            settings=_settings(wandb, extras.has_console, system.settings()))
         if extras.has_console:
             getattr(run, "_restore", lambda: None)()   # only the recorded lines: not ours
         sync_dir = run.settings.sync_dir
@@ -243,6 +250,8 @@ def push_chunk(target, cursor, batches, status, extras=None):
                   opts.progress, chunk, extras)
         extras.finish(run)
         chunk["extras"] = extras.progress
+        system.publish(run)   # before finish: wandb drops stats after the exit record
+        chunk["system"] = system.progress
         run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
         exit_code = {"finished": 0, "running": 0, "died": 1}.get(status, record.exit_code or 1)
         run.finish(exit_code=exit_code)
@@ -276,12 +285,14 @@ def _abandon(run, store, run_id, dest, step, state):
         pass   # the next replay settles it
 
 
-def _settings(wandb, console=False):
+def _settings(wandb, console=False, training=None):
     # the replaying machine's metrics, code, git and console are not the training run's; the
-    # console is "wrap" only so that wandb writes the recorded lines into output.log
+    # console is "wrap" only so that wandb writes the recorded lines into output.log;
+    # `training`: the run record's host and git as recorded (system.py)
     return wandb.Settings(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
                           x_save_requirements=False, save_code=False, disable_git=True,
-                          console="wrap" if console else "off", silent=True)
+                          console="wrap" if console else "off", silent=True,
+                          **(training or {}))
 
 
 def _log_rows(run, batches, factory, run_id, progress, chunk, extras):

@@ -1,5 +1,5 @@
 """The store's Parquet tables: one pyarrow schema constant per table, in one module per table
-family (summaries, logged, tfevents, tfdbg_v1, tfdbg_v2); every batch is cast to its table's
+family (summaries, logged, tfevents, tfdbg_v1, tfdbg_v2, system); every batch is cast to its table's
 constant before writing. This module is their index.
 
 Common leading columns: the TF global step, the wall time at which that step ran, the tag, and
@@ -11,6 +11,7 @@ from .summaries import HISTOGRAMS, MEDIA, SCALARS, TENSORS
 from .tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS
 from .tfevents import TFEVENTS_RECORDS
 from .tfdbg_v2 import TFDBG2_BLOBS, TFDBG2_RECORDS
+from .system import FILE_BLOBS, SYSTEM_METRICS
 
 TABLES = {
     "scalars": SCALARS,
@@ -27,12 +28,14 @@ TABLES = {
     "console": CONSOLE,
     "tfdbg2_records": TFDBG2_RECORDS,
     "tfdbg2_blobs": TFDBG2_BLOBS,
+    "system_metrics": SYSTEM_METRICS,
+    "file_blobs": FILE_BLOBS,
 }
 
 # Tables whose `step` is not the training step (tfdbg v2 records are numbered within their
-# file): their segments leave an attempt's first step alone, which decides whose rows win
+# file, system samples within their attempt, file blobs are step 0): their segments leave an attempt's first step alone, which decides whose rows win
 # when a resumed run re-does steps (segments.write_encoded, Store.read).
-STEPLESS = {"tfdbg2_records", "tfdbg2_blobs"}
+STEPLESS = {"tfdbg2_records", "tfdbg2_blobs", "system_metrics", "file_blobs"}
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)
 WRITE_OPTIONS = {

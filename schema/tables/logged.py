@@ -6,7 +6,9 @@
   as the arguments that rebuild them (`meta_json`) plus their files' bytes (`files`).
 - RUN_EVENTS: per-run records applied at their step, append-only, the latest winning:
   `kind` is summary, summary_remove, config, define_metric, value_type or model;
-  `value_json` their argument. `seq` orders the rows of one attempt.
+  `value_json` their argument. Once per attempt, at init (recorder/system/): `environment`
+  (wandb's EnvironmentRecord fields as JSON), `job_type` (init's job_type) and `file` (a file
+  of the run: path, sha256, size; its bytes in `file_blobs`, schema/tables/system.py). `seq` orders the rows of one attempt.
 - CONSOLE: the training process's stdout/stderr, one row per line (a partial line when the
   stream switches or the line is old), exactly as written; `tag` is the stream.
 
@@ -37,4 +39,5 @@ CONSOLE = pa.schema(_KEY + [
     pa.field("text", pa.string()),
 ])
 
-EVENT_KINDS = ("summary", "summary_remove", "config", "define_metric", "value_type", "model")
+EVENT_KINDS = ("summary", "summary_remove", "config", "define_metric", "value_type", "model",
+               "environment", "job_type", "file")
