@@ -194,8 +194,8 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
     stdout/stderr, "off" does not. job_type: wandb's (replayed as the W&B run's job type).
     save_code=True keeps the main program and the git diff, as wandb's save_code. The
     environment and requirements.txt are recorded always; system metrics every
-    `stats_interval` seconds (wandb's 15; 0: none) and at finish. Writer options: flush_rows, flush_secs,
-    max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
+    `stats_interval` seconds (wandb's 15; 0: none) and at finish. Writer options: flush_rows,
+    flush_secs, max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
     """
     global _active
     _check_writer_options(writer_options)   # before anything is written to the store

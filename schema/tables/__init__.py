@@ -33,8 +33,9 @@ TABLES = {
 }
 
 # Tables whose `step` is not the training step (tfdbg v2 records are numbered within their
-# file, system samples within their attempt, file blobs are step 0): their segments leave an attempt's first step alone, which decides whose rows win
-# when a resumed run re-does steps (segments.write_encoded, Store.read).
+# file, system samples within their attempt, file blobs are step 0): their segments leave an
+# attempt's first step alone, which decides whose rows win when a resumed run re-does steps
+# (segments.write_encoded, Store.read).
 STEPLESS = {"tfdbg2_records", "tfdbg2_blobs", "system_metrics", "file_blobs"}
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)

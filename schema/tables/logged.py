@@ -8,7 +8,8 @@
   `kind` is summary, summary_remove, config, define_metric, value_type or model;
   `value_json` their argument. Once per attempt, at init (recorder/system/): `environment`
   (wandb's EnvironmentRecord fields as JSON), `job_type` (init's job_type) and `file` (a file
-  of the run: path, sha256, size; its bytes in `file_blobs`, schema/tables/system.py). `seq` orders the rows of one attempt.
+  of the run: path, sha256, size; its bytes in `file_blobs`, schema/tables/system.py). `seq`
+  orders the rows of one attempt.
 - CONSOLE: the training process's stdout/stderr, one row per line (a partial line when the
   stream switches or the line is old), exactly as written; `tag` is the stream.
 
