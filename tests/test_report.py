@@ -1,16 +1,23 @@
 """tfblackbox report, opened in headless Chromium (Debian's chromium) with no network: no
 console errors, one chart per scalar tag holding the downsampled number of points, media
-and debug dumps shown; a screenshot kept as a test artifact."""
+and debug dumps shown; a screenshot kept as a test artifact. A recorder.log run (recorded
+beside wandb itself, report_script.py): single points drawn as markers, short series not
+smoothed, the size in human units, chart titles clear of plotly's toolbar."""
 
 import collections
+import glob
+import html
 import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import report_script
 import tb_helpers
 from tfblackbox.replay.cli import main as cli_main
 from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
@@ -133,3 +140,122 @@ def test_bad_out_and_an_empty_store(tmp_path, capsys):
     assert cli_main(["report", "--store", str(tmp_path / "store"), "--out",
                      str(tmp_path / "no" / "such" / "r.html")]) == EXIT_USAGE
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- a recorder.log run, recorded beside wandb (report_script.py) -----------------------------
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "report_script.py")
+
+
+@pytest.fixture(scope="module")
+def media_report(tmp_path_factory):
+    base = tmp_path_factory.mktemp("media-report")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    done = subprocess.run([sys.executable, SCRIPT, str(base / "wandb"), str(base / "store")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = base / "report.html"
+    assert cli_main(["report", "--store", str(base / "store"), "--out", str(out)]) == EXIT_OK
+    wandb_file, = glob.glob(str(base / "wandb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    return base, out, wandb_file
+
+
+def _dom(base, page, name):
+    dom, console, proc = tb_helpers.chromium(page, base / name, "--dump-dom",
+                                             "--virtual-time-budget=20000")
+    assert console == [], console
+    m = re.search(r'<div id="tfbb-status"([^>]*)>', dom)
+    assert m, proc.stderr[-2000:]
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', m.group(1)))
+    assert attrs["done"] == "1" and json.loads(html.unescape(attrs["errors"])) == []
+    return dom
+
+
+def _chart(dom, tag):
+    """The DOM of the scalar chart of `tag` (up to the next chart)."""
+    start = dom.index(f'data-tag="{html.escape(tag)}"')
+    end = dom.find('class="chart ', start)
+    return dom[start:end if end > 0 else len(dom)]
+
+
+def test_single_points_are_markers(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-points")
+    # one value: plotly draws a marker (a "point" path); a line of one point draws nothing
+    for tag in ("eval/acc", "count", "flag"):
+        assert _chart(dom, tag).count('class="point"') == 1, tag
+
+
+def test_short_series_are_not_smoothed_by_default(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-smoothing")
+    # 4 epochs, 5 val/acc values: drawn as they are, one trace (no smoothed one over them)
+    for tag, n in (("epoch/loss", 4), ("val/acc", 5)):
+        chart = _chart(dom, tag)
+        assert chart.count('class="trace scatter') == 1, tag
+        assert chart.count('class="point"') == n, tag
+    # 30 batch losses: the raw trace and TensorBoard's smoothing over it; the slider is kept
+    assert _chart(dom, "batch/loss").count('class="trace scatter') == 2
+    assert re.search(r'<input id="smoothing"[^>]*value="0.6"', dom)
+
+
+def test_the_size_column_is_true(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-size")
+    size = Store.open(str(base / "store")).size_bytes("media-run")
+    assert 1024 < size < 1 << 20
+    runs = re.search(r"<h2>Runs</h2>\s*<table>(.*?)</table>", dom, re.S).group(1)
+    head = re.findall(r"<th>([^<]*)</th>", runs)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", runs.split("</tr>")[1], re.S)
+    assert cells[head.index("size")] == f"{size / 1024:.1f} KiB"   # as `tfblackbox runs` says
+    assert f'title="{size:,} bytes"' in runs
+
+
+MEASURE = """<script>
+(function () {
+  function box(el) { var r = el.getBoundingClientRect();
+                     return {l: r.left, r: r.right, t: r.top, b: r.bottom}; }
+  function check() {
+    var status = document.getElementById("tfbb-status");
+    if (status.dataset.done !== "1") { return setTimeout(check, 50); }
+    var out = [];
+    document.querySelectorAll(".chart").forEach(function (chart) {
+      var bar = chart.querySelector(".modebar");
+      var title = chart.querySelector(".chart-title") || chart.querySelector(".gtitle");
+      var c = box(chart), m = bar && box(bar), t = title && box(title);
+      out.push({tag: chart.dataset.tag || (title && title.textContent),
+                title: title ? title.textContent : null,
+                overlap: !!(m && t && t.l < m.r && m.l < t.r && t.t < m.b && m.t < t.b),
+                inside: !!(t && t.l >= c.l - 1 && t.r <= c.r + 1)});
+    });
+    document.body.dataset.titles = JSON.stringify(out);
+  }
+  check();
+})();
+</script>"""
+
+
+def test_chart_titles_are_whole_and_clear_of_the_toolbar(media_report):
+    base, page, _wandb = media_report
+    measured = base / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = _dom(base, measured, "profile-titles")
+    titles = json.loads(html.unescape(re.search(r'<body[^>]*data-titles="([^"]*)"', dom)
+                                      .group(1)))
+    hist = [t for t in titles if report_script.HIST_TAG in (t["title"] or "")]
+    assert len(hist) == 1 and len(titles) == 9   # 8 scalar tags, 1 histogram
+    for t in titles:
+        assert t["title"] and not t["overlap"] and t["inside"], t
+
+
+def test_a_screenshot_of_the_media_report(media_report, capsys):
+    base, page, _wandb = media_report
+    shot = base / "media-report.png"
+    _out, console, proc = tb_helpers.chromium(page, base / "profile-media-shot",
+                                              f"--screenshot={shot}", "--window-size=1400,3000",
+                                              "--virtual-time-budget=20000",
+                                              "--hide-scrollbars")
+    assert console == []
+    assert shot.exists() and shot.stat().st_size > 50_000, proc.stderr[-2000:]
+    with capsys.disabled():
+        print(f"\nscreenshot of the recorder.log run's report (a test artifact): {shot}")

@@ -42,7 +42,8 @@ def render(title, runs, scalars, histograms, media, tensors, debug, generated):
     body = [f"<h1>{e(title)}</h1>",
             f"<p class=note>{len(runs)} run(s); generated {e(generated)} by tfblackbox report. "
             f"Scalar curves are downsampled to the smallest and largest value per step "
-            f"bucket (at most 2000 points a run); smoothing is TensorBoard's.</p>",
+            f"bucket (at most 2000 points a run); smoothing is TensorBoard's (0.6 by default, none "
+            f"for series of fewer than 20 points), a single point is a marker.</p>",
             "<h2>Runs</h2>", _runs_table(runs),
             "<h2>Scalars</h2>", _controls(),
             "<div class=charts id=scalar-charts></div>" if scalars else
@@ -83,6 +84,8 @@ def _json(obj):
 def _controls():
     return ("<div class=controls><label>smoothing <input id=smoothing type=range min=0 "
             "max=0.99 step=0.01 value=0.6> <span id=smoothing-value>0.60</span></label>"
+            "<span class=note id=smoothing-note>series of fewer than 20 points are drawn as "
+            "they are until the slider moves</span>"
             "<label><input id=logscale type=checkbox> log scale</label>"
             "<label>x axis <select id=xaxis><option value=step>step</option>"
             "<option value=relative>relative time (h)</option><option value=wall>wall time"
@@ -97,6 +100,14 @@ def _duration(s):
         f"{s // 60}m {s % 60:02d}s"
 
 
+def human_bytes(n):
+    """1023 B, 45.3 KiB, 12.0 MiB: as `tfblackbox runs` and `show` print sizes."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def _runs_table(runs):
     rows = ["<table><tr><th>run</th><th>id</th><th>project</th><th>status</th><th>started"
             "</th><th>duration</th><th>tags</th><th>host</th><th>size</th><th>config</th></tr>"]
@@ -108,7 +119,8 @@ def _runs_table(runs):
             f"<td>{e(r['status'])}{'' if r['exit_code'] in (None, 0) else ' (exit ' + str(r['exit_code']) + ')'}</td>"
             f"<td>{e(r['started'] or '')}</td><td>{_duration(r['duration_s'])}</td>"
             f"<td>{e(', '.join(r['tags']))}</td><td>{e(r['host'] or '')}</td>"
-            f"<td>{r['size_bytes'] / 1e6:.1f} MB</td>"
+            f"<td class=size title='{r['size_bytes']:,} bytes'>"
+            f"{human_bytes(r['size_bytes'])}</td>"
             f"<td><details><summary>{len(r['config'])} key(s)</summary><pre>{e(config)}"
             f"</pre></details>{'<br>' + e(r['notes']) if r['notes'] else ''}</td></tr>")
     rows.append("</table>")
@@ -177,7 +189,7 @@ def _debug_html(runs, debug):
             f"<h3>{e(r['label'])}</h3><table>"
             f"<tr><th>dumped session.runs</th><td>{d['session_runs']} (steps {d['first_step']}"
             f"..{d['last_step']}; {e(json.dumps(d['statuses']))})</td></tr>"
-            f"<tr><th>tensors</th><td>{d['tensors']:,} ({d['bytes'] / 1e6:.1f} MB)</td></tr>"
+            f"<tr><th>tensors</th><td>{d['tensors']:,} ({human_bytes(d['bytes'])})</td></tr>"
             f"<tr><th>debug ops</th><td>{e(json.dumps(d['debug_ops']))}</td></tr>"
             f"<tr><th>devices</th><td>{e(', '.join(d['devices']))}</td></tr>"
             f"<tr><th>partition graphs</th><td>{d['graphs']}</td></tr>"
