@@ -2,8 +2,10 @@
 console errors, one chart per scalar tag holding the downsampled number of points, media
 and debug dumps shown; a screenshot kept as a test artifact. A recorder.log run (recorded
 beside wandb itself, report_script.py): single points drawn as markers, short series not
-smoothed, the size in human units, chart titles clear of plotly's toolbar."""
+smoothed, the size in human units, chart titles clear of plotly's toolbar, the run's summary
+equal to wandb's own, its last console lines, and its wandb.Images in the media section."""
 
+import base64
 import collections
 import glob
 import html
@@ -19,8 +21,10 @@ import pytest
 
 import report_script
 import tb_helpers
+import wandb_log
 from tfblackbox.replay.cli import main as cli_main
 from tfblackbox.replay.exits import EXIT_OK, EXIT_USAGE
+from tfblackbox.replay.report import page as report_page
 from tfblackbox.schema import Store
 from tfblackbox.schema.rows import ColumnBuffers
 
@@ -178,6 +182,12 @@ def _chart(dom, tag):
     return dom[start:end if end > 0 else len(dom)]
 
 
+def _summary_rows(dom):
+    table = re.search(r'<table class="summary-table">(.*?)</table>', dom, re.S).group(1)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(\d+)</td></tr>", table, re.S)
+    return {html.unescape(k): html.unescape(v) for k, v, _step in rows}
+
+
 def test_single_points_are_markers(media_report):
     base, page, _wandb = media_report
     dom = _dom(base, page, "profile-points")
@@ -209,6 +219,53 @@ def test_the_size_column_is_true(media_report):
     cells = re.findall(r"<td[^>]*>(.*?)</td>", runs.split("</tr>")[1], re.S)
     assert cells[head.index("size")] == f"{size / 1024:.1f} KiB"   # as `tfblackbox runs` says
     assert f'title="{size:,} bytes"' in runs
+
+
+def test_the_run_summary_is_what_wandb_holds(media_report):
+    base, page, wandb_file = media_report
+    dom = _dom(base, page, "profile-summary")
+    want = {k: v for k, v in wandb_log.summary(wandb_file).items() if not k.startswith("_")}
+    got = _summary_rows(dom)
+    assert set(got) == set(want)   # "hidden_metric" (summary="none") and "note" (deleted) out
+    assert got == {k: report_page._summary_text(v) for k, v in want.items()}
+    # what those rows say, spelled out: define_metric's ops, an explicit summary that a later
+    # logged value overrode, types, media, a histogram
+    assert got["epoch/loss"] == "min 0.333333 \u00b7 last 0.55"
+    assert got["val/acc"] == "0.6" and got["best_acc"] == "0.93"
+    assert got["flag"] == "true" and got["count"] == "3" and got["status"] == "done"
+    assert got["samples"] == "image-file 16\u00d712"
+    assert got["grid"] == "2 \u00d7 images/separated 16\u00d712"
+    assert got[report_script.HIST_TAG] == "histogram"
+
+
+def test_the_last_console_lines_fold_away(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-console")
+    m = re.search(r'<details class="console">\s*<summary>([^<]*)</summary>\s*<pre>(.*?)</pre>',
+                  dom, re.S)
+    assert m, "no closed <details> of console lines"
+    assert m.group(1).startswith("console: the last 100 of 157 lines")
+    lines = html.unescape(re.sub(r"<[^>]+>", "", m.group(2))).split("\n")
+    assert lines[:2] == ["line 053", "line 054"] and lines[-1] == ""
+    assert lines[-4:-1] == ["something went wrong (a warning)", "progress 3/3", "coloured end"]
+    assert '<span class="stderr">something went wrong' in m.group(2)
+
+
+def test_recorder_log_images_are_in_the_media_section(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-media")
+    objects = Store.open(str(base / "store")).read("media-run", "wandb_objects").to_pylist()
+    last = max(r["step"] for r in objects)
+    for tag, n in (("samples", 1), ("grid", 2)):
+        mine = sorted((r for r in objects if r["tag"] == tag and r["step"] == last),
+                      key=lambda r: r["index"] or 0)
+        assert len(mine) == n
+        fig = re.search(rf"<figure>((?:(?!</figure>).)*){tag} \u2014 wandb.Image, "
+                        rf"recorder.log, step {last}</figcaption></figure>", dom, re.S)
+        assert fig, tag
+        srcs = re.findall(r'src="data:image/png;base64,([^"]+)"', fig.group(1))
+        assert [base64.b64decode(x) for x in srcs] == [r["files"][0] for r in mine]
+    assert "gradient at 2" in dom and "gradient at 1" not in dom   # the latest step, captioned
 
 
 MEASURE = """<script>

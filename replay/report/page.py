@@ -44,7 +44,7 @@ def render(title, runs, scalars, histograms, media, tensors, debug, generated):
             f"Scalar curves are downsampled to the smallest and largest value per step "
             f"bucket (at most 2000 points a run); smoothing is TensorBoard's (0.6 by default, none "
             f"for series of fewer than 20 points), a single point is a marker.</p>",
-            "<h2>Runs</h2>", _runs_table(runs),
+            "<h2>Runs</h2>", _runs_table(runs), _run_panels(runs),
             "<h2>Scalars</h2>", _controls(),
             "<div class=charts id=scalar-charts></div>" if scalars else
             "<p class=note>no scalars</p>",
@@ -127,6 +127,60 @@ def _runs_table(runs):
     return "\n".join(rows)
 
 
+def _run_panels(runs):
+    """Per run: its summary (a table, as W&B would hold it) and its last console lines."""
+    out = []
+    for r in runs:
+        out.append(f"<div class=run-panel data-run='{e(r['run_id'])}'><h3><span class=swatch "
+                   f"style='background:{r['color']}'></span>{e(r['label'])}</h3>")
+        entries = r.get("summary") or []
+        if entries:
+            rows = "".join(f"<tr><td>{e(x['key'])}</td><td>{e(_summary_text(x['value']))}</td>"
+                           f"<td>{x['step']}</td></tr>" for x in entries)
+            out.append(f"<details class=summary open><summary>summary: {len(entries)} key(s), "
+                       f"as W&B holds them after the replay</summary><table class=summary-table>"
+                       f"<tr><th>key</th><th>value</th><th>step</th></tr>{rows}</table>"
+                       f"</details>")
+        else:
+            out.append("<p class=note>summary: nothing logged</p>")
+        con = r.get("console")
+        if con:
+            text = "".join(f"<span class=stderr>{e(t)}</span>\n" if s == "stderr" else
+                           f"{e(t)}\n" for s, t in con["lines"])
+            shown = len(con["lines"])
+            head = (f"console: the last {shown} of {con['total']:,} lines" if shown <
+                    con["total"] else f"console: {shown} line(s)")
+            out.append(f"<details class=console><summary>{head} (stderr in red)</summary>"
+                       f"<pre>{text}</pre></details>")
+        else:
+            out.append("<p class=note>console: none recorded</p>")
+        out.append("</div>")
+    return "\n".join(out)
+
+
+_OPS = ("first", "min", "max", "mean", "last")
+
+
+def _summary_text(v):
+    """A summary value as W&B's run overview shows it, in words."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "NaN" if v != v else f"{v:.6g}"
+    if isinstance(v, str):
+        return v if len(v) <= 300 else v[:300] + "\u2026"
+    if isinstance(v, dict) and "_type" in v:
+        size = f" {v['width']}\u00d7{v['height']}" if v.get("width") and v.get("height") else ""
+        many = f"{v['count']} \u00d7 " if v.get("count") else ""
+        return f"{many}{v['_type']}{size}"
+    if isinstance(v, dict) and v and set(v) <= set(_OPS):   # define_metric's summary ops
+        return " \u00b7 ".join(f"{op} {_summary_text(v[op])}" for op in _OPS if op in v)
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 300 else text[:300] + "\u2026"
+
+
 def _media_html(runs, media):
     pr_curves, out = [], []
     for r in runs:
@@ -138,7 +192,8 @@ def _media_html(runs, media):
             parts = []
             for i, item in enumerate(g["items"]):
                 parts.append(_item_html(r, g, i, item, pr_curves))
-            out.append(f"<figure>{''.join(parts)}<figcaption>{e(g['tag'])} \u2014 {g['kind']}, "
+            what = f"wandb.{g['wandb_type']}, recorder.log" if g.get("wandb_type") else g["kind"]
+            out.append(f"<figure>{''.join(parts)}<figcaption>{e(g['tag'])} \u2014 {e(what)}, "
                        f"step {g['step']}</figcaption></figure>")
         out.append("</div>")
     return pr_curves, "\n".join(out) or "<p class=note>no media</p>"
@@ -151,15 +206,22 @@ def _item_html(run, group, i, item, pr_curves):
         pr_curves.append({"div": div, "run_id": run["run_id"], "tag": group["tag"],
                           "curve": item["curve"]})
         return f"<div id={div} class=pr-chart style='width:420px'></div>"
-    if kind in ("image", "audio"):
+    if kind in ("image", "audio", "video"):
+        caption = (f"<div class=caption>{e(item['caption'])}</div>" if item.get("caption")
+                   else "")
+        if "reference" in item:
+            return f"<p class=note>a reference: {e(str(item['reference']))}</p>{caption}"
         if "src" not in item:
             return (f"<p class=note>{item['content_type']}, {item['bytes']:,} bytes: not "
-                    f"embedded (over the page's media budget)</p>")
-        if kind == "image":
-            return (f"<img alt='{e(group['tag'])}' src='{item['src']}' "
-                    f"title='{item['width']}x{item['height']}'>")
-        rate = f", {item['sample_rate']:g} Hz" if item.get("sample_rate") else ""
-        return f"<audio controls src='{item['src']}'></audio><br><span class=note>{rate}</span>"
+                    f"embedded (over the page's media budget)</p>{caption}")
+        if kind == "image" or item.get("as_image"):
+            return (f"<div class=item><img alt='{e(group['tag'])}' src='{item['src']}' "
+                    f"title='{item['width']}x{item['height']}'>{caption}</div>")
+        if kind == "video":
+            return f"<div class=item><video controls src='{item['src']}'></video>{caption}</div>"
+        rate = f"<br><span class=note>{item['sample_rate']:g} Hz</span>" if \
+            item.get("sample_rate") else ""
+        return f"<div class=item><audio controls src='{item['src']}'></audio>{rate}{caption}</div>"
     more = "<p class=note>(truncated)</p>" if item.get("truncated") else ""
     return f"<pre>{e(item['text'])}</pre>{more}"
 
