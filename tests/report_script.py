@@ -1,7 +1,7 @@
 """A recorder.log run for the report's tests, made with wandb (offline) beside it receiving the
-same calls: short and single-point series, define_metric summaries, run.summary, strings,
-ints and bools, a histogram with a long tag, wandb.Images (one, and a list) at two steps,
-and console output (stdout, stderr, a progress bar, colours). No TensorFlow.
+same calls: short, single-point and constant series, define_metric summaries, run.summary,
+strings, ints and bools, a histogram with a long tag, wandb.Images (one, and a list) at two
+steps, and console output (stdout, stderr, a progress bar, colours). No TensorFlow.
 
     python report_script.py WANDB_DIR STORE
 """
@@ -48,7 +48,8 @@ def main(wandb_dir, store):
                      "val/acc": [0.5, 0.8, 0.7, 0.75][epoch], "hidden_metric": epoch})
         print(f"epoch {epoch}: loss {1.0 / (epoch + 1):.3f}")
     for i in range(30):
-        both("log", {"batch/loss": float(np.exp(-i / 10) + rng.normal(0, 0.05))})
+        both("log", {"batch/loss": float(np.exp(-i / 10) + rng.normal(0, 0.05)),
+                     "batch/lr": 0.01})
     both("summary", {"val/acc": 0.1})        # a later logged val/acc overrides it, as in W&B
     both("log", {"val/acc": 0.6, HIST_TAG: rng.normal(size=200)})
     both("log", {HIST_TAG: rng.normal(1, 2, size=200)})

@@ -196,6 +196,16 @@ def test_single_points_are_markers(media_report):
         assert _chart(dom, tag).count('class="point"') == 1, tag
 
 
+def test_a_chart_of_one_value_is_centred_on_it(media_report):
+    base, page, _wandb = media_report
+    dom = _dom(base, page, "profile-flat")
+    ticks = lambda tag: [float(t.replace("\u2212", "-")) for t in re.findall(   # noqa: E731
+        r'class="ytick"><text[^>]*>([^<]*)</text>', _chart(dom, tag))]   # plotly's minus
+    # a learning rate of 0.01 all along: plotly's own axis (-1..1) read as 0
+    assert 0.01 in ticks("batch/lr") and min(ticks("batch/lr")) > 0
+    assert 3.0 in ticks("count") and min(ticks("count")) >= 1.5 and max(ticks("count")) <= 4.5
+
+
 def test_short_series_are_not_smoothed_by_default(media_report):
     base, page, _wandb = media_report
     dom = _dom(base, page, "profile-smoothing")
@@ -300,7 +310,7 @@ def test_chart_titles_are_whole_and_clear_of_the_toolbar(media_report):
     titles = json.loads(html.unescape(re.search(r'<body[^>]*data-titles="([^"]*)"', dom)
                                       .group(1)))
     hist = [t for t in titles if report_script.HIST_TAG in (t["title"] or "")]
-    assert len(hist) == 1 and len(titles) == 9   # 8 scalar tags, 1 histogram
+    assert len(hist) == 1 and len(titles) == 10   # 9 scalar tags, 1 histogram
     for t in titles:
         assert t["title"] and not t["overlap"] and t["inside"], t
 

@@ -2,9 +2,10 @@
 // Scalars: one chart per tag, the runs overlaid; smoothing (TensorBoard's debiased EMA),
 // log scale and the x axis apply to every chart. A series of fewer than SHORT points is drawn
 // with its points marked and, until the slider moves, unsmoothed (an EMA bends a 4-point
-// epoch curve far from its values); a single point is a marker. Each chart's title is HTML
-// above the plot, clear of plotly's toolbar. When done, #tfbb-status carries the chart
-// count, the points drawn per tag and any errors (the tests read them from the DOM).
+// epoch curve far from its values); a single point is a marker; a chart of one value has it
+// in the middle of its y axis. Each chart's title is HTML above the plot, clear of plotly's
+// toolbar. When done, #tfbb-status carries the chart count, the points drawn per tag and any
+// errors (the tests read them from the DOM).
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("tfbb-data").textContent);
@@ -48,6 +49,22 @@
 
   var scalarDivs = [];
 
+  // A chart whose values are all one value v: plotly's own range (v +- 1) shows 0.01 as 0;
+  // this one centres v with half its size each side (+-1 for 0). Else null (plotly's).
+  function flatRange(perRun) {
+    var v = null;
+    var runs = Object.keys(perRun);
+    for (var i = 0; i < runs.length; i++) {
+      var ys = perRun[runs[i]].values;
+      for (var j = 0; j < ys.length; j++) {
+        if (v === null) { v = ys[j]; } else if (ys[j] !== v) { return null; }
+      }
+    }
+    if (v === null) { return null; }
+    var d = v === 0 ? 1 : Math.abs(v) / 2;
+    return [v - d, v + d];
+  }
+
   function drawScalars() {
     var c = controls();
     document.getElementById("smoothing-value").textContent = c.smoothing.toFixed(2);
@@ -75,6 +92,8 @@
                     legend: {orientation: "h", y: -0.25},
                     xaxis: {title: {text: {step: "step", relative: "hours", wall: ""}[c.x]}},
                     yaxis: {type: c.log ? "log" : "linear"}};
+      var flat = flatRange(perRun);
+      if (flat && !c.log) { layout.yaxis.range = flat; }
       return Plotly.react(div.plot, traces, layout, config).then(function (gd) {
         var n = 0;
         gd.data.forEach(function (t) { if (t.meta === "raw") { n += t.x.length; } });
