@@ -302,17 +302,48 @@ MEASURE = """<script>
 </script>"""
 
 
+def _with_script(base, page, script, name):
+    """The DOM of a copy of the page with a script of the test's run after the page's."""
+    copy = base / f"{name}.html"
+    copy.write_text(page.read_text().replace("</body>", script + "</body>"))
+    return _dom(base, copy, f"profile-{name}")
+
+
 def test_chart_titles_are_whole_and_clear_of_the_toolbar(media_report):
     base, page, _wandb = media_report
-    measured = base / "measured.html"
-    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
-    dom = _dom(base, measured, "profile-titles")
+    dom = _with_script(base, page, MEASURE, "titles")
     titles = json.loads(html.unescape(re.search(r'<body[^>]*data-titles="([^"]*)"', dom)
                                       .group(1)))
     hist = [t for t in titles if report_script.HIST_TAG in (t["title"] or "")]
     assert len(hist) == 1 and len(titles) == 10   # 9 scalar tags, 1 histogram
     for t in titles:
         assert t["title"] and not t["overlap"] and t["inside"], t
+
+
+MOVE_SLIDER = """<script>
+(function () {
+  function move() {
+    if (document.getElementById("tfbb-status").dataset.done !== "1") {
+      return setTimeout(move, 50);
+    }
+    var slider = document.getElementById("smoothing");
+    slider.value = "0.5";
+    slider.dispatchEvent(new Event("input"));
+    setTimeout(function () { document.body.dataset.moved = "1"; }, 500);
+  }
+  move();
+})();
+</script>"""
+
+
+def test_a_moved_slider_smooths_short_series_too(media_report):
+    base, page, _wandb = media_report
+    dom = _with_script(base, page, MOVE_SLIDER, "slider")
+    assert 'data-moved="1"' in dom
+    assert '<span id="smoothing-value">0.50</span>' in dom
+    for tag in ("epoch/loss", "val/acc", "batch/loss"):   # raw + smoothed, whatever the length
+        assert _chart(dom, tag).count('class="trace scatter') == 2, tag
+    assert _chart(dom, "eval/acc").count('class="trace scatter') == 1   # a point stays a point
 
 
 def test_a_screenshot_of_the_media_report(media_report, capsys):

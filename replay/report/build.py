@@ -50,10 +50,10 @@ def build(store, run_ids=None, title=None):
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     html = page.render(title, runs, scalars, histograms, media, tensors, debug, generated)
     facts = {"runs": [r["run_id"] for r in runs], "scalar_tags": len(scalars),
-               "points": {tag: sum(len(s["steps"]) for s in per.values())
-                          for tag, per in scalars.items()},
-               "histograms": len(histograms),
-               "media": sum(len(g["items"]) for gs in media.values() for g in gs)}
+             "points": {tag: sum(len(s["steps"]) for s in per.values())
+                        for tag, per in scalars.items()},
+             "histograms": len(histograms),
+             "media": sum(len(g["items"]) for gs in media.values() for g in gs)}
     return html, facts
 
 
