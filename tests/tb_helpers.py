@@ -60,6 +60,25 @@ def _plain(arr):
     return norm(flat)
 
 
+def blob_sequences(logdir, plugin):
+    """{run: {tag: [(step, wall_time, [blob bytes])]}} of a plugin's blob sequences (images,
+    audio) as TensorBoard's server reads them: its multiplexer and data provider."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+    multiplexer = pem.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    ctx = context.RequestContext()
+    found = provider.read_blob_sequences(ctx, experiment_id="", plugin_name=plugin,
+                                         downsample=10_000)
+    return {run: {tag: [(d.step, d.wall_time, [provider.read_blob(ctx, blob_key=b.blob_key)
+                                                for b in d.values]) for d in data]
+                  for tag, data in tags.items()}
+            for run, tags in found.items()}
+
+
 def event_files(path):
     return sorted(glob.glob(os.path.join(str(path), "**", "*tfevents*"), recursive=True))
 

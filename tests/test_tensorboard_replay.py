@@ -135,6 +135,45 @@ def test_a_tf2_capture_comes_back_byte_for_byte(tmp_path):
     assert _training_files(tb_helpers.event_files(out)) == [dst]
 
 
+def test_recorder_log_images_reach_the_images_plugin(tmp_path):
+    """wandb.Images given to recorder.log: TensorBoard's images plugin shows each key at the
+    step it was logged, with the PNG bytes wandb wrote (a list: every image, in order)."""
+    import io
+
+    import numpy as np
+    import wandb
+    from PIL import Image
+
+    from tfblackbox import recorder
+    run = recorder.init(store=str(tmp_path / "store"), run_id="pictures", name="pictures",
+                        console="off")
+    logged = {}   # step -> the arrays logged under "picture" and "pair"
+    for i in range(3):
+        run.log({"loss": 1.0 / (i + 1)})
+        a = (np.mgrid[0:8, 0:10, 0:3].sum(0) * (20 + 10 * i)).astype(np.uint8)   # 8 x 10
+        logged[run.step] = (a, 255 - a)
+        run.log({"picture": wandb.Image(a, caption=f"at {i}"),
+                 "pair": [wandb.Image(a), wandb.Image(255 - a)],
+                 "page": wandb.Html("<p>not an image</p>")})
+    recorder.finish()
+    out = tmp_path / "logdir"
+    assert replay_main(["--store", str(tmp_path / "store"), "--to", "tensorboard", "--out",
+                        str(out)]) == EXIT_OK
+    [(run_dir, tags)] = tb_helpers.blob_sequences(out, "images").items()
+    assert run_dir == "pictures" and sorted(tags) == ["pair", "picture"]
+    rows = Store.open(str(tmp_path / "store")).read("pictures", "wandb_objects").to_pylist()
+    for tag, n in (("picture", 1), ("pair", 2)):
+        mine = sorted((r for r in rows if r["tag"] == tag),
+                      key=lambda r: (r["step"], r["index"] or 0))
+        want = [(step, mine[k * n]["wall_time"], [b"10", b"8"] + [r["files"][0] for r in
+                                                                   mine[k * n:(k + 1) * n]])
+                for k, step in enumerate(sorted(logged))]
+        assert tags[tag] == want, tag
+        for step, _wall, blobs in tags[tag]:   # the pixels are the ones logged
+            pixels = [np.asarray(Image.open(io.BytesIO(b))) for b in blobs[2:]]
+            assert all((p == a).all() for p, a in zip(pixels, logged[step][:n]))
+
+
 # -- incremental, idempotent, kill-safe ------------------------------------------------------
 
 def synthetic_run(store_dir, run_id, steps, tags=("loss", "acc"), finish=True):

@@ -1,7 +1,11 @@
 // The report's charts: plotly.js (inlined before this) draws the data in #tfbb-data.
 // Scalars: one chart per tag, the runs overlaid; smoothing (TensorBoard's debiased EMA),
-// log scale and the x axis apply to every chart. When done, #tfbb-status carries the chart
-// count, the points drawn per tag and any errors (the tests read them from the DOM).
+// log scale and the x axis apply to every chart. A series of fewer than SHORT points is drawn
+// with its points marked and, until the slider moves, unsmoothed (an EMA bends a 4-point
+// epoch curve far from its values); a single point is a marker; a chart of one value has it
+// in the middle of its y axis. Each chart's title is HTML above the plot, clear of plotly's
+// toolbar. When done, #tfbb-status carries the chart count, the points drawn per tag and any
+// errors (the tests read them from the DOM).
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("tfbb-data").textContent);
@@ -11,6 +15,8 @@
   var names = {};
   data.runs.forEach(function (r) { names[r.run_id] = r.label; });
   var config = {responsive: true, displaylogo: false};
+  var SHORT = 20;
+  var sliderMoved = false;
 
   function ema(ys, weight) {
     // a constant series stays as it is (as TensorBoard does: no debiasing noise)
@@ -43,6 +49,22 @@
 
   var scalarDivs = [];
 
+  // A chart whose values are all one value v: plotly's own range (v +- 1) shows 0.01 as 0;
+  // this one centres v with half its size each side (+-1 for 0). Else null (plotly's).
+  function flatRange(perRun) {
+    var v = null;
+    var runs = Object.keys(perRun);
+    for (var i = 0; i < runs.length; i++) {
+      var ys = perRun[runs[i]].values;
+      for (var j = 0; j < ys.length; j++) {
+        if (v === null) { v = ys[j]; } else if (ys[j] !== v) { return null; }
+      }
+    }
+    if (v === null) { return null; }
+    var d = v === 0 ? 1 : Math.abs(v) / 2;
+    return [v - d, v + d];
+  }
+
   function drawScalars() {
     var c = controls();
     document.getElementById("smoothing-value").textContent = c.smoothing.toFixed(2);
@@ -52,25 +74,27 @@
       Object.keys(perRun).forEach(function (runId) {
         var s = perRun[runId];
         var x = xValues(s, c.x);
-        traces.push({x: x, y: s.values, type: "scatter", mode: "lines", name: names[runId],
-                     legendgroup: runId, showlegend: !c.smoothing,
+        var n = s.values.length;
+        var weight = n > 1 && (sliderMoved || n >= SHORT) ? c.smoothing : 0;
+        traces.push({x: x, y: s.values, type: "scatter",
+                     mode: n === 1 ? "markers" : n < SHORT ? "lines+markers" : "lines",
+                     name: names[runId], legendgroup: runId, showlegend: !weight,
                      line: {color: colors[runId], width: 1},
-                     opacity: c.smoothing ? 0.3 : 1, meta: "raw"});
-        if (c.smoothing) {
-          traces.push({x: x, y: ema(s.values, c.smoothing), type: "scatter", mode: "lines",
+                     marker: {color: colors[runId], size: n === 1 ? 8 : 5},
+                     opacity: weight ? 0.3 : 1, meta: "raw"});
+        if (weight) {
+          traces.push({x: x, y: ema(s.values, weight), type: "scatter", mode: "lines",
                        name: names[runId], legendgroup: runId,
                        line: {color: colors[runId], width: 2}, meta: "smoothed"});
         }
       });
-      var skipped = 0;
-      Object.keys(perRun).forEach(function (runId) { skipped += perRun[runId].nonfinite; });
-      var title = div.dataset.tag + (skipped ? " (" + skipped + " NaN/inf not drawn)" : "");
-      var layout = {title: {text: title, font: {size: 13}}, height: 300,
-                    margin: {l: 55, r: 10, t: 35, b: 40}, showlegend: true,
+      var layout = {height: 300, margin: {l: 55, r: 10, t: 28, b: 40}, showlegend: true,
                     legend: {orientation: "h", y: -0.25},
                     xaxis: {title: {text: {step: "step", relative: "hours", wall: ""}[c.x]}},
                     yaxis: {type: c.log ? "log" : "linear"}};
-      return Plotly.react(div, traces, layout, config).then(function (gd) {
+      var flat = flatRange(perRun);
+      if (flat && !c.log) { layout.yaxis.range = flat; }
+      return Plotly.react(div.plot, traces, layout, config).then(function (gd) {
         var n = 0;
         gd.data.forEach(function (t) { if (t.meta === "raw") { n += t.x.length; } });
         div.dataset.points = String(n);
@@ -79,18 +103,46 @@
     return Promise.all(jobs);
   }
 
+  // <div class="chart ..."><div class=chart-title>title <span>what</span></div><div class=plot>
+  function chartBox(box, kind, title, what) {
+    var div = document.createElement("div");
+    div.className = "chart " + kind;
+    var head = document.createElement("div");
+    head.className = "chart-title";
+    head.textContent = title;
+    if (what) {
+      var span = document.createElement("span");
+      span.className = "chart-what";
+      span.textContent = what;
+      head.appendChild(span);
+    }
+    div.plot = document.createElement("div");
+    div.plot.className = "plot";
+    div.appendChild(head);
+    div.appendChild(div.plot);
+    box.appendChild(div);
+    return div;
+  }
+
   function scalarCharts() {
     var box = document.getElementById("scalar-charts");
     Object.keys(data.scalars).sort().forEach(function (tag) {
-      var div = document.createElement("div");
-      div.className = "chart scalar-chart";
+      var skipped = 0;
+      Object.keys(data.scalars[tag]).forEach(function (runId) {
+        skipped += data.scalars[tag][runId].nonfinite;
+      });
+      var div = chartBox(box, "scalar-chart", tag,
+                         skipped ? skipped + " NaN/inf not drawn" : "");
       div.dataset.tag = tag;
-      box.appendChild(div);
       scalarDivs.push(div);
     });
+    function redraw(ev) {
+      if (ev.target.id === "smoothing") { sliderMoved = true; }
+      return drawScalars();
+    }
     ["smoothing", "logscale", "xaxis"].forEach(function (id) {
-      document.getElementById(id).addEventListener("input", drawScalars);
-      document.getElementById(id).addEventListener("change", drawScalars);
+      document.getElementById(id).addEventListener("input", redraw);
+      document.getElementById(id).addEventListener("change", redraw);
     });
     return drawScalars();
   }
@@ -98,15 +150,12 @@
   function histogramCharts() {
     var box = document.getElementById("histogram-charts");
     return Promise.all(data.histograms.map(function (h) {
-      var div = document.createElement("div");
-      div.className = "chart histogram-chart";
-      box.appendChild(div);
-      return Plotly.newPlot(div, [{z: h.counts, x: h.steps, y: h.bins, type: "heatmap",
-                                   colorscale: "YlOrRd", reversescale: true,
-                                   colorbar: {title: {text: "count"}}}],
-                            {title: {text: h.tag + " \u2014 " + names[h.run_id],
-                                     font: {size: 13}},
-                             height: 300, margin: {l: 55, r: 10, t: 35, b: 40},
+      var div = chartBox(box, "histogram-chart", h.tag, names[h.run_id]);
+      div.dataset.tag = h.tag;
+      return Plotly.newPlot(div.plot, [{z: h.counts, x: h.steps, y: h.bins, type: "heatmap",
+                                        colorscale: "YlOrRd", reversescale: true,
+                                        colorbar: {title: {text: "count"}}}],
+                            {height: 300, margin: {l: 55, r: 10, t: 28, b: 40},
                              xaxis: {title: {text: "step"}}, yaxis: {title: {text: "value"}}},
                             config);
     }));

@@ -1,9 +1,11 @@
 """`tfblackbox report --store DIR --out report.html [--run ID ...]`: one self-contained HTML
-page of the runs (config, tags, status, duration), every scalar tag as an interactive chart
-with the runs overlaid (smoothing, log scale), histograms over steps, the latest media of
-each tag, other tensors, and what the debug dumps hold. It opens with no network: plotly.js
-comes from the plotly package and is inlined, long runs are downsampled (downsample.py). The
-page is written under a temporary name and renamed into place.
+page of the runs (config, tags, status, duration, size; each run's summary as W&B would hold
+it and its last console lines), every scalar tag as an interactive chart with the runs
+overlaid (smoothing, log scale), histograms over steps, the latest media of each tag (TF
+summaries and wandb objects given to recorder.log), other tensors, and what the debug dumps
+hold. It opens with no network: plotly.js comes from the plotly package and is inlined, long
+runs are downsampled (downsample.py). The page is written under a temporary name and renamed
+into place.
 """
 
 import math
@@ -13,25 +15,32 @@ import time
 from tfblackbox.schema import BlackboxError, Store
 
 from tfblackbox.cli.exits import EXIT_OK, print_json
-from . import data, page, system_section
+from . import console, data, page, summary, system_section, wandb_media
 
 
 def build(store, run_ids=None, title=None):
-    """The page's HTML for the chosen runs (default: all) and a summary dict."""
+    """The page's HTML for the chosen runs (default: all) and a dict of what it holds."""
     records = [store.run(r) for r in dict.fromkeys(run_ids)] if run_ids else store.runs()
     if not records:
         raise BlackboxError(f"store {store.root} holds no runs: nothing to report")
     runs = [data.run_info(store, r) for r in records]
     scalars, histograms, media, tensors, debug = {}, [], {}, {}, {}
     budget = data.Budget()
-    for r in records:
+    for r, info in zip(records, runs):
+        stats, last_hist = {}, {}
         for tag, series in data.scalar_series(store, r.run_id).items():
+            stats[tag] = series.pop("stats")
             scalars.setdefault(tag, {})[r.run_id] = series
         for tag, h in data.histogram_maps(store, r.run_id).items():
             histograms.append(dict(h, run_id=r.run_id, tag=tag))
-        media[r.run_id] = data.latest_media(store, r.run_id, budget)
+            last_hist[tag] = h["steps"][-1]
+        media[r.run_id] = (data.latest_media(store, r.run_id, budget) +
+                           wandb_media.latest_objects(store, r.run_id, budget))
         tensors[r.run_id] = data.tensor_summary(store, r.run_id)
         debug[r.run_id] = data.debug_summary(store, r.run_id)
+        info["summary"] = summary.run_summary(store, r.run_id, stats, last_hist,
+                                              media[r.run_id])
+        info["console"] = console.last_lines(store, r.run_id)
     for groups in media.values():   # NaN is no JSON
         for g in groups:
             for item in g["items"]:
@@ -41,12 +50,12 @@ def build(store, run_ids=None, title=None):
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     html = page.render(title, runs, scalars, histograms, media, tensors, debug, generated,
                        system=system_section.section(store, records))
-    summary = {"runs": [r["run_id"] for r in runs], "scalar_tags": len(scalars),
-               "points": {tag: sum(len(s["steps"]) for s in per.values())
-                          for tag, per in scalars.items()},
-               "histograms": len(histograms),
-               "media": sum(len(g["items"]) for gs in media.values() for g in gs)}
-    return html, summary
+    facts = {"runs": [r["run_id"] for r in runs], "scalar_tags": len(scalars),
+             "points": {tag: sum(len(s["steps"]) for s in per.values())
+                        for tag, per in scalars.items()},
+             "histograms": len(histograms),
+             "media": sum(len(g["items"]) for gs in media.values() for g in gs)}
+    return html, facts
 
 
 def _finite(value):
@@ -83,13 +92,13 @@ def write(path, html):
 def main(store_path, out, runs=(), as_json=False):
     t0 = time.perf_counter()
     store = Store.open(store_path, clean_orphans=False)
-    html, summary = build(store, runs)
+    html, facts = build(store, runs)
     path = write(out, html)
-    summary.update(out=path, bytes=os.path.getsize(path), seconds=time.perf_counter() - t0)
+    facts.update(out=path, bytes=os.path.getsize(path), seconds=time.perf_counter() - t0)
     if as_json:
-        print_json(summary)
+        print_json(facts)
     else:
-        print(f"report of {len(summary['runs'])} run(s), {summary['scalar_tags']} scalar "
-              f"tag(s): {path} ({summary['bytes'] / 1e6:.1f} MB, "
-              f"{summary['seconds']:.1f} s); open it in a browser, no network needed")
+        print(f"report of {len(facts['runs'])} run(s), {facts['scalar_tags']} scalar "
+              f"tag(s): {path} ({facts['bytes'] / 1e6:.1f} MB, "
+              f"{facts['seconds']:.1f} s); open it in a browser, no network needed")
     return EXIT_OK

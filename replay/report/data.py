@@ -46,7 +46,8 @@ def _iso(t):
 # -- scalars -----------------------------------------------------------------------------------
 
 def scalar_series(store, run_id, buckets=BUCKETS):
-    """{tag: {"steps", "values", "walls", "count", "nonfinite"}} of one run."""
+    """{tag: {"steps", "values", "walls", "count", "nonfinite", "stats"}} of one run (the
+    stats, of every row, are for the summary and stay out of the page's JSON)."""
     t = store.read(run_id, "scalars", columns=["step", "wall_time", "tag", "value"])
     out = {}
     if t.num_rows == 0:
@@ -65,8 +66,16 @@ def scalar_series(store, run_id, buckets=BUCKETS):
         kw = np.interp(ks, s, w) if len(ks) else ks
         out[name] = {"steps": ks.tolist(), "values": kv.tolist(),
                      "walls": np.round(kw, 3).tolist(), "count": int(len(idx)),
-                     "nonfinite": int((~np.isfinite(v)).sum())}
+                     "nonfinite": int((~np.isfinite(v)).sum()), "stats": _stats(s, v)}
     return out
+
+
+def _stats(steps, values):
+    """What the run's summary needs of a tag (summary.py): every value counts, NaN too."""
+    with np.errstate(invalid="ignore"):
+        return {"first": float(values[0]), "last": float(values[-1]),
+                "min": float(np.min(values)), "max": float(np.max(values)),
+                "mean": float(np.mean(values)), "last_step": int(steps[-1])}
 
 
 # -- histograms --------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ def render(title, runs, scalars, histograms, media, tensors, debug, generated, s
     body = [f"<h1>{e(title)}</h1>",
             f"<p class=note>{len(runs)} run(s); generated {e(generated)} by tfblackbox report. "
             f"Scalar curves are downsampled to the smallest and largest value per step "
-            f"bucket (at most 2000 points a run); smoothing is TensorBoard's.</p>",
-            "<h2>Runs</h2>", _runs_table(runs),
+            f"bucket (at most 2000 points a run); smoothing is TensorBoard's (0.6 by default, none "
+            f"for series of fewer than 20 points), a single point is a marker.</p>",
+            "<h2>Runs</h2>", _runs_table(runs), _run_panels(runs),
             "<h2>Scalars</h2>", _controls(),
             "<div class=charts id=scalar-charts></div>" if scalars else
             "<p class=note>no scalars</p>",
@@ -84,6 +85,8 @@ def _json(obj):
 def _controls():
     return ("<div class=controls><label>smoothing <input id=smoothing type=range min=0 "
             "max=0.99 step=0.01 value=0.6> <span id=smoothing-value>0.60</span></label>"
+            "<span class=note id=smoothing-note>series of fewer than 20 points are drawn as "
+            "they are until the slider moves</span>"
             "<label><input id=logscale type=checkbox> log scale</label>"
             "<label>x axis <select id=xaxis><option value=step>step</option>"
             "<option value=relative>relative time (h)</option><option value=wall>wall time"
@@ -98,6 +101,14 @@ def _duration(s):
         f"{s // 60}m {s % 60:02d}s"
 
 
+def human_bytes(n):
+    """1023 B, 45.3 KiB, 12.0 MiB: as `tfblackbox runs` and `show` print sizes."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def _runs_table(runs):
     rows = ["<table><tr><th>run</th><th>id</th><th>project</th><th>status</th><th>started"
             "</th><th>duration</th><th>tags</th><th>host</th><th>size</th><th>config</th></tr>"]
@@ -109,11 +120,66 @@ def _runs_table(runs):
             f"<td>{e(r['status'])}{'' if r['exit_code'] in (None, 0) else ' (exit ' + str(r['exit_code']) + ')'}</td>"
             f"<td>{e(r['started'] or '')}</td><td>{_duration(r['duration_s'])}</td>"
             f"<td>{e(', '.join(r['tags']))}</td><td>{e(r['host'] or '')}</td>"
-            f"<td>{r['size_bytes'] / 1e6:.1f} MB</td>"
+            f"<td class=size title='{r['size_bytes']:,} bytes'>"
+            f"{human_bytes(r['size_bytes'])}</td>"
             f"<td><details><summary>{len(r['config'])} key(s)</summary><pre>{e(config)}"
             f"</pre></details>{'<br>' + e(r['notes']) if r['notes'] else ''}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
+
+
+def _run_panels(runs):
+    """Per run: its summary (a table, as W&B would hold it) and its last console lines."""
+    out = []
+    for r in runs:
+        out.append(f"<div class=run-panel data-run='{e(r['run_id'])}'><h3><span class=swatch "
+                   f"style='background:{r['color']}'></span>{e(r['label'])}</h3>")
+        entries = r.get("summary") or []
+        if entries:
+            rows = "".join(f"<tr><td>{e(x['key'])}</td><td>{e(_summary_text(x['value']))}</td>"
+                           f"<td>{x['step']}</td></tr>" for x in entries)
+            out.append(f"<details class=summary open><summary>summary: {len(entries)} key(s), "
+                       f"as W&B holds them after the replay</summary><table class=summary-table>"
+                       f"<tr><th>key</th><th>value</th><th>step</th></tr>{rows}</table>"
+                       f"</details>")
+        else:
+            out.append("<p class=note>summary: nothing logged</p>")
+        con = r.get("console")
+        if con:
+            text = "".join(f"<span class=stderr>{e(t)}</span>\n" if s == "stderr" else
+                           f"{e(t)}\n" for s, t in con["lines"])
+            shown = len(con["lines"])
+            head = (f"console: the last {shown} of {con['total']:,} lines" if shown <
+                    con["total"] else f"console: {shown} line(s)")
+            out.append(f"<details class=console><summary>{head} (stderr in red)</summary>"
+                       f"<pre>{text}</pre></details>")
+        else:
+            out.append("<p class=note>console: none recorded</p>")
+        out.append("</div>")
+    return "\n".join(out)
+
+
+_OPS = ("first", "min", "max", "mean", "last")
+
+
+def _summary_text(v):
+    """A summary value as W&B's run overview shows it, in words."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "NaN" if v != v else f"{v:.6g}"
+    if isinstance(v, str):
+        return v if len(v) <= 300 else v[:300] + "\u2026"
+    if isinstance(v, dict) and "_type" in v:
+        size = f" {v['width']}\u00d7{v['height']}" if v.get("width") and v.get("height") else ""
+        many = f"{v['count']} \u00d7 " if v.get("count") else ""
+        return f"{many}{v['_type']}{size}"
+    if isinstance(v, dict) and v and set(v) <= set(_OPS):   # define_metric's summary ops
+        return " \u00b7 ".join(f"{op} {_summary_text(v[op])}" for op in _OPS if op in v)
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 300 else text[:300] + "\u2026"
 
 
 def _media_html(runs, media):
@@ -127,7 +193,8 @@ def _media_html(runs, media):
             parts = []
             for i, item in enumerate(g["items"]):
                 parts.append(_item_html(r, g, i, item, pr_curves))
-            out.append(f"<figure>{''.join(parts)}<figcaption>{e(g['tag'])} \u2014 {g['kind']}, "
+            what = f"wandb.{g['wandb_type']}, recorder.log" if g.get("wandb_type") else g["kind"]
+            out.append(f"<figure>{''.join(parts)}<figcaption>{e(g['tag'])} \u2014 {e(what)}, "
                        f"step {g['step']}</figcaption></figure>")
         out.append("</div>")
     return pr_curves, "\n".join(out) or "<p class=note>no media</p>"
@@ -140,15 +207,22 @@ def _item_html(run, group, i, item, pr_curves):
         pr_curves.append({"div": div, "run_id": run["run_id"], "tag": group["tag"],
                           "curve": item["curve"]})
         return f"<div id={div} class=pr-chart style='width:420px'></div>"
-    if kind in ("image", "audio"):
+    if kind in ("image", "audio", "video"):
+        caption = (f"<div class=caption>{e(item['caption'])}</div>" if item.get("caption")
+                   else "")
+        if "reference" in item:
+            return f"<p class=note>a reference: {e(str(item['reference']))}</p>{caption}"
         if "src" not in item:
             return (f"<p class=note>{item['content_type']}, {item['bytes']:,} bytes: not "
-                    f"embedded (over the page's media budget)</p>")
-        if kind == "image":
-            return (f"<img alt='{e(group['tag'])}' src='{item['src']}' "
-                    f"title='{item['width']}x{item['height']}'>")
-        rate = f", {item['sample_rate']:g} Hz" if item.get("sample_rate") else ""
-        return f"<audio controls src='{item['src']}'></audio><br><span class=note>{rate}</span>"
+                    f"embedded (over the page's media budget)</p>{caption}")
+        if kind == "image" or item.get("as_image"):
+            return (f"<div class=item><img alt='{e(group['tag'])}' src='{item['src']}' "
+                    f"title='{item['width']}x{item['height']}'>{caption}</div>")
+        if kind == "video":
+            return f"<div class=item><video controls src='{item['src']}'></video>{caption}</div>"
+        rate = f"<br><span class=note>{item['sample_rate']:g} Hz</span>" if \
+            item.get("sample_rate") else ""
+        return f"<div class=item><audio controls src='{item['src']}'></audio>{rate}{caption}</div>"
     more = "<p class=note>(truncated)</p>" if item.get("truncated") else ""
     return f"<pre>{e(item['text'])}</pre>{more}"
 
@@ -178,7 +252,7 @@ def _debug_html(runs, debug):
             f"<h3>{e(r['label'])}</h3><table>"
             f"<tr><th>dumped session.runs</th><td>{d['session_runs']} (steps {d['first_step']}"
             f"..{d['last_step']}; {e(json.dumps(d['statuses']))})</td></tr>"
-            f"<tr><th>tensors</th><td>{d['tensors']:,} ({d['bytes'] / 1e6:.1f} MB)</td></tr>"
+            f"<tr><th>tensors</th><td>{d['tensors']:,} ({human_bytes(d['bytes'])})</td></tr>"
             f"<tr><th>debug ops</th><td>{e(json.dumps(d['debug_ops']))}</td></tr>"
             f"<tr><th>devices</th><td>{e(', '.join(d['devices']))}</td></tr>"
             f"<tr><th>partition graphs</th><td>{d['graphs']}</td></tr>"

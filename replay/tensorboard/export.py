@@ -20,15 +20,11 @@ replay at a time per LOGDIR (a lock file); temporary files of a killed replay ar
 
 import contextlib
 import heapq
-import itertools
 import os
 import re
 import sys
-import time
 
 from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema.formats import tfrecord
-from tfblackbox.schema.formats.files import fsync_path
 from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.windows import settled_step
 
@@ -36,6 +32,7 @@ from .. import out_dirs
 from tfblackbox.cli.exits import EXIT_OK, print_json
 from . import events as ev
 from . import generate, mirror
+from .chunks import settle, write_chunk
 from .system import export_system
 
 LOCK_FILE = ".tfblackbox.lock"
@@ -110,7 +107,7 @@ def export_run(store, record, out):
     run_dir = os.path.join(out, state["dir"])
     os.makedirs(run_dir, exist_ok=True)
     mirror.clear_temps(run_dir)
-    step, state = _settle(store, record.run_id, dest, run_dir, step, state)
+    step, state = settle(store, record.run_id, dest, run_dir, step, state)
     result = {"run_id": record.run_id, "dir": run_dir, "events": 0, "first_step": None,
               "last_step": None, "mirrored_files": 0, "mirrored_bytes": 0, "problems": [],
               "counts": {"scalars": 0, "histograms": 0, "media": 0, "tensors": 0,
@@ -131,7 +128,7 @@ def export_run(store, record, out):
     hi = None if limit is None else limit + 1
     covered = generate.Covered(mirror.summary_keys(files))
     stream = _chunk_events(store, record, lo, hi, covered, state, result)
-    chunk = _write_chunk(store, record.run_id, dest, run_dir, step, state, stream)
+    chunk = write_chunk(store, record.run_id, dest, run_dir, step, state, stream)
     if chunk is not None:
         result.update(first_step=chunk["lo"], last_step=chunk["hi"], events=chunk["events"],
                       file=chunk["file"], hparams=chunk["hparams"])
@@ -159,72 +156,3 @@ def _chunk_events(store, record, lo, hi, covered, state, result):
 def _has_hparams(store, run_id):
     t = store.read(run_id, "tensors", columns=["plugin_name"], latest_only=False)
     return "hparams" in set(t["plugin_name"].to_pylist())
-
-
-def _write_chunk(store, run_id, dest, run_dir, step, state, stream):
-    """Writes the stream's events into a new file of run_dir; returns the chunk, or None
-    when there was nothing to write."""
-    head, body = stream
-    first = next(head, None) or next(body, None)
-    if first is None:
-        return None
-    tmp = mirror.temp_path(run_dir)
-    chunk = {"lo": None, "hi": step, "events": 0, "hparams": False}
-    try:
-        with open(tmp, "wb") as f:
-            # TensorBoard's relative time axis starts at a file's first event
-            f.write(tfrecord.frame(ev.event(first[1], 0) + _FILE_VERSION))
-            head = itertools.chain([first] if first[0] is None else [], head)
-            body = itertools.chain([first] if first[0] is not None else [], body)
-            for _s, _w, data in head:
-                f.write(tfrecord.frame(data))
-                chunk["hparams"] = True
-            for s, _w, data in body:
-                f.write(tfrecord.frame(data))
-                chunk["events"] += 1
-                if chunk["events"] == 2:
-                    kill_point("temp")
-                chunk["lo"] = s if chunk["lo"] is None else chunk["lo"]
-                chunk["hi"] = s if chunk["hi"] is None else max(chunk["hi"], s)
-            f.flush()
-            os.fsync(f.fileno())
-        n = state.get("seq", 0) + 1
-        chunk["file"] = f"events.out.tfevents.{int(time.time()):010d}.tfblackbox.{n:06d}"
-        pending = dict(chunk)
-        store.set_cursor(run_id, dest, step, dict(state, pending=pending))
-        kill_point("pending")
-        os.rename(tmp, os.path.join(run_dir, chunk["file"]))
-        fsync_path(run_dir)
-        kill_point("renamed")
-        step, state = _commit(step, state, pending)
-        store.set_cursor(run_id, dest, step, state)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    return chunk
-
-
-# An Event of file_version "brain.Event:2" starts every file, as TF's writers do.
-_FILE_VERSION = b"\x1a\x0dbrain.Event:2"
-
-
-def _commit(step, state, chunk):
-    state = {k: v for k, v in state.items() if k != "pending"}
-    state["seq"] = state.get("seq", 0) + 1
-    state["hparams"] = state.get("hparams") or chunk["hparams"]
-    return chunk["hi"], state
-
-
-def _settle(store, run_id, dest, run_dir, step, state):
-    """A chunk a killed replay left pending: committed if its file was renamed into place,
-    else forgotten (its temporary file is removed already)."""
-    pending = state.get("pending")
-    if pending is None:
-        return step, state
-    if os.path.isfile(os.path.join(run_dir, pending["file"])):
-        step, state = _commit(step, state, pending)
-    else:
-        state = {k: v for k, v in state.items() if k != "pending"}
-    store.set_cursor(run_id, dest, step, state)
-    return step, state

@@ -4,9 +4,12 @@ One Event per (step, wall time) with every value of that step, as SummarySaverHo
 merged summary; media rows of one step and tag that were one plugin tensor (images, audio)
 become that tensor again. Rows a captured summary record accounts for (same attempt, step,
 wall time, under the file's directory) are left out: the mirrored files hold them.
+wandb.Images given to recorder.log (`wandb_objects`) become the images plugin's tensor, as
+tf.summary.image writes it: one value per key and step holding every image of a logged list.
 """
 
 import collections
+import json
 
 from tfblackbox.schema.errors import StoreDamageError
 
@@ -14,7 +17,7 @@ from tfblackbox.schema.store.windows import step_windows
 
 from . import events as ev
 
-_TABLES = ("scalars", "histograms", "media", "tensors")
+_TABLES = ("scalars", "histograms", "media", "tensors", "wandb_objects")
 WINDOW_ROWS = 10_000   # rows read at once: the export's memory plateau
 
 
@@ -47,6 +50,9 @@ def _window(store, run_id, lo, hi, covered, scalar_forms, counts):
             continue
         if table == "scalars":
             order = _scalars(t, covered, scalar_forms, values, order, counts)
+            continue
+        if table == "wandb_objects":   # recorder.log's: no captured file holds them
+            order = _wandb_images(t.to_pylist(), values, order, counts)
             continue
         rows = [r for r in t.to_pylist() if not (covered.keys and covered(
             r["attempt"], r["step"], r["wall_time"], r["tag"]))]
@@ -112,6 +118,27 @@ def _media(rows, values, order, counts):
         values.append((step, wall, order, make(tag, group)))
         order += 1
     counts["media"] += len(rows)
+    return order
+
+
+def _wandb_images(rows, values, order, counts):
+    """Each key's wandb.Images of one step -> one images-plugin value; other wandb types
+    (Audio, Video, Html, Table, Histogram) and images that are references are left out."""
+    groups = collections.OrderedDict()
+    for r in rows:
+        if r["wandb_type"] != "Image":
+            continue
+        meta = json.loads(r["meta_json"])
+        if meta.get("file") is None:
+            continue
+        groups.setdefault((r["step"], r["wall_time"], r["tag"]), []).append(
+            (r["index"] or 0, {"width": meta.get("width"), "height": meta.get("height"),
+                               "data": r["files"][meta["file"]], "plugin_content": None}))
+    for (step, wall, tag), items in groups.items():
+        items.sort(key=lambda item: item[0])
+        values.append((step, wall, order, ev.image_tensor(tag, [i for _n, i in items])))
+        order += 1
+        counts["media"] += len(items)
     return order
 
 

@@ -13,13 +13,13 @@ import os
 from tfblackbox.schema.codecs import system_read
 
 from . import events as ev
+from .chunks import settle, write_chunk
 
 SUBDIR = "system"
 
 
 def export_system(store, record, run_dir, dest):
     """Writes the samples not written yet; returns how many were written."""
-    from .export import _settle, _write_chunk
     samples = system_read.samples(store, record.run_id)
     if not samples:
         return 0
@@ -27,10 +27,10 @@ def export_system(store, record, run_dir, dest):
     os.makedirs(out, exist_ok=True)
     dest = f"{dest}#system"
     step, state = store.get_cursor(record.run_id, dest)
-    step, state = _settle(store, record.run_id, dest, out, step, state)
+    step, state = settle(store, record.run_id, dest, out, step, state)
     start = 0 if step is None else step + 1
     body = ((i, s.wall_time, ev.event(s.wall_time, i, summary=b"".join(
         ev.simple_scalar(f"system/{key}", value) for key, value in sorted(s.values.items()))))
         for i, s in enumerate(samples) if i >= start)
-    chunk = _write_chunk(store, record.run_id, dest, out, step, state, (iter(()), body))
+    chunk = write_chunk(store, record.run_id, dest, out, step, state, (iter(()), body))
     return chunk["events"] if chunk else 0

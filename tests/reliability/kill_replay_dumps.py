@@ -252,11 +252,12 @@ def _tb_kill(ws, name, frac):
     store, ref_events, first, total, _clean = tb_recorded(ws)
     c = Checks(TB_GROUP, name)
     d = ws.new(f"tb-{name.replace('#', '-')}")
-    out = os.path.join(d, "logdir")
     try:
         delay = 0.8 * first + frac * (total - 0.8 * first)
-        for _attempt in range(3):
-            shutil.rmtree(out, ignore_errors=True)
+        for attempt in range(3):
+            # a new logdir each try: one that ended before the kill left its cursor in the store,
+            # so a re-run into the same (emptied) path would rightly write nothing
+            out = os.path.join(d, f"logdir-{attempt}")
             child = Child(cli_command() + tb_replay_args(store, out), d, name="tb-replay")
             time.sleep(delay)
             alive = child.kill()
