@@ -93,6 +93,10 @@ def _controls():
             "</option></select></label></div>")
 
 
+def _exit_note(code):
+    return "" if code in (None, 0) else f" (exit {code})"
+
+
 def _duration(s):
     if s is None:
         return ""
@@ -117,7 +121,7 @@ def _runs_table(runs):
         rows.append(
             f"<tr><td><span class=swatch style='background:{r['color']}'></span>"
             f"{e(r['name'])}</td><td>{e(r['run_id'])}</td><td>{e(r['project'] or '')}</td>"
-            f"<td>{e(r['status'])}{'' if r['exit_code'] in (None, 0) else ' (exit ' + str(r['exit_code']) + ')'}</td>"
+            f"<td>{e(r['status'])}{_exit_note(r['exit_code'])}</td>"
             f"<td>{e(r['started'] or '')}</td><td>{_duration(r['duration_s'])}</td>"
             f"<td>{e(', '.join(r['tags']))}</td><td>{e(r['host'] or '')}</td>"
             f"<td class=size title='{r['size_bytes']:,} bytes'>"

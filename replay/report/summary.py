@@ -95,7 +95,7 @@ def _ops(key, metrics):
     exact = [op for name, ops in metrics if name == key for op in ops]
     if exact:
         return set(exact)
-    for name, _ops_ in metrics:
+    for name, _ops in metrics:
         if name.endswith("*") and key.startswith(name[:-1]):
             return {op for n, ops in metrics if n == name for op in ops}
     return None
