@@ -1,4 +1,4 @@
-"""Command line: `tfblackbox runs|show|verify|compact|merge|replay|report|import-dumps|
+"""Command line: `tfblackbox runs|show|verify|compact|merge|upgrade|replay|report|import-dumps|
 import-tfevents` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
@@ -60,6 +60,10 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--grace", type=float, default=None,
                    help="seconds an unregistered file of a live writer is left alone (default 3600)")
+    p = sub.add_parser("upgrade", help="bring a store of an older format to this version's "
+                                       "format, keeping a copy of its catalog")
+    _store_arg(p)
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("compact", help="merge small segments into large ones")
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
@@ -147,8 +151,10 @@ def _dispatch(args):
 
 
 def _run(args, store):
-    if args.command in ("runs", "show", "verify", "compact"):
+    if args.command in ("runs", "show", "verify", "compact", "upgrade"):
         from . import store_tools
+        if args.command == "upgrade":
+            return store_tools.upgrade(store, as_json=args.json)
         if args.command == "runs":
             return store_tools.runs(store, as_json=args.json)
         if args.command == "show":

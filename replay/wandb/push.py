@@ -60,7 +60,8 @@ class Target:
 # -- entry point ----------------------------------------------------------------------------
 
 def main(opts):
-    store = Store.open(opts.store, clean_orphans=False)   # a reader: never deletes files
+    # a reader that writes its cursors only (a dry run: nothing at all)
+    store = Store.open(opts.store, access="read" if opts.dry_run else "replay")
     records = select_runs(store, opts.runs)
     if opts.dry_run:
         report = [dry_run(store, r, opts) for r in records]
