@@ -6,10 +6,11 @@ exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usa
 """
 
 import argparse
+import io
 import os
 import sys
 
-from .exits import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
+from .exits import EXIT_CLOSED_STDOUT, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
 
 def _store_arg(p):
@@ -110,6 +111,15 @@ def _arrow_pool():
 
 
 def main(argv=None):
+    return _quiet_on_closed_stdout(_main, argv)
+
+
+def replay_main(argv=None):
+    """The `replay` console script: `replay --store DIR --to wandb ...`."""
+    return _quiet_on_closed_stdout(_replay_main, argv)
+
+
+def _main(argv):
     _arrow_pool()
     parser = build_parser()
     try:
@@ -119,8 +129,7 @@ def main(argv=None):
     return _dispatch(args)
 
 
-def replay_main(argv=None):
-    """The `replay` console script: `replay --store DIR --to wandb ...`."""
+def _replay_main(argv):
     _arrow_pool()
     parser = argparse.ArgumentParser(prog="replay",
                                      description="push recorded runs to W&B, tfdbg dump dirs "
@@ -132,6 +141,28 @@ def replay_main(argv=None):
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.command = "replay"
     return _dispatch(args)
+
+
+def _quiet_on_closed_stdout(command, argv):
+    """Runs the command; if its reader went away (`tfblackbox show RUN | head -1`), ends
+    quietly with 141, what a shell reports for a program SIGPIPE ended, as `git log | head`
+    does: no traceback, and under `set -o pipefail` the pipeline still says the output was cut
+    short. A command that failed anyway keeps its own code. As Python's documentation of
+    SIGPIPE advises, stdout is pointed at /dev/null so that the interpreter's last flush at
+    exit does not fail again ("Exception ignored ... BrokenPipeError")."""
+    code = None
+    try:
+        code = command(argv)
+        sys.stdout.flush()   # inside: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass   # a stdout with no file descriptor (a test's capture) has nothing to flush
+        return code or EXIT_CLOSED_STDOUT
 
 
 def _dispatch(args):
