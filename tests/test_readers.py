@@ -133,7 +133,7 @@ def test_a_reader_refuses_an_older_store_naming_the_upgrade(name, tmp_path, caps
     before = hashes(root)
     assert run_cli(name, root, str(tmp_path / "out"), "format3") == 2
     err = capsys.readouterr().err
-    assert f"format version 3" in err and f"`tfblackbox upgrade --store {root}`" in err, err
+    assert "format version 3" in err and f"`tfblackbox upgrade --store {root}`" in err, err
     assert "Traceback" not in err
     assert hashes(root) == before
 
@@ -218,7 +218,7 @@ def test_a_wal_catalog_is_refused_without_creating_wal_or_shm(tmp_path, capsys):
     assert sorted(before) == ["catalog.sqlite", "data/scalars/run_id=r/w1-old.parquet",
                               "data/tensors/run_id=r/w1-old.parquet"]
     assert cli(["runs", "--store", root]) == 2
-    assert f"format version 1" in capsys.readouterr().err
+    assert "format version 1" in capsys.readouterr().err
     assert hashes(root) == before
     # a log not yet written back (its writer killed): refused, still nothing created
     code = ("import os, sqlite3, sys\ncon = sqlite3.connect(sys.argv[1])\n"
