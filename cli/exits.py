@@ -1,12 +1,14 @@
 """Exit codes of the command line, which error means which, and its JSON printing.
 
-0 success; 1 damage found, or a replay that did not complete; 2 bad usage or bad input.
+0 success; 1 damage found, or a replay that did not complete; 2 bad usage or bad input;
+141 (128 + SIGPIPE) stdout closed before the output was all written (`| head`).
 """
 
 import json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_STDOUT = 141    # 128 + SIGPIPE: what a shell reports for a program SIGPIPE ended
 
 
 def exit_code_for(error):

@@ -1,4 +1,4 @@
-"""Command line: `tfblackbox runs|show|verify|compact|merge|replay|report|import-dumps|
+"""Command line: `tfblackbox runs|show|verify|compact|merge|upgrade|replay|report|import-dumps|
 import-tfevents` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
@@ -6,10 +6,11 @@ exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usa
 """
 
 import argparse
+import io
 import os
 import sys
 
-from .exits import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
+from .exits import EXIT_CLOSED_STDOUT, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
 
 def _store_arg(p):
@@ -62,6 +63,10 @@ def build_parser():
     p.add_argument("--grace", type=float, default=None,
                    help="seconds an unregistered file of a live writer is left alone "
                         "(default 3600)")
+    p = sub.add_parser("upgrade", help="bring a store of an older format to this version's "
+                                       "format, keeping a copy of its catalog")
+    _store_arg(p)
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("compact", help="merge small segments into large ones")
     _store_arg(p)
     p.add_argument("--run", dest="run_id")
@@ -108,6 +113,15 @@ def _arrow_pool():
 
 
 def main(argv=None):
+    return _quiet_on_closed_stdout(_main, argv)
+
+
+def replay_main(argv=None):
+    """The `replay` console script: `replay --store DIR --to wandb ...`."""
+    return _quiet_on_closed_stdout(_replay_main, argv)
+
+
+def _main(argv):
     _arrow_pool()
     parser = build_parser()
     try:
@@ -117,8 +131,7 @@ def main(argv=None):
     return _dispatch(args)
 
 
-def replay_main(argv=None):
-    """The `replay` console script: `replay --store DIR --to wandb ...`."""
+def _replay_main(argv):
     _arrow_pool()
     parser = argparse.ArgumentParser(prog="replay",
                                      description="push recorded runs to W&B, tfdbg dump dirs "
@@ -130,6 +143,28 @@ def replay_main(argv=None):
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.command = "replay"
     return _dispatch(args)
+
+
+def _quiet_on_closed_stdout(command, argv):
+    """Runs the command; if its reader went away (`tfblackbox show RUN | head -1`), ends
+    quietly with 141, what a shell reports for a program SIGPIPE ended, as `git log | head`
+    does: no traceback, and under `set -o pipefail` the pipeline still says the output was cut
+    short. A command that failed anyway keeps its own code. As Python's documentation of
+    SIGPIPE advises, stdout is pointed at /dev/null so that the interpreter's last flush at
+    exit does not fail again ("Exception ignored ... BrokenPipeError")."""
+    code = None
+    try:
+        code = command(argv)
+        sys.stdout.flush()   # inside: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass   # a stdout with no file descriptor (a test's capture) has nothing to flush
+        return code or EXIT_CLOSED_STDOUT
 
 
 def _dispatch(args):
@@ -149,8 +184,10 @@ def _dispatch(args):
 
 
 def _run(args, store):
-    if args.command in ("runs", "show", "verify", "compact"):
+    if args.command in ("runs", "show", "verify", "compact", "upgrade"):
         from . import store_tools
+        if args.command == "upgrade":
+            return store_tools.upgrade(store, as_json=args.json)
         if args.command == "runs":
             return store_tools.runs(store, as_json=args.json)
         if args.command == "show":

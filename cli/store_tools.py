@@ -1,4 +1,5 @@
-"""`tfblackbox runs|show|verify|compact|merge`: look at and look after stores (no TensorFlow)."""
+"""`tfblackbox runs|show|verify|compact|merge|upgrade`: look at and look after stores (no
+TensorFlow). `runs` and `show` are readers: they change nothing in the store."""
 
 import datetime
 import sys
@@ -29,7 +30,7 @@ def _status(r, now=None):
 
 
 def runs(store_path, as_json=False):
-    store = Store.open(store_path)
+    store = Store.open(store_path)   # readers change nothing
     records = store.runs()
     if as_json:
         print_json([r.to_dict() | {"size_bytes": store.size_bytes(r.run_id)} for r in records])
@@ -80,7 +81,7 @@ def describe_run(store, run_id):
 
 
 def show(store_path, run_id, as_json=False):
-    store = Store.open(store_path)
+    store = Store.open(store_path)   # readers change nothing
     info = describe_run(store, run_id)
     if as_json:
         print_json(info)
@@ -132,7 +133,8 @@ def _trigger_line(t, attempt):
 
 
 def verify(store_path, grace=None, as_json=False):
-    store = Store.open(store_path, clean_orphans=False)
+    # a writer (it may upgrade), whose orphan removal is verify_store's, with --grace
+    store = Store.open(store_path, access="write", clean_orphans=False)
     grace = ORPHAN_GRACE_SECS if grace is None else grace
     report = verify_store(store, fix=True, grace_secs=grace)
     if as_json:
@@ -149,8 +151,25 @@ def verify(store_path, grace=None, as_json=False):
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def upgrade(store_path, as_json=False):
+    """Brings an older store to this format, keeping its catalog as it was (a SQLite store);
+    a store at this format is left alone."""
+    done = Store.upgrade(store_path)
+    done["upgraded"] = done["format_before"] != done["format_after"]
+    if as_json:
+        print_json(done)
+    elif not done["upgraded"]:
+        print(f"store {done['store']} is at format {done['format_after']}: nothing to upgrade")
+    else:
+        kept = (f"; the catalog as it was is kept in {done['backup']}" if done["backup"] else
+                "; a server catalog keeps no backup (it upgrades in one transaction)")
+        print(f"store {done['store']} upgraded from format {done['format_before']} to "
+              f"{done['format_after']}{kept}")
+    return EXIT_OK
+
+
 def compact(store_path, run_id=None, as_json=False):
-    store = Store.open(store_path)
+    store = Store.open(store_path, access="write")
     done = compact_store(store, run_id=run_id)
     if as_json:
         print_json([{"run_id": r, "table": t, "segments_before": a, "segments_after": b}
@@ -165,7 +184,7 @@ def compact(store_path, run_id=None, as_json=False):
 
 def merge(sources, into, data=None, as_json=False):
     from tfblackbox.schema.store.merge import merge as merge_stores
-    sources = [Store.open(s, clean_orphans=False) for s in sources]
+    sources = [Store.open(s) for s in sources]   # read, never changed
     dest = Store.create(into, data=data)
     reports = merge_stores(sources, dest)
     if as_json:

@@ -4,9 +4,9 @@ the foreign formats every side speaks (formats/). Imports no TensorFlow."""
 from .tables.tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS
 from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflictError,
                      MigrationError,
-                     NativeCaptureUnavailable, NotAStoreError, ReplayError, RunExistsError,
-                     RunNotFoundError, StoreDamageError, StoreVersionError, WireFormatError,
-                     WriterError)
+                     NativeCaptureUnavailable, NotAStoreError, ReadOnlyStoreError, ReplayError,
+                     RunExistsError, RunNotFoundError, StoreDamageError, StoreVersionError,
+                     WireFormatError, WriterError)
 from .store.maintenance import compact, verify
 from .store.migrate import FORMAT_VERSION
 from .store.records import RunRecord, TriggerRecord, WriterRecord
@@ -18,7 +18,8 @@ __all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "SegmentRecord
            "BlackboxError",
            "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError",
            "NativeCaptureUnavailable",
-           "NotAStoreError", "ReplayError", "RunExistsError", "RunNotFoundError",
+           "NotAStoreError", "ReadOnlyStoreError", "ReplayError", "RunExistsError",
+           "RunNotFoundError",
            "StoreDamageError", "StoreVersionError", "WireFormatError", "WriterError",
            "SCALARS", "HISTOGRAMS", "MEDIA", "TENSORS", "TABLES", "verify", "compact",
            "FORMAT_VERSION", "DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS"]

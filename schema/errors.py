@@ -14,6 +14,10 @@ class StoreVersionError(BlackboxError):
     """A store written by a newer (or unknown) format version."""
 
 
+class ReadOnlyStoreError(BlackboxError):
+    """A write asked of a store opened to read (readers change nothing)."""
+
+
 class StoreDamageError(BlackboxError):
     """A data file that is missing, truncated or differs from its catalog record."""
 

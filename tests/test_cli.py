@@ -1,7 +1,10 @@
-"""The command line's contract: bad output paths are clear errors, exit codes as README says."""
+"""The command line's contract: bad output paths are clear errors, exit codes as README says,
+a closed stdout ends a command quietly."""
 
+import json
 import os
 import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
@@ -74,3 +77,49 @@ def test_exit_codes_are_as_readme_says(store_dir, tmp_path, capsys):
                 "--wandb-dir", str(tmp_path / "w"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "is missing" in err and "tfblackbox verify" in err and "Traceback" not in err
+
+
+# -- a closed stdout (issue 23, item 2) ------------------------------------------------------
+
+CLOSED_EARLY = [["runs"], ["show", "r1"], ["show", "r1", "--json"],
+                ["replay", "--to", "wandb", "--mode", "offline", "--dry-run", "--no-progress"]]
+
+
+def _into_closed_pipe(argv, command="main"):
+    """The CLI with stdout a pipe whose reader is already gone: its first write fails."""
+    r, w = os.pipe()
+    os.close(r)
+    code = f"import sys; from tfblackbox.cli.main import {command}; sys.exit({command}())"
+    try:
+        return subprocess.run([sys.executable, "-c", code, *argv], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("argv", CLOSED_EARLY, ids=" ".join)
+def test_a_closed_stdout_ends_a_command_quietly_with_141(store_dir, argv):
+    """No traceback and no "Exception ignored" line: the exit status a shell shows for a
+    program SIGPIPE ended (128 + 13), as `git log | head` gives."""
+    done = _into_closed_pipe(argv + ["--store", store_dir])
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_the_replay_script_and_a_real_head_end_quietly_too(store_dir, tmp_path):
+    done = _into_closed_pipe(["--store", store_dir, "--to", "wandb", "--mode", "offline",
+                              "--dry-run", "--json"], command="replay_main")
+    assert (done.returncode, done.stderr) == (141, "")
+    # `show --json | head -1` on a run whose description is far more than a pipe holds
+    s = Store.open(store_dir, access="write")
+    w, a = s.begin_attempt("r1")
+    n = 3000
+    s.write_segment("r1", "scalars", pa.table({
+        "step": [0] * n, "wall_time": [1.0] * n, "tag": [f"tag/{i:04d}" for i in range(n)],
+        "attempt": [a] * n, "value": [0.0] * n}), w)
+    cmd = f"{sys.executable} -m tfblackbox.cli.main show r1 --json --store {store_dir}"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -1"],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (141, "{\n", "")
+    full = subprocess.run(cmd.split(), capture_output=True, text=True, timeout=120)
+    assert len(full.stdout) > 256 << 10 and len(json.loads(full.stdout)["tables"]["scalars"][
+        "tags"]) == n   # (attempt 2 from step 0 on: r1's first tag is superseded)

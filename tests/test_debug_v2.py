@@ -494,7 +494,7 @@ def test_rebuild_refuses_names_that_leave_out_and_a_non_empty_out(keras_curt, tm
     # a store whose recorded names would leave OUT (written by hand, as a damaged store)
     from tfblackbox.schema.codecs.rows import ColumnBuffers
     from tfblackbox.schema.codecs.tfdbg_v2_rows import file_row
-    s = Store.open(store)
+    s = Store.open(store, access="write")
     buffers = ColumnBuffers(1)
     for session, name in (("x", "tfdbg_events.1.h/../../../evil.metadata"),
                           ("../../y", "tfdbg_events.1.h.metadata")):

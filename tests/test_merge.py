@@ -55,7 +55,7 @@ def test_merge_brings_runs_attempts_and_cursors_together_once(tmp_path, capsys):
     [ra, rb] = json.loads(capsys.readouterr().out)["sources"]
     assert (ra["runs_added"], ra["attempts_added"], ra["segments_copied"]) == (1, 2, 6)
     assert (rb["runs_added"], rb["attempts_added"], rb["segments_copied"]) == (1, 1, 3)
-    d = Store.open(dst)
+    d = Store.open(dst, access="write")
     assert [r.run_id for r in d.runs()] == ["run-a", "run-b"]
     for src, run_id in ((a, "run-a"), (b, "run-b")):
         assert rows(d, run_id) == rows(src, run_id)                # latest attempt wins alike
@@ -99,11 +99,11 @@ def test_a_merge_killed_midway_is_finished_by_running_it_again(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tfblackbox.cli.main", "merge", a.root,
                            "--into", dst], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
-    d = Store.open(dst, clean_orphans=False)
+    d = Store.open(dst)
     assert len(d.segments("run-a")) == 4                           # 4 registered, the 5th not
     assert len(list(d.data.files())) == 5
     assert merge(a.root, "--into", dst) == EXIT_OK
-    d = Store.open(dst)                                           # the orphan goes (dead writer)
+    d = Store.open(dst, access="write")                           # the orphan goes (dead writer)
     assert rows(d, "run-a", latest_only=False) == rows(a, "run-a", latest_only=False)
     assert len(d.segments("run-a")) == 8 and len(list(d.data.files())) == 8
     assert verify(d).ok
@@ -119,7 +119,7 @@ def test_conflicting_run_ids_are_refused_and_nothing_is_merged(tmp_path, capsys)
     assert Store.open(dst).runs() == []
     # copies of one store that each recorded an attempt 3 of the run: refused as well
     shutil.copytree(a.root, str(tmp_path / "copy"))
-    copy = Store.open(str(tmp_path / "copy"))
+    copy = Store.open(str(tmp_path / "copy"), access="write")
     a.begin_attempt("run-a", "h-run-a", 1)
     copy.begin_attempt("run-a", "h-run-a", 2)
     assert merge(a.root, copy.root, "--into", dst) == EXIT_USAGE

@@ -1,5 +1,5 @@
-"""Store format upgrades (alembic): a format-1 store as tfblackbox 0.1 wrote it opens,
-upgraded in place after a backup; attempt numbers are unique even for concurrent starts;
+"""Store format upgrades (alembic): a format-1 store as tfblackbox 0.1 wrote it, opened by a
+writer, is upgraded in place after a backup; attempt numbers are unique even for concurrent starts;
 stores of formats 2 and 3 upgrade to the current format (4: the triggers table); the catalog
 the revisions build is the one a new store gets from the models."""
 
@@ -66,7 +66,7 @@ def make_format1_store(root):
 def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     root = str(tmp_path / "store")
     old_tensors = make_format1_store(root)
-    s = Store.open(root)
+    s = Store.open(root, access="write")    # a writer upgrades (readers refuse)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
     found, newest = newest_format_sqlite(con)
     assert found == newest
@@ -85,7 +85,7 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))
     old = sqlite3.connect(backup)
     assert old.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("1",)
-    Store.open(root)    # opening again changes nothing
+    Store.open(root, access="write")    # opening again changes nothing
     assert len(glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))) == 1
 
 
@@ -142,7 +142,7 @@ def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys
     assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
     assert not con.execute("SELECT name FROM sqlite_master WHERE name='triggers'").fetchall()
     con.close()
-    s = Store.open(root)
+    s = Store.open(root, access="write")    # a writer upgrades (readers refuse)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
     found, newest = newest_format_sqlite(con)
     assert found == newest
@@ -216,7 +216,7 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     with open(os.path.join(os.path.dirname(__file__), "data",
                            "store_format2_rebuilt.json")) as f:
         expected = json.load(f)
-    s = Store.open(root)
+    s = Store.open(root, access="write")    # a writer upgrades (readers refuse)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
     found, newest = newest_format_sqlite(con)
     assert found == newest

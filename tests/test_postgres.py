@@ -139,7 +139,7 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
                  db)
     catalog.dispose()
 
-    store = Store.open(pg_url)
+    store = Store.open(pg_url, access="write")      # a writer upgrades (readers refuse)
     found, newest = newest_format_postgres(postgres, db)
     assert found == newest
     assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
@@ -180,7 +180,7 @@ def test_a_format3_catalog_on_postgresql_upgrades_to_format4(postgres, pg_url, t
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db)}
     for statement in FORMAT3_ROWS.format(data=data).strip().split(";\n"):
         postgres.sql(statement, db)
-    store = Store.open(pg_url)
+    store = Store.open(pg_url, access="write")      # a writer upgrades (readers refuse)
     found, newest = newest_format_postgres(postgres, db)
     assert found == newest
     assert [(w.writer_id, w.attempt, w.first_step) for w in store.writers("r")] == [
@@ -241,7 +241,7 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
     from tfblackbox import recorder
     from tfblackbox.schema import RunExistsError
     Store.create(pg_url, data=str(tmp_path / "data"))
-    rival = Store.open(pg_url)
+    rival = Store.open(pg_url, access="write")
     raced = []
 
     def insert_first(session, _context, _instances):   # the other process wins the insert
@@ -252,7 +252,7 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
     event.listen(Session, "before_flush", insert_first)
     try:
         with pytest.raises(RunExistsError, match="'shared' already exists"):
-            Store.open(pg_url).create_run("shared", pid=2)
+            Store.open(pg_url, access="write").create_run("shared", pid=2)
         raced.clear()
         run = recorder.init(store=pg_url, run_id="resumed", resume="allow")
         recorder.finish()

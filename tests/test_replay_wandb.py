@@ -313,6 +313,57 @@ def test_failed_and_died_runs_are_marked(tmp_path):
     assert [r["_step"] for r in wandb_log.history(by_run["dead"])] == [0, 1]
 
 
+def test_a_live_run_with_nothing_to_push_says_it_is_still_recording(tmp_path, capsys):
+    """A run still recording (its record `running`, its heartbeat fresh) with nothing new to
+    push is not "up to date": the replay says it is still recording, how far it has been
+    recorded and pushed, and names --follow (issue 23, item 5)."""
+    from tfblackbox.schema.store import catalog as cat
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("live", project="live")
+    wdir = tmp_path / "wandb"
+
+    def says():
+        assert replay(store.root, wdir) == EXIT_OK
+        out = capsys.readouterr().out
+        assert "up to date" not in out and "cursor None" not in out, out
+        return out
+
+    def logged(steps):
+        store.write_segment("live", "scalars", pa.Table.from_pydict(
+            {"step": steps, "wall_time": [100.0 + k for k in steps], "tag": ["loss"] * len(steps),
+             "attempt": [1] * len(steps), "value": [float(k) for k in steps]}, schema=SCALARS))
+
+    def settled():   # its segments registered 10 s ago, past the settling time
+        with store.catalog.session(write=True) as s:
+            for seg in s.scalars(cat.select(cat.SegmentRow)):
+                seg.created_at -= 10
+
+    follow = "replay again later, or with --follow to keep pushing until it finishes"
+    assert says() == ("run live: still recording, nothing to push yet: nothing recorded yet; "
+                      f"{follow}\n")
+    logged([0, 1, 2, 3, 4])             # just registered: recorded, not settled
+    assert says() == ("run live: still recording, nothing to push yet: steps up to 4 recorded, "
+                      "none settled yet (a step is pushed once its rows have been registered "
+                      f"for 5 s); {follow}\n")
+    settled()
+    out = says()
+    assert "run live: pushed 5 step(s) (steps 0..4, running)" in out and "--follow" in out
+    assert [r["_step"] for _, r in all_history(wdir)] == [0, 1, 2, 3, 4]   # real wandb, offline
+    assert says() == (f"run live: still recording, nothing to push yet: steps up to 4 pushed; "
+                      f"{follow}\n")
+    logged([5, 6])
+    assert "steps up to 4 pushed, up to 6 recorded, none newer settled yet" in says()
+    assert replay(store.root, wdir, "--json") == EXIT_OK
+    [r] = json.loads(capsys.readouterr().out)["runs"]
+    assert (r["state"], r["cursor_after"], r["recorded_step"], r["settled_step"],
+            r["pushed_steps"], r["complete"]) == ("running", 4, 6, 4, 0, False)
+    store.finish_run("live", 0)
+    settled()
+    assert "pushed 2 step(s) (steps 5..6, finished)" in says()
+    assert replay(store.root, wdir) == EXIT_OK
+    assert capsys.readouterr().out == "run live: up to date (steps up to 6 pushed)\n"
+
+
 def test_follow_pushes_a_live_run_until_it_finishes(tmp_path):
     store = Store.create(str(tmp_path / "store"))
     store.create_run("live", project="follow")

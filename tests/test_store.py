@@ -252,7 +252,7 @@ def test_no_catalog_transaction_is_open_while_a_file_is_written(store, store_dir
     connection writes the catalog from inside each file write; it must get through."""
     import contextlib
     import threading
-    other = Store.open(store_dir)
+    other = Store.open(store_dir, access="write")
     w, a = store.begin_attempt("r1")
     got_through = []
 

@@ -54,7 +54,7 @@ def main(store_path, out, runs=(), as_json=False):
     if not out:
         raise BlackboxError("--to tensorboard needs --out LOGDIR (the directory to write the "
                             "runs' event files into)")
-    store = Store.open(store_path, clean_orphans=False)   # a reader: never deletes files
+    store = Store.open(store_path, access="replay")   # reads; writes its cursors only
     records = _select(store, runs)
     out = out_dirs.prepare(out, "--out")
     with _locked(out):

@@ -56,7 +56,7 @@ def main(opts):
         node_re = re.compile(opts.node) if opts.node else None
     except re.error as e:
         raise BlackboxError(f"--node {opts.node!r} is not a valid regular expression: {e}") from e
-    store = Store.open(opts.store)
+    store = Store.open(opts.store)   # a reader: changes nothing
     run_ids = list(opts.runs) if opts.runs else [
         r.run_id for r in store.runs()
         if store.segments(r.run_id, V1_TABLE) or store.segments(r.run_id, V2_TABLE)]

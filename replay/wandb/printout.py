@@ -1,7 +1,7 @@
 """What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
 
 from tfblackbox.schema.store.records import run_state
-from tfblackbox.schema.store.windows import settled_step
+from tfblackbox.schema.store.windows import SETTLE_SECS, settled_step
 
 from tfblackbox.cli.exits import print_json
 from .extras import Extras
@@ -76,6 +76,30 @@ def print_summary(opts, summary):
         return
     for r in summary["runs"]:
         if r["ok"] and not r["chunks"]:
-            print(f"run {r['run_id']}: up to date (cursor {r['cursor_after']})")
+            print(f"run {r['run_id']}: {nothing_to_push(r, opts.follow)}")
     if summary["mode"] == "offline" and any(r["chunks"] for r in summary["runs"]):
         print(f"upload to W&B with:  {summary['sync_command']}")
+
+
+def nothing_to_push(r, following=False):
+    """What a run with nothing new to push is: up to date, or still recording (how far it
+    has recorded and been pushed, and what brings the rest)."""
+    pushed = r["cursor_after"]
+    if r["state"] != "running":
+        return (f"up to date (steps up to {pushed} pushed)" if pushed is not None else
+                "up to date (it recorded no steps to push)")
+    recorded, settled = r.get("recorded_step"), r.get("settled_step")
+    if pushed is not None:
+        newer = recorded is not None and recorded > pushed
+        has = f"steps up to {pushed} pushed" + (
+            f", up to {recorded} recorded, none newer settled yet" if newer else "")
+    elif recorded is None:
+        has = "nothing recorded yet"
+    else:
+        has = f"steps up to {recorded} recorded, none settled yet"
+    if recorded is not None and settled is not None and settled < recorded:
+        has += f" (a step is pushed once its rows have been registered for {SETTLE_SECS:.0f} s)"
+    follow = ("--follow stopped before the run finished: replay --follow again to go on"
+              if following else
+              "replay again later, or with --follow to keep pushing until it finishes")
+    return f"still recording, nothing to push yet: {has}; {follow}"

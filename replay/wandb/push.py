@@ -22,7 +22,7 @@ from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import ReplayError
 from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.records import run_state
-from tfblackbox.schema.store.windows import settled_step
+from tfblackbox.schema.store.windows import recorded_step, settled_step
 
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK
 from .extras import Extras
@@ -61,7 +61,8 @@ class Target:
 # -- entry point ----------------------------------------------------------------------------
 
 def main(opts):
-    store = Store.open(opts.store, clean_orphans=False)   # a reader: never deletes files
+    # a reader that writes its cursors only (a dry run: nothing at all)
+    store = Store.open(opts.store, access="read" if opts.dry_run else "replay")
     records = select_runs(store, opts.runs)
     if opts.dry_run:
         report = [dry_run(store, r, opts) for r in records]
@@ -146,7 +147,7 @@ def new_result(store, record, opts):
             "destination": destination(opts, record), "cursor_before": step,
             "cursor_after": step, "pushed_steps": 0, "first_step": None, "last_step": None,
             "chunks": [], "ok": True, "complete": False, "state": run_state(record),
-            "error": None}
+            "recorded_step": None, "settled_step": None, "error": None}
 
 
 def push_run(target, result):
@@ -162,7 +163,9 @@ def push_run(target, result):
     first = next(batches, None)
     extras = Extras.load(store, record.run_id, state, limit)   # summary, console, ...
     system = System.load(store, record.run_id, state)   # environment, files, stats
-    result.update(state=status, cursor_after=step)
+    # of a live run: how far it has recorded, and how far that has settled (may be pushed)
+    result.update(state=status, cursor_after=step, settled_step=limit,
+                  recorded_step=recorded_step(store, record.run_id))
     new_status = status != "running" and state.get("status") != status
     if first is None and not extras.pending and not system.pending and not (
             new_status and state.get("chunks")):
@@ -186,7 +189,10 @@ def push_run(target, result):
     if not opts.json:
         where = chunk.get("dir") or f"{opts.entity + '/' if opts.entity else ''}{result['project']}"
         span = f"steps {chunk['lo']}..{chunk['hi']}" if n else "no new steps"
-        print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}) -> {where}")
+        live = ("; still recording: replay again for what it records next, or with --follow "
+                "to keep pushing until it finishes" if status == "running" and not opts.follow
+                else "")
+        print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}) -> {where}{live}")
 
 
 def _reconcile(store, run_id, dest, odir):

@@ -18,12 +18,13 @@ from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueC
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from ..errors import CatalogError
+from ..errors import CatalogError, ReadOnlyStoreError
+from .read_only import (BUSY_TIMEOUT_MS, hot_journal, roll_back_hot_journal, server_read_only,
+                        sqlite_read_only_pragmas, sqlite_reader)
 from .migrate import FORMAT_VERSION
 
 log = logging.getLogger("tfblackbox")
 
-BUSY_TIMEOUT_MS = 30_000
 JOURNAL_MODE = "DELETE"
 # A transaction whose server connection dropped is tried again for this long (backing off
 # from RETRY_FIRST_SECS to RETRY_MAX_SECS between tries): a restart of the server under a
@@ -145,13 +146,6 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
-def _sqlite_read_only_pragmas(dbapi_conn, _record):
-    """A store on read-only media (a USB disk mounted ro): opened immutable, so SQLite takes
-    no locks and needs no journal or -shm file (a WAL store of format 1 opens too)."""
-    dbapi_conn.isolation_level = None
-    dbapi_conn.execute("PRAGMA mmap_size=0")
-
-
 _tx = threading.local()   # whether the session being begun on this thread will write
 
 
@@ -165,10 +159,15 @@ def _begin(conn):
 class Catalog:
     """An engine plus a session factory; `session()` (reads) and `write()` (writes) commit or
     roll back as one unit and turn database errors into BlackboxError naming the catalog;
-    `transact(fn)` runs fn(session) as one transaction, retried on a dropped connection."""
+    `transact(fn)` runs fn(session) as one transaction, retried on a dropped connection.
 
-    def __init__(self, url, retry_secs=RETRY_SECS, read_only=False):
-        self.url, self.read_only = url, read_only
+    `read_only`: a reader's catalog, which the database itself keeps from writing (SQLite
+    opened `mode=ro`, or `immutable` on read-only media; PostgreSQL sessions READ ONLY);
+    `transact(write=True)` on it is refused before anything is sent."""
+
+    def __init__(self, url, retry_secs=RETRY_SECS, read_only=False, immutable=False):
+        self.url, self.read_only, self.immutable = url, read_only or immutable, immutable
+        self.for_reader = read_only   # (immutable alone: a writer's store on read-only media)
         try:
             self.shown = display_url(url)
             backend = make_url(url).get_backend_name()
@@ -177,10 +176,15 @@ class Catalog:
                                f"SQLAlchemy URL such as postgresql+psycopg://host/db") from e
         self.retry_secs = retry_secs
         self.write_seconds, self.writes = 0.0, 0     # time in write transactions (benchmarks)
-        if backend == "sqlite":
+        self.sqlite_file = make_url(url).database if backend == "sqlite" else None
+        if backend == "sqlite" and self.read_only:
+            self.engine = create_engine(url, future=True,
+                                        creator=sqlite_reader(self.sqlite_file, immutable))
+            event.listen(self.engine, "connect", sqlite_read_only_pragmas)
+            event.listen(self.engine, "begin", _begin)
+        elif backend == "sqlite":
             self.engine = create_engine(url, future=True)
-            event.listen(self.engine, "connect",
-                         _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin)
         else:
             # pre_ping: a pooled connection the server closed (restart, idle timeout) is
@@ -197,6 +201,8 @@ class Catalog:
                 raise CatalogError(f"catalog URL {self.shown!r} cannot be used: {e}; expected "
                                    f"a SQLAlchemy URL such as postgresql+psycopg://host/db"
                                    ) from e
+            if self.read_only and self.engine.dialect.name == "postgresql":
+                event.listen(self.engine, "connect", server_read_only)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -233,7 +239,16 @@ class Catalog:
         connection dropped, for up to retry_secs. A retry after a commit whose answer was
         lost may find the work done: `session.info["retry"]` (the try number) tells fn to
         look before it writes again."""
+        if write and self.read_only:
+            raise ReadOnlyStoreError(
+                f"catalog {self.sqlite_file or self.shown} was opened to read, and readers "
+                f"change nothing: "
+                f"open the store with Store.open(..., access='write') to write to it"
+                if self.for_reader else
+                f"catalog {self.sqlite_file or self.shown} is on read-only media: nothing can "
+                f"be written to it")
         delay, deadline, tries = RETRY_FIRST_SECS, time.monotonic() + self.retry_secs, 0
+        recovered = False
         while True:
             t0 = time.perf_counter()
             try:
@@ -248,6 +263,11 @@ class Catalog:
                                 self.shown, tries + 1)
                 return result
             except CatalogError as e:
+                if (self.read_only and not self.immutable and not recovered
+                        and hot_journal(e.__cause__)):
+                    roll_back_hot_journal(self.sqlite_file)
+                    recovered = True
+                    continue
                 if not self.retryable(e.__cause__) or time.monotonic() + delay > deadline:
                     raise
                 if tries == 0:

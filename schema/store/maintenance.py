@@ -113,6 +113,7 @@ def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 
     first is left to it.
     Returns {(run, table): (segments before, segments after)}.
     """
+    store.require_write("compaction")
     done = {}
     groups = {}
     for g in store.segments(run_id, table):

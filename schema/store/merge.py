@@ -38,7 +38,9 @@ def _kill_point():
 
 def merge(sources, dest):
     """Merges every run of each Store in `sources` into Store `dest`; returns one report dict
-    per source. Raises MergeConflictError (nothing written) for clashing run ids."""
+    per source. Raises MergeConflictError (nothing written) for clashing run ids. The
+    sources are only read (Store.open's default access will do)."""
+    dest.require_write("merging into it")
     for src in sources:
         if src.root == dest.root or src.data == dest.data:
             raise BlackboxError(f"cannot merge store {src.root} into itself")

@@ -70,9 +70,10 @@ def check(root, found):
 
 
 def upgrade(catalog, root, found, catalog_file=None, data=None):
-    """Upgrades an older catalog to FORMAT_VERSION in one transaction, after a backup."""
+    """Upgrades an older catalog to FORMAT_VERSION in one transaction, after a backup (of a
+    SQLite catalog); returns the backup's path (None: nothing to do, or a server catalog)."""
     if found >= FORMAT_VERSION:
-        return
+        return None
     from alembic import command
     from alembic.config import Config
     backup = _backup(catalog_file, found)
@@ -108,6 +109,7 @@ def upgrade(catalog, root, found, catalog_file=None, data=None):
                              f"{FORMAT_VERSION} failed ({type(e).__name__}: {e}); nothing was "
                              f"changed{where}") from e
     files.committed()
+    return backup
 
 
 def _pending(found):

@@ -10,6 +10,7 @@ recorded in the catalog so that readers need only the catalog).
 import contextlib
 import os
 import time
+import typing
 import uuid
 
 from . import catalog as cat
@@ -61,9 +62,21 @@ def create(path, catalog_url=None, data=None):
     return directory, url
 
 
-def open_catalog(path, catalog_url=None, finish_half_made=False):
-    """(where, catalog, data location, sqlite file or None) of an existing store, before any
-    upgrade; refuses what is not a store."""
+class Opened(typing.NamedTuple):
+    """An existing store's catalog, before any upgrade."""
+    where: str              # the store directory, or the catalog URL without credentials
+    catalog: object         # cat.Catalog: read-only for a reader
+    data: DataLocation
+    found: int              # its format version
+    sqlite_file: str | None
+    write_url: str          # the catalog URL a writer (or a replay's cursor) connects by
+
+
+def open_catalog(path, catalog_url=None, finish_half_made=False, write=False):
+    """The catalog of an existing store; refuses what is not a store, and a store of a newer
+    format. A reader (`write=False`) gets a catalog the database keeps from writing (SQLite
+    `mode=ro`, or `immutable` on read-only media; PostgreSQL READ ONLY sessions) and is
+    refused an older format, naming `tfblackbox upgrade`: readers change nothing."""
     directory, url = split_spec(path, catalog_url)
     if directory is not None:
         if not os.path.isdir(directory):
@@ -72,9 +85,26 @@ def open_catalog(path, catalog_url=None, finish_half_made=False):
             raise NotAStoreError(
                 f"{directory} is not a tfblackbox store: it has no {CATALOG_FILE} (a store is "
                 f"made by recorder.init(store=...) or Store.create)")
-    read_only = url is None and _read_only_media(directory)
-    catalog = cat.Catalog(url or sqlite_url(directory, read_only), read_only=read_only)
-    where = os.path.abspath(directory) if directory is not None and url is None else catalog.shown
+    media_ro = url is None and _read_only_media(directory)
+    write_url = url or sqlite_url_of(os.path.join(directory, CATALOG_FILE))
+    where = os.path.abspath(directory) if directory is not None and url is None else (
+        cat.display_url(url))
+    immutable = media_ro or (url is None and not write and _wal_without_log(directory, where))
+    catalog = cat.Catalog(write_url, read_only=not write, immutable=immutable)
+    try:
+        found, data = _version_and_data(catalog, where, directory, url, media_ro,
+                                        finish_half_made and write)
+        if found < migrate.FORMAT_VERSION and (media_ro or not write):
+            raise StoreVersionError(_older_format(where, found, media_ro))
+    except BaseException:
+        catalog.dispose()
+        raise
+    sqlite_file = os.path.join(directory, CATALOG_FILE) if url is None else None
+    return Opened(where, catalog, data, found, sqlite_file, write_url)
+
+
+def _version_and_data(catalog, where, directory, url, media_ro, finish_half_made):
+    """(format version, data location) of an existing catalog; refuses a non-store."""
     try:
         tables = catalog.table_names()
     except Exception as e:
@@ -82,7 +112,7 @@ def open_catalog(path, catalog_url=None, finish_half_made=False):
         raise NotAStoreError(f"{where}: {CATALOG_FILE if url is None else 'its catalog'} is "
                              f"not a readable {what}: {e}") from e
     found = catalog.get_meta("format_version") if "meta" in tables else None
-    if (found is None and url is None and finish_half_made and not read_only
+    if (found is None and url is None and finish_half_made and not media_ro
             and _never_used(catalog, tables)):
         # tfblackbox <= 0.1 created the tables and the version in two steps: a process
         # killed between them left this; no run was ever recorded, so start it afresh
@@ -90,25 +120,64 @@ def open_catalog(path, catalog_url=None, finish_half_made=False):
         init_catalog(catalog)
         tables = catalog.table_names()
         found = catalog.get_meta("format_version")
-    if found is None and url is None and not read_only and _never_used(catalog, tables):
+    if found is None and url is None and not media_ro and _never_used(catalog, tables):
         raise NotAStoreError(f"{where}: its catalog was never finished (a create cut short by "
                              f"tfblackbox 0.1, or an empty file) and holds no run; "
                              f"recorder.init or Store.create on it finishes it")
     if "meta" not in tables and found is None:
         raise NotAStoreError(f"{where} is not a tfblackbox store: its catalog has no meta table")
     found = migrate.check(where, found)
-    if read_only and found < migrate.FORMAT_VERSION:
-        raise StoreVersionError(
-            f"store {where} has format version {found} and is on read-only media: this "
-            f"tfblackbox reads format {migrate.FORMAT_VERSION} and must upgrade it first; "
-            f"copy the store to a writable disk and open it there")
     recorded = catalog.get_meta(DATA_META_KEY)
     if recorded is None and directory is None:
         raise NotAStoreError(f"{where} is not a usable tfblackbox store: its catalog records no "
                              f"data location ({DATA_META_KEY})")
-    data = DataLocation(recorded if recorded is not None else directory)
-    sqlite_file = os.path.join(directory, CATALOG_FILE) if url is None else None
-    return where, catalog, data, found, sqlite_file
+    return found, DataLocation(recorded if recorded is not None else directory)
+
+
+def _older_format(where, found, media_ro):
+    """The refusal of an older store by a reader (or on read-only media): what to run."""
+    copy = (" on a writable copy (this store is on read-only media)" if media_ro else "")
+    return (f"store {where} has format version {found}; this tfblackbox "
+            f"({migrate.package_version()}) reads format {migrate.FORMAT_VERSION}. Readers "
+            f"change nothing, so they do not upgrade it: run `tfblackbox upgrade --store "
+            f"{where}`{copy} first (it keeps a copy of the catalog as it was)")
+
+
+def upgrade(path, catalog_url=None):
+    """`tfblackbox upgrade`: brings an older store to this format in place, after a copy of a
+    SQLite catalog (a server catalog upgrades in one transaction). Idempotent. Returns what
+    it did: {"store", "format_before", "format_after", "backup"}."""
+    opened = open_catalog(path, catalog_url, write=True)
+    try:
+        backup = migrate.upgrade(opened.catalog, opened.where, opened.found,
+                                 opened.sqlite_file, opened.data)
+    finally:
+        opened.catalog.dispose()
+    return {"store": opened.where, "format_before": opened.found,
+            "format_after": max(opened.found, migrate.FORMAT_VERSION),
+            "backup": os.path.abspath(backup) if backup else None}
+
+
+def _wal_without_log(directory, where):
+    """A catalog in WAL mode (as tfblackbox 0.1 left it) is read `immutable` when it has no
+    log to replay: `mode=ro` would create its -wal and -shm files. One with a log is refused
+    (reading it would create or change -shm)."""
+    file = os.path.join(directory, CATALOG_FILE)
+    try:
+        with open(file, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    if len(header) < 20 or header[18] != 2:      # 1: rollback journal, 2: WAL
+        return False
+    wal = file + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise StoreVersionError(
+            f"store {where}: {CATALOG_FILE} is in WAL mode with a log not yet written back "
+            f"({CATALOG_FILE}-wal; written by tfblackbox 0.1 or another program), which a "
+            f"reader cannot read without changing files: run `tfblackbox upgrade --store "
+            f"{where}` first")
+    return True
 
 
 def init_catalog(catalog, data_uri=None):
@@ -264,13 +333,6 @@ def _read_only_media(path):
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):
         return False
-
-
-def sqlite_url(path, read_only=False):
-    if read_only:   # immutable: no locks, no journal, no -shm on media nothing can change
-        return (f"sqlite:///file:{os.path.abspath(os.path.join(path, CATALOG_FILE))}"
-                f"?mode=ro&immutable=1&uri=true")
-    return sqlite_url_of(os.path.join(path, CATALOG_FILE))
 
 
 def sqlite_url_of(file):

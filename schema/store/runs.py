@@ -161,6 +161,8 @@ def get_cursor(self, run_id, destination):
 
 
 def set_cursor(self, run_id, destination, step, state=None):
+    """Records how far a replay destination has taken a run: the one catalog write of a
+    store opened for a replay (Store.open(..., access="replay"))."""
     row = dict(run_id=run_id, destination=destination, step=step,
                state_json=cat.dumps(state or {}), updated_at=time.time())
-    self.catalog.transact(lambda s: s.merge(cat.CursorRow(**row)))
+    self.cursor_catalog().transact(lambda s: s.merge(cat.CursorRow(**row)))

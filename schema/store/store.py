@@ -20,7 +20,7 @@ from . import migrate, opening, segments
 from . import runs as run_writes
 from . import triggers as trigger_rows
 from .data_location import DataLocation
-from ..errors import NotAStoreError, RunNotFoundError, StoreDamageError
+from ..errors import NotAStoreError, ReadOnlyStoreError, RunNotFoundError, StoreDamageError
 from .records import run_record, task_order, writer_record
 from ..tables import schema_of
 
@@ -31,22 +31,29 @@ RESERVE_FILE = opening.RESERVE_FILE
 RESERVE_BYTES = 256 << 10
 
 
+ACCESS = ("read", "replay", "write")
+
+
 class Store:
-    def __init__(self, root, catalog, data, directory=None):
+    def __init__(self, root, catalog, data, directory=None, access="write", write_url=None):
         self.root = root            # the store directory, or the catalog URL without credentials
         self.catalog = catalog
         self.data = data            # DataLocation of the Parquet files
         # the directory of a SQLite store (it keeps the reserve file); None for a server catalog
         self.directory = directory
+        self.access = access        # read | replay | write (Store.open)
+        self._write_url = write_url or catalog.url
+        self._cursor_catalog = catalog if access == "write" else None
 
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, path, catalog_url=None, data=None):
-        """Creates a store, or opens the one there. `path` is a directory (SQLite catalog in
-        it) or a SQLAlchemy URL (`postgresql+psycopg://user@host/db`); `data` is where the
-        Parquet files go (default: the directory; required for a new store at a URL), a
-        directory or a pyarrow filesystem URI (`s3://bucket/prefix`), recorded in the catalog.
+        """Creates a store, or opens the one there (to write). `path` is a directory (SQLite
+        catalog in it) or a SQLAlchemy URL (`postgresql+psycopg://user@host/db`); `data` is
+        where the Parquet files go (default: the directory; required for a new store at a
+        URL), a directory or a pyarrow filesystem URI (`s3://bucket/prefix`), recorded in the
+        catalog.
 
         Atomic: a SQLite catalog is built complete under a temporary name and linked into
         place; a server catalog is built in one transaction under an advisory lock. So a
@@ -54,7 +61,8 @@ class Store:
         job) or a whole one, and processes creating the same store at once all end up in one."""
         directory, url = opening.create(path, catalog_url, data)
         store = cls.open(directory if directory is not None else url,
-                         url if directory is not None else None, _creating=True)
+                         url if directory is not None else None, access="write",
+                         _creating=True)
         if data is not None and DataLocation(data) != store.data:
             store.close()
             raise NotAStoreError(f"store {store.root} keeps its data at {store.data.uri}, not "
@@ -62,22 +70,59 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path, catalog_url=None, clean_orphans=True, _creating=False):
-        """Opens an existing store; refuses a non-store or a store of a newer format. Only
-        create (a writer) finishes a catalog whose creation by tfblackbox 0.1 was cut short;
-        a reader refuses it."""
-        where, catalog, data, found, sqlite_file = opening.open_catalog(
-            path, catalog_url, finish_half_made=_creating)
-        if not catalog.read_only:
-            migrate.upgrade(catalog, where, found, sqlite_file, data)
-        store = cls(where, catalog, data, os.path.dirname(sqlite_file) if sqlite_file else None)
-        if clean_orphans and data.local:   # (an object store's listing is verify's job)
+    def open(cls, path, catalog_url=None, access="read", clean_orphans=True, _creating=False):
+        """Opens an existing store; refuses a non-store or a store of a newer format.
+
+        access="read" (the default): changes nothing. The catalog is opened read-only (the
+          database refuses writes), no file is created, deleted or rewritten, and a store of
+          an older format is refused, naming `tfblackbox upgrade`.
+        access="replay": a reader that records its replay cursors (`set_cursor`), the one
+          catalog write a replay makes; nothing else.
+        access="write": a writer. Upgrades an older format in place (keeping a backup of a
+          SQLite catalog) and, unless clean_orphans=False, removes orphan files of dead
+          writers (local data: an object store's listing is verify's job). Only create (a
+          writer) finishes a catalog whose creation by tfblackbox 0.1 was cut short."""
+        if access not in ACCESS:
+            raise ValueError(f"access={access!r}: expected one of {', '.join(ACCESS)}")
+        write = access == "write"
+        opened = opening.open_catalog(path, catalog_url, finish_half_made=_creating,
+                                      write=write)
+        if write and not opened.catalog.read_only:
+            migrate.upgrade(opened.catalog, opened.where, opened.found, opened.sqlite_file,
+                            opened.data)
+        directory = os.path.dirname(opened.sqlite_file) if opened.sqlite_file else None
+        store = cls(opened.where, opened.catalog, opened.data, directory, access,
+                    opened.write_url)
+        if write and clean_orphans and opened.data.local:
             from .maintenance import remove_orphans
             try:
                 remove_orphans(store)
             except OSError:
                 pass   # a read-only copy of a store still opens
         return store
+
+    @staticmethod
+    def upgrade(path, catalog_url=None):
+        """Upgrades an older store to this format in place (`tfblackbox upgrade`), after
+        keeping a copy of a SQLite catalog; a store at this format is left as it is. Returns
+        {"store", "format_before", "format_after", "backup" (None: none made)}."""
+        return opening.upgrade(path, catalog_url)
+
+    def require_write(self, what):
+        """Refuses `what` (a write) on a store opened to read, before anything is written."""
+        if self.access != "write":
+            raise ReadOnlyStoreError(
+                f"store {self.root} was opened to read (access={self.access!r}), and readers "
+                f"change nothing; {what} needs Store.open(..., access='write')")
+
+    def cursor_catalog(self):
+        """The catalog replay cursors are written to: a writer's own; for a replay, a
+        connection of its own that writes nothing else; a reader has none."""
+        if self._cursor_catalog is None:
+            if self.access != "replay":
+                self.require_write("recording a replay cursor")
+            self._cursor_catalog = cat.Catalog(self._write_url)
+        return self._cursor_catalog
 
     def is_at(self, spec):
         """Whether `spec` (a directory or a catalog URL) names this store."""
@@ -87,6 +132,8 @@ class Store:
         return self.directory is not None and os.path.abspath(spec) == self.directory
 
     def close(self):
+        if self._cursor_catalog is not None and self._cursor_catalog is not self.catalog:
+            self._cursor_catalog.dispose()
         self.catalog.dispose()
 
     # -- the space reserve --------------------------------------------------------------------
@@ -96,6 +143,7 @@ class Store:
         Only a SQLite store has one: a server catalog's disk is not the training host's."""
         if self.directory is None:
             return False
+        self.require_write("keeping a space reserve")
         path = os.path.join(self.directory, RESERVE_FILE)
         if os.path.exists(path) and os.path.getsize(path) == RESERVE_BYTES:
             return True
@@ -114,6 +162,7 @@ class Store:
         """Frees the reserve's space; True if there was one."""
         if self.directory is None:
             return False
+        self.require_write("releasing the space reserve")
         try:
             os.remove(os.path.join(self.directory, RESERVE_FILE))
             return True
@@ -175,11 +224,13 @@ class Store:
     # -- writing (used by the recorder and by compaction) --------------------------------------
 
     def write_segment(self, run_id, table_name, table, writer_id=None):
+        self.require_write("writing a segment")
         return segments.write_segment(self.data, self.catalog, run_id, table_name, table,
                                       writer_id)
 
     def write_encoded(self, run_id, table_name, encoded, writer_id=None):
         """Registers a segment encoded beforehand (segments.StreamEncoder)."""
+        self.require_write("writing a segment")
         return segments.write_encoded(self.data, self.catalog, run_id, table_name, encoded,
                                       writer_id)
 

@@ -40,3 +40,9 @@ def settled_step(store, record, now=None):
     steps = [g.max_step for g in store.segments(record.run_id)
              if g.max_step is not None and g.created_at <= cutoff]
     return max(steps, default=-1)
+
+
+def recorded_step(store, run_id):
+    """The highest step of the run's registered segments (settled or not), or None."""
+    return max((g.max_step for g in store.segments(run_id) if g.max_step is not None),
+               default=None)
