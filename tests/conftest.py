@@ -8,6 +8,39 @@ sys.path.insert(0, os.path.dirname(__file__))   # tests import their small helpe
 
 import pytest  # noqa: E402
 
+from helpers import missing  # noqa: E402
+
+# What a test needs, as markers (pyproject.toml lists them), put on by what the test uses:
+# fixtures for servers and privileges, TensorFlow or Keras named in its module.
+_FIXTURE_MARKS = {"postgres": "postgres", "pg_url": "postgres", "s3": "s3", "s3_data": "s3",
+                  "small_fs": "root", "graph": "tf"}
+_TF_WORDS = ("import tensorflow", "import keras", "tensorflow as tf")
+
+
+def pytest_collection_modifyitems(config, items):
+    sources = {}
+    for item in items:
+        for fixture, mark in _FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+        path = str(item.fspath)
+        if path not in sources:
+            with open(path, encoding="utf-8") as f:
+                sources[path] = any(w in f.read() for w in _TF_WORDS)
+        if sources[path]:
+            item.add_marker("tf")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("tf") is not None:
+        import importlib.util
+        if importlib.util.find_spec("tensorflow") is None:
+            missing("TensorFlow", "pip install 'tfblackbox[tf]' (tools/test does)")
+    if item.get_closest_marker("chromium") is not None:
+        from tb_helpers import CHROMIUM
+        if not os.path.exists(CHROMIUM):
+            missing("Chromium", f"no {CHROMIUM}; Debian's chromium (tools/test installs it)")
+
 
 @pytest.fixture
 def store_dir(tmp_path):
@@ -44,7 +77,7 @@ def small_fs(tmp_path):
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.strip()}")
+            missing("a small tmpfs", f"mount needs root: {proc.stderr.strip()}")
         mounted.append(path)
         return path
 
@@ -70,7 +103,10 @@ def fill(path, leave=0):
 @pytest.fixture(scope="session")
 def postgres():
     from servers import PostgresServer
-    server = PostgresServer()
+    try:
+        server = PostgresServer()
+    except RuntimeError as e:
+        missing("a PostgreSQL server", str(e))
     yield server
     server.close()
 
@@ -86,7 +122,10 @@ def s3():
     from servers import S3_ENV, S3Server
     saved = {k: os.environ.get(k) for k in S3_ENV}
     os.environ.update(S3_ENV)   # pyarrow (and child processes) take the keys from here
-    server = S3Server()
+    try:
+        server = S3Server()
+    except (ImportError, RuntimeError) as e:
+        missing("an S3-compatible server (moto)", str(e))
     yield server
     server.close()
     for k, v in saved.items():

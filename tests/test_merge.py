@@ -8,17 +8,11 @@ import shutil
 import subprocess
 import sys
 
-import pyarrow as pa
 
 from tfblackbox.cli.main import main as cli
 from tfblackbox.cli.exits import EXIT_OK, EXIT_USAGE
 from tfblackbox.schema import Store, compact, verify
-
-
-def scalars(steps, attempt, tag="loss", offset=0.0):
-    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps],
-                     "tag": [tag] * len(steps), "attempt": [attempt] * len(steps),
-                     "value": [float(s) + offset for s in steps]})
+from helpers import scalars
 
 
 def host_store(root, run_id, attempts=((0, 10), (6, 12)), segments_per_attempt=3):

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import time
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
@@ -18,12 +17,7 @@ from tfblackbox.schema import CatalogError, Store, compact, verify
 from tfblackbox.schema.store.maintenance import remove_orphans
 
 from test_migrations import make_format1_store
-
-
-def scalars(steps, attempt, tag="loss"):
-    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps],
-                     "tag": [tag] * len(steps), "attempt": [attempt] * len(steps),
-                     "value": [float(s) for s in steps]})
+from helpers import scalars
 
 
 def objects(s3, data_uri):
@@ -114,7 +108,9 @@ def test_the_recorder_writes_to_s3_through_a_postgresql_catalog(s3, s3_data, pg_
     assert len(run.store.segments("r")) >= 5
     recorder.finish()                                   # compacts on S3 at finish
     store = Store.open(pg_url)
-    assert [g.path[:23] for g in store.segments("r")] == ["data/scalars/run_id=r/c"]
+    # the scalars compacted into one file (the run's environment and system samples have theirs)
+    assert [g.path[:23] for g in store.segments("r", table="scalars")] == [
+        "data/scalars/run_id=r/c"]
     t = store.scalars("r")
     assert t["step"].to_pylist() == list(range(1000))
     assert t["value"].to_pylist() == [s * 0.5 for s in range(1000)]

@@ -19,12 +19,7 @@ from tfblackbox.schema.store.catalog import Catalog, display_url
 from tfblackbox.schema.store.migrate import REVISIONS
 
 from catalog_helpers import catalog_layout, newest_format_postgres, upgrade_empty_catalog
-
-
-def scalars(steps, attempt, tag="loss"):
-    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps],
-                     "tag": [tag] * len(steps), "attempt": [attempt] * len(steps),
-                     "value": [float(s) for s in steps]})
+from helpers import scalars
 
 
 def with_password(url, secret="s3cr3t-pw"):

@@ -30,8 +30,7 @@ from tfblackbox.schema.codecs.rows import ColumnBuffers
 
 LONG_STEPS = 300_000
 
-pytestmark = pytest.mark.skipif(not os.path.exists(tb_helpers.CHROMIUM),
-                                reason="needs Debian's chromium (tools/test installs it)")
+pytestmark = pytest.mark.chromium
 
 
 def _long_run(store_dir, rng):
@@ -136,7 +135,7 @@ def test_bad_out_and_an_empty_store(tmp_path, capsys):
                      str(tmp_path)]) == EXIT_USAGE
     assert "holds no runs" in capsys.readouterr().err
     from tfblackbox.schema import Store as S
-    s = S.open(str(tmp_path / "store"))
+    s = S.open(str(tmp_path / "store"), access="write")
     s.create_run("r", name="r")
     assert cli_main(["report", "--store", str(tmp_path / "store"), "--out",
                      str(tmp_path)]) == EXIT_USAGE

@@ -8,15 +8,9 @@ import pyarrow as pa
 import pytest
 
 from tfblackbox.cli.main import main as cli
+from helpers import scalars
 from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store,
                                StoreDamageError, StoreVersionError, compact, verify)
-
-
-def scalars(steps, attempt, tag="loss", values=None):
-    n = len(steps)
-    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps], "tag": [tag] * n,
-                     "attempt": [attempt] * n,
-                     "value": values if values is not None else [float(s) for s in steps]})
 
 
 @pytest.fixture

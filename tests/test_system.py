@@ -17,6 +17,7 @@ from tfblackbox.cli.main import main as cli_main, replay_main
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
 from tfblackbox.schema.codecs import run_files, system_read
+from helpers import missing
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -341,7 +342,9 @@ def test_no_nvidia_driver_means_no_gpu_keys_and_no_error(tmp_path):
 
 @pytest.fixture
 def stub_nvml(tmp_path):
-    pytest.importorskip("pynvml", reason="NVIDIA's NVML bindings (tfblackbox[gpu])")
+    import importlib.util
+    if importlib.util.find_spec("pynvml") is None:
+        missing("NVIDIA's NVML bindings", "pip install nvidia-ml-py (the test extra has it)")
     cc = os.environ.get("CC", "cc")
     lib = tmp_path / "nvml" / "libnvidia-ml.so.1"
     lib.parent.mkdir()
@@ -350,7 +353,7 @@ def stub_nvml(tmp_path):
                         os.path.join(TESTS, "data", "nvml_stub.c")], check=True,
                        capture_output=True, timeout=120)
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"no C compiler to build the NVML stand-in: {e}")
+        missing("a C compiler to build the NVML stand-in", str(e))
     return str(lib.parent)
 
 

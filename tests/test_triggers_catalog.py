@@ -11,20 +11,14 @@ import threading
 import time
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import RunNotFoundError, Store, TriggerRecord
 from tfblackbox.schema.store.triggers import TRIGGER_KINDS
+from helpers import scalars
 
 NAN_REASON = "NaN or Inf in 'log:0' (DebugIdentity) at step 12"
-
-
-def scalars(steps, attempt):
-    return pa.table({"step": steps, "wall_time": [1000.0 + s for s in steps],
-                     "tag": ["loss"] * len(steps), "attempt": [attempt] * len(steps),
-                     "value": [float(s) for s in steps]})
 
 
 def run_with_attempts(store, run_id, attempts=2, host="h"):
