@@ -5,6 +5,7 @@ and everything replays to W&B (offline, read back from the .wandb log)."""
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,46 @@ def test_keras_tensorboard_callback(tmp_path):
     assert store.histograms("tf2").num_rows > 0 and all(
         t.startswith("train/") for t in store.histograms("tf2")["tag"].to_pylist())
     assert any(m["kind"] == "image" for m in store.media("tf2").to_pylist())
+
+
+# a line of TF's C++ logging: level, date, time, thread, source:line] message
+TF_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
+
+
+def _tf_lines(stderr):
+    """TF's C++ log lines (and its Python logger's), numbers taken out, as a sorted list."""
+    lines = []
+    for line in stderr.splitlines():
+        m = TF_LINE.match(line)
+        if m:
+            lines.append(f"{m[1]} {m[2]}: {re.sub(r'[0-9]+', 'N', m[3])}")
+        elif re.match(r"^(WARNING|ERROR|CRITICAL):tensorflow:", line):
+            lines.append(re.sub(r"[0-9]+", "N", line))
+    return sorted(lines)
+
+
+@pytest.mark.parametrize("mode", ["keras", "dropped"])
+def test_no_tf_log_lines_of_the_recorders_making(mode, tmp_path):
+    """With TF's logging at its default, a run under sync_tensorboard prints the TF lines the
+    same program prints without the recorder, nothing more: finish flushes only the writers
+    still open (not a Keras callback's closed writers, nor one whose writer object is gone
+    while a tf.function holds its handle: TF logs a NOT_FOUND warning for each)."""
+    env = {k: v for k, v in tf2_files.child_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def run(logdir, *store):
+        proc = subprocess.run([sys.executable, tf2_files.SCRIPT, mode, str(logdir), *store,
+                               "--tf-default-logging"], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-4000:]
+        return proc.stderr
+
+    plain = run(tmp_path / "plain")
+    recorded = run(tmp_path / "rec", "--store", str(tmp_path / "store"))
+    assert _tf_lines(plain), "TF printed nothing at its default logging: the test sees nothing"
+    assert "SummaryWriterInterface" not in recorded and "OP_REQUIRES" not in recorded, recorded
+    assert _tf_lines(recorded) == _tf_lines(plain)
+    store = Store.open(str(tmp_path / "store"))
+    _check_restore(store, tmp_path / "rec", tmp_path)
 
 
 def test_sigkill_mid_run_leaves_a_store_that_verifies(tmp_path):
