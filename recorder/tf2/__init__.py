@@ -1,3 +1,4 @@
 """tfblackbox.recorder.tf2: TensorFlow 2 / Keras 3 capture: the Keras callback
 (metrics_logger.py), tf.summary capture (tensorboard_patch.py, tfevents_tail.py; records
-decoded by schema/tfevents_decode.py) and tfdbg v2 (debug_v2.py, debug_v2_tail.py, staging.py). These import TensorFlow; recorder.init/log/finish do not."""
+decoded by schema/tfevents_decode.py) and tfdbg v2 (tfdbg_v2.py, tfdbg_v2_tail.py,
+staging.py). These import TensorFlow; recorder.init/log/finish do not."""

@@ -48,7 +48,7 @@ class _File:
         self.stopped = False
 
 
-class DebugV2Tail:
+class TfdbgV2Tail:
     def __init__(self, run, root, session, max_bytes=None, poll_secs=POLL_SECS, blobs=None):
         self.run, self.root, self.session = run, root, session
         self.max_bytes, self.poll_secs = max_bytes, poll_secs
