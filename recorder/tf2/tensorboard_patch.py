@@ -108,9 +108,10 @@ def _learn(args, kwargs):
 def _writer_object():
     """The tf.summary writer whose constructor is creating the resource: the `self` of a
     frame a little above the patched function (TF calls it from the writer's __init__)."""
-    from tensorflow.python.ops import summary_ops_v2
-    frame = sys._getframe(3)   # _writer_object <- _learn <- the patch <- TF
+    frame = None
     try:
+        from tensorflow.python.ops import summary_ops_v2
+        frame = sys._getframe(3)   # _writer_object <- _learn <- the patch <- TF
         for _ in range(FRAMES):
             if frame is None:
                 return None
@@ -118,6 +119,8 @@ def _writer_object():
             if isinstance(owner, summary_ops_v2.SummaryWriter):
                 return owner
             frame = frame.f_back
+        return None
+    except Exception:   # TF laid out otherwise: the handle is kept instead
         return None
     finally:
         del frame
