@@ -151,7 +151,7 @@ def test_learned_logdirs_and_their_tag_namespaces(tmp_path):
         ("validation/events.out.tfevents.1.h", "validation/loss")]
 
 
-def test_a_learned_logdir_gives_only_the_runs_files_a_named_one_every_file(tmp_path):
+def test_a_learned_logdir_gives_only_the_runs_files_a_named_one_every_file(tmp_path, caplog):
     """sync_tensorboard in a reused log_dir: of the files there at the first look, only
     those this process wrote or created since the run began; any file that appears later;
     and watch_tensorboard on the same logdir takes the rest too."""
@@ -179,10 +179,13 @@ def test_a_learned_logdir_gives_only_the_runs_files_a_named_one_every_file(tmp_p
     def found():
         return sorted(os.path.basename(f.path) for f in tail.files.values())
 
+    caplog.set_level(logging.INFO, logger="tfblackbox")
     assert tail.watch(logs / "train", learned=True)
     tail._scan()
     assert found() == sorted(names[k] for k in ("this process, before init",
                                                 "since the run began", "no time, new"))
+    said = [r.getMessage() for r in caplog.records if "earlier run's" in r.getMessage()]
+    assert len(said) == 1 and f"4 event file(s) under {logs}" in said[0]
     (logs / "validation").mkdir()
     (logs / "validation" / "events.out.tfevents.1.later").write_bytes(b"")
     tail._scan()   # appeared after the first look: the run's, whatever its name says

@@ -128,11 +128,11 @@ class TfeventsTail(RecordTail):
     def _skip(self, root, paths):
         with self._roots_lock:
             self._skipped.update(p for p in paths if not any(_under(p, w) for w in self._whole))
-        log.info("tfblackbox: run %s: %d event file(s) under %s were there before the run "
-                 "began and are not recorded (%s%s); recorder.watch_tensorboard(%r) would "
-                 "record them", self.run.run_id, len(paths), root.path,
-                 os.path.relpath(paths[0], root.path), ", ..." if len(paths) > 1 else "",
-                 root.path)
+        log.info("tfblackbox: run %s: %d event file(s) under %s are an earlier run's (made "
+                 "before this run began, not by this process) and are not recorded (%s%s); "
+                 "recorder.watch_tensorboard(%r) would record them", self.run.run_id,
+                 len(paths), root.path, os.path.relpath(paths[0], root.path),
+                 ", ..." if len(paths) > 1 else "", root.path)
 
     def _source(self, path, root, dirpath, name):
         rel = os.path.relpath(dirpath, root.path)
