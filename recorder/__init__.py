@@ -45,8 +45,8 @@ def flush(timeout=None):
     recording on, what TF's circular buffers hold is written out and recorded first)."""
     run = active_run()
     if run is not None:
-        from .tf2 import debug_v2
-        debug_v2.flush(run, timeout)
+        from .tf2 import tfdbg_v2
+        tfdbg_v2.flush(run, timeout)
         run.flush(timeout)
 
 
@@ -57,9 +57,9 @@ def enable_dump_debug_info(tensor_debug_mode="NO_TENSOR", circular_buffer_size=1
     and `replay --to debug-dump` rebuilds the dump root for DebugDataReader. `max_bytes`
     bounds the record bytes recorded (one warning, then recording stops; training goes on).
     Returns TF's DebugEventsWriter, as TF does. Imports TensorFlow."""
-    from .tf2 import debug_v2
+    from .tf2 import tfdbg_v2
     from .run import get_or_start_run
-    return debug_v2.enable(get_or_start_run(), tensor_debug_mode, circular_buffer_size,
+    return tfdbg_v2.enable(get_or_start_run(), tensor_debug_mode, circular_buffer_size,
                            op_regex, tensor_dtypes, max_bytes)
 
 
@@ -69,8 +69,8 @@ def disable_dump_debug_info():
     run = active_run()
     if run is None:
         return None
-    from .tf2 import debug_v2
-    return debug_v2.disable(run)
+    from .tf2 import tfdbg_v2
+    return tfdbg_v2.disable(run)
 
 
 def watch_tensorboard(logdir, run=None):

@@ -116,8 +116,8 @@ def main(argv=None):
         recorder.enable_dump_debug_info(tensor_debug_mode=args.mode,
                                         circular_buffer_size=args.buffer,
                                         max_bytes=args.max_bytes)
-        from tfblackbox.recorder.tf2 import debug_v2
-        print(f"staging {debug_v2.session_of(recorder.active_run()).dump_root}", flush=True)
+        from tfblackbox.recorder.tf2 import tfdbg_v2
+        print(f"staging {tfdbg_v2.session_of(recorder.active_run()).dump_root}", flush=True)
     else:
         tf.debugging.experimental.enable_dump_debug_info(
             args.dump_root, tensor_debug_mode=args.mode, circular_buffer_size=args.buffer)

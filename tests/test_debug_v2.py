@@ -584,7 +584,7 @@ def test_record_order_survives_a_corrupt_and_a_half_written_file(tmp_path, monke
     warning and its rest is kept unframed; a half-written last record too, at the end."""
     monkeypatch.setenv("TFBLACKBOX_KEEP_STAGING", "1")   # to compare with the files after
     from tfblackbox.recorder import run as run_mod
-    from tfblackbox.recorder.tf2.debug_v2_tail import DebugV2Tail
+    from tfblackbox.recorder.tf2.tfdbg_v2_tail import TfdbgV2Tail
     from tfblackbox.schema.codecs.tfdbg_v2_restore import dump_roots, file_chunks
     root = tmp_path / "staging"
     root.mkdir()
@@ -598,7 +598,7 @@ def test_record_order_survives_a_corrupt_and_a_half_written_file(tmp_path, monke
     (root / names["execution"]).write_bytes(bytes(bad))
     (root / names["graphs"]).write_bytes(good + tfrecord.frame(execs[0])[:-3])
     run = run_mod.init(store=str(tmp_path / "store"), run_id="t")
-    tail = DebugV2Tail(run, str(root), "abcd1234", poll_secs=60)
+    tail = TfdbgV2Tail(run, str(root), "abcd1234", poll_secs=60)
     tail.poll()
     assert tail.drain(timeout=30)
     run_mod.finish()

@@ -5,6 +5,7 @@ and everything replays to W&B (offline, read back from the .wandb log)."""
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,9 @@ import tf2_files
 import wandb_log
 from tfblackbox.cli.main import main as cli_main, replay_main
 from tfblackbox.cli.exits import EXIT_OK
+from tfblackbox import recorder
 from tfblackbox.schema import Store
-from tfblackbox.schema.formats import tfrecord
+from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.codecs.tfevents_restore import write_logdir
 
 STEPS = 6
@@ -187,6 +189,109 @@ def test_keras_tensorboard_callback(tmp_path):
     assert store.histograms("tf2").num_rows > 0 and all(
         t.startswith("train/") for t in store.histograms("tf2")["tag"].to_pylist())
     assert any(m["kind"] == "image" for m in store.media("tf2").to_pylist())
+
+
+# a line of TF's C++ logging: level, date, time, thread, source:line] message
+TF_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
+
+
+def _tf_lines(stderr):
+    """TF's C++ log lines (and its Python logger's), numbers taken out, as a sorted list."""
+    lines = []
+    for line in stderr.splitlines():
+        m = TF_LINE.match(line)
+        if m:
+            lines.append(f"{m[1]} {m[2]}: {re.sub(r'[0-9]+', 'N', m[3])}")
+        elif re.match(r"^(WARNING|ERROR|CRITICAL):tensorflow:", line):
+            lines.append(re.sub(r"[0-9]+", "N", line))
+    return sorted(lines)
+
+
+@pytest.mark.parametrize("mode", ["keras", "dropped"])
+def test_no_tf_log_lines_of_the_recorders_making(mode, tmp_path):
+    """With TF's logging at its default, a run under sync_tensorboard prints the TF lines the
+    same program prints without the recorder, nothing more: finish flushes only the writers
+    still open (not a Keras callback's closed writers, nor one whose writer object is gone
+    while a tf.function holds its handle: TF logs a NOT_FOUND warning for each)."""
+    env = {k: v for k, v in tf2_files.child_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def run(logdir, *store):
+        proc = subprocess.run([sys.executable, tf2_files.SCRIPT, mode, str(logdir), *store,
+                               "--tf-default-logging"], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-4000:]
+        return proc.stderr
+
+    plain = run(tmp_path / "plain")
+    recorded = run(tmp_path / "rec", "--store", str(tmp_path / "store"))
+    assert _tf_lines(plain), "TF printed nothing at its default logging: the test sees nothing"
+    assert "SummaryWriterInterface" not in recorded and "OP_REQUIRES" not in recorded, recorded
+    assert _tf_lines(recorded) == _tf_lines(plain)
+    store = Store.open(str(tmp_path / "store"))
+    _check_restore(store, tmp_path / "rec", tmp_path)
+
+
+def _epoch_points(events):
+    """{tag: [wall_time]} of the Keras epoch scalars ("train/epoch_loss", ...) among
+    `events`: [(namespace, serialized Event)]."""
+    points = {}
+    for namespace, data in events:
+        ev = tfevents.parse_event(data)
+        for v in ev.values:
+            if v.tag.startswith("epoch_"):
+                points.setdefault(f"{namespace}/{v.tag}", []).append(ev.wall_time)
+    return points
+
+
+def _files_events(logdir):
+    return [(tf2_files.relpath(p, logdir).split("/")[0], d)
+            for p in tf2_files.event_files(logdir) for _o, d in tfrecord.read_records(p)]
+
+
+def test_a_reused_log_dir_records_only_the_runs_own_event_files(tmp_path):
+    """The same Keras script twice into one TensorBoard log_dir: under sync_tensorboard each
+    run records only the event files written since it began (the second run not the
+    first's), its replay to TensorBoard writes only those; watch_tensorboard records every
+    file it is pointed at."""
+    logdir, store_dir = tmp_path / "logs", tmp_path / "store"
+    for run_id in ("first", "second"):
+        tf2_files.run_script("keras", logdir, "--store", store_dir, "--run-id", run_id,
+                             "--epochs", 4)
+    everything = _epoch_points(_files_events(logdir))
+    assert {"train/epoch_loss", "validation/epoch_loss"} <= set(everything)
+    assert all(len(times) == 8 for times in everything.values()), everything
+
+    store = Store.open(str(store_dir))
+    for run_id in ("first", "second"):
+        began = store.run(run_id).started_at
+        scalars = store.scalars(run_id).to_pylist()
+        epochs = {}
+        for r in scalars:
+            if r["tag"].split("/")[-1].startswith("epoch_"):
+                epochs.setdefault(r["tag"], []).append(r["wall_time"])
+        assert set(epochs) == set(everything), run_id
+        assert all(len(times) == 4 for times in epochs.values()), (run_id, epochs)
+        assert min(r["wall_time"] for r in scalars) >= began, run_id
+        files = {r["file"] for r in store.read(run_id, "tfevents_records").to_pylist()}
+        assert len(files) == 2, (run_id, files)   # its train/ and validation/ files
+
+    out = tmp_path / "tensorboard"
+    assert replay_main(["--store", str(store_dir), "--to", "tensorboard", "--out", str(out),
+                        "--run", "second"]) == EXIT_OK
+    replayed = _epoch_points(_files_events(out / "second"))
+    assert set(replayed) == set(everything)
+    began = store.run("second").started_at
+    assert all(len(t) == 4 and min(t) >= began for t in replayed.values()), replayed
+
+    recorder.init(store=str(store_dir), run_id="watched")
+    recorder.watch_tensorboard(logdir)
+    recorder.finish()
+    watched = {}
+    for r in Store.open(str(store_dir)).scalars("watched").to_pylist():
+        if r["tag"].split("/")[-1].startswith("epoch_"):
+            watched.setdefault(r["tag"], []).append(r["wall_time"])
+    assert {t: sorted(v) for t, v in watched.items()} == {
+        t: sorted(v) for t, v in everything.items()}
 
 
 def test_sigkill_mid_run_leaves_a_store_that_verifies(tmp_path):

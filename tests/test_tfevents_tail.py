@@ -6,9 +6,13 @@ and the files still come back byte for byte."""
 import logging
 import os
 import shutil
+import socket
+import time
+import types
 
 import tf2_files
 from tfblackbox import recorder
+from tfblackbox.recorder.tf2.tfevents_owner import process_started
 from tfblackbox.recorder.tf2.tfevents_tail import TfeventsTail, tail_for
 from tfblackbox.schema import Store
 from tfblackbox.schema.formats import tfevents, tfrecord
@@ -145,6 +149,50 @@ def test_learned_logdirs_and_their_tag_namespaces(tmp_path):
         ("other/events.out.tfevents.2.h", "other/loss"),
         ("train/events.out.tfevents.1.h", "train/loss"),
         ("validation/events.out.tfevents.1.h", "validation/loss")]
+
+
+def test_a_learned_logdir_gives_only_the_runs_files_a_named_one_every_file(tmp_path, caplog):
+    """sync_tensorboard in a reused log_dir: of the files there at the first look, only
+    those this process wrote or created since the run began; any file that appears later;
+    and watch_tensorboard on the same logdir takes the rest too."""
+    began = time.time()
+
+    class FakeRun:   # the tail needs a run only to submit jobs; none are submitted here
+        run_id, attempt, writer = "x", 1, None
+        record = types.SimpleNamespace(started_at=began)
+
+    tail = TfeventsTail(FakeRun())
+    tail.start = lambda: None
+    host, pid, started = socket.gethostname(), os.getpid(), int(process_started())
+    names = {"earlier run": f"events.out.tfevents.{int(began) - 100}.{host}.{pid + 1}.0.v2",
+             "earlier TF1 run": f"events.out.tfevents.{int(began) - 100}.{host}",
+             "pid reused": f"events.out.tfevents.{started - 100}.{host}.{pid}.0.v2",
+             "this process, before init": f"events.out.tfevents.{started}.{host}.{pid}.1.v2",
+             "since the run began": f"events.out.tfevents.{int(began)}.elsewhere.7.0.v2",
+             "no time, old": "old.tfevents", "no time, new": "new.tfevents"}
+    logs = tmp_path / "logs"
+    os.makedirs(logs / "train")
+    for name in names.values():
+        (logs / "train" / name).write_bytes(b"")
+    os.utime(logs / "train" / "old.tfevents", (began - 100, began - 100))
+
+    def found():
+        return sorted(os.path.basename(f.path) for f in tail.files.values())
+
+    caplog.set_level(logging.INFO, logger="tfblackbox")
+    assert tail.watch(logs / "train", learned=True)
+    tail._scan()
+    assert found() == sorted(names[k] for k in ("this process, before init",
+                                                "since the run began", "no time, new"))
+    said = [r.getMessage() for r in caplog.records if "earlier run's" in r.getMessage()]
+    assert len(said) == 1 and f"4 event file(s) under {logs}" in said[0]
+    (logs / "validation").mkdir()
+    (logs / "validation" / "events.out.tfevents.1.later").write_bytes(b"")
+    tail._scan()   # appeared after the first look: the run's, whatever its name says
+    assert "events.out.tfevents.1.later" in found()
+    assert not tail.watch(logs)   # covered by the learned root, and now read whole
+    tail._scan()
+    assert found() == sorted([*names.values(), "events.out.tfevents.1.later"])
 
 
 def test_the_patch_is_on_while_the_run_records_and_off_after(tmp_path):

@@ -3,6 +3,7 @@ test process itself runs TF1 graphs with eager execution off).
 
     python tf2_summary_script.py loop LOGDIR [--store S] [--steps N] [--forever] [--no-finish]
     python tf2_summary_script.py keras LOGDIR --store S
+    python tf2_summary_script.py dropped LOGDIR --store S
 
 `loop`: a tf.function step writing a scalar, a histogram, two images, an audio clip and a
 text per step through `tf.summary.create_file_writer` (TF's defaults: max_queue=10,
@@ -12,14 +13,18 @@ write_raw_pb. With --store the recorder
 is initialised with sync_tensorboard=True BEFORE tensorflow is imported (the import hook's
 path). --forever writes until killed, printing "flushed <step>" after each writer flush.
 `keras`: Keras fit with keras.callbacks.TensorBoard (histograms, images, batch-level
-scalars, validation) under sync_tensorboard=True.
+scalars, validation) under sync_tensorboard=True; the callback stays referenced until after
+finish, as in a user's script (its writers are closed by then). `dropped`: a writer made and
+dropped inside a function while a module-level tf.function that wrote through it lives on
+(its captured handle outlives the writer). Without --store, the same programs without the
+recorder. TF's C++ logging is silenced (TF_CPP_MIN_LOG_LEVEL=3, unless set) except with
+--tf-default-logging, which leaves it at TF's default.
 """
 
 import argparse
+import gc
 import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def summaries(tf, steps, forever, writer_flush_every):
@@ -81,14 +86,31 @@ def keras_fit(tf):
                   metrics=["accuracy"])
     tb = keras.callbacks.TensorBoard(LOGDIR, histogram_freq=1, write_images=True,
                                      update_freq="batch")
-    model.fit(x, y, batch_size=16, epochs=2, validation_data=(x[:16], y[:16]), callbacks=[tb],
-              verbose=0)
+    model.fit(x, y, batch_size=16, epochs=EPOCHS, validation_data=(x[:16], y[:16]),
+              callbacks=[tb], verbose=0)
+    return tb
+
+
+def dropped_writer(tf):
+    @tf.function
+    def step_fn(step):
+        tf.summary.scalar("x", tf.cast(step, tf.float32), step=step)
+
+    def train():
+        writer = tf.summary.create_file_writer(LOGDIR)
+        with writer.as_default():
+            for step in range(3):
+                step_fn(tf.constant(step, tf.int64))
+
+    train()
+    gc.collect()   # the writer is gone (TF deleted its resource); step_fn holds its handle
+    return step_fn
 
 
 def main(argv=None):
-    global LOGDIR
+    global LOGDIR, EPOCHS
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["loop", "keras"])
+    p.add_argument("mode", choices=["loop", "keras", "dropped"])
     p.add_argument("logdir")
     p.add_argument("--store")
     p.add_argument("--steps", type=int, default=6)
@@ -96,26 +118,36 @@ def main(argv=None):
     p.add_argument("--no-finish", action="store_true")
     p.add_argument("--flush-secs", type=float, default=None)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--run-id", default="tf2")
+    p.add_argument("--tf-default-logging", action="store_true")
     args = p.parse_args(argv)
-    LOGDIR = args.logdir
+    if args.tf_default_logging:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    LOGDIR, EPOCHS = args.logdir, args.epochs
     recorder = None
     if args.store:
         from tfblackbox import recorder
         options = {} if args.flush_secs is None else {"flush_secs": args.flush_secs}
-        run = recorder.init(store=args.store, run_id="tf2", sync_tensorboard=True,
+        run = recorder.init(store=args.store, run_id=args.run_id, sync_tensorboard=True,
                             resume="allow" if args.resume else None, **options)
         assert "tensorflow" not in sys.modules, "init must not import tensorflow"
         print(f"run {run.run_id}", flush=True)
     import tensorflow as tf
     # the loop's writer stays open (unflushed) until after finish: finish must flush it
-    writer = summaries(tf, args.steps, args.forever, 5) if args.mode == "loop" else keras_fit(tf)
+    if args.mode == "loop":
+        writer = summaries(tf, args.steps, args.forever, 5)
+    else:
+        writer = keras_fit(tf) if args.mode == "keras" else dropped_writer(tf)
     if recorder is not None and not args.no_finish:
         recorder.finish()
     print("done", flush=True)
     return writer
 
 
-LOGDIR = None
+LOGDIR, EPOCHS = None, 2
 
 if __name__ == "__main__":
     _writer = main()

@@ -21,7 +21,9 @@ log = logging.getLogger("tfblackbox")
 
 TARGET = "tensorflow.python.ops.gen_summary_ops"
 _lock = threading.Lock()
-_state = {"run": None, "module": None, "original": None, "handles": [], "finder": None}
+FRAMES = 4        # how far up the writer object is looked for
+_state: dict = {"run": None, "module": None, "original": None, "writers": [], "handles": [],
+          "finder": None}
 
 
 def enable(run):
@@ -29,7 +31,7 @@ def enable(run):
     with _lock:
         _disable_locked()
         _state["run"] = run
-        _state["handles"] = []
+        _state["writers"], _state["handles"] = [], []
     run.add_finish_callback(lambda timeout=None: finish(run))   # before the tail drains
     tail_for(run)
     module = sys.modules.get(TARGET)
@@ -95,8 +97,33 @@ def _learn(args, kwargs):
         return
     from tensorflow.python.framework import ops
     if isinstance(writer, ops.EagerTensor):   # a graph-mode handle is its session's to flush
-        _state["handles"].append(weakref.ref(writer))
+        owner = _writer_object()
+        if owner is not None:
+            _state["writers"].append(weakref.ref(owner))
+        else:
+            _state["handles"].append(weakref.ref(writer))
     tail_for(run).watch(value, learned=True)
+
+
+def _writer_object():
+    """The tf.summary writer whose constructor is creating the resource: the `self` of a
+    frame a little above the patched function (TF calls it from the writer's __init__)."""
+    frame = None
+    try:
+        from tensorflow.python.ops import summary_ops_v2
+        frame = sys._getframe(3)   # _writer_object <- _learn <- the patch <- TF
+        for _ in range(FRAMES):
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, summary_ops_v2.SummaryWriter):
+                return owner
+            frame = frame.f_back
+        return None
+    except Exception:   # TF laid out otherwise: the handle is kept instead
+        return None
+    finally:
+        del frame
 
 
 def _value(logdir):
@@ -116,18 +143,29 @@ def _value(logdir):
 
 
 def flush_writers():
-    """Flushes every writer created while the patch was on and still open; returns how many."""
+    """Flushes every writer created while the patch was on and still open; returns how many.
+    A writer that was closed or collected is skipped: its resource is gone (TF flushed it)."""
+    writers = [w for w in (ref() for ref in _state["writers"]) if w is not None]
     handles = [h for h in (ref() for ref in _state["handles"]) if h is not None]
+    flushed = 0
+    for writer in writers:
+        if getattr(writer, "_closed", False):
+            continue
+        try:
+            writer.flush()
+            flushed += 1
+        except Exception as e:
+            log.warning("tfblackbox: could not flush a TF summary writer (%s: %s); events it "
+                        "still held may be missing", type(e).__name__, e)
     if not handles:
-        return 0
+        return flushed
     try:
         import tensorflow as tf
         from tensorflow.python.framework import errors
         from tensorflow.python.ops import gen_summary_ops
     except Exception as e:
         log.warning("tfblackbox: cannot flush TF's summary writers (%s)", e)
-        return 0
-    flushed = 0
+        return flushed
     for handle in handles:
         try:
             with tf.device("cpu:0"):

@@ -1,127 +1,100 @@
-"""A background thread per run that tails the tfevents files under the watched logdirs.
+"""The tfevents capture: what the run's record tail (record_tail.py) reads under the watched
+logdirs, and how their records become rows.
 
-Every poll (POLL_SECS) it walks each watched logdir, picks up new event files (rotations, new
-writers) and reads the records each file gained since the last poll; a half-written last
-record waits for the next poll. The records go to the run's writer in chunks of up to
-JOB_BYTES, decoded there (tfevents_decode.py); at most a quarter of the writer's queue is
-ours at once, so the tail never crowds out the hooks' items, and records the queue cannot
-take yet wait in memory for the next poll (the file still has them too).
+Every poll the tail walks each watched logdir and picks up new event files (rotations, new
+writers, subdirectories); their records are decoded on the writer thread
+(tfevents_decode.py) into the usual tables, and kept raw. Tags get the file's directory
+below the logdir (and, for a second unrelated logdir, its path below the common parent). A
+resumed attempt goes on in each file where the store's records of earlier attempts end.
 
-Bad input never stops training: a logdir that disappears, a file removed or truncated, a
-corrupt record, a file that grows after a newer one appeared in its directory (TensorBoard
-no longer reads it) -- each is logged once as a warning naming the file, and everything
-readable is recorded. `drain()` (run at finish, after TF's writers were flushed) reads to
-the end of every file and keeps the bytes after a damaged record, or a half-written tail,
-as an "unframed" row so the export still gives back the file as it was.
+Which files: a logdir named by `watch_tensorboard` is read whole. A logdir learned from a
+writer (sync_tensorboard) may be reused, holding earlier runs' files: the files already
+there when the tail first looks at it are recorded only if they are the run's
+(tfevents_owner.py: written by this process, or created since the run began) or an earlier
+attempt of the run recorded part of them; every file that appears after that first look is
+the run's.
+
+Bad input never stops training (record_tail.py); this capture adds two warnings, each
+logged once naming the logdir or file: a logdir that disappears (what was read stays; it is
+tailed again if it comes back), and a file that grows after a newer one appeared in its
+directory (TensorBoard no longer reads it; its records are kept).
 """
 
-import functools
 import logging
 import os
 import threading
-import time
 import weakref
 
-from tfblackbox.schema.formats import tfrecord
+from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
 from tfblackbox.schema.codecs.tfevents_restore import read_points
 
-from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
+from .record_tail import POLL_SECS, RecordTail
+from .tfevents_owner import is_the_runs
 
 log = logging.getLogger("tfblackbox")
 
-POLL_SECS = 1.0
-JOB_BYTES = 1 << 20      # record bytes per writer job
-STALL_SECS = 30.0        # drain gives up when the writer takes nothing for this long
 KERAS_DIRS = ("train", "validation")   # keras.callbacks.TensorBoard's writers' subdirs
 
 
 class _Root:
-    def __init__(self, path, prefix):
+    def __init__(self, path, prefix, learned):
         self.path, self.prefix = path, prefix
+        self.learned = learned          # from a writer (sync_tensorboard): its files sorted
+        self.looked = False             # the first look (a learned root's files sorted) done
         self.seen = self.gone = False
 
 
-class _File:
-    def __init__(self, path, src, resume=(0, 0)):
-        self.reader = tfrecord.RecordReader(path, *resume)
-        self.src = src
-        self.dir, self.name = os.path.split(path)
-        self.pending = []              # (offset, index, data) read, not yet taken by the writer
-        self.corrupt_at = None
-        self.stopped = self.missing = self.had_records = False
+class TfeventsTail(RecordTail):
+    what, thread_name = "tfevents", "tfevents"
 
-
-class TfeventsTail:
     def __init__(self, run, poll_secs=POLL_SECS):
-        self.run = run
-        self.poll_secs = poll_secs
+        super().__init__(run, poll_secs)
         self.roots = []
-        self.files = {}
-        self.records = 0               # records handed to the writer
         self._roots_lock = threading.Lock()
-        self._lock = threading.RLock()  # one poll at a time
-        self._cond = threading.Condition()
-        self._inflight = 0
-        queue = getattr(getattr(run, "writer", None), "max_queue_bytes", 32 << 20)
-        self._budget = max(JOB_BYTES, queue // 4)
         self._resume = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = None
+        self._had_records = set()      # paths of the files that gave records
+        self._whole = []               # paths watch_tensorboard named: every file recorded
+        self._skipped = set()          # paths of files under learned logdirs not the run's
+        record = getattr(run, "record", None)
+        self._since = getattr(record, "started_at", None)   # when the run began
 
     # -- what to watch ------------------------------------------------------------------------
 
     def watch(self, logdir, learned=False):
         """Watches `logdir` (and its subdirectories). A logdir learned from a writer and named
         like a Keras TensorBoard writer's (train/, validation/) is watched from its parent, so
-        their tags become "train/..." and "validation/..."."""
+        their tags become "train/..." and "validation/...". Every file under a logdir that is
+        not `learned` is recorded, also where a learned logdir covers it. True if `logdir`
+        is a new root (not under one watched already)."""
         path = os.path.abspath(os.fspath(logdir))
         if learned and os.path.basename(path) in KERAS_DIRS:
             path = os.path.dirname(path)
         with self._roots_lock:
-            if any(path == r.path or path.startswith(r.path.rstrip(os.sep) + os.sep)
-                   for r in self.roots):
+            if not learned and not any(_under(path, p) for p in self._whole):
+                self._whole.append(path)
+                self._skipped = {p for p in self._skipped if not _under(p, path)}
+            if any(_under(path, r.path) for r in self.roots):
+                self.wake()
                 return False
             prefix = ""
             if self.roots:   # tags of a second logdir must not collide with the first's
                 common = os.path.commonpath([self.roots[0].path, path])
                 rel = os.path.relpath(path, common)
                 prefix = "" if rel == "." else rel.replace(os.sep, "/")
-            self.roots.append(_Root(path, prefix))
+            self.roots.append(_Root(path, prefix, learned))
         log.info("tfblackbox: run %s: watching tfevents under %s%s", self.run.run_id, path,
                  f" (tags under {prefix}/)" if prefix else "")
         self.start()
-        self._wake.set()
+        self.wake()
         return True
 
-    def start(self):
-        if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name=f"tfblackbox-tfevents-{self.run.run_id}")
-            self._thread.start()
+    # -- the capture's part of a poll -----------------------------------------------------------
 
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                self.poll()
-            except Exception as e:   # never take training down; try again next poll
-                log.error("tfblackbox: tailing tfevents failed (retrying): %s: %s",
-                          type(e).__name__, e)
-            self._wake.wait(self.poll_secs)
-            self._wake.clear()
-
-    # -- one poll -------------------------------------------------------------------------------
-
-    def poll(self):
-        """Finds new files, reads what every file gained; returns the records read."""
-        with self._lock:
-            self._scan()
-            return sum(self._read(self.files[p]) for p in sorted(self.files))
-
-    def _scan(self):
+    def new_files(self):
         with self._roots_lock:
             roots = list(self.roots)
         for root in roots:
+            first_look, root.looked = not root.looked, True
             if not os.path.isdir(root.path):
                 if root.seen and not root.gone:
                     log.warning("tfblackbox: logdir %s disappeared; what was read from it is "
@@ -131,18 +104,41 @@ class TfeventsTail:
             if root.gone:
                 log.warning("tfblackbox: logdir %s is back; tailing it again", root.path)
             root.seen, root.gone = True, False
+            skipped = []
             for dirpath, _dirs, names in os.walk(root.path):
                 for name in names:
                     path = os.path.join(dirpath, name)
-                    if "tfevents" in name and path not in self.files:
-                        self._add(path, root, dirpath, name)
+                    if "tfevents" not in name or path in self.files or path in self._skipped:
+                        continue
+                    resume = self._resume_point(path)
+                    if first_look and root.learned and not self._the_runs(path, resume):
+                        skipped.append(path)
+                        continue
+                    yield path, self._source(path, root, dirpath, name), resume
+            if skipped:
+                self._skip(root, skipped)
 
-    def _add(self, path, root, dirpath, name):
+    def _the_runs(self, path, resume):
+        """Whether a file found at the first look at a learned logdir is the run's."""
+        with self._roots_lock:
+            whole = any(_under(path, p) for p in self._whole)
+        return (whole or self._since is None or resume != (0, 0)
+                or is_the_runs(path, self._since))
+
+    def _skip(self, root, paths):
+        with self._roots_lock:
+            self._skipped.update(p for p in paths if not any(_under(p, w) for w in self._whole))
+        log.info("tfblackbox: run %s: %d event file(s) under %s are an earlier run's (made "
+                 "before this run began, not by this process) and are not recorded (%s%s); "
+                 "recorder.watch_tensorboard(%r) would record them", self.run.run_id,
+                 len(paths), root.path, os.path.relpath(paths[0], root.path),
+                 ", ..." if len(paths) > 1 else "", root.path)
+
+    def _source(self, path, root, dirpath, name):
         rel = os.path.relpath(dirpath, root.path)
         parts = [p for p in (root.prefix, "" if rel == "." else rel.replace(os.sep, "/")) if p]
         namespace = "/".join(parts)
-        src = FileSource(path, f"{namespace}/{name}" if namespace else name, namespace)
-        self.files[path] = _File(path, src, self._resume_point(path))
+        return FileSource(path, f"{namespace}/{name}" if namespace else name, namespace)
 
     def _resume_point(self, path):
         """(offset, index) an earlier attempt of this run read the file up to, else (0, 0)."""
@@ -156,172 +152,31 @@ class TfeventsTail:
                                 "attempts recorded (%s); files are read from the start", e)
         return self._resume.get(path, (0, 0))
 
-    def _read(self, f):
-        if f.stopped or not self._submit(f):
-            return 0
-        n = 0
-        while True:
-            if self._inflight >= self._budget:
-                return n   # the writer is behind: leave the bytes in the file for now
-            try:
-                batch = f.reader.read()
-            except FileNotFoundError:
-                if not f.missing:
-                    f.missing = True
-                    log.warning("tfblackbox: %s was removed after %d of its bytes were read; "
-                                "those records are kept", f.reader.path, f.reader.offset)
-                return n
-            except tfrecord.CorruptRecordError as e:
-                f.corrupt_at, f.stopped = e.offset, True
-                log.warning("tfblackbox: %s; the records before it are recorded and its "
-                            "remaining bytes are kept unframed at finish", e)
-                return n
-            except tfrecord.FileShrankError as e:
-                f.stopped = True
-                log.warning("tfblackbox: %s; what was read before is recorded, the file is "
-                            "no longer tailed", e)
-                return n
-            except OSError as e:
-                f.src.warn_once("oserror", "cannot read %s (%s); retrying", f.reader.path, e)
-                return n
-            f.missing = False
-            if not batch:
-                return n
-            self._check_rotation(f)
-            first = f.reader.index - len(batch)
-            f.pending.extend((off, first + i, data) for i, (off, data) in enumerate(batch))
-            n += len(batch)
-            if not self._submit(f):
-                return n
-
-    def _check_rotation(self, f):
+    def gained(self, f):
         """Warns when a file that was read before grows after a newer one had records."""
-        grew = f.had_records
-        f.had_records = True
-        newer = [g for g in self.files.values()
-                 if g.dir == f.dir and g.name > f.name and g.had_records]
+        grew = f.path in self._had_records
+        self._had_records.add(f.path)
+        folder, name = os.path.split(f.path)
+        newer = [g for g in self._had_records
+                 if os.path.dirname(g) == folder and os.path.basename(g) > name]
         if grew and newer:
-            f.src.warn_once("rotation", "%s grew after the newer event file %s appeared in its "
-                            "directory; its new records are recorded, but TensorBoard reads "
-                            "only the newest file of a directory and will not show them",
-                            f.reader.path, newer[0].name)
+            f.warn_once("rotation", "%s grew after the newer event file %s appeared in its "
+                        "directory; its new records are recorded, but TensorBoard reads "
+                        "only the newest file of a directory and will not show them",
+                        f.path, os.path.basename(min(newer)))
 
-    def _submit(self, f):
-        """Hands f's pending records to the writer in chunks; False if it cannot take more."""
-        while f.pending:
-            chunk, n = [], 0
-            for rec in f.pending:
-                if chunk and n + len(rec[2]) > JOB_BYTES:
-                    break
-                chunk.append(rec)
-                n += len(rec[2])
-            with self._cond:
-                if self._inflight and self._inflight + n > self._budget:
-                    return False
-                self._inflight += n
-            if not self.run.submit(functools.partial(self._job, f.src, chunk, n), n):
-                self._done(n)
-                return False
-            del f.pending[:len(chunk)]
-            self.records += len(chunk)
-        return True
+    def rows(self, src, records, buffers):
+        decode_records(src, records, buffers)
 
-    def _job(self, src, chunk, n, buffers):
-        try:
-            decode_records(src, chunk, buffers)
-        finally:
-            self._done(n)
-
-    def _done(self, n):
-        with self._cond:
-            self._inflight -= n
-            self._cond.notify_all()
-
-    # -- the end ----------------------------------------------------------------------------------
-
-    def drain(self, timeout=None):
-        """Stops the thread and hands the writer everything the files hold now."""
-        self._stop.set()
-        self._wake.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self._thread is not None:
-            self._thread.join(timeout)
-        with self._lock:
-            refused = None   # since when the writer's queue has refused our records
-            while True:
-                if not self._settle(deadline):
-                    return
-                got = self.poll()   # with nothing in flight: every file is read this time
-                waiting = sum(len(f.pending) for f in self.files.values())
-                if not got and not waiting:
-                    break
-                if self._inflight or got:
-                    refused = None
-                    continue
-                now = time.monotonic()   # other items fill the writer's queue
-                refused = refused or now
-                if now - refused > STALL_SECS or (deadline is not None and now > deadline):
-                    log.warning("tfblackbox: run %s: tfevents drain stopped: the writer's "
-                                "queue refused %d records for %.0f s", self.run.run_id,
-                                waiting, now - refused)
-                    return
-                time.sleep(0.05)
-            for f in self.files.values():
-                self._keep_rest(f, deadline)
-
-    def _settle(self, deadline):
-        """Waits until the writer has taken every job of ours; False (with a warning) if it
-        takes none for STALL_SECS -- it is closed or failed (its error is the run's) -- or
-        the deadline passes."""
-        with self._cond:
-            left = self._inflight
-            progress = time.monotonic()
-            while self._inflight:
-                now = time.monotonic()
-                if self._inflight != left:
-                    left, progress = self._inflight, now
-                if now - progress > STALL_SECS or (deadline is not None and now > deadline):
-                    waiting = sum(len(f.pending) for f in self.files.values())
-                    log.warning("tfblackbox: run %s: tfevents drain stopped: the writer took "
-                                "none of %d bytes of records for %.0f s (%d more records "
-                                "waiting)", self.run.run_id, self._inflight, now - progress,
-                                waiting)
-                    return False
-                self._cond.wait(0.1)
-        return True
-
-    def _keep_rest(self, f, deadline):
-        start = f.corrupt_at
-        if start is None:
-            if f.stopped or f.missing or f.reader.partial <= 0:
-                return
-            start = f.reader.offset
-            log.warning("tfblackbox: %s ends with %d bytes of an incomplete record (its writer "
-                        "stopped mid-record?); they are kept unframed", f.reader.path,
-                        f.reader.partial)
-        try:
-            with open(f.reader.path, "rb") as fh:
-                fh.seek(start)
-                data = fh.read()
-        except OSError as e:
-            log.warning("tfblackbox: could not keep the rest of %s: %s", f.reader.path, e)
-            return
-        if not data:
-            return
-        job = functools.partial(_unframed_job, f.src, start, data)
-        while not self.run.submit(job, len(data)):
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("tfblackbox: the last %d bytes of %s could not be recorded",
-                            len(data), f.reader.path)
-                return
-            time.sleep(0.05)
+    def unframed(self, src, offset, index, data, buffers):
+        add_unframed(src, offset, data, buffers)
 
 
-def _unframed_job(src, offset, data, buffers):
-    add_unframed(src, offset, data, buffers)
+def _under(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-_tails = weakref.WeakKeyDictionary()
+_tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _tails_lock = threading.Lock()
 
 

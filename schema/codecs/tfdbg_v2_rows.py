@@ -1,6 +1,6 @@
 """tfdbg v2 records -> `tfdbg2_records` and `tfdbg2_blobs` rows (schema/tables/tfdbg_v2.py).
 
-The recorder's writer thread (recorder/tf2/debug_v2_tail.py) and `import-dumps` build their
+The recorder's writer thread (recorder/tf2/tfdbg_v2_tail.py) and `import-dumps` build their
 rows here, so both make the very same rows. A source file's lines go to `tfdbg2_blobs` once
 per sha256 across the whole store: `BlobIndex` knows the hashes every run's segments hold
 (read once) plus those added since; the record keeps the bytes around them.

@@ -2,7 +2,7 @@
 
 A session calls TF's own `enable_dump_debug_info` with a dump root the recorder owns (a fresh
 staging dir, staging.py), so TF instruments and writes exactly as it would for the user, and
-a tail thread (debug_v2_tail.py) moves the records into the store as they reach the files.
+a tail thread (tfdbg_v2_tail.py) moves the records into the store as they reach the files.
 TF keeps the newest `circular_buffer_size` executions and graph execution traces in memory
 and writes them only when flushed; the recorder flushes them (the non-execution files first,
 so the graphs a trace names are on file before it) on `recorder.flush()`, at `finish` and at
@@ -23,15 +23,16 @@ from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.codecs.tfdbg_v2_rows import BlobIndex
 
 from . import staging
-from .debug_v2_tail import DebugV2Tail
+from .tfdbg_v2_tail import TfdbgV2Tail
 
 log = logging.getLogger("tfblackbox")
 
 MODES = ("NO_TENSOR", "CURT_HEALTH", "CONCISE_HEALTH", "FULL_HEALTH", "SHAPE", "FULL_TENSOR")
 
-_sessions = weakref.WeakKeyDictionary()      # run -> its active _Session
-_finishing = weakref.WeakSet()               # runs whose finish closes their session
-_blobs = weakref.WeakKeyDictionary()         # run -> BlobIndex shared by its sessions
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # run -> its active _Session
+_finishing: weakref.WeakSet = weakref.WeakSet()   # runs whose finish closes their session
+# run -> the BlobIndex its sessions share
+_blobs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -57,7 +58,7 @@ class _Session:
             staging.remove(self.dump_root)
             raise
         self.tfdbg_run_id = dumping_callback._state.dumping_callback.tfdbg_run_id
-        self.tail = DebugV2Tail(run, self.dump_root, self.tfdbg_run_id, max_bytes, blobs=blobs)
+        self.tail = TfdbgV2Tail(run, self.dump_root, self.tfdbg_run_id, max_bytes, blobs=blobs)
         # registered after TF's own atexit disable, so it runs first: TF's Close() would
         # flush the buffers, but our close must see the writer still open to do it itself
         atexit.register(self._at_exit)
@@ -168,7 +169,8 @@ def enable(run, tensor_debug_mode="NO_TENSOR", circular_buffer_size=1000, op_reg
                                             op_regex, tensor_dtypes, max_bytes, blobs)
         if run not in _finishing:
             _finishing.add(run)
-            run.add_finish_callback(lambda timeout=None, r=weakref.ref(run): _close(r(), timeout))
+            ref = weakref.ref(run)    # the callback must not keep the run alive
+            run.add_finish_callback(lambda timeout=None: _close(ref(), timeout))
         return session.writer
 
 
