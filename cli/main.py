@@ -5,9 +5,12 @@ import-tfevents` and `replay`.
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
 """
 
+from __future__ import annotations
+
 import argparse
 import io
 import os
+from collections.abc import Sequence
 import sys
 
 from .exits import EXIT_CLOSED_STDOUT, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
@@ -112,11 +115,11 @@ def _arrow_pool():
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     return _quiet_on_closed_stdout(_main, argv)
 
 
-def replay_main(argv=None):
+def replay_main(argv: Sequence[str] | None = None) -> int:
     """The `replay` console script: `replay --store DIR --to wandb ...`."""
     return _quiet_on_closed_stdout(_replay_main, argv)
 

@@ -13,8 +13,11 @@ loop can use them). The hooks and callbacks need it; they are imported on first 
 clearly when TensorFlow is missing.
 """
 
+from __future__ import annotations
+
 import importlib
 import importlib.util as _ilu
+from typing import Any
 
 from .run import Run, active_run, finish, get_or_start_run, init
 from .values import Histogram
@@ -29,7 +32,7 @@ TF_MISSING = ("tfblackbox.recorder.{name} needs TensorFlow, which is not install
               "tensorflow-cpu build); recorder.init/log/finish work without it")
 
 
-def require_tensorflow(name, modules=("tensorflow",)):
+def require_tensorflow(name: str, modules: tuple[str, ...] = ("tensorflow",)) -> None:
     """Raises ImportError with the install hint if TensorFlow (or Keras) cannot be found."""
     for module in modules:
         try:
@@ -40,7 +43,7 @@ def require_tensorflow(name, modules=("tensorflow",)):
             raise ImportError(TF_MISSING.format(name=name))
 
 
-def flush(timeout=None):
+def flush(timeout: float | None = None) -> None:
     """Blocks until everything the active run recorded so far is in the store (with tfdbg v2
     recording on, what TF's circular buffers hold is written out and recorded first)."""
     run = active_run()
@@ -50,8 +53,9 @@ def flush(timeout=None):
         run.flush(timeout)
 
 
-def enable_dump_debug_info(tensor_debug_mode="NO_TENSOR", circular_buffer_size=1000,
-                           op_regex=None, tensor_dtypes=None, *, max_bytes=None):
+def enable_dump_debug_info(tensor_debug_mode: str = "NO_TENSOR", circular_buffer_size: int = 1000,
+                           op_regex: str | None = None, tensor_dtypes: Any = None, *,
+                           max_bytes: int | None = None) -> Any:
     """tf.debugging.experimental.enable_dump_debug_info, recorded into the active run (or a
     new one) instead of a dump root: every DebugEvent record TF writes goes into the store,
     and `replay --to debug-dump` rebuilds the dump root for DebugDataReader. `max_bytes`
@@ -63,7 +67,7 @@ def enable_dump_debug_info(tensor_debug_mode="NO_TENSOR", circular_buffer_size=1
                            op_regex, tensor_dtypes, max_bytes)
 
 
-def disable_dump_debug_info():
+def disable_dump_debug_info() -> dict | None:
     """Stops tfdbg v2 recording (call it on the thread that enabled it); everything TF wrote,
     its circular buffers included, is recorded. Returns what was recorded, or None."""
     run = active_run()
@@ -73,7 +77,7 @@ def disable_dump_debug_info():
     return tfdbg_v2.disable(run)
 
 
-def watch_tensorboard(logdir, run=None):
+def watch_tensorboard(logdir: str, run: Run | None = None) -> None:
     """Records every tfevents file under `logdir` (now and as they appear) into `run` (default:
     the active run, or a new one), as `init(sync_tensorboard=True)` does for the logdirs that
     tf.summary writers open."""
@@ -81,13 +85,14 @@ def watch_tensorboard(logdir, run=None):
     tail_for(run if run is not None else get_or_start_run()).watch(logdir)
 
 
-def log(data, step=None, commit=None):
+def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
     """wandb.log for the active run (a run with defaults is started if there is none)."""
     get_or_start_run().log(data, step=step, commit=commit)
 
 
-def define_metric(name, step_metric=None, step_sync=None, hidden=None, summary=None,
-                  overwrite=None):
+def define_metric(name: str, step_metric: str | None = None, step_sync: bool | None = None,
+                  hidden: bool | None = None, summary: str | None = None,
+                  overwrite: bool | None = None) -> Any:
     """wandb.define_metric for the active run."""
     return get_or_start_run().define_metric(name, step_metric=step_metric, step_sync=step_sync,
                                             hidden=hidden, summary=summary, overwrite=overwrite)

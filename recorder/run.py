@@ -5,11 +5,15 @@ attempt with its own Writer. Status is running until `finish`; a process that di
 running, and `tfblackbox runs` shows it so with its last heartbeat.
 """
 
+from __future__ import annotations
+
 import atexit
 import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 from tfblackbox.schema import BlackboxError, Store, WriterError, compact
 from tfblackbox.schema.errors import RunExistsError
@@ -75,7 +79,7 @@ class Run(RunLogging):
     def _report(self, err):
         log.error("tfblackbox: run %s: %s (training goes on)", self.run_id, err)
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: float | None = None) -> None:
         """Blocks until everything recorded so far is in registered segments."""
         self._flush_logging()
         self.writer.flush(timeout)
@@ -89,7 +93,7 @@ class Run(RunLogging):
         superseded by this one's."""
         self.store.note_writer(self.writer_id, first_step=int(step))
 
-    def finish(self, exit_code=0, timeout=None):
+    def finish(self, exit_code: int = 0, timeout: float | None = None) -> None:
         """Flushes, closes the writer and marks the run finished (0) or failed (non-zero).
 
         Every step is tried even when one before it failed (a full disk, a store that
@@ -171,10 +175,13 @@ class Run(RunLogging):
         return f"<tfblackbox Run {self.run_id} in {self.store.root}>"
 
 
-def init(store=None, project=None, name=None, config=None, tags=None, notes=None, group=None,
-         run_id=None, resume=None, catalog_url=None, sync_tensorboard=False, data=None,
-         console="auto", job_type=None, save_code=False, stats_interval=STATS_INTERVAL,
-         **writer_options):
+def init(store: str | os.PathLike | None = None, project: str | None = None,
+         name: str | None = None, config: Any = None, tags: Sequence[str] | None = None,
+         notes: str | None = None, group: str | None = None, run_id: str | None = None,
+         resume: bool | str | None = None, catalog_url: str | None = None,
+         sync_tensorboard: bool = False, data: str | None = None, console: str = "auto",
+         job_type: str | None = None, save_code: bool = False,
+         stats_interval: float = STATS_INTERVAL, **writer_options: Any) -> Run:
     """Starts (or resumes) a run and makes it the active one; returns the Run.
 
     store: a directory (SQLite catalog in it) or a SQLAlchemy URL
@@ -296,17 +303,17 @@ def _config_to_dict(config):
     raise BlackboxError(f"config must be a dict (or namespace), got {type(config).__name__}")
 
 
-def active_run():
+def active_run() -> Run | None:
     return _active if _active is not None and not _active.finished else None
 
 
-def get_or_start_run():
+def get_or_start_run() -> Run:
     """The active run, or a new one with defaults (store from TFBLACKBOX_STORE)."""
     run = active_run()
     return run if run is not None else init()
 
 
-def finish(exit_code=0, timeout=None):
+def finish(exit_code: int = 0, timeout: float | None = None) -> None:
     with _lock:
         _finish_locked(exit_code, timeout)
 

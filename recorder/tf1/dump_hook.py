@@ -44,12 +44,16 @@ then seals that run's partial dumps (status 'error') and writes what is queued w
 finishes (recorder.finish, or at exit).
 """
 
+from __future__ import annotations
+
 import itertools
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -102,10 +106,13 @@ def _parse_steps(steps):
 
 
 class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
-    def __init__(self, store=None, watch_fn=None, thread_name_filter=None, *, every_n_steps=1,
-                 steps=None, max_bytes=None, staging_dir=None, max_pending=1024,
-                 max_pending_bytes=256 << 20, capture=None, keep_last=None,
-                 persist_on=("nan", "exception"), after=0, max_ring_bytes=None):
+    def __init__(self, store: Any = None, watch_fn: Callable | None = None,
+                 thread_name_filter: str | None = None, *, every_n_steps: int = 1,
+                 steps: Sequence | None = None, max_bytes: int | None = None,
+                 staging_dir: str | None = None, max_pending: int = 1024,
+                 max_pending_bytes: int = 256 << 20, capture: str | None = None,
+                 keep_last: int | None = None, persist_on: Sequence = ("nan", "exception"),
+                 after: int = 0, max_ring_bytes: int | None = None) -> None:
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r}; expected a positive integer")
         if watch_fn is not None and not callable(watch_fn):
@@ -138,10 +145,10 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         self.max_ring_bytes = max_ring_bytes or blackbox.default_max_ring_bytes()
         self._triggers = blackbox.Triggers(persist_on) if keep_last is not None else None
         self._box = None
-        self._fired = []              # every trigger fired, across sessions (hook.triggers)
+        self._fired: list = []        # every trigger fired, across sessions (hook.triggers)
         self._signals = None
         self._values = {}             # tag -> the recorder's copy of a scalar summary
-        self._open = {}               # thread slot -> its dumped run in progress
+        self._open: dict = {}         # thread slot -> its dumped run in progress
         self._run = self._finishing_with = None
         self._capture = None
         self._local = threading.local()

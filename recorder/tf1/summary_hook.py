@@ -6,9 +6,12 @@ the global step at which the session.run began (the step the train op was applie
 exactly (global_step.py); SummarySaverHook labels the same summary with that value + 1.
 """
 
+from __future__ import annotations
+
 import functools
 import logging
 import time
+from typing import Any
 
 import tensorflow as tf
 
@@ -20,7 +23,8 @@ log = logging.getLogger("tfblackbox")
 
 
 class SummaryHook(tf.compat.v1.train.SessionRunHook):
-    def __init__(self, summary_op=None, steps_per_log=1000, history=None):
+    def __init__(self, summary_op: Any = None, steps_per_log: int = 1000,
+                 history: Any = None) -> None:
         if int(steps_per_log) < 1:
             raise ValueError(f"steps_per_log={steps_per_log!r}; expected a positive integer")
         self._summary_op = summary_op

@@ -16,9 +16,12 @@ counts are recorded once per run (run_events "model"). With log_freq="epoch" the
 batch hook turns that off even when it logs nothing).
 """
 
+from __future__ import annotations
+
 import io
 import logging
 import threading
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,8 +34,8 @@ log = logging.getLogger("tfblackbox")
 
 
 class MetricsLogger(keras.callbacks.Callback):
-    def __init__(self, log_freq="epoch", initial_global_step=0, histogram_freq=0, run=None,
-                 *args, **kwargs):
+    def __init__(self, log_freq: str | int = "epoch", initial_global_step: int = 0,
+                 histogram_freq: int = 0, run: Any = None, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if log_freq == "batch":
             log_freq = 1
@@ -53,7 +56,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self._step_lock = threading.Lock()
         self._lr_warned = False
         self._lr_key, self._lr_var = None, None
-        self._models = set()
+        self._models: set = set()
         # only batch logging needs the batch ends in order, on the training thread
         self.async_safe = not self.logging_batch_wise
         if self.logging_batch_wise:

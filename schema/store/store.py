@@ -7,8 +7,12 @@ several attempts of a run (resumed from an older checkpoint) they keep the lates
 rows.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +25,7 @@ from . import runs as run_writes
 from . import triggers as trigger_rows
 from .data_location import DataLocation
 from ..errors import NotAStoreError, ReadOnlyStoreError, RunNotFoundError, StoreDamageError
-from .records import run_record, task_order, writer_record
+from .records import RunRecord, WriterRecord, run_record, task_order, writer_record
 from ..tables import schema_of
 
 CATALOG_FILE = opening.CATALOG_FILE
@@ -48,7 +52,8 @@ class Store:
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path, catalog_url=None, data=None):
+    def create(cls, path: str | os.PathLike, catalog_url: str | None = None,
+               data: str | None = None) -> Store:
         """Creates a store, or opens the one there (to write). `path` is a directory (SQLite
         catalog in it) or a SQLAlchemy URL (`postgresql+psycopg://user@host/db`); `data` is
         where the Parquet files go (default: the directory; required for a new store at a
@@ -70,7 +75,8 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path, catalog_url=None, access="read", clean_orphans=True, _creating=False):
+    def open(cls, path: str | os.PathLike, catalog_url: str | None = None, access: str = "read",
+             clean_orphans: bool = True, _creating: bool = False) -> Store:
         """Opens an existing store; refuses a non-store or a store of a newer format.
 
         access="read" (the default): changes nothing. The catalog is opened read-only (the
@@ -102,7 +108,7 @@ class Store:
         return store
 
     @staticmethod
-    def upgrade(path, catalog_url=None):
+    def upgrade(path: str | os.PathLike, catalog_url: str | None = None) -> dict:
         """Upgrades an older store to this format in place (`tfblackbox upgrade`), after
         keeping a copy of a SQLite catalog; a store at this format is left as it is. Returns
         {"store", "format_before", "format_after", "backup" (None: none made)}."""
@@ -131,7 +137,7 @@ class Store:
             return cat.display_url(spec) == self.catalog.shown
         return self.directory is not None and os.path.abspath(spec) == self.directory
 
-    def close(self):
+    def close(self) -> None:
         if self._cursor_catalog is not None and self._cursor_catalog is not self.catalog:
             self._cursor_catalog.dispose()
         self.catalog.dispose()
@@ -180,7 +186,7 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def runs(self, project=None):
+    def runs(self, project: str | None = None) -> list[RunRecord]:
         """Run records in the order they started; the runs of one multi-worker group stand
         together where its first run started, the chief's first (records.task_order)."""
         def read(s):
@@ -190,7 +196,7 @@ class Store:
             return [run_record(r) for r in s.scalars(q)]
         return task_order(self.catalog.read(read))
 
-    def run(self, run_id):
+    def run(self, run_id: str) -> RunRecord:
         def read(s):
             row = s.get(cat.RunRow, run_id)
             if row is not None:
@@ -201,17 +207,18 @@ class Store:
                 f"{', '.join(known[:20]) or 'none'})")
         return self.catalog.read(read)
 
-    def has_run(self, run_id):
+    def has_run(self, run_id: str) -> bool:
         return self.catalog.read(lambda s: s.get(cat.RunRow, run_id) is not None)
 
-    def writers(self, run_id):
+    def writers(self, run_id: str) -> list[WriterRecord]:
         def read(s):
             q = cat.select(cat.WriterRow).where(cat.WriterRow.run_id == run_id).order_by(
                 cat.WriterRow.attempt)
             return [writer_record(w) for w in s.scalars(q)]
         return self.catalog.read(read)
 
-    def segments(self, run_id=None, table=None):
+    def segments(self, run_id: str | None = None,
+                 table: str | None = None) -> list[segments.SegmentRecord]:
         def read(s):
             q = cat.select(cat.SegmentRow).order_by(cat.SegmentRow.segment_id)
             if run_id is not None:
@@ -250,7 +257,9 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, run_id, table, columns=None, latest_only=True, steps=None):
+    def read(self, run_id: str, table: str, columns: Sequence[str] | None = None,
+             latest_only: bool = True,
+             steps: tuple[int | None, int | None] | None = None) -> pa.Table:
         """All registered rows of one run's table as a pyarrow.Table sorted by step.
 
         `steps=(lo, hi)` keeps lo <= step < hi (either may be None). With `latest_only`, rows an
@@ -271,16 +280,16 @@ class Store:
             result = result.select(columns)
         return result
 
-    def scalars(self, run_id, **kw):
+    def scalars(self, run_id: str, **kw: Any) -> pa.Table:
         return self.read(run_id, "scalars", **kw)
 
-    def histograms(self, run_id, **kw):
+    def histograms(self, run_id: str, **kw: Any) -> pa.Table:
         return self.read(run_id, "histograms", **kw)
 
-    def media(self, run_id, **kw):
+    def media(self, run_id: str, **kw: Any) -> pa.Table:
         return self.read(run_id, "media", **kw)
 
-    def tensors(self, run_id, **kw):
+    def tensors(self, run_id: str, **kw: Any) -> pa.Table:
         return self.read(run_id, "tensors", **kw)
 
     def _scan_registered(self, run_id, table, schema, steps):
@@ -325,7 +334,7 @@ class Store:
         keep = table["step"].to_numpy() < cutoff[np.clip(attempts, 0, top + 1)]
         return table if keep.all() else table.filter(pa.array(keep))
 
-    def size_bytes(self, run_id=None):
+    def size_bytes(self, run_id: str | None = None) -> int:
         return sum(g.size_bytes for g in self.segments(run_id))
 
 
