@@ -1,7 +1,7 @@
 """A TF2 training process for the tfdbg v2 tests (each test runs it as a child: the test
 process itself runs TF1 graphs with eager execution off).
 
-    python debug_v2_script.py keras|loop|modes DUMP_ROOT [--store S] [--mode M] [--buffer N]
+    python tfdbg_v2_script.py keras|loop|modes DUMP_ROOT [--store S] [--mode M] [--buffer N]
                               [--steps N] [--forever] [--flush-every K] [--max-bytes B]
                               [--no-finish] [--resume] [--finish-thread]
 

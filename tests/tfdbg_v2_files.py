@@ -1,4 +1,4 @@
-"""Helpers for the tfdbg v2 tests: run tests/debug_v2_script.py as a child, read a dump root
+"""Helpers for the tfdbg v2 tests: run tests/tfdbg_v2_script.py as a child, read a dump root
 the two ways (its files record by record, and TF's DebugDataReader), and compare two dump
 roots written by different processes with what cannot be the same taken out.
 
@@ -17,7 +17,7 @@ import sys
 from file_trees import files_under
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "debug_v2_script.py")
+SCRIPT = os.path.join(HERE, "tfdbg_v2_script.py")
 
 
 def child_env(**extra):

@@ -5,7 +5,7 @@ TF's own `enable_dump_debug_info` into a directory and once under
 `recorder.enable_dump_debug_info`. The recorded child keeps the files TF wrote for it
 (TFBLACKBOX_KEEP_STAGING=1), so the rebuild is compared with them byte for byte and
 through DebugDataReader (everything equal, ids and wall times included); against the other
-process's own dump root, what two processes can share is compared (debug_v2_files.py):
+process's own dump root, what two processes can share is compared (tfdbg_v2_files.py):
 every record with wall times and uuids taken out, and what DebugDataReader returns.
 """
 
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-import debug_v2_files as h
+import tfdbg_v2_files as h
 import no_tensorflow
 from tfblackbox.cli.main import main as cli, replay_main
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
