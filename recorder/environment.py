@@ -4,17 +4,9 @@ import os
 import platform
 import shlex
 import socket
-import subprocess
 import sys
 
-
-def git_commit(cwd=None):
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=2)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+from .system.facts import git_commit
 
 
 def tf_version():

@@ -28,6 +28,11 @@ def _git(*args, cwd=None):
     return out.stdout if out.returncode == 0 else None
 
 
+def git_commit(cwd=None):
+    out = _git("rev-parse", "HEAD", cwd=cwd)
+    return out.decode(errors="replace").strip() or None if out else None
+
+
 def git_root(cwd=None):
     out = _git("rev-parse", "--show-toplevel", cwd=cwd)
     return out.decode(errors="replace").strip() or None if out else None
@@ -89,11 +94,9 @@ def process_facts(started_at):
         "executable": sys.executable or "python3",
         "docker": os.environ.get("WANDB_DOCKER"),
     }
-    commit = _git("rev-parse", "HEAD")
-    remote = _remote_url()
+    commit, remote = git_commit(), _remote_url()
     if commit or remote:
-        facts["git"] = {k: v for k, v in (("remote_url", remote), ("commit", commit and
-                        commit.decode().strip())) if v}
+        facts["git"] = {k: v for k, v in (("remote_url", remote), ("commit", commit)) if v}
     return {k: v for k, v in facts.items() if v not in (None, "", [])}
 
 
