@@ -251,8 +251,10 @@ def _read_only_media(ws):
 
 
 def full_cases(ws, rng, quick):
+    from .disk_full_dumps import CASE, dumps_space_returns   # issue 23's case
     variants = ("full",) if quick else tuple(FULL_VARIANTS)
-    return [(v, lambda v=v: disk_full(ws, v)) for v in variants]
+    return [(v, lambda v=v: disk_full(ws, v)) for v in variants] + [
+        (CASE, lambda: dumps_space_returns(ws))]
 
 
 def ro_cases(ws, rng, quick):
