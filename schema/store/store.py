@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 from . import catalog as cat
 from . import migrate, opening, segments
 from . import runs as run_writes
+from . import losses as loss_rows
 from . import triggers as trigger_rows
 from .data_location import DataLocation
 from ..errors import NotAStoreError, RunNotFoundError, StoreDamageError
@@ -196,6 +197,9 @@ class Store:
     # triggers.py: black-box triggers that fired (DumpHook's ring mode)
     record_trigger = trigger_rows.record_trigger
     triggers = trigger_rows.triggers
+    # losses.py: rows an attempt recorded but could not store (a full disk), per table
+    note_losses = loss_rows.note_losses
+    losses = loss_rows.losses
 
     # -- reading ------------------------------------------------------------------------------
 
