@@ -121,6 +121,19 @@ class Store:
         except OSError:
             return False
 
+    def free_space(self):
+        """(bytes free, file system size) of the fuller of the file systems of the local data
+        directory and a SQLite catalog's directory; None when neither is local."""
+        found = []
+        for path in {p for p in (self.data.base if self.data.local else None, self.directory)
+                     if p}:
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            found.append((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+        return min(found) if found else None
+
     def __enter__(self):
         return self
 
