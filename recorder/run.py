@@ -105,6 +105,7 @@ class Run(RunLogging):
             lost = self.writer.unwritten_rows()
             errors.append((f"writing the last rows ({lost} row(s) not written)" if lost else
                            "writing the last rows", e))
+        self.writer.give_up()   # rows still held are lost: counted with the attempt's end
         if self.writer.dropped_jobs:
             log.warning("tfblackbox: run %s: %d recorded item(s) were dropped because the writer "
                         "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
@@ -141,6 +142,7 @@ class Run(RunLogging):
         if self.record.tf_version is None and environment.tf_version():   # imported after init
             self.store.note_run(self.run_id, tf_version=environment.tf_version())
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
+        self.store.note_losses(self.run_id, self.writer_id, self.writer.losses())
         self.store.end_attempt(self.writer_id)
 
     def _compact(self):
@@ -184,8 +186,10 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
 
     resume: None or "never" refuse an existing run_id; "allow" continues it if it exists;
     "must" requires it to exist (True means "allow"). console: "auto" (or "wrap") records
-    stdout/stderr, "off" does not. Writer options: flush_rows, flush_secs,
-    max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
+    stdout/stderr, "off" does not. Writer options: flush_rows, flush_secs, flush_bytes,
+    max_queue_bytes, on_full ("drop" or "block"), max_unwritten_bytes (memory for rows the
+    store could not take yet, default 256 MiB; past it bulk rows are dropped, counted),
+    compact_on_finish (default True).
     """
     global _active
     _check_writer_options(writer_options)   # before anything is written to the store
@@ -248,7 +252,7 @@ def init(store=None, project=None, name=None, config=None, tags=None, notes=None
 
 
 WRITER_OPTIONS = ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes", "on_full",
-                  "compact_on_finish")
+                  "max_unwritten_bytes", "compact_on_finish")
 
 
 def _check_writer_options(options):
@@ -258,7 +262,8 @@ def _check_writer_options(options):
                         f"{', '.join(WRITER_OPTIONS)}")
     if options.get("on_full", "drop") not in ("drop", "block"):
         raise ValueError(f"on_full={options['on_full']!r}; expected 'drop' or 'block'")
-    for name in ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes"):
+    for name in ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes",
+                 "max_unwritten_bytes"):
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):

@@ -59,6 +59,8 @@ class DebugV2Tail:
         # the source-file hashes known to the store: used on the writer thread only, and
         # shared by a run's sessions (what one added may not be written yet)
         self.blobs = blobs if blobs is not None else BlobIndex(run.store)
+        # source files the writer dropped before storing them are stored again when needed
+        run.writer.on_drop(lambda tables: "tfdbg2_blobs" in tables and self.blobs.forget())
         self.punch = HolePuncher()
         self._queue = collections.deque()   # (file, records, bytes) in the order to hand over
         self._queued = 0                    # record bytes in it
