@@ -76,9 +76,7 @@ def _case(ws):
                 for g in s.segments("full"):
                     sizes[g.table] = sizes.get(g.table, 0) + g.size_bytes
                 c.note("stored: " + ", ".join(f"{t} {n >> 10} KiB" for t, n in sizes.items()))
-                dumped = s.read("full", "debug_runs", columns=["step"])["step"].to_pylist()
-                c.note("dumped steps stored: {} before the disk filled, {} while full, {} after"
-                       .format(*_phases(dumped, int(freed_at))))
+                _dumps(c, s, int(freed_at))
                 _losses(c, s, store)
             finally:
                 s.close()
@@ -113,6 +111,28 @@ def _rows(c, child, s, freed_at):
     kept = sum(len(per_step.get(i, ())) for i in full)
     c.note(f"scalar rows stored: after the space returned {stored_after} of "
            f"{SCALARS * len(after)}; logged while full {kept} of {SCALARS * len(full)}")
+
+
+def _dumps(c, s, freed_at):
+    """Every dumped step in the store is whole and decodes: dropping held dumps took the
+    rows encoded against them, and the step's run row, along."""
+    from tfblackbox.schema.codecs.tfdbg_v1_codec import read_debug_tensors
+    runs = s.read("full", "debug_runs", columns=["step", "run_key", "tensor_count"])
+    tensors = read_debug_tensors(s, "full", columns=["run_key", "event"])
+    bad = [t["event"] for t in tensors if not isinstance(t["event"], bytes)]
+    c.check(not bad, f"{len(bad)} stored debug tensors do not decode (their chain lost rows): "
+                     f"{bad[:1]}")
+    per_run = {}
+    for t in tensors:
+        per_run[t["run_key"]] = per_run.get(t["run_key"], 0) + 1
+    expected = dict(zip(runs["run_key"].to_pylist(), runs["tensor_count"].to_pylist()))
+    partial = {k: (per_run.get(k, 0), n) for k, n in expected.items() if per_run.get(k, 0) != n}
+    orphans = set(per_run) - set(expected)
+    c.check(not partial, f"dumped steps stored without all their tensors (stored, dumped): "
+                         f"{dict(list(partial.items())[:3])}")
+    c.check(not orphans, f"{len(orphans)} dumped steps have tensors but no debug_runs row")
+    c.note("dumped steps stored: {} before the disk filled, {} while full, {} after"
+           .format(*_phases(runs["step"].to_pylist(), freed_at)))
 
 
 def _phases(steps, freed_at):
