@@ -17,15 +17,19 @@ from .held import CHUNK_BYTES, Held, NoRoom, check_room, write_order
 log = logging.getLogger("tfblackbox")
 
 DROP_LOG_SECS = 60.0          # drops are logged when they begin, then at most this often
+RETRY_BEFORE_DROP_SECS = 0.25  # held rows about to be dropped are first retried this often
 
 
 class Flushing:
     def _make_room(self, need):
-        """Makes what the writer holds at most max_unwritten_bytes - need: by a flush when
-        nothing failed, else (or if that flush fails) by dropping held rows."""
+        """Makes what the writer holds at most max_unwritten_bytes - need: by a flush, else
+        (it failed, or writes are failing and one was tried within RETRY_BEFORE_DROP_SECS) by
+        dropping held rows."""
         if self.held_bytes() + need <= self.max_unwritten_bytes:
             return
-        if not self._held:
+        # a drop cannot be undone: when writes were failing, try again first (space may
+        # have come back since), but not more than once a RETRY_BEFORE_DROP_SECS
+        if not self._held or time.monotonic() - self._last_write >= RETRY_BEFORE_DROP_SECS:
             self._write()
         if self.held_bytes() + need > self.max_unwritten_bytes:
             self._shed(need)
@@ -84,6 +88,7 @@ class Flushing:
         returns the exception if any table failed. After a failure no bulk table is tried
         until the next flush, and none is written into the disk's last 1% (`final`, when the
         writer closes and the metrics are written: its last MiB)."""
+        self._last_write = time.monotonic()
         failing = bool(self._held)
         self._buffered_bytes = self._column_bytes = 0
         for name, table in self._buffers.take().items():

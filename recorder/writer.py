@@ -79,6 +79,7 @@ class Writer(Flushing):
         self.rows_written = 0
         self.segments_written = 0
         self._held = Held()           # rows a write could not store, tried again when due
+        self._last_write = 0.0        # when a flush last tried to write (time.monotonic)
         self._losses_noted = {}       # the held rows' losses as the catalog has them
         self._drop_logged = None      # when drops were last logged
         self._listeners = []          # fn(tables) after rows of `tables` were dropped
@@ -227,8 +228,9 @@ class Writer(Flushing):
                     continue
                 self._run_job(job, n)
             due = held_since is not None and time.monotonic() - held_since >= self.flush_secs
-            if (markers or due or closed or self.dropped_jobs != self._dropped_noted or
-                    self.losses() != self._losses_noted):
+            # (rows dropped past the bound are noted with the next due write: it is at most
+            # flush_secs away while rows are held, and sooner would mean retries as often)
+            if markers or due or closed or self.dropped_jobs != self._dropped_noted:
                 error = self._write(final=closed or self._closing)
                 # rows a failed write kept are tried again flush_secs later, not at once
                 held_since = time.monotonic() if self._held else None

@@ -16,8 +16,8 @@ came back, so:
 import json
 import os
 
-from .common import (Checks, Child, cli, error_line, exit_text, has_traceback, not_run,
-                     open_store, spans, verify_cli)
+from .common import (Checks, Child, cli, error_line, exit_text, has_traceback,
+                     lost_training_secs, not_run, open_store, spans, verify_cli)
 
 GROUP, CASE = "disk-full", "dumps-space-returns"
 SIZE, BACK = "20m", 15 << 20          # the file system, and what comes back after FULL_SECS
@@ -108,6 +108,8 @@ def _rows(c, child, s, freed_at):
             f"{stored_after} of {SCALARS * len(after)} (steps {spans(missing)} lack some)")
     before = [i for i in logged if i < PHASE1 and len(per_step.get(i, ())) != SCALARS]
     c.check(not before, f"rows stored before the disk filled are gone: {spans(before)}")
+    c.lost_secs, _missing = lost_training_secs(child, [i for i in per_step
+                                                        if len(per_step[i]) == SCALARS])
     kept = sum(len(per_step.get(i, ())) for i in full)
     c.note(f"scalar rows stored: after the space returned {stored_after} of "
            f"{SCALARS * len(after)}; logged while full {kept} of {SCALARS * len(full)}")
