@@ -108,7 +108,8 @@ class Flushing:
             if e is not None:
                 error, stopped = error or e, True
                 self._fail(e, f"{self._held.rows_of(name)} {name} rows kept in memory, "
-                              f"retried at the next flush")
+                              f"retried at the next flush",
+                           key=(name, type(e).__name__, getattr(e, "errno", None)))
         if self.held_bytes() > self.max_unwritten_bytes:
             self._shed()
         for note in (self._note_dropped, self._note_losses):

@@ -35,6 +35,7 @@ FLUSH_SECS = 5.0             # a row's segment is written at most this long afte
 MAX_QUEUE_BYTES = 32 << 20   # bytes waiting for the writer thread (payload + JOB_OVERHEAD)
 JOB_OVERHEAD = 512            # what a queued job costs in Python objects beyond its payload
 MAX_QUEUE_JOBS = 100_000
+FAIL_REPEAT_SECS = 60.0      # a write failing the same way is reported again after this
 # The writer takes its queue every WAKE_SECS (or at once when a flush asks, or the queue passes
 # a quarter of its limits) rather than at every submit: woken per job, it took the GIL in the
 # moment the training thread let go of it in ExtendSession and decoded the step's summary
@@ -80,6 +81,7 @@ class Writer(Flushing):
         self.segments_written = 0
         self._held = Held()           # rows a write could not store, tried again when due
         self._last_write = 0.0        # when a flush last tried to write (time.monotonic)
+        self._failed = {}             # failure key -> when it was last reported (_fail)
         self._losses_noted = {}       # the held rows' losses as the catalog has them
         self._drop_logged = None      # when drops were last logged
         self._listeners = []          # fn(tables) after rows of `tables` were dropped
@@ -264,7 +266,15 @@ class Writer(Flushing):
                 self._write()
         self._make_room(0)   # the job's estimate was short
 
-    def _fail(self, exc, what):
+    def _fail(self, exc, what, key=None):
+        """Logs a failure at ERROR, keeps it for the caller's next call and records it on the
+        attempt; the same one again (`key`: a table's write failing the same way) only once
+        a FAIL_REPEAT_SECS (a full disk is retried often: held rows before a drop)."""
+        if key is not None:
+            now = time.monotonic()
+            if now - self._failed.get(key, -FAIL_REPEAT_SECS) < FAIL_REPEAT_SECS:
+                return
+            self._failed[key] = now
         log.error("tfblackbox: writer of run %s: %s: %s", self.run_id, what, exc)
         self._error = (what, exc)
         try:
