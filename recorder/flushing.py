@@ -89,15 +89,12 @@ class Flushing:
         until the next flush, and none is written into the disk's last 1% (`final`, when the
         writer closes and the metrics are written: its last MiB)."""
         self._last_write = time.monotonic()
-        failing = bool(self._held)
         self._buffered_bytes = self._column_bytes = 0
         for name, table in self._buffers.take().items():
             if name in self._streams:
                 self._stream(name, self._held.admit(name, table))
             else:
                 self._held.add(name, table)
-        if failing and self.held_bytes() > self.max_unwritten_bytes:
-            self._shed()   # the rows just taken from the buffers weigh more than estimated
         error, stopped = None, False
         for name in sorted(set(self._held.tables()) | set(self._streams), key=write_order):
             if name in self._streams:   # if it fails, its rows are held: written below
@@ -110,7 +107,7 @@ class Flushing:
                 self._fail(e, f"{self._held.rows_of(name)} {name} rows kept in memory, "
                               f"retried at the next flush",
                            key=(name, type(e).__name__, getattr(e, "errno", None)))
-        if self.held_bytes() > self.max_unwritten_bytes:
+        if self.held_bytes() > self.max_unwritten_bytes:   # only what could not be written
             self._shed()
         for note in (self._note_dropped, self._note_losses):
             try:

@@ -180,8 +180,8 @@ class Held:
                 # others copied so that the memory is freed
                 k = -(-table.num_rows * excess // table.nbytes)
                 piece[1] = table.take(pa.array(range(k, table.num_rows)))
+                self.nbytes += piece[1].nbytes - table.nbytes
                 table = table.slice(0, k)
-                self.nbytes -= table.nbytes
             else:
                 self._pieces[name].pop(0)
                 if not self._pieces[name]:

@@ -165,12 +165,15 @@ class Writer(Flushing):
         return self._held.rows()
 
     def held_bytes(self):
-        """Bytes held for rows not in the store: held after failed writes, buffered, and
-        encoded ahead (the queue has its own bound, max_queue_bytes)."""
+        """Bytes held for rows not in the store: held after failed writes, encoded ahead,
+        and buffered (the queue has its own bound, max_queue_bytes). Read in the order rows
+        move (buffers -> encoded ahead -> held) backwards, so that another thread reading
+        it while rows move never counts them twice."""
+        held = self._held.nbytes
         streams = sum(e.nbytes + sum(t.nbytes for t in list(kept))
                       for e, kept in list(self._streams.values()))
-        return (self._held.nbytes + self._column_bytes + streams +
-                sum(list(self._buffers.arrow_bytes.values())))
+        return (held + streams + sum(list(self._buffers.arrow_bytes.values())) +
+                self._column_bytes)
 
     def holding(self):
         """Whether rows a write could not store are held (and may be dropped): producers
