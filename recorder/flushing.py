@@ -37,14 +37,14 @@ class Flushing:
     def _hold_buffers(self):
         for name, table in self._buffers.take().items():
             self._held.add(name, table)
-        self._buffered_bytes = self._column_bytes = 0
+        self._buffered_bytes = self._column_bytes = self._room = 0   # Arrow weighs more
 
     def _shed(self, need=0):
         """Drops held rows (held.py: bulk first, the oldest first) until what the writer
         holds is at most max_unwritten_bytes - need; tells the listeners; logs at ERROR."""
         self._hold_buffers()
-        for name, (_encoder, kept) in list(self._streams.items()):
-            del self._streams[name]
+        for name in list(self._streams):
+            _encoder, kept = self._pop_stream(name)
             for table in kept:
                 self._held.add(name, table)
         dropped = self._held.shed(max(0, self.max_unwritten_bytes - need))
@@ -74,7 +74,8 @@ class Flushing:
                 encoder = segments.StreamEncoder(name)
             encoder.write(table)
         except Exception as e:   # its rows go the usual way: written at once at the flush
-            self._streams.pop(name, None)
+            if name in self._streams:
+                self._pop_stream(name)
             for t in kept + [table]:
                 self._held.add(name, t)
             log.warning("tfblackbox: writer of run %s: encoding %s rows ahead of the flush "
@@ -82,6 +83,13 @@ class Flushing:
             return
         kept.append(table)
         self._streams[name] = (encoder, kept)
+        self._kept_bytes += table.nbytes
+        self._room = 0   # its encoded bytes are held too: measured again at the next job
+
+    def _pop_stream(self, name):
+        encoder, kept = self._streams.pop(name)
+        self._kept_bytes -= sum(t.nbytes for t in kept)
+        return encoder, kept
 
     def _write(self, final=False):
         """Turns the buffers into segments and writes what is held, metric tables first;
@@ -89,7 +97,7 @@ class Flushing:
         until the next flush, and none is written into the disk's last 1% (`final`, when the
         writer closes and the metrics are written: its last MiB)."""
         self._last_write = time.monotonic()
-        self._buffered_bytes = self._column_bytes = 0
+        self._buffered_bytes = self._column_bytes = self._room = 0
         for name, table in self._buffers.take().items():
             if name in self._streams:
                 self._stream(name, self._held.admit(name, table))
@@ -144,7 +152,7 @@ class Flushing:
         return None
 
     def _write_stream(self, name, stopped, final):
-        encoder, kept = self._streams.pop(name)
+        encoder, kept = self._pop_stream(name)
         try:
             if not stopped:
                 encoded = encoder.finish()

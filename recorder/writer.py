@@ -89,6 +89,8 @@ class Writer(Flushing):
         # ready-made rows is encoded row group by row group between flushes, and its rows
         # are kept until it is registered, as a failed write falls back to holding them
         self._streams = {}
+        self._kept_bytes = 0          # of the Arrow tables in _streams
+        self._room = 0                # at most what the bound leaves (_run_job's fast path)
         self._buffers = ColumnBuffers(attempt)
         self._thread = threading.Thread(target=self._loop, name=f"tfblackbox-writer-{run_id}",
                                         daemon=True)
@@ -169,10 +171,9 @@ class Writer(Flushing):
         and buffered (the queue has its own bound, max_queue_bytes). Read in the order rows
         move (buffers -> encoded ahead -> held) backwards, so that another thread reading
         it while rows move never counts them twice."""
-        held = self._held.nbytes
-        streams = sum(e.nbytes + sum(t.nbytes for t in list(kept))
-                      for e, kept in list(self._streams.values()))
-        return (held + streams + sum(list(self._buffers.arrow_bytes.values())) +
+        held, kept = self._held.nbytes, self._kept_bytes
+        encoded = sum(e.nbytes for e, _k in list(self._streams.values()))
+        return (held + kept + encoded + sum(list(self._buffers.arrow_bytes.values())) +
                 self._column_bytes)
 
     def holding(self):
@@ -246,16 +247,24 @@ class Writer(Flushing):
                 return
 
     def _run_job(self, job, n):
-        # room for what the job adds (its rows' columns cost ~1/8 more than its payload)
-        self._make_room((n - JOB_OVERHEAD) * 9 // 8)
-        arrow = sum(self._buffers.arrow_bytes.values())
+        # room for what the job adds (its rows' columns cost ~1/8 more than its payload);
+        # _room, what the bound leaves less what jobs added since it was measured, spares
+        # most jobs the measuring
+        need = (n - JOB_OVERHEAD) * 9 // 8
+        if need > self._room:
+            self._make_room(need)
+            self._room = self.max_unwritten_bytes - self.held_bytes()
+        self._room -= need
+        sizes = self._buffers.arrow_bytes
+        arrow = sum(sizes.values()) if sizes else 0
         self._buffered_bytes += n - JOB_OVERHEAD
         try:
             job(self._buffers)
         except Exception as e:   # a job that cannot decode its input: count and report
             self.failed_jobs += 1
             self._fail(e, f"a recorded item could not be decoded ({self.failed_jobs} so far)")
-        arrow = sum(self._buffers.arrow_bytes.values()) - arrow
+        sizes = self._buffers.arrow_bytes
+        arrow = (sum(sizes.values()) if sizes else 0) - arrow   # what the job added as Arrow
         self._column_bytes += max(0, n - JOB_OVERHEAD - arrow)
         for name, size in list(self._buffers.arrow_bytes.items()):
             if size >= STREAM_BYTES:
@@ -267,7 +276,9 @@ class Writer(Flushing):
                 self._hold_buffers()
             else:
                 self._write()
-        self._make_room(0)   # the job's estimate was short
+        if arrow > need:   # the job's estimate was short
+            self._make_room(0)
+            self._room = 0
 
     def _fail(self, exc, what, key=None):
         """Logs a failure at ERROR, keeps it for the caller's next call and records it on the
