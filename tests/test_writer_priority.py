@@ -127,6 +127,15 @@ def test_metric_rows_go_last_when_nothing_else_is_left(small_fs):
     assert w.held_bytes() <= 64 << 10
 
 
+def test_every_table_has_a_tier():
+    """A new table (system metrics, artifacts) must say whether it is written first and
+    dropped last (schema/tables/__init__.py TIERS)."""
+    from tfblackbox.schema.tables import METRICS, TABLES, TIERS
+    assert set(TIERS) == set(TABLES)
+    assert [t for t in TIERS if TIERS[t] == METRICS] == [
+        "scalars", "histograms", "log_values", "console", "run_events"]
+
+
 def test_init_takes_max_unwritten_bytes_and_refuses_a_bad_one(tmp_path):
     with pytest.raises(ValueError, match="max_unwritten_bytes=0"):
         recorder.init(store=str(tmp_path / "s"), max_unwritten_bytes=0)
