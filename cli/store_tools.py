@@ -54,7 +54,8 @@ def describe_run(store, run_id):
     r = store.run(run_id)
     out = {"run": r.to_dict(), "size_bytes": store.size_bytes(run_id), "tables": {},
            "attempts": [w.__dict__ for w in store.writers(run_id)],
-           "triggers": [t.to_dict() for t in store.triggers(run_id)]}
+           "triggers": [t.to_dict() for t in store.triggers(run_id)],
+           "losses": [x.to_dict() for x in store.losses(run_id)]}
     for name in TABLES:
         segs = store.segments(run_id, name)
         if not segs:
@@ -96,6 +97,9 @@ def show(store_path, run_id, as_json=False):
         extra = f"  dropped={w['dropped_rows']}" if w["dropped_rows"] else ""
         extra += f"  error={w['error']}" if w["error"] else ""
         print(f"  attempt {w['attempt']}: pid {w['pid']} from step {w['first_step']}{extra}")
+        for x in info["losses"]:
+            if x["writer_id"] == w["writer_id"]:
+                print(_loss_line(x))
     attempts = {w["writer_id"]: w["attempt"] for w in info["attempts"]}
     for t in info["triggers"]:
         print(_trigger_line(t, attempts.get(t["writer_id"])))
@@ -119,6 +123,17 @@ def show(store_path, run_id, as_json=False):
         from tfblackbox.replay.tfdbg import summary_v2
         print("\n".join(summary_v2.lines(info["tfdbg_v2"])))
     return EXIT_OK
+
+
+_LOSS_REASONS = {"memory": "dropped past max_unwritten_bytes while the store could not take "
+                           "them", "finish": "still unwritten when the attempt ended"}
+
+
+def _loss_line(x):
+    """Rows of one table an attempt recorded but could not store, and why."""
+    steps = f", steps {x['first_step']}..{x['last_step']}" if x["first_step"] is not None else ""
+    return (f"    lost {x['rows']} {x['table']} rows ({_size(x['bytes'])}{steps}): "
+            f"{_LOSS_REASONS.get(x['reason'], x['reason'])}")
 
 
 def _trigger_line(t, attempt):

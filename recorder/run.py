@@ -32,6 +32,7 @@ log = logging.getLogger("tfblackbox")
 # ~15 ms of CPU per 3 000 histograms, a tenth of SummaryHook's whole overhead there)
 FINISH_COMPACT_MIN_SEGMENTS = 8
 RESUME_MODES = ("allow", "must", "never", None)
+_WHY = {"memory": "dropped past max_unwritten_bytes", "finish": "unwritten at finish"}
 CONSOLE_MODES = ("auto", "wrap", "off")
 
 _active = None
@@ -96,26 +97,26 @@ class Run(RunLogging):
     def finish(self, exit_code: int = 0, timeout: float | None = None) -> None:
         """Flushes, closes the writer and marks the run finished (0) or failed (non-zero).
 
-        Every step is tried even when one before it failed (a full disk, a store that
-        vanished), so the run is marked whenever the catalog can be written at all. Raises
-        only WriterError, after all of that, naming what failed."""
+        Never raises (as wandb's finish): every step is tried even when one before it failed
+        (a full disk, a store that vanished), so the run is marked whenever the catalog can be
+        written at all; a step that failed is logged at ERROR and recorded on the attempt, and
+        the rows that could not be stored are counted in the catalog (`losses`, reason
+        "finish"). `recorder.flush()` before finish raises WriterError for those who check."""
         if self.finished:
             return
         self.finished = True
-        self._finish_logging()
         errors = []
-        for fn in self._finish_callbacks:
+        for what, fn in [("committing the last logged row", self._finish_logging)] + [
+                ("a finish step", lambda fn=fn: fn(timeout)) for fn in self._finish_callbacks]:
             try:
-                fn(timeout)
+                fn()
             except Exception as e:   # what it would have added is missing; the rest is kept
-                log.error("tfblackbox: run %s: a finish step failed: %s: %s", self.run_id,
-                          type(e).__name__, e)
+                errors.append((what, e))
         try:
             self.writer.close(timeout)
         except Exception as e:
-            lost = self.writer.unwritten_rows()
-            errors.append((f"writing the last rows ({lost} row(s) not written)" if lost else
-                           "writing the last rows", e))
+            errors.append(("writing the last rows", e))
+        self.writer.give_up()   # rows still held are lost: counted with the attempt's end
         if self.writer.dropped_jobs:
             log.warning("tfblackbox: run %s: %d recorded item(s) were dropped because the writer "
                         "queue was full (on_full='drop')", self.run_id, self.writer.dropped_jobs)
@@ -133,11 +134,26 @@ class Run(RunLogging):
             self.record = self.store.run(self.run_id)
         except Exception:
             pass
+        self._report_finish(errors)
+
+    def _report_finish(self, errors):
+        """Logs at ERROR what finish could not do and what the attempt lost; the script goes
+        on. The first error is recorded on the attempt (when the catalog takes it: the
+        writer's own record of a failure may have found the disk full)."""
+        lost = ", ".join(f"{rows} {table} rows ({_WHY[why]})" for (table, why), (rows, *_r)
+                         in sorted(self.writer.losses().items()))
+        if lost:
+            log.error("tfblackbox: run %s: not stored: %s; counted in the catalog (`tfblackbox "
+                      "show %s`)", self.run_id, lost, self.run_id)
+        for what, e in errors:
+            log.error("tfblackbox: run %s: finish failed while %s: %s: %s (the script goes on)",
+                      self.run_id, what, type(e).__name__, e)
         if errors:
-            what, first = errors[0]
-            more = f" (and {len(errors) - 1} later step(s) failed too)" if len(errors) > 1 else ""
-            raise WriterError(f"run {self.run_id}: finish failed while {what}: {first}{more}"
-                              ) from first
+            what, e = errors[0]
+            try:
+                self.store.note_writer(self.writer_id, error=f"finish: {what}: {e!r}")
+            except Exception:
+                pass
 
     def _with_reserve(self, write):
         try:
@@ -152,6 +168,7 @@ class Run(RunLogging):
         if self.record.tf_version is None and environment.tf_version():   # imported after init
             self.store.note_run(self.run_id, tf_version=environment.tf_version())
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
+        self.store.note_losses(self.run_id, self.writer_id, self.writer.losses())
         self.store.end_attempt(self.writer_id)
 
     def _compact(self):
@@ -202,7 +219,9 @@ def init(store: str | os.PathLike | None = None, project: str | None = None,
     save_code=True keeps the main program and the git diff, as wandb's save_code. The
     environment and requirements.txt are recorded always; system metrics every
     `stats_interval` seconds (wandb's 15; 0: none) and at finish. Writer options: flush_rows,
-    flush_secs, max_queue_bytes, on_full ("drop" or "block"), compact_on_finish (default True).
+    flush_secs, flush_bytes, max_queue_bytes, on_full ("drop" or "block"),
+    max_unwritten_bytes (memory for rows the store could not take yet, default 256 MiB; past
+    it bulk rows are dropped, counted), compact_on_finish (default True).
     """
     global _active
     _check_writer_options(writer_options)   # before anything is written to the store
@@ -268,7 +287,7 @@ def init(store: str | os.PathLike | None = None, project: str | None = None,
 
 
 WRITER_OPTIONS = ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes", "on_full",
-                  "compact_on_finish")
+                  "max_unwritten_bytes", "compact_on_finish")
 
 
 def _check_writer_options(options):
@@ -278,7 +297,8 @@ def _check_writer_options(options):
                         f"{', '.join(WRITER_OPTIONS)}")
     if options.get("on_full", "drop") not in ("drop", "block"):
         raise ValueError(f"on_full={options['on_full']!r}; expected 'drop' or 'block'")
-    for name in ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes"):
+    for name in ("flush_rows", "flush_secs", "flush_bytes", "max_queue_bytes",
+                 "max_unwritten_bytes"):
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):

@@ -9,12 +9,12 @@ from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflict
                      WireFormatError, WriterError)
 from .store.maintenance import compact, verify
 from .store.migrate import FORMAT_VERSION
-from .store.records import RunRecord, TriggerRecord, WriterRecord
+from .store.records import LossRecord, RunRecord, TriggerRecord, WriterRecord
 from .store.segments import SegmentRecord
 from .store.store import Store
 from .tables import HISTOGRAMS, MEDIA, SCALARS, TABLES, TENSORS
 
-__all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "SegmentRecord",
+__all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "LossRecord", "SegmentRecord",
            "BlackboxError",
            "CatalogError", "DumpLayoutError", "MergeConflictError", "MigrationError",
            "NativeCaptureUnavailable",

@@ -1,7 +1,8 @@
 """Store format upgrades (alembic): a format-1 store as tfblackbox 0.1 wrote it, opened by a
-writer, is upgraded in place after a backup; attempt numbers are unique even for concurrent starts;
-stores of formats 2 and 3 upgrade to the current format (4: the triggers table); the catalog
-the revisions build is the one a new store gets from the models."""
+writer, is upgraded in place after a backup; attempt numbers are unique even for concurrent
+starts; stores of formats 2, 3 and 4 upgrade to the current format (4: the triggers table; 5:
+the losses table); the catalog the revisions build is the one a new store gets from the
+models."""
 
 import glob
 import hashlib
@@ -82,6 +83,10 @@ def test_a_format1_store_is_upgraded_in_place_with_a_backup(tmp_path):
     assert not os.path.exists(os.path.join(root, old_tensors))
     assert verify(s).ok
     assert_triggers_table(con)
+    assert_losses_table(con)
+    con.rollback()     # the refused INSERT left this connection's transaction open
+    s.note_losses("r", 3, {("scalars", "finish"): (4, 160, 8, 9)})    # the renumbered attempt
+    assert [(x.attempt, x.table, x.rows) for x in s.losses("r")] == [(3, "scalars", 4)]
     [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format1-backup-*"))
     old = sqlite3.connect(backup)
     assert old.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("1",)
@@ -97,6 +102,7 @@ def test_a_new_store_is_at_the_newest_revision(tmp_path):
     assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == (
         str(FORMAT_VERSION),)
     assert_triggers_table(con)
+    assert_losses_table(con)
     assert not glob.glob(str(tmp_path / "s" / "*backup*"))
 
 
@@ -114,6 +120,21 @@ def assert_triggers_table(con):
         ("runs", "run_id", "run_id"), ("writers", "writer_id", "writer_id")]
 
 
+def assert_losses_table(con):
+    """The format-5 losses table: its columns, run_id index, one row per (attempt, table,
+    reason), in a SQLite catalog."""
+    cols = [(r[1], r[2], r[3]) for r in con.execute("PRAGMA table_info(losses)")]
+    assert cols == [("loss_id", "INTEGER", 1), ("run_id", "VARCHAR(64)", 1),
+                    ("writer_id", "INTEGER", 1), ("table_name", "VARCHAR(64)", 1),
+                    ("reason", "VARCHAR(16)", 1), ("rows", "BIGINT", 1), ("bytes", "BIGINT", 1),
+                    ("first_step", "BIGINT", 0), ("last_step", "BIGINT", 0),
+                    ("updated_at", "FLOAT", 1)]
+    assert sorted(r[1:3] for r in con.execute("PRAGMA index_list(losses)")) == [
+        ("ix_losses_run_id", 0), ("sqlite_autoindex_losses_1", 1)]
+    assert sorted(r[2:5] for r in con.execute("PRAGMA foreign_key_list(losses)")) == [
+        ("runs", "run_id", "run_id"), ("writers", "writer_id", "writer_id")]
+
+
 def test_the_revisions_build_the_catalog_the_models_do(tmp_path):
     """An old store upgraded through every revision has exactly the tables, columns, indexes
     and constraints of a new store (made from the models and stamped)."""
@@ -121,7 +142,7 @@ def test_the_revisions_build_the_catalog_the_models_do(tmp_path):
     upgrade_empty_catalog(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
     new = catalog_layout(f"sqlite:///{tmp_path / 'new' / 'catalog.sqlite'}")
     migrated = catalog_layout(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
-    assert "triggers" in new and set(new) == set(migrated)
+    assert {"triggers", "losses"} <= set(new) and set(new) == set(migrated)
     for table in new:
         assert new[table] == migrated[table], table
 
@@ -129,10 +150,11 @@ def test_the_revisions_build_the_catalog_the_models_do(tmp_path):
 FORMAT3 = os.path.join(os.path.dirname(__file__), "data", "store_format3")
 
 
-def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys):
+def test_a_format3_store_upgrades_and_takes_triggers(tmp_path, capsys):
     """tests/data/store_format3 was recorded by the format-3 code (recorder.init twice into
-    run 'format3': steps 0-4, then 3-7 resumed; a replay cursor). Opened, it is at format 4
-    with everything it held, a backup of its format-3 catalog beside it, and takes triggers."""
+    run 'format3': steps 0-4, then 3-7 resumed; a replay cursor). Opened, it is at the
+    current format with everything it held, a backup of its format-3 catalog beside it, and
+    takes triggers (format 4)."""
     import shutil
 
     from tfblackbox.cli.main import main as cli
@@ -147,6 +169,7 @@ def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys
     found, newest = newest_format_sqlite(con)
     assert found == newest
     assert_triggers_table(con)
+    assert_losses_table(con)
     [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format3-backup-*"))
     assert sqlite3.connect(backup).execute(
         "SELECT value FROM meta WHERE key='format_version'").fetchone() == ("3",)
@@ -167,6 +190,57 @@ def test_a_format3_store_upgrades_to_format4_and_takes_triggers(tmp_path, capsys
     assert len(glob.glob(os.path.join(root, "catalog.sqlite.format*-backup-*"))) == 1
     assert cli(["show", "format3", "--store", root]) == 0
     assert "trigger spike at step 7 (attempt 2)" in capsys.readouterr().out
+
+
+FORMAT4 = os.path.join(os.path.dirname(__file__), "data", "store_format4")
+
+
+def test_a_format4_store_upgrades_to_format5_and_takes_losses(tmp_path, capsys):
+    """tests/data/store_format4 was recorded by the format-4 code (recorder.init twice into
+    run 'format4': steps 0-4, then 3-7 resumed; attempt 1 noted with 3 dropped jobs and an
+    error, a nan trigger on attempt 2, a replay cursor). Opened, it is at format 5 with
+    everything it held, a backup of its format-4 catalog beside it, and takes losses."""
+    import shutil
+
+    from tfblackbox.replay.cli import main as cli
+    root = str(tmp_path / "store")
+    shutil.copytree(FORMAT4, root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("4",)
+    assert not con.execute("SELECT name FROM sqlite_master WHERE name='losses'").fetchall()
+    con.close()
+    s = Store.open(root)
+    con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
+    found, newest = newest_format_sqlite(con)
+    assert found == newest
+    assert_triggers_table(con)
+    assert_losses_table(con)
+    [backup] = glob.glob(os.path.join(root, "catalog.sqlite.format4-backup-*"))
+    assert sqlite3.connect(backup).execute(
+        "SELECT value FROM meta WHERE key='format_version'").fetchone() == ("4",)
+    # what format 4 held, unchanged
+    assert [(w.writer_id, w.attempt, w.first_step, w.dropped_rows, w.error)
+            for w in s.writers("format4")] == [(1, 1, 0, 3, "disk full (format-4 note)"),
+                                               (2, 2, 3, 0, None)]
+    t = s.scalars("format4")
+    assert t["step"].to_pylist() == list(range(8))
+    assert t["attempt"].to_pylist() == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert s.get_cursor("format4", "wandb:offline") == (7, {"note": "pushed"})
+    assert [(x.kind, x.step, x.writer_id) for x in s.triggers("format4")] == [("nan", 7, 2)]
+    assert s.run("format4").status == "finished" and verify(s).ok
+    assert s.losses("format4") == []
+    s.note_losses("format4", 1, {("debug_tensors", "memory"): (900, 5 << 20, 10, 95),
+                                 ("scalars", "finish"): (21, 840, 96, 96)})
+    s.note_losses("format4", 1, {("debug_tensors", "memory"): (1000, 6 << 20, 10, 100)})
+    got = Store.open(root).losses("format4")      # opening again upgrades nothing
+    assert [(x.attempt, x.table, x.reason, x.rows, x.bytes, x.first_step, x.last_step)
+            for x in got] == [(1, "debug_tensors", "memory", 1000, 6 << 20, 10, 100),
+                              (1, "scalars", "finish", 21, 840, 96, 96)]
+    assert len(glob.glob(os.path.join(root, "catalog.sqlite.format*-backup-*"))) == 1
+    assert cli(["show", "format4", "--store", root]) == 0
+    out = capsys.readouterr().out
+    assert "trigger nan at step 7 (attempt 2)" in out
+    assert "lost 1000 debug_tensors rows" in out
 
 
 CHILD = """
@@ -204,8 +278,9 @@ def _rebuilt_sums(root):
 def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path):
     """tests/data/store_format2 was recorded by DumpHook with the format-2 code (3 dumped
     steps of tests/test_dumps.py's graph), next to the sha256 of every file its replay
-    rebuilt then. Upgraded (to format 3, then 4) it rebuilds the same files; dumps imported into the
-    same run afterwards (encoded, format 3) and compacted with the old rows read back too."""
+    rebuilt then. Upgraded (to format 3, then on to the current one) it rebuilds the same
+    files; dumps imported into the same run afterwards (encoded, format 3) and compacted with
+    the old rows read back too."""
     import json
     import shutil
 
@@ -221,6 +296,7 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     found, newest = newest_format_sqlite(con)
     assert found == newest
     assert_triggers_table(con)
+    assert_losses_table(con)
     assert glob.glob(os.path.join(root, "catalog.sqlite.format2-backup-*"))
     assert verify(s).ok
     [seg] = s.segments("format2", "debug_tensors")

@@ -1,6 +1,6 @@
 """A store whose catalog is a real PostgreSQL server (started by the tests, tests/servers.py):
 creation, reading by URL alone, the CLI, credentials kept out of records and output, alembic
-migrations (from formats 1 and 3 to the current one), and transactions retried while the
+migrations (from formats 1, 3 and 4 to the current one), and transactions retried while the
 server is away."""
 
 import hashlib
@@ -151,6 +151,27 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
     trigger_id = store.record_trigger("r", 3, "nan", "NaN in 'loss:0'", step=9)
     assert [(t.trigger_id, t.writer_id, t.kind) for t in store.triggers("r")] == [
         (trigger_id, 3, "nan")]
+    # format 5: the losses table, and the renumbered attempt's writer takes losses
+    assert_losses_table(postgres, db)
+    store.note_losses("r", 3, {("debug_tensors", "memory"): (5, 1 << 40, 1, 2)})
+    assert [(x.attempt, x.table, x.bytes) for x in store.losses("r")] == [
+        (3, "debug_tensors", 1 << 40)]
+
+
+def assert_losses_table(postgres, db):
+    """The format-5 losses table on PostgreSQL: 64-bit counts, its index, one row per
+    (attempt, table, reason)."""
+    cols = postgres.sql("SELECT column_name, data_type, is_nullable FROM "
+                        "information_schema.columns WHERE table_name = 'losses' "
+                        "ORDER BY ordinal_position", db)
+    assert cols == [("loss_id", "integer", "NO"), ("run_id", "character varying", "NO"),
+                    ("writer_id", "integer", "NO"), ("table_name", "character varying", "NO"),
+                    ("reason", "character varying", "NO"), ("rows", "bigint", "NO"),
+                    ("bytes", "bigint", "NO"), ("first_step", "bigint", "YES"),
+                    ("last_step", "bigint", "YES"), ("updated_at", "double precision", "NO")]
+    assert postgres.sql("SELECT indexname FROM pg_indexes WHERE tablename = 'losses' "
+                        "ORDER BY indexname", db) == [
+        ("ix_losses_run_id",), ("losses_pkey",), ("uq_losses_writer_table_reason",)]
 
 
 FORMAT3_ROWS = """
@@ -164,9 +185,10 @@ INSERT INTO cursors VALUES ('r', 'wandb:/p', 4, '{{}}', 3.0);
 """
 
 
-def test_a_format3_catalog_on_postgresql_upgrades_to_format4(postgres, pg_url, tmp_path):
+def test_a_format3_catalog_on_postgresql_upgrades(postgres, pg_url, tmp_path):
     """Revisions 0001-0003 run by alembic on PostgreSQL, rows as format 3 wrote them: opening
-    it adds the triggers table (format 4) in one transaction and keeps every row."""
+    it adds the triggers table (format 4) and the losses table (format 5) in one transaction
+    and keeps every row."""
     data = str(tmp_path / "d")
     os.makedirs(os.path.join(data, "data"))
     upgrade_empty_catalog(pg_url, "0003")
@@ -189,6 +211,46 @@ def test_a_format3_catalog_on_postgresql_upgrades_to_format4(postgres, pg_url, t
             for t in got] == [(first, 2, "exception", 2, 6, 5), (second, None, "signal",
                                                                  None, None, 0)]
     assert first < second
+    assert_losses_table(postgres, db)
+
+
+FORMAT4_ROWS = """
+INSERT INTO meta VALUES ('format_version', '4'), ('created_by', '0.1.0'), ('data_uri', '{data}');
+INSERT INTO runs (run_id, status, config_json, tags_json, started_at)
+    VALUES ('r', 'finished', '{{}}', '[]', 1.0);
+INSERT INTO writers (writer_id, run_id, attempt, started_at, first_step, dropped_rows, error)
+    VALUES (1, 'r', 1, 1.0, 0, 3, 'disk full'), (2, 'r', 2, 2.0, 5, 0, NULL);
+SELECT setval('writers_writer_id_seq', 2);
+INSERT INTO triggers (run_id, writer_id, step, kind, reason, fired_at, first_step, last_step,
+    steps_written) VALUES ('r', 2, 7, 'nan', 'loss is NaN', 3.0, 5, 7, 3);
+INSERT INTO cursors VALUES ('r', 'wandb:/p', 4, '{{}}', 3.0);
+"""
+
+
+def test_a_format4_catalog_on_postgresql_upgrades_to_format5(postgres, pg_url, tmp_path):
+    """Revisions 0001-0004 run by alembic on PostgreSQL, rows as format 4 wrote them (an
+    attempt's dropped jobs and error, a trigger, a cursor): opening it adds the losses table
+    in one transaction and keeps every row."""
+    data = str(tmp_path / "d")
+    os.makedirs(os.path.join(data, "data"))
+    upgrade_empty_catalog(pg_url, "0004")
+    db = pg_url.rsplit("/", 1)[1]
+    assert "losses" not in {r[0] for r in postgres.sql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db)}
+    for statement in FORMAT4_ROWS.format(data=data).strip().split(";\n"):
+        postgres.sql(statement, db)
+    store = Store.open(pg_url)
+    found, newest = newest_format_postgres(postgres, db)
+    assert found == newest
+    assert_losses_table(postgres, db)
+    assert [(w.writer_id, w.attempt, w.dropped_rows, w.error) for w in store.writers("r")] == [
+        (1, 1, 3, "disk full"), (2, 2, 0, None)]
+    assert [(t.writer_id, t.kind, t.steps_written) for t in store.triggers("r")] == [
+        (2, "nan", 3)]
+    assert store.get_cursor("r", "wandb:/p") == (4, {})
+    store.note_losses("r", 2, {("tfevents_records", "finish"): (7, 700, 8, 9)})
+    assert [(x.attempt, x.table, x.reason, x.rows) for x in Store.open(pg_url).losses("r")] == [
+        (2, "tfevents_records", "finish", 7)]
 
 
 def test_the_revisions_build_the_catalog_the_models_do_on_postgresql(postgres, pg_url,
@@ -197,7 +259,7 @@ def test_the_revisions_build_the_catalog_the_models_do_on_postgresql(postgres, p
     other = postgres.database()
     upgrade_empty_catalog(other)
     new, migrated = catalog_layout(pg_url), catalog_layout(other)
-    assert "triggers" in new and set(new) == set(migrated)
+    assert {"triggers", "losses"} <= set(new) and set(new) == set(migrated)
     for table in new:
         assert new[table] == migrated[table], table
 

@@ -294,19 +294,28 @@ def test_disk_full_loses_nothing_logged_after_space_returns(small_fs):
     assert verify(store).ok
 
 
-def test_finish_raises_only_writer_error_and_still_marks_the_run(small_fs):
+def test_finish_does_not_raise_counts_what_was_lost_and_still_marks_the_run(small_fs, caplog):
+    """On a disk still full at finish(), finish() returns (as wandb's finish): it logs at
+    ERROR, counts the rows it could not store on the attempt (losses, reason 'finish'), and
+    marks the run; flush() before it raises WriterError for those who check."""
     from conftest import fill
     fs = small_fs("4m")
     store_dir = str(fs / "store")
     run = recorder.init(store=store_dir, run_id="stuck", flush_secs=3600)
     filler = fill(fs, leave=0)
     run.submit(add_scalars(range(100)), 4000)
-    with pytest.raises(WriterError) as info:
+    with pytest.raises(WriterError, match="No space left"):
+        recorder.flush()
+    with caplog.at_level(logging.ERROR, logger="tfblackbox"):
         recorder.finish()
-    assert "No space left" in str(info.value) and "100 row(s) not written" in str(info.value)
+    assert "not stored: 100 scalars rows (unwritten at finish)" in caplog.text
+    assert "finish failed while writing the last rows" in caplog.text
     store = Store.open(store_dir)
     assert store.run("stuck").status == "finished"    # the space reserve made room for it
-    assert store.writers("stuck")[0].ended_at is not None
+    [w] = store.writers("stuck")
+    assert w.ended_at is not None and "No space left" in w.error
+    assert [(x.table, x.reason, x.rows, x.first_step, x.last_step)
+            for x in store.losses("stuck")] == [("scalars", "finish", 100, 0, 99)]
     os.remove(filler)
     run2 = recorder.init(store=store_dir, run_id="stuck", resume="must")
     run2.submit(add_scalars(range(100, 110)), 400)

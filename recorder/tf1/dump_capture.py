@@ -86,6 +86,10 @@ class DumpCapture:
         self._executor_graphs = {}     # executor key -> {device: GraphFile}
         self._device_names = {}        # device dir -> real device name
         self._encoder = tfdbg_v1_codec.Encoder()   # tensors against earlier dumps (ingest order)
+        # times the writer dropped held dump rows, graph rows (counted on its thread): later
+        # rows must not be encoded against them, graphs are recorded again
+        self._drops, self._drops_seen = [0, 0], [0, 0]
+        run.writer.on_drop(self._dropped)
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
         self._thread.start()
@@ -301,6 +305,15 @@ class DumpCapture:
         and run rows. Returns whether the writer took it."""
         if not read:
             return True
+        if self._drops != self._drops_seen:   # nothing may refer to rows the writer dropped
+            drops = list(self._drops)
+            self._encoder.forget()
+            if drops[1] != self._drops_seen[1]:
+                self._graphs_seen.clear()
+            self._drops_seen = drops
+        # while the writer holds rows it could not store, dumps are key frames: one it drops
+        # then takes no later dump with it (their memory is the same; only files grow)
+        self._encoder.key_every = 1 if self.run.writer.holding() else tfdbg_v1_codec.KEY_EVERY
         graphs, sizes = [], {}
         for r in read:
             sizes[r["seq"]] = r["nbytes"]
@@ -325,6 +338,11 @@ class DumpCapture:
                 for _step, (_device, g, _w, _gd) in graphs:
                     self._graphs_seen.discard((g.device_dir, g.graph_hash))
         return queued
+
+    def _dropped(self, tables):   # the writer's thread
+        if tables & {"debug_tensors", "debug_runs", "debug_graphs"}:
+            self._drops[1] += "debug_graphs" in tables
+            self._drops[0] += 1
 
     def _submit(self, graphs, tensors, run_rows, read, sizes):
         nbytes = sum(sizes.values())

@@ -41,6 +41,8 @@ class TfdbgV2Tail(RecordTail):
         # the source-file hashes known to the store: used on the writer thread only, and
         # shared by a run's sessions (what one added may not be written yet)
         self.blobs = blobs if blobs is not None else BlobIndex(run.store)
+        # source files the writer dropped before storing them are stored again when needed
+        run.writer.on_drop(lambda tables: "tfdbg2_blobs" in tables and self.blobs.forget())
         self.punch = HolePuncher()
         self.start()
 

@@ -44,6 +44,10 @@ class BlobIndex:
             self._known = self._load()
         self._known.add(sha)
 
+    def forget(self):
+        """Blobs added may not reach the store (the writer dropped them): read it again."""
+        self._known = None
+
 
 class FileSource:
     """One DebugEvent file being recorded: its parsed name and the session (tfdbg run id)

@@ -12,9 +12,9 @@ import re
 import threading
 import time
 
-from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        create_engine, delete, event, exc, insert, make_url, select, text,
-                        update)
+from sqlalchemy import (BigInteger, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, create_engine, delete, event, exc, insert, make_url,
+                        select, text, update)
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -102,6 +102,26 @@ class TriggerRow(Base):
     first_step: Mapped[int | None] = mapped_column(Integer)    # dumped steps it wrote
     last_step: Mapped[int | None] = mapped_column(Integer)
     steps_written: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LossRow(Base):
+    """Rows an attempt recorded that never reached the store (format 5): per table and reason,
+    how many, their bytes in memory and their steps (schema/store/losses.py). Reasons:
+    "memory" (dropped past the writer's max_unwritten_bytes while the store could not take
+    them), "finish" (still unwritten when the attempt ended)."""
+    __tablename__ = "losses"
+    loss_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    writer_id: Mapped[int] = mapped_column(ForeignKey("writers.writer_id"))
+    table_name: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    first_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("writer_id", "table_name", "reason",
+                                       name="uq_losses_writer_table_reason"),)
 
 
 class SegmentRow(Base):
@@ -361,5 +381,5 @@ def dumps(obj):
 
 
 __all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
-           "CursorRow", "TriggerRow",
+           "CursorRow", "TriggerRow", "LossRow",
            "FORMAT_VERSION", "dumps", "select", "insert", "update", "delete"]

@@ -1,7 +1,8 @@
 """Merging stores: the runs of several stores (carried from air-gapped hosts) into one.
 
-Runs, attempts (writers), segments, replay cursors and black-box triggers are copied (a
-trigger is known by its attempt, kind, step, time and reason). A run id names the same run
+Runs, attempts (writers), segments, replay cursors, black-box triggers (a trigger is known by
+its attempt, kind, step, time and reason) and the counts of rows an attempt lost (by attempt,
+table and reason; the larger count wins) are copied. A run id names the same run
 in two stores when its start time and host agree, an attempt when its start time, host and pid
 agree; anything else under one id is a conflict, refused before anything is written.
 
@@ -53,7 +54,7 @@ def merge(sources, dest):
         reports.append({"source": src.root, **{k: rep[k] for k in (
             "runs_added", "runs_present", "attempts_added", "segments_copied",
             "segments_skipped", "rows_copied", "bytes_copied", "cursors_copied",
-            "triggers_copied")}})
+            "triggers_copied", "losses_copied")}})
     return reports
 
 
@@ -121,6 +122,7 @@ def _merge_run(src, dest, record, rep):
         taken.add(g.sha256)
     _merge_cursors(src, dest, record.run_id, rep)
     _merge_triggers(src, dest, record.run_id, writer_ids, rep)
+    _merge_losses(src, dest, record.run_id, writer_ids, rep)
 
 
 def _merge_writers(src, dest, run_id, rep):
@@ -296,3 +298,21 @@ def _merge_triggers(src, dest, run_id, writer_ids, rep):
         return copied
     if theirs:
         rep["triggers_copied"] += dest.catalog.transact(put)
+
+
+def _merge_losses(src, dest, run_id, writer_ids, rep):
+    """The source's counts of lost rows, per attempt (mapped to the destination's writer id),
+    table and reason; where both stores have one, the larger totals."""
+    theirs = {}
+    for x in src.losses(run_id):
+        if writer_ids.get(x.writer_id) is not None:
+            theirs.setdefault(writer_ids[x.writer_id], {})[(x.table, x.reason)] = (
+                x.rows, x.bytes, x.first_step, x.last_step)
+    have = {(x.writer_id, x.table, x.reason): x for x in dest.losses(run_id)}
+    for writer_id, totals in theirs.items():
+        known = {k: have.get((writer_id, *k)) for k in totals}
+        new = {k: v for k, v in totals.items()
+               if known[k] is None or v[:2] > (known[k].rows, known[k].bytes)}
+        if new:
+            dest.note_losses(run_id, writer_id, new)
+            rep["losses_copied"] += len(new)

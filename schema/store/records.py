@@ -141,3 +141,30 @@ def trigger_record(row):
     return TriggerRecord(row.trigger_id, row.run_id, row.writer_id, row.step, row.kind,
                          row.reason, row.fired_at, row.first_step, row.last_step,
                          row.steps_written or 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossRecord:
+    """Rows attempt `attempt` (writer `writer_id`) of a run recorded that never reached the
+    store: of table `table`, for `reason` ("memory": dropped past max_unwritten_bytes;
+    "finish": still unwritten when the attempt ended), how many, their bytes in memory and
+    the steps they spanned."""
+    run_id: str
+    writer_id: int
+    attempt: int | None
+    table: str
+    reason: str
+    rows: int
+    bytes: int
+    first_step: int | None
+    last_step: int | None
+    updated_at: float
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def loss_record(row, attempt=None):
+    return LossRecord(row.run_id, row.writer_id, attempt, row.table_name, row.reason,
+                      row.rows or 0, row.bytes or 0, row.first_step, row.last_step,
+                      row.updated_at)

@@ -129,10 +129,8 @@ def write_segment(data, catalog, run_id, table_name, table, writer_id=None):
     If registration fails the file is removed again and the error raised, so the caller keeps
     its rows and may retry.
     """
-    table, blob = encode(table, table_name)
-    lo, hi = step_range(table)
-    return write_encoded(data, catalog, run_id, table_name,
-                         Encoded(blob, table.num_rows, lo, hi), writer_id)
+    return write_encoded(data, catalog, run_id, table_name, Encoded.of(table, table_name),
+                         writer_id)
 
 
 class Encoded:
@@ -140,6 +138,12 @@ class Encoded:
 
     def __init__(self, data, rows, min_step, max_step):
         self.data, self.rows, self.min_step, self.max_step = data, rows, min_step, max_step
+
+    @classmethod
+    def of(cls, table, table_name):
+        """Table `table_name`'s rows encoded as one segment (its size known before writing)."""
+        table, blob = encode(table, table_name)
+        return cls(blob, table.num_rows, *step_range(table))
 
 
 class StreamEncoder:
@@ -161,6 +165,11 @@ class StreamEncoder:
         self.rows += table.num_rows
         self.min_step = lo if self.min_step is None else min(lo, self.min_step)
         self.max_step = hi if self.max_step is None else max(hi, self.max_step)
+
+    @property
+    def nbytes(self):
+        """Bytes of the segment encoded so far (held in memory until it is written)."""
+        return self._sink.tell()
 
     def finish(self):
         self._writer.close()

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 from . import catalog as cat
 from . import migrate, opening, segments
 from . import runs as run_writes
+from . import losses as loss_rows
 from . import triggers as trigger_rows
 from .data_location import DataLocation
 from ..errors import NotAStoreError, ReadOnlyStoreError, RunNotFoundError, StoreDamageError
@@ -175,6 +176,19 @@ class Store:
         except OSError:
             return False
 
+    def free_space(self):
+        """(bytes free, file system size) of the fuller of the file systems of the local data
+        directory and a SQLite catalog's directory; None when neither is local."""
+        found = []
+        for path in {p for p in (self.data.base if self.data.local else None, self.directory)
+                     if p}:
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            found.append((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+        return min(found) if found else None
+
     def __enter__(self):
         return self
 
@@ -254,6 +268,9 @@ class Store:
     # triggers.py: black-box triggers that fired (DumpHook's ring mode)
     record_trigger = trigger_rows.record_trigger
     triggers = trigger_rows.triggers
+    # losses.py: rows an attempt recorded but could not store (a full disk), per table
+    note_losses = loss_rows.note_losses
+    losses = loss_rows.losses
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -38,6 +38,31 @@ TABLES = {
 # (segments.write_encoded, Store.read).
 STEPLESS = {"tfdbg2_records", "tfdbg2_blobs", "system_metrics", "file_blobs"}
 
+# What the recorder's writer does first when the store cannot take everything (a full disk):
+# it writes the tiers in order, and past its memory bound drops the last tier first. Metrics
+# are small and what a run is read for; media and kept tensors come next; raw records and
+# dumps are the bulk (a dumped step can be megabytes) and can be spared first.
+METRICS, MEDIA, BULK = 0, 1, 2
+TIERS = {
+    "scalars": METRICS, "histograms": METRICS, "log_values": METRICS, "console": METRICS,
+    "run_events": METRICS, "system_metrics": METRICS,
+    "file_blobs": MEDIA, "media": MEDIA, "tensors": MEDIA, "wandb_objects": MEDIA,
+    # in the order written: what other rows refer to before them
+    "tfevents_records": BULK, "debug_graphs": BULK, "debug_tensors": BULK, "debug_runs": BULK,
+    "tfdbg2_blobs": BULK, "tfdbg2_records": BULK,
+}
+# Written with the bulk, dropped only with the metrics (or with their dumped step's tensors):
+# other rows need them (a dumped step's tensors its debug_runs row, which makes them visible,
+# and its partition graph; a tfdbg v2 record its source file), the recorder stores a graph or
+# a source file only once, and they are small (file_blobs: the run's files, once per hash).
+DROPPED_LAST = {"debug_graphs", "debug_runs", "tfdbg2_blobs", "file_blobs"}
+
+
+def drop_tier(table):
+    """The tier a table's rows are dropped with (the highest goes first)."""
+    return METRICS if table in DROPPED_LAST else TIERS[table]
+
+
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)
 WRITE_OPTIONS = {
     "debug_tensors": DUMP_WRITE_OPTIONS,

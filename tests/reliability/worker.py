@@ -7,8 +7,8 @@ SummaryHook (and DumpHook), reporting each thing it did as one stdout line `NAME
 
 Events: ready, init-start, init-done ATTEMPT RUN, train-start, step I, flush-start I,
 flushed I, flush-error I TYPE, pause I (then it waits for a line on stdin), finish-start,
-finish-done, finish-error TYPE, exit. With --go it waits for a line on stdin before init
-(concurrent writers start together).
+finish-done, finish-error TYPE, held WRITER ARROW BOUND (with --sample-held), exit. With --go
+it waits for a line on stdin before init (concurrent writers start together).
 """
 
 import argparse
@@ -27,16 +27,22 @@ def emit(name, *args):
     print(name, f"{time.time():.6f}", *args, flush=True)
 
 
-def build_graph(tf, prefix, image):
-    """Scalars (one carries the step number, so the parent can check values), a histogram,
-    optionally an image; a small dense layer trained by SGD."""
+def build_graph(tf, prefix, image, scalars=2, width=32, noise=0):
+    """`scalars` scalar tags (`fed`, `loss`, then `s02`... = fed + k: the step number, so the
+    parent can check values), a histogram, optionally an image; a dense layer of `width`
+    units trained by SGD; `noise` random floats a step in the loss (dumps that do not
+    compress)."""
     step = tf.compat.v1.train.get_or_create_global_step()
     fed = tf.compat.v1.placeholder(tf.float32, [], name="feed")
-    x = tf.random.normal([16, 32], seed=1)
-    w = tf.compat.v1.get_variable("w", [32, 32])
+    x = tf.random.normal([16, width], seed=1)
+    w = tf.compat.v1.get_variable("w", [width, width])
     loss = tf.reduce_mean(tf.square(tf.matmul(x, w)))
+    if noise:
+        loss += 0.0 * tf.reduce_mean(tf.random.uniform([noise], seed=3))
     tf.compat.v1.summary.scalar(prefix + "fed", fed)
     tf.compat.v1.summary.scalar(prefix + "loss", loss)
+    for k in range(2, scalars):
+        tf.compat.v1.summary.scalar(f"{prefix}s{k:02d}", fed + k)
     tf.compat.v1.summary.histogram(prefix + "weights", w)
     if image:
         img = tf.cast(tf.random.uniform([1, 8, 8, 3], seed=2) * 255, tf.uint8)
@@ -64,9 +70,12 @@ def train(args):
     if args.go:
         wait_line()
     emit("init-start")
+    options = ({} if args.max_unwritten_bytes is None else
+               {"max_unwritten_bytes": args.max_unwritten_bytes})
     run = recorder.init(store=args.store, run_id=args.run_id, resume=args.resume,
-                        project="reliability", flush_secs=args.flush_secs)
+                        project="reliability", flush_secs=args.flush_secs, **options)
     emit("init-done", run.attempt, run.run_id)
+    sampler = HeldSampler(run.writer) if args.sample_held else None
     if args.plain:
         tag = args.prefix + "fed"
 
@@ -74,21 +83,22 @@ def train(args):
             run.submit(lambda b: b.add_scalar(i, time.time(), tag, float(i)))
         _loop(args, recorder, step)
     else:
-        fed, train_op = build_graph(tf, args.prefix, args.image)
+        fed, train_op = build_graph(tf, args.prefix, args.image, args.scalars, args.width,
+                                     args.noise)
         hooks = [recorder.SummaryHook(steps_per_log=1)]
         if args.dump:
             hooks.append(recorder.DumpHook(every_n_steps=args.dump))
         with tf.compat.v1.train.MonitoredTrainingSession(hooks=hooks) as sess:
             _loop(args, recorder, lambda i: sess.run(train_op, feed_dict={fed: float(i)}))
-    _finish(recorder)
+    _finish(recorder, sampler)
 
 
 def _loop(args, recorder, step):
     from tfblackbox.schema import WriterError
     pauses = {int(p) for p in args.pause_at.split(",") if p}
     emit("train-start")
-    i = 0
-    while args.steps == 0 or i < args.steps:
+    i, timed_pause, end = 0, None, args.steps
+    while end == 0 or i < end:
         step(i)
         emit("step", i)
         if args.flush_every and (i + 1) % args.flush_every == 0:
@@ -99,24 +109,58 @@ def _loop(args, recorder, step):
             except WriterError as e:   # the documented error: training goes on
                 emit("flush-error", i, type(e).__name__)
                 print(f"flush after step {i}: {e}", file=sys.stderr, flush=True)
-        if i + 1 in pauses:
+        if i + 1 in pauses or (timed_pause is not None and time.monotonic() >= timed_pause):
             emit("pause", i)
             wait_line()
+            # --pause-after-secs: after the first pause, once more when that much time of
+            # training has passed; --steps-after-pause: then that many steps and the end
+            if args.pause_after_secs and timed_pause is None:
+                timed_pause = time.monotonic() + args.pause_after_secs
+            elif timed_pause is not None:
+                timed_pause, end = None, i + 1 + args.steps_after_pause
         if args.step_sleep:
             time.sleep(args.step_sleep)
         i += 1
 
 
-def _finish(recorder):
+def _finish(recorder, sampler=None):
     from tfblackbox.schema import WriterError
     emit("finish-start")
     try:
         recorder.finish()
         emit("finish-done")
-    except WriterError as e:   # finish() documents WriterError; anything else is a traceback
+    except WriterError as e:   # finish() raised WriterError before issue 23
         emit("finish-error", type(e).__name__)
         print(f"finish: {e}", file=sys.stderr, flush=True)
+    if sampler is not None:
+        emit("held", *sampler.stop())
     emit("exit")
+
+
+class HeldSampler:
+    """Samples, every 10 ms until stop(), the bytes the writer holds for rows not in the
+    store (its own count, Writer.held_bytes) and the bytes Arrow has allocated in the process
+    (its default and system pools: the writer's tables, encoders and segments; TensorFlow
+    does not use Arrow). stop() -> (writer peak, Arrow peak, the bound)."""
+
+    def __init__(self, writer):
+        import threading
+        self.writer, self.peaks = writer, [0, 0]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import pyarrow as pa
+        while not self._stop.wait(0.01):
+            held = self.writer.held_bytes() if hasattr(self.writer, "held_bytes") else 0
+            arrow = pa.total_allocated_bytes() + pa.system_memory_pool().bytes_allocated()
+            self.peaks = [max(self.peaks[0], held), max(self.peaks[1], arrow)]
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.peaks + [getattr(self.writer, "max_unwritten_bytes", 0)]
 
 
 # -- bad Summaries --------------------------------------------------------------------------------
@@ -186,6 +230,16 @@ def main(argv=None):
     t.add_argument("--step-sleep", type=float, default=0.005)
     t.add_argument("--dump", type=int, default=0, help="DumpHook every N steps (0: none)")
     t.add_argument("--image", action="store_true")
+    t.add_argument("--scalars", type=int, default=2, help="scalar tags (fed, loss, s02...)")
+    t.add_argument("--width", type=int, default=32, help="units of the dense layer")
+    t.add_argument("--noise", type=int, default=0, help="random floats a step in the loss")
+    t.add_argument("--pause-after-secs", type=float, default=0,
+                   help="after the first pause, pause again once this long has passed")
+    t.add_argument("--steps-after-pause", type=int, default=0,
+                   help="with --pause-after-secs: steps after that pause, then the end")
+    t.add_argument("--max-unwritten-bytes", type=int, default=None)
+    t.add_argument("--sample-held", action="store_true",
+                   help="report the peak bytes the writer held (event: held)")
     t.add_argument("--prefix", default="")
     t.add_argument("--pause-at", default="", help="steps after which to wait for stdin")
     t.add_argument("--go", action="store_true", help="wait for a stdin line before init")
