@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tfblackbox.replay.cli import main as cli
+from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import LossRecord, Store
 
 

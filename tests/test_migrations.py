@@ -202,7 +202,7 @@ def test_a_format4_store_upgrades_to_format5_and_takes_losses(tmp_path, capsys):
     everything it held, a backup of its format-4 catalog beside it, and takes losses."""
     import shutil
 
-    from tfblackbox.replay.cli import main as cli
+    from tfblackbox.cli.main import main as cli
     root = str(tmp_path / "store")
     shutil.copytree(FORMAT4, root)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
