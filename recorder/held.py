@@ -22,6 +22,7 @@ its bytes and steps (`lost`), for the catalog's `losses`.
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tfblackbox.schema.errors import BlackboxError
 from tfblackbox.schema.tables import METRICS, TIERS, drop_tier, schema_of
 
 CHUNK_BYTES = 8 << 20      # a bulk table's held rows are written in segments of at most this
@@ -37,7 +38,7 @@ _ORDER = {name: i for i, name in enumerate(TIERS)}
 _DUMPS = ("debug_tensors", "debug_runs")
 
 
-class NoRoom(OSError):
+class NoRoom(OSError, BlackboxError):
     """A bulk segment not written: the disk's last headroom is left to the metrics. `room`:
     the bytes it could have taken, `size`: its bytes."""
 

@@ -123,7 +123,7 @@ def test_no_trigger_writes_nothing_and_the_ring_stays_bounded(tmp_path):
     store, hook = record(tmp_path)
     assert hook.triggers == [] and hook.dumped_steps == N_STEPS
     s = Store.open(store)
-    assert [seg for seg in s.segments() if seg.table_name.startswith("debug_")] == []
+    assert [seg for seg in s.segments() if seg.table.startswith("debug_")] == []
     assert s.triggers("bb") == [] and verify(s).ok
     assert 0 < hook.ring_peak_bytes <= hook.max_ring_bytes
     per_step = hook.ring_peak_bytes / (K + 1)
@@ -279,7 +279,7 @@ def test_kill_9_loses_the_ring_and_the_store_verifies(tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     s = Store.open(store)
-    assert [seg for seg in s.segments() if seg.table_name.startswith("debug_")] == []
+    assert [seg for seg in s.segments() if seg.table.startswith("debug_")] == []
     assert [r.status for r in s.runs()] == ["running"]
     assert verify(s).ok
 

@@ -209,7 +209,7 @@ def test_a_format4_store_upgrades_to_format5_and_takes_losses(tmp_path, capsys):
     assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone() == ("4",)
     assert not con.execute("SELECT name FROM sqlite_master WHERE name='losses'").fetchall()
     con.close()
-    s = Store.open(root)
+    s = Store.open(root, access="write")    # a writer upgrades (readers refuse)
     con = sqlite3.connect(os.path.join(root, "catalog.sqlite"))
     found, newest = newest_format_sqlite(con)
     assert found == newest

@@ -239,7 +239,7 @@ def test_a_format4_catalog_on_postgresql_upgrades_to_format5(postgres, pg_url, t
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db)}
     for statement in FORMAT4_ROWS.format(data=data).strip().split(";\n"):
         postgres.sql(statement, db)
-    store = Store.open(pg_url)
+    store = Store.open(pg_url, access="write")    # a writer upgrades (readers refuse)
     found, newest = newest_format_postgres(postgres, db)
     assert found == newest
     assert_losses_table(postgres, db)

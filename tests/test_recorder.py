@@ -308,14 +308,18 @@ def test_finish_does_not_raise_counts_what_was_lost_and_still_marks_the_run(smal
         recorder.flush()
     with caplog.at_level(logging.ERROR, logger="tfblackbox"):
         recorder.finish()
-    assert "not stored: 100 scalars rows (unwritten at finish)" in caplog.text
+    # the environment's rows (run_events, system_metrics, file_blobs) found no room either
+    assert "100 scalars rows (unwritten at finish)" in caplog.text
     assert "finish failed while writing the last rows" in caplog.text
     store = Store.open(store_dir)
     assert store.run("stuck").status == "finished"    # the space reserve made room for it
     [w] = store.writers("stuck")
     assert w.ended_at is not None and "No space left" in w.error
-    assert [(x.table, x.reason, x.rows, x.first_step, x.last_step)
-            for x in store.losses("stuck")] == [("scalars", "finish", 100, 0, 99)]
+    lost = {x.table: (x.reason, x.rows, x.first_step, x.last_step)
+            for x in store.losses("stuck")}
+    assert lost["scalars"] == ("finish", 100, 0, 99)
+    assert set(lost) <= {"scalars", "run_events", "system_metrics", "file_blobs"}
+    assert all(reason == "finish" for reason, *_ in lost.values())
     os.remove(filler)
     run2 = recorder.init(store=store_dir, run_id="stuck", resume="must")
     run2.submit(add_scalars(range(100, 110)), 400)

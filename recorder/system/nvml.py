@@ -10,11 +10,13 @@ sampler then logs it once and stops sampling the GPUs (the rest goes on).
 
 import logging
 
+from tfblackbox.schema.errors import BlackboxError
+
 log = logging.getLogger("tfblackbox")
 
 
-class NvmlError(Exception):
-    pass
+class NvmlError(BlackboxError):
+    """NVML failed in a way the GPU sampler does not expect (not a missing driver)."""
 
 
 _NO_DRIVER = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded",

@@ -134,7 +134,7 @@ class SystemRecorder:
             seq, self.samples = self.samples, self.samples + 1
         step = self.run.step
         self.run.submit(lambda b: _add_sample(b, seq, wall, step, reason, values),
-                        nbytes=64 * len(values))
+                        nbytes=64 * len(values), block=self._may_wait(reason))
         return True
 
     def sample_now(self, reason):
@@ -178,12 +178,18 @@ class SystemRecorder:
 
     # -- writes -----------------------------------------------------------------------------
 
+    def _may_wait(self, reason=None):
+        """This thread and finish wait for room in a full queue (on_full='drop' is for the
+        training thread: the environment and samples are not dropped); a trigger's sample,
+        taken on the training thread, is not waited for."""
+        return threading.current_thread() is self._thread or reason == "finish"
+
     def _event(self, kind, tag, value):
         seq, step, wall = next(self.run._seq), self.run.step, time.time()
         text = json.dumps(value, sort_keys=True)
         self.run.submit(lambda b: b.add("run_events", step=step, wall_time=wall, tag=tag,
                                         seq=seq, kind=kind, value_json=text),
-                        nbytes=len(text))
+                        nbytes=len(text), block=self._may_wait())
 
     def _submit_files(self, files):
         if not files:
