@@ -80,14 +80,16 @@ def _columns(table, names):
 _KEYS = ["step", "wall_time", "tag"]
 
 
-def read_tables(store, run_id, lo=None, hi=None, keys_only=False):
+def read_tables(store, run_id, lo=None, hi=None, keys_only=False, registered=None):
     """The pushed tables' rows of steps lo <= step < hi (either None: open) as Python columns
-    ({table: {column: list}}); `keys_only`: step, wall_time and tag alone."""
+    ({table: {column: list}}); `keys_only`: step, wall_time and tag alone; `registered`: as
+    Store.read's."""
     rng = (lo, hi)
 
     def read(table, names):
         names = _KEYS if keys_only else names
-        return _columns(store.read(run_id, table, steps=rng, columns=names), names)
+        return _columns(store.read(run_id, table, steps=rng, columns=names,
+                                   registered=registered), names)
     return {"scalars": read("scalars", _KEYS + ["value"]),
             "histograms": read("histograms", _HIST_COLS),
             "media": read("media", _MEDIA_COLS),
