@@ -402,7 +402,7 @@ def _log_rows(run, rows, factory, run_id, progress, chunk, extras, wstate, total
             wstate["t"] = max(wstate.get("t", t), t)
             if named:
                 run._local_step = w
-            log(row, step=w)
+            log(row, step=w, commit=True)   # flushed now, as wandb.log without a step
             if n == total // 2:
                 kill_point("log")
             stamp = row["_timestamp"]

@@ -24,7 +24,7 @@ So that a replay of a run still recording (`--follow`, or any replay before the 
 prefix of what a one-shot replay of the finished run pushes, a chunk of a live run pushes only
 rows earlier than a horizon that no later row can come before:
 - logged rows: up to the last recorder step of the flushes whose segments are all registered
-  (SETTLE_SECS), as before (a flush holds whole steps);
+  (plan_chunk), as before (a flush holds whole steps);
 - each logdir's events reach the store in file order, up to TensorFlow's writer flush (every
   120 s or 10 events by default): nothing earlier than the last event read from a logdir can
   still come from it, and after TB_LAG_SECS of silence nothing earlier than that either; a
@@ -147,9 +147,9 @@ def load_synced(store, record, now, running):
     raw = store.read(record.run_id, "tfevents_records", columns=_RAW)
     raw = {c: raw[c].to_pylist() for c in _RAW}
     settled = None
-    if running:   # the records of flushes that are whole: their decoded rows are all in
+    if running:   # records registered by then: their flushes' decoded rows were by now - SETTLE
         t = store.read(record.run_id, "tfevents_records", columns=["file", "index"],
-                       registered=(None, now - SETTLE_SECS))
+                       registered=(None, now - 2 * SETTLE_SECS))
         settled = {}
         for f, i in zip(t["file"].to_pylist(), t["index"].to_pylist()):
             if i > settled.get(f, -1):
@@ -167,6 +167,7 @@ class Plan:
     slots: list
     limit: int | None
     synced: Synced
+    until: float | None   # rows are read from segments registered by then (None: all)
     late: list
     refused: list
     pending: bool         # rows exist that this chunk leaves for a later one
@@ -188,17 +189,23 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     running = run_state(record, now) == "running"
     synced = load_synced(store, record, now, running)
     lo = None if cursor is None else cursor + 1
-    walls = _logged_walls(synced, read_tables(store, record.run_id, lo, None, keys_only=True))
+    # Of a live run, only segments registered SETTLE_SECS ago are read (until): a flush
+    # registers its tables one after another, and a decoded tfevents row whose raw record is
+    # not registered yet would look like a logged row. A step up to the last logged step of
+    # the segments registered 2 * SETTLE_SECS ago has all its rows in those (a flush holds
+    # whole steps).
+    until = now - SETTLE_SECS if running else None
+    walls = _logged_walls(synced, read_tables(store, record.run_id, lo, None, keys_only=True,
+                                              registered=(None, until)))
     steps = sorted(walls)
     h, last = math.inf, None
     if running:
-        # whole flushes: every segment registered SETTLE_SECS ago; a step up to the last
-        # logged step they hold has all its rows registered by now (a flush holds whole steps)
-        cutoff = now - SETTLE_SECS
-        settled = _logged_walls(synced, read_tables(store, record.run_id, lo, None,
-                                                    keys_only=True, registered=(None, cutoff)))
+        settled = _logged_walls(synced, read_tables(
+            store, record.run_id, lo, None, keys_only=True,
+            registered=(None, now - 2 * SETTLE_SECS)))
         last = max(settled, default=-math.inf)
-        known = [g.created_at for g in store.segments(record.run_id) if g.created_at <= cutoff]
+        known = [g.created_at for g in store.segments(record.run_id)
+                 if g.created_at <= now - 2 * SETTLE_SECS]
         h = synced.horizon(max(known, default=-math.inf) - SETTLE_SECS)
     progress = {d: tuple(p) for d, p in (wstate.get("dirs") or {}).items()}
     queues = {d: [g for g in gs if tuple(progress.get(d, ("", -2))) < g.pos]
@@ -245,9 +252,9 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     last_t = wstate.get("t")
     late = [slot for slot in slots if slot[0] == "sync" and last_t is not None and
             slot[2] < last_t]
-    refused = _refused(store, record.run_id, synced, cursor, wstate)
+    refused = _refused(store, record.run_id, synced, cursor, wstate, until)
     pending = n_logged < len(steps) or len(slots) - n_logged < sum(map(len, queues.values()))
-    return Plan(slots, limit, synced, late, refused, pending, now)
+    return Plan(slots, limit, synced, until, late, refused, pending, now)
 
 
 def _logged_walls(synced, keys):
@@ -272,7 +279,7 @@ def _extras_limit(store, run_id, now, cursor):
     return max(steps + ([cursor] if cursor is not None else []), default=-1)
 
 
-def _refused(store, run_id, synced, cursor, wstate):
+def _refused(store, run_id, synced, cursor, wstate, until):
     """Logged rows at recorder steps already pushed that came after they were (module doc):
     [(step, tag, wall)]. Rows reach the store in the order they were logged, so these are
     the rows at those steps logged after the last row pushed (wstate "wall"); only segments
@@ -287,7 +294,7 @@ def _refused(store, run_id, synced, cursor, wstate):
             continue
         t = store.read(run_id, table, columns=["step", "wall_time", "tag"],
                        steps=(None, cursor + 1),
-                       registered=(None if after is None else after - 2 * SETTLE_SECS, None))
+                       registered=(None if after is None else after - 2 * SETTLE_SECS, until))
         for s, w, tag in zip(*(t[c].to_pylist() for c in ("step", "wall_time", "tag"))):
             if w > wall and not (synced and synced.is_synced(s, w, tag)):
                 out.append((s, tag, w))
@@ -308,7 +315,8 @@ def iter_batches(store, run_id, plan, batch=None):
         groups = {id(s[1]): n for n, s in enumerate(part) if s[0] == "sync"}
         log_rows = sync_rows = None
         if logged:
-            log_rows = group_rows(read_tables(store, run_id, logged[0], logged[-1] + 1), key=(
+            log_rows = group_rows(read_tables(store, run_id, logged[0], logged[-1] + 1,
+                                              registered=(None, plan.until)), key=(
                 lambda s, w, tag: None if synced and synced.is_synced(s, w, tag) else s))
         if groups:
             span = [e[0] for s in part if s[0] == "sync" for e in s[1].events]
@@ -316,7 +324,8 @@ def iter_batches(store, run_id, plan, batch=None):
             def key(s, w, tag):
                 g = synced.group_of(s, w, tag)
                 return None if g is None else groups.get(id(g))
-            sync_rows = group_rows(read_tables(store, run_id, min(span), max(span) + 1), key)
+            sync_rows = group_rows(read_tables(store, run_id, min(span), max(span) + 1,
+                                               registered=(None, plan.until)), key)
         yield part, log_rows, sync_rows
 
 
