@@ -1,12 +1,11 @@
 """What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
 
 from tfblackbox.schema.store.records import run_state
-from tfblackbox.schema.store.windows import SETTLE_SECS
 
 from tfblackbox.cli.exits import print_json
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
-from .timeline import iter_batches, plan_chunk
+from .timeline import LIVE_SETTLE_SECS, iter_batches, plan_chunk
 
 
 # -- dry run --------------------------------------------------------------------------------
@@ -114,7 +113,8 @@ def nothing_to_push(r, following=False):
     else:
         has = f"steps up to {recorded} recorded, none settled yet"
     if recorded is not None and settled is not None and settled < recorded:
-        has += f" (a step is pushed once its rows have been registered for {SETTLE_SECS:.0f} s)"
+        has += (f" (a step is pushed once its rows have been registered for "
+                f"{LIVE_SETTLE_SECS:.0f} s)")
     follow = ("--follow stopped before the run finished: replay --follow again to go on"
               if following else
               "replay again later, or with --follow to keep pushing until it finishes")

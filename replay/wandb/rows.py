@@ -39,7 +39,7 @@ class Rows:
     objects: dict          # wandb_objects columns
     counts: dict           # rows per table, media per kind, tensors skipped
     tags: dict             # table -> sorted tags
-    latest: list = None    # per row: the latest wall time of its values
+    latest: list | None = None   # per row: the latest wall time of its values
 
     def __len__(self):
         return len(self.steps)

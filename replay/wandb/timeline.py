@@ -15,10 +15,10 @@ A run's history has two kinds of rows:
 W&B has one step, `_step`: wandb-core gives a synced row the next step when it reads it, so a
 `log()` without a step that comes after it moves on by one. The replay puts the rows in time
 order (a logged row at its wall time, when it was committed; a synced row at its
-`_timestamp`; each logdir's rows and the logged rows keep their own order), and numbers them the same way:
-a synced row takes the next W&B step, a logged row at recorder step s takes s plus the number
-of synced rows before it (never less than the next W&B step). Without synced rows `_step` is
-the recorder step, as before.
+`_timestamp`; each logdir's rows and the logged rows keep their own order), and numbers them
+the same way: a synced row takes the next W&B step, a logged row at recorder step s takes s
+plus the number of synced rows before it (never less than the next W&B step). Without synced
+rows `_step` is the recorder step, as before.
 
 So that a replay of a run still recording (`--follow`, or any replay before the end) pushes a
 prefix of what a one-shot replay of the finished run pushes, a chunk of a live run pushes only
@@ -36,6 +36,7 @@ drops) is reported as refused. Both are counted with their tags in the replay's 
 """
 
 import dataclasses
+import functools
 import heapq
 import math
 import os
@@ -48,6 +49,7 @@ from tfblackbox.schema.store.windows import SETTLE_SECS
 from .rows import WINDOW_ROWS, group_rows, read_tables
 
 TB_LAG_SECS = float(os.environ.get("TFBLACKBOX_TB_LAG_SECS", "130"))
+LIVE_SETTLE_SECS = 2 * SETTLE_SECS   # a live run's step is pushed once registered this long
 _RAW = ["step", "wall_time", "tag", "file", "index", "what"]
 _NOT_EVENTS = ("unparsed", "unframed")
 
@@ -149,7 +151,7 @@ def load_synced(store, record, now, running):
     settled = None
     if running:   # records registered by then: their flushes' decoded rows were by now - SETTLE
         t = store.read(record.run_id, "tfevents_records", columns=["file", "index"],
-                       registered=(None, now - 2 * SETTLE_SECS))
+                       registered=(None, now - LIVE_SETTLE_SECS))
         settled = {}
         for f, i in zip(t["file"].to_pylist(), t["index"].to_pylist()):
             if i > settled.get(f, -1):
@@ -202,10 +204,10 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     if running:
         settled = _logged_walls(synced, read_tables(
             store, record.run_id, lo, None, keys_only=True,
-            registered=(None, now - 2 * SETTLE_SECS)))
+            registered=(None, now - LIVE_SETTLE_SECS)))
         last = max(settled, default=-math.inf)
         known = [g.created_at for g in store.segments(record.run_id)
-                 if g.created_at <= now - 2 * SETTLE_SECS]
+                 if g.created_at <= now - LIVE_SETTLE_SECS]
         h = synced.horizon(max(known, default=-math.inf) - SETTLE_SECS)
     progress = {d: tuple(p) for d, p in (wstate.get("dirs") or {}).items()}
     queues = {d: [g for g in gs if tuple(progress.get(d, ("", -2))) < g.pos]
@@ -321,12 +323,15 @@ def iter_batches(store, run_id, plan, batch=None):
         if groups:
             span = [e[0] for s in part if s[0] == "sync" for e in s[1].events]
 
-            def key(s, w, tag):
-                g = synced.group_of(s, w, tag)
-                return None if g is None else groups.get(id(g))
             sync_rows = group_rows(read_tables(store, run_id, min(span), max(span) + 1,
-                                               registered=(None, plan.until)), key)
+                                               registered=(None, plan.until)),
+                                   functools.partial(_group_key, synced, groups))
         yield part, log_rows, sync_rows
+
+
+def _group_key(synced, groups, step, wall, tag):
+    g = synced.group_of(step, wall, tag)
+    return None if g is None else groups.get(id(g))
 
 
 def iter_rows(store, run_id, plan, batch=None):
