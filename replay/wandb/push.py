@@ -298,7 +298,7 @@ def push_chunk(target, cursor, plan, status, extras=None, system=None):
         clock = times.RunClock.of(store, record)
         wstate["start"] = _chunk_start(clock, state, wstate, walls)
         times.retime(os.path.join(sync_dir, f"run-{wandb_run_id(record.run_id)}.wandb"),
-                     clock, times.end_time(record, walls[1]), wstate["start"])
+                     clock, times.end_time(record, status, walls[1]), wstate["start"])
         wstate["seen"] = plan.seen
         chunk["wandb"] = wstate
         kill_point("finish")

@@ -71,11 +71,16 @@ class RunClock:
         return self.offsets[i] + max(0.0, t - self.starts[i])
 
 
-def end_time(record, last_wall=None):
-    """When the run's runtime ends for an exit record: its end if it ended, else its last
-    heartbeat (a run still recording, or one that died), never before its last pushed row."""
-    end = record.ended_at if record.ended_at is not None else (
-        record.heartbeat_at or record.started_at)
+def end_time(record, status, last_wall=None):
+    """When the run's runtime ends for a chunk's exit record: the run's end if it ended; its
+    last heartbeat if it died; the chunk's last row if it is still recording (a later chunk
+    goes on from there). Never before the chunk's last row."""
+    if record.ended_at is not None:
+        end = record.ended_at
+    elif status == "died":
+        end = record.heartbeat_at or record.started_at
+    else:
+        end = last_wall if last_wall is not None else record.started_at
     return max(end, last_wall) if last_wall is not None else end
 
 
