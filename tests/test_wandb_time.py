@@ -208,3 +208,40 @@ def test_tfevents_rows_are_rows_of_their_own_and_a_late_one_is_pushed_and_report
     assert [(r["_step"], r.get("global_step")) for r in rows][4:] == [
         (4, None), (5, 2), (6, 7), (7, 8)]
     assert not any(math.isnan(r["_runtime"]) for r in rows)
+
+
+def test_online_uploads_the_offline_chunk_with_wandb_sync(tmp_path, monkeypatch):
+    """Online, the chunk is the offline one (on the training's clock) uploaded by `wandb sync`
+    (no network here: the upload is caught, and the command it would run checked)."""
+    import shutil
+    import subprocess
+    import types
+    from tfblackbox.replay.wandb import push
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r", project="time")
+    store.begin_attempt("r")
+    scalars(store, "r", [0, 1], [1002.0, 1004.5])
+    set_times(store, "r", 1000.0, 1006.0, [(1000.0, 1006.0)])
+    uploaded, real_upload = [], push.upload
+
+    def upload(sync_dir, opts, project):
+        uploaded.append((project, opts.entity))
+        shutil.copytree(sync_dir, tmp_path / "uploaded")
+    monkeypatch.setattr(push, "upload", upload)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert replay_main(["--store", store.root, "--to", "wandb", "--mode", "online",
+                        "--entity", "team", "--no-progress"]) == EXIT_OK
+    assert uploaded == [("time", "team")]
+    assert replay(store.root, tmp_path / "offline") == EXIT_OK
+    [online] = wandb_log.run_files(str(tmp_path / "uploaded"))
+    [offline] = wandb_log.run_files(str(tmp_path / "offline"))
+    assert wandb_log.history(online) == wandb_log.history(offline)
+    assert [r["_runtime"] for r in wandb_log.history(online)] == [2.0, 4.5]
+    assert wandb_log.run_record(online).start_time.ToMicroseconds() == 1000 * 10**6
+
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: ran.append(cmd) or
+                        types.SimpleNamespace(returncode=0, stdout="", stderr=""))
+    real_upload("/staged/run-dir", types.SimpleNamespace(entity="team"), "time")
+    assert ran == [[push.sys.executable, "-m", "wandb", "sync", "--project", "time",
+                    "--entity", "team", "/staged/run-dir"]]
