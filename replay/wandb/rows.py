@@ -7,19 +7,16 @@ replay holds no W&B object longer than one step. Other tensors (raw TensorProto 
 TensorFlow to decode and are counted, not pushed. Values of `recorder.log` join the rows too:
 JSON values (log_values) as they were logged, wandb objects (wandb_objects) rebuilt on demand.
 
-`iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
-catalog's segment statistics), so a replay's memory does not grow with the run.
-`settled_step` (schema/store/windows.py) says how far a live run can be pushed safely.
+A replay reads them batch by batch, about WINDOW_ROWS stored rows at a time (timeline.py), so
+its memory does not grow with the run; timeline.py also says which rows a chunk pushes.
 """
 
 import collections
 import dataclasses
 import json
 
-from tfblackbox.schema.store import windows
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
-PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
                "height", "sample_rate"]
 _HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
@@ -197,17 +194,3 @@ def _keyed(cols, key):
     out = {n: [v[i] for i in keep] for n, v in cols.items()}
     out["key"] = [keys[i] for i in keep]
     return out
-
-
-def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
-    """The windows of steps a replay reads at once (schema/store/windows.py), WINDOW_ROWS rows
-    each."""
-    return windows.step_windows(store, run_id, PUSHED_TABLES, window_rows or WINDOW_ROWS, lo, hi)
-
-
-def iter_rows(store, run_id, lo=None, hi=None, window_rows=None):
-    """Yields the non-empty Rows of each window of lo <= step < hi, in step order."""
-    for a, b in step_windows(store, run_id, lo, hi, window_rows):
-        rows = load_rows(store, run_id, a, b)
-        if len(rows):
-            yield rows

@@ -46,7 +46,8 @@ import time
 from tfblackbox.schema.store.records import run_state
 from tfblackbox.schema.store.windows import SETTLE_SECS
 
-from .rows import WINDOW_ROWS, group_rows, read_tables
+from . import rows as _rows
+from .rows import group_rows, read_tables
 
 TB_LAG_SECS = float(os.environ.get("TFBLACKBOX_TB_LAG_SECS", "130"))
 LIVE_SETTLE_SECS = 2 * SETTLE_SECS   # a live run's step is pushed once registered this long
@@ -167,6 +168,7 @@ class Plan:
     ("sync", Group, t); `limit`: the recorder step up to which console lines and run events
     are applied (None: all); `late`/`refused`: rows reported (module doc)."""
     slots: list
+    sizes: dict           # logged step -> its stored rows (a synced row: its events)
     limit: int | None
     synced: Synced
     until: float | None   # rows are read from segments registered by then (None: all)
@@ -197,8 +199,9 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     # the segments registered 2 * SETTLE_SECS ago has all its rows in those (a flush holds
     # whole steps).
     until = now - SETTLE_SECS if running else None
+    sizes = {}                              # logged step -> stored rows (batching)
     walls = _logged_walls(synced, read_tables(store, record.run_id, lo, None, keys_only=True,
-                                              registered=(None, until)))
+                                              registered=(None, until)), sizes)
     steps = sorted(walls)
     h, last = math.inf, None
     if running:
@@ -256,11 +259,12 @@ def plan_chunk(store, record, cursor, wstate, now=None):
             slot[2] < last_t]
     refused = _refused(store, record.run_id, synced, cursor, wstate, until)
     pending = n_logged < len(steps) or len(slots) - n_logged < sum(map(len, queues.values()))
-    return Plan(slots, limit, synced, until, late, refused, pending, now)
+    return Plan(slots, sizes, limit, synced, until, late, refused, pending, now)
 
 
-def _logged_walls(synced, keys):
-    """{recorder step: earliest wall time} of the logged rows among read_tables' keys."""
+def _logged_walls(synced, keys, sizes=None):
+    """{recorder step: earliest wall time} of the logged rows among read_tables' keys;
+    `sizes` (a dict) gets each step's number of stored rows."""
     walls = {}
     for cols in keys.values():
         for s, w, tag in zip(cols["step"], cols["wall_time"], cols["tag"]):
@@ -268,6 +272,8 @@ def _logged_walls(synced, keys):
                 continue
             if w < walls.get(s, math.inf):
                 walls[s] = w
+            if sizes is not None:
+                sizes[s] = sizes.get(s, 0) + 1
     return walls
 
 
@@ -305,14 +311,25 @@ def _refused(store, run_id, synced, cursor, wstate, until):
 
 # -- the rows of a plan, batch by batch ---------------------------------------------------
 
+def _parts(plan, batch):
+    """The plan's slots in runs of about `batch` stored rows."""
+    part, n = [], 0
+    for slot in plan.slots:
+        part.append(slot)
+        n += plan.sizes.get(slot[1], 1) if slot[0] == "log" else len(slot[1].events)
+        if n >= batch:
+            yield part
+            part, n = [], 0
+    if part:
+        yield part
+
+
 def iter_batches(store, run_id, plan, batch=None):
-    """Yields (slots, logged Rows, synced Rows) for the plan's slots, about `batch` at a
-    time, read together so that memory does not grow with the chunk (either Rows may be
-    None; synced Rows are keyed by the slot's position in the batch)."""
-    batch = batch or WINDOW_ROWS
+    """Yields (slots, logged Rows, synced Rows) for the plan's slots, about `batch` stored rows
+    (rows.WINDOW_ROWS) at a time, read together so that memory does not grow with the chunk
+    (either Rows may be None; synced Rows are keyed by the slot's position in the batch)."""
     synced = plan.synced
-    for a in range(0, len(plan.slots), batch):
-        part = plan.slots[a:a + batch]
+    for part in _parts(plan, batch or _rows.WINDOW_ROWS):
         logged = [s[1] for s in part if s[0] == "log"]
         groups = {id(s[1]): n for n, s in enumerate(part) if s[0] == "sync"}
         log_rows = sync_rows = None
