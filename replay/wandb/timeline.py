@@ -200,14 +200,11 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     # whole steps).
     until = now - SETTLE_SECS if running else None
     sizes = {}                              # logged step -> stored rows (batching)
-    walls = _logged_walls(synced, read_tables(store, record.run_id, lo, None, keys_only=True,
-                                              registered=(None, until)), sizes)
+    walls = _logged_walls(synced, store, record.run_id, lo, until, sizes)
     steps = sorted(walls)
     h, last = math.inf, None
     if running:
-        settled = _logged_walls(synced, read_tables(
-            store, record.run_id, lo, None, keys_only=True,
-            registered=(None, now - LIVE_SETTLE_SECS)))
+        settled = _logged_walls(synced, store, record.run_id, lo, now - LIVE_SETTLE_SECS)
         last = max(settled, default=-math.inf)
         known = [g.created_at for g in store.segments(record.run_id)
                  if g.created_at <= now - LIVE_SETTLE_SECS]
@@ -262,13 +259,33 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     return Plan(slots, sizes, limit, synced, until, late, refused, pending, now)
 
 
-def _logged_walls(synced, keys, sizes=None):
-    """{recorder step: earliest wall time} of the logged rows among read_tables' keys;
-    `sizes` (a dict) gets each step's number of stored rows."""
+_KEY_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
+
+
+def _logged_walls(synced, store, run_id, lo, until, sizes=None):
+    """{recorder step: earliest wall time} of the logged rows at steps >= lo in segments
+    registered by `until` (None: all); `sizes` (a dict) gets each step's number of stored
+    rows. Without tfevents rows this is Arrow's group-by, so a long run's keys are not
+    turned into Python objects."""
     walls = {}
-    for cols in keys.values():
-        for s, w, tag in zip(cols["step"], cols["wall_time"], cols["tag"]):
-            if synced and synced.is_synced(s, w, tag):
+    for table in _KEY_TABLES:
+        if not store.segments(run_id, table):
+            continue
+        t = store.read(run_id, table, columns=["step", "wall_time", "tag"], steps=(lo, None),
+                       registered=(None, until))
+        if not t.num_rows:
+            continue
+        if not synced:
+            agg = t.group_by("step").aggregate([("wall_time", "min"), ("wall_time", "count")])
+            for s, w, n in zip(*(agg[c].to_pylist() for c in
+                                 ("step", "wall_time_min", "wall_time_count"))):
+                if w < walls.get(s, math.inf):
+                    walls[s] = w
+                if sizes is not None:
+                    sizes[s] = sizes.get(s, 0) + n
+            continue
+        for s, w, tag in zip(*(t[c].to_pylist() for c in ("step", "wall_time", "tag"))):
+            if synced.is_synced(s, w, tag):
                 continue
             if w < walls.get(s, math.inf):
                 walls[s] = w

@@ -108,20 +108,29 @@ def retime(path, clock, end, start=None):
     `end` is the wall time the exit record's runtime counts to, `start` the run record's
     start time (default: the run's)."""
     from . import txlog
-    records = txlog.wait_complete(path)
+    txlog.wait_complete(path)
     runtimes = []   # the new _runtime of each history record, in order
-    for rec in records:
+    for rec in txlog.iter_records(path):
         if rec.WhichOneof("record_type") == "history":
             stamp = next((json.loads(i.value_json) for i in rec.history.item
                           if _key(i) == ("_timestamp",)), None)
             runtimes.append(None if stamp is None else clock.runtime_at(stamp))
     total = clock.runtime_at(end)
+    # the runtime of the next history record with one, from each history record on
+    upcoming = [total] * (len(runtimes) + 1)
+    for i in range(len(runtimes) - 1, -1, -1):
+        upcoming[i] = runtimes[i] if runtimes[i] is not None else upcoming[i + 1]
+    txlog.rewrite(path, _retimed(txlog.iter_records(path), runtimes, upcoming, total,
+                                 start or clock.start))
+    return total
+
+
+def _retimed(records, runtimes, upcoming, total, start):
     seen = 0
     for rec in records:
         kind = rec.WhichOneof("record_type")
-        upcoming = next((r for r in runtimes[seen:] if r is not None), total)
         if kind == "run" and rec.run.HasField("start_time"):
-            rec.run.start_time.FromMicroseconds(int(round((start or clock.start) * 1e6)))
+            rec.run.start_time.FromMicroseconds(int(round(start * 1e6)))
         elif kind == "history":
             new = runtimes[seen]
             seen += 1
@@ -132,17 +141,17 @@ def retime(path, clock, end, start=None):
         elif kind == "summary":
             # written with the row that follows (core: updateRunTiming, updateSummary, then
             # the history record) or, after the last row, at exit
+            nxt = upcoming[seen]
             for item in rec.summary.update:
                 key = _key(item)
                 if key == ("_wandb", "runtime") or (key == ("_runtime",) and
                                                     _is_int(item.value_json)):
-                    item.value_json = json.dumps(int(upcoming))
+                    item.value_json = json.dumps(int(nxt))
                 elif key == ("_runtime",):
-                    item.value_json = json.dumps(upcoming)
+                    item.value_json = json.dumps(nxt)
         elif kind == "exit":
             rec.exit.runtime = int(total)
-    txlog.rewrite(path, records)
-    return total
+        yield rec
 
 
 def _is_int(text):

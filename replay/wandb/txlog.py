@@ -10,6 +10,7 @@ The replay rewrites a chunk's log once wandb has finished it (times.py), before 
 published; `wandb sync` reads the rewritten file as it reads any offline run.
 """
 
+import collections
 import os
 import struct
 import time
@@ -26,17 +27,30 @@ _TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
 
 def read_payloads(path):
     """The record payloads of a .wandb file, in order (a truncated last record is left out)."""
+    return list(iter_payloads(path))
+
+
+def iter_payloads(path):
+    """read_payloads, one at a time (the file is mapped, not read into memory)."""
+    import mmap
     with open(path, "rb") as f:
-        data = f.read()
+        if os.fstat(f.fileno()).st_size < HEADER:
+            raise BlackboxError(f"{path} is not a W&B transaction log: it is shorter than "
+                                f"its {HEADER}-byte header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield from _chunks(path, data)
+
+
+def _chunks(path, data):
     if data[:HEADER] != FILE_HEADER:
         raise BlackboxError(f"{path} is not a W&B transaction log: it starts with "
                             f"{data[:HEADER]!r}, expected {FILE_HEADER!r}")
-    out, pos, pending = [], HEADER, None
+    pos, pending, size = HEADER, None, len(data)
     while True:
         left = BLOCK - pos % BLOCK
         if left < HEADER:
             pos += left
-        if pos + HEADER > len(data):
+        if pos + HEADER > size:
             break
         crc, length, kind = struct.unpack_from("<IHB", data, pos)
         if kind == 0 and length == 0:
@@ -48,56 +62,73 @@ def read_payloads(path):
             raise BlackboxError(f"{path}: crc mismatch in the chunk at byte {pos}")
         pos += HEADER + length
         if kind == FULL:
-            out.append(body)
+            yield body
         elif kind == FIRST:
             pending = bytearray(body)
         elif kind in (MIDDLE, LAST) and pending is not None:
             pending += body
             if kind == LAST:
-                out.append(bytes(pending))
+                yield bytes(pending)
                 pending = None
         else:
             raise BlackboxError(f"{path}: unexpected chunk type {kind} at byte {pos}")
-    return out
+
+
+class Writer:
+    """Writes records into a new .wandb file in the LevelDB log framing."""
+
+    def __init__(self, f):
+        self.f = f
+        self.pos = len(FILE_HEADER)
+        f.write(FILE_HEADER)
+
+    def write(self, payload):
+        first, rest = True, memoryview(payload)
+        while True:
+            left = BLOCK - self.pos % BLOCK
+            if left < HEADER:
+                self.f.write(b"\0" * left)
+                self.pos += left
+                left = BLOCK
+            piece, rest = rest[:left - HEADER], rest[left - HEADER:]
+            last = len(rest) == 0
+            kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
+            self.f.write(struct.pack("<IHB", zlib.crc32(piece, _TYPE_CRC[kind]), len(piece),
+                                     kind))
+            self.f.write(piece)
+            self.pos += HEADER + len(piece)
+            first = False
+            if last:
+                return
 
 
 def encode(payloads):
     """The bytes of a .wandb file holding `payloads` (the LevelDB log framing)."""
-    out = bytearray(FILE_HEADER)
+    import io
+    buf = io.BytesIO()
+    w = Writer(buf)
     for payload in payloads:
-        first = True
-        rest = memoryview(payload)
-        while True:
-            left = BLOCK - len(out) % BLOCK
-            if left < HEADER:
-                out += b"\0" * left
-                left = BLOCK
-            room = left - HEADER
-            piece, rest = rest[:room], rest[room:]
-            last = len(rest) == 0
-            kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
-            out += struct.pack("<IHB", zlib.crc32(piece, _TYPE_CRC[kind]), len(piece), kind)
-            out += piece
-            first = False
-            if last:
-                break
-    return bytes(out)
+        w.write(payload)
+    return buf.getvalue()
 
 
 def rewrite(path, records):
-    """Replaces the file with `records` (Record protos), through a temporary file and a
-    rename, so a kill leaves either the old or the new file."""
+    """Replaces the file with `records` (Record protos, any iterable: it may read the file
+    being replaced), through a temporary file and a rename, so a kill leaves either the old
+    or the new file."""
     tmp = f"{path}.tfblackbox-tmp"
     with open(tmp, "wb") as f:
-        f.write(encode([r.SerializeToString() for r in records]))
+        w = Writer(f)
+        for r in records:
+            w.write(r.SerializeToString())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def wait_complete(path, timeout=60.0):
-    """The records of a run's log once wandb-core has written it whole. `run.finish()` returns
-    before wandb-core closes the run's stream (`inform_finish` is sent without waiting), and its
+    """Returns once wandb-core has written a run's log whole. `run.finish()` returns before
+    wandb-core closes the run's stream (`inform_finish` is sent without waiting), and its
     writer buffers records; the exit record is the last one it writes, so the log is whole
     once it ends with the exit record and stops growing."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -106,11 +137,9 @@ def wait_complete(path, timeout=60.0):
     while True:
         now = os.path.getsize(path) if os.path.exists(path) else -1
         if now == size and now > HEADER:
-            payloads = read_payloads(path)
-            if payloads:
-                last = pb.Record.FromString(payloads[-1])
-                if last.WhichOneof("record_type") == "exit":
-                    return [pb.Record.FromString(p) for p in payloads]
+            tail = collections.deque(iter_payloads(path), maxlen=1)
+            if tail and pb.Record.FromString(tail[0]).WhichOneof("record_type") == "exit":
+                return
         if time.monotonic() > deadline:
             raise BlackboxError(f"wandb did not finish writing {path} within {timeout:.0f} s "
                                 f"(no exit record at its end)")
@@ -119,5 +148,10 @@ def wait_complete(path, timeout=60.0):
 
 
 def read_records(path):
+    return list(iter_records(path))
+
+
+def iter_records(path):
     from wandb.proto import wandb_internal_pb2 as pb
-    return [pb.Record.FromString(p) for p in read_payloads(path)]
+    for p in iter_payloads(path):
+        yield pb.Record.FromString(p)
