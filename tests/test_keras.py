@@ -197,7 +197,7 @@ def test_sigkill_mid_fit_keeps_every_flushed_row(tmp_path):
     hist = s.histograms("killed")
     assert "epoch/weights/sequential/dense/kernel" in set(hist["tag"].to_pylist())
     wdir = tmp_path / "wandb"
-    time.sleep(max(0.0, 5.5 - (time.time() - killed_at)))   # the replay's settle time
+    time.sleep(max(0.0, 10.5 - (time.time() - killed_at)))   # the replay's settle time (2 x 5 s)
     assert replay_main(["--store", store, "--to", "wandb", "--mode", "offline",
                         "--wandb-dir", str(wdir), "--no-progress"]) == EXIT_OK
     rows = rows_of(run_file(wdir))

@@ -174,12 +174,14 @@ def test_replay_matches_the_store(store_copy, tmp_path, capsys):
 def test_windowed_replay_logs_the_same_history(store_copy, tmp_path, monkeypatch):
     """A replay reads the store a window of steps at a time (memory stays flat); tiny windows
     must give the same history, step for step, as one big window."""
-    from tfblackbox.replay.wandb import rows as wandb_rows
+    from tfblackbox.replay.wandb import rows as wandb_rows, timeline
     whole = str(tmp_path / "whole")
     shutil.copytree(store_copy, whole)
     assert replay(whole, tmp_path / "w1") == EXIT_OK
     monkeypatch.setattr(wandb_rows, "WINDOW_ROWS", 7)
-    assert len(wandb_rows.step_windows(Store.open(store_copy), "alpha")) > 5
+    s = Store.open(store_copy)
+    plan = timeline.plan_chunk(s, s.run("alpha"), None, {})
+    assert len(list(timeline.iter_batches(s, "alpha", plan))) > 5
     assert replay(store_copy, tmp_path / "w2") == EXIT_OK
 
     def simple(wdir):
@@ -333,10 +335,10 @@ def test_a_live_run_with_nothing_to_push_says_it_is_still_recording(tmp_path, ca
             {"step": steps, "wall_time": [100.0 + k for k in steps], "tag": ["loss"] * len(steps),
              "attempt": [1] * len(steps), "value": [float(k) for k in steps]}, schema=SCALARS))
 
-    def settled():   # its segments registered 10 s ago, past the settling time
+    def settled():   # its segments registered 11 s ago, past the settling time (2 x 5 s)
         with store.catalog.session(write=True) as s:
             for seg in s.scalars(cat.select(cat.SegmentRow)):
-                seg.created_at -= 10
+                seg.created_at -= 11
 
     follow = "replay again later, or with --follow to keep pushing until it finishes"
     assert says() == ("run live: still recording, nothing to push yet: nothing recorded yet; "
@@ -344,7 +346,7 @@ def test_a_live_run_with_nothing_to_push_says_it_is_still_recording(tmp_path, ca
     logged([0, 1, 2, 3, 4])             # just registered: recorded, not settled
     assert says() == ("run live: still recording, nothing to push yet: steps up to 4 recorded, "
                       "none settled yet (a step is pushed once its rows have been registered "
-                      f"for 5 s); {follow}\n")
+                      f"for 10 s); {follow}\n")
     settled()
     out = says()
     assert "run live: pushed 5 step(s) (steps 0..4, running)" in out and "--follow" in out

@@ -1,12 +1,11 @@
 """What `replay --to wandb` says: the dry run's per-run report and the printed summary."""
 
 from tfblackbox.schema.store.records import run_state
-from tfblackbox.schema.store.windows import SETTLE_SECS, settled_step
 
 from tfblackbox.cli.exits import print_json
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
-from .rows import iter_rows
+from .timeline import LIVE_SETTLE_SECS, iter_batches, plan_chunk
 
 
 # -- dry run --------------------------------------------------------------------------------
@@ -16,22 +15,30 @@ def dry_run(store, record, opts):
     step, state = store.get_cursor(record.run_id, dest)
     pending = state.get("pending")
     status = run_state(record)
-    limit = settled_step(store, record)
-    lo = None if step is None else step + 1
-    n, first, last, counts, tags = 0, None, None, None, None
-    for rows in iter_rows(store, record.run_id, lo, None if limit is None else limit + 1):
-        n += len(rows)
-        first = rows.steps[0] if first is None else first
-        last = rows.steps[-1]
-        counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
-    extras = Extras.load(store, record.run_id, state, limit).counts()
+    plan = plan_chunk(store, record, step, state.get("wandb") or {})
+    counts = tags = None
+    for _part, log_rows, sync_rows in iter_batches(store, record.run_id, plan):
+        for rows in (log_rows, sync_rows):
+            if rows is not None:
+                counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
+    extras = Extras.load(store, record.run_id, state, plan.limit).counts()
+    logged = [s[1] for s in plan.slots if s[0] == "log"]
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
             "project": project_of(opts, record), "entity": opts.entity, "destination": dest,
             "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
-            "would_push_steps": n, "first_step": first, "last_step": last,
-            "held_back_after_step": limit,
+            "would_push_steps": len(plan.slots), "synced_rows": plan.synced_rows,
+            "first_step": logged[0] if logged else None,
+            "last_step": logged[-1] if logged else None,
+            "held_back_after_step": plan.limit,
+            "late_rows": _rows_report((s[1].tags[0] for s in plan.late)),
+            "refused_rows": _rows_report(tag for _s, tag, _w in plan.refused),
             "rows": counts or _add_counts(None, None), "tags": tags or _add_tags(None, None),
             "name": record.name, "config": record.config, "wandb_tags": record.tags}
+
+
+def _rows_report(tags):
+    tags = list(tags)
+    return {"count": len(tags), "tags": sorted(set(tags))}
 
 
 def _add_counts(total, counts):
@@ -59,11 +66,19 @@ def print_summary(opts, summary):
         return
     if summary["dry_run"]:
         for r in summary["runs"]:
-            span = (f"steps {r['first_step']}..{r['last_step']}" if r["would_push_steps"]
-                    else "nothing new")
+            span = (f"recorder steps {r['first_step']}..{r['last_step']}"
+                    if r["first_step"] is not None else "no logged rows")
+            if r["synced_rows"]:
+                span += f", {r['synced_rows']} row(s) from tfevents"
+            if not r["would_push_steps"]:
+                span = "nothing new"
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["rows"]["media_by_kind"].items()))
             print(f"run {r['run_id']} -> W&B {r['project']}/{r['wandb_id']} ({r['state']}): "
-                  f"would push {r['would_push_steps']} step(s), {span}; cursor {r['cursor']}")
+                  f"would push {r['would_push_steps']} row(s), {span}; cursor {r['cursor']}")
+            for kind in ("late", "refused"):
+                if r[f"{kind}_rows"]["count"]:
+                    print(f"  {kind} rows: {r[f'{kind}_rows']['count']} "
+                          f"({', '.join(r[f'{kind}_rows']['tags'])})")
             print(f"  rows: scalars {r['rows']['scalars']}, histograms {r['rows']['histograms']}"
                   f", media {r['rows']['media']}{' (' + kinds + ')' if kinds else ''}; "
                   f"tensors not pushed {r['rows']['tensors_not_pushed']}")
@@ -98,7 +113,8 @@ def nothing_to_push(r, following=False):
     else:
         has = f"steps up to {recorded} recorded, none settled yet"
     if recorded is not None and settled is not None and settled < recorded:
-        has += f" (a step is pushed once its rows have been registered for {SETTLE_SECS:.0f} s)"
+        has += (f" (a step is pushed once its rows have been registered for "
+                f"{LIVE_SETTLE_SECS:.0f} s)")
     follow = ("--follow stopped before the run finished: replay --follow again to go on"
               if following else
               "replay again later, or with --follow to keep pushing until it finishes")

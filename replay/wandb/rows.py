@@ -7,19 +7,16 @@ replay holds no W&B object longer than one step. Other tensors (raw TensorProto 
 TensorFlow to decode and are counted, not pushed. Values of `recorder.log` join the rows too:
 JSON values (log_values) as they were logged, wandb objects (wandb_objects) rebuilt on demand.
 
-`iter_rows` reads a step range window by window (about WINDOW_ROWS rows each, sized from the
-catalog's segment statistics), so a replay's memory does not grow with the run.
-`settled_step` (schema/store/windows.py) says how far a live run can be pushed safely.
+A replay reads them batch by batch, about WINDOW_ROWS stored rows at a time (timeline.py), so
+its memory does not grow with the run; timeline.py also says which rows a chunk pushes.
 """
 
 import collections
 import dataclasses
 import json
 
-from tfblackbox.schema.store import windows
 
 WINDOW_ROWS = 10_000  # rows read at once by a replay: its memory plateau
-PUSHED_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
 _MEDIA_COLS = ["step", "wall_time", "tag", "kind", "index", "content_type", "data", "width",
                "height", "sample_rate"]
 _HIST_COLS = ["step", "wall_time", "tag", "bucket_limits", "bucket_counts", "bucket_lefts",
@@ -31,7 +28,7 @@ _OBJ_COLS = ["step", "wall_time", "tag", "index", "wandb_type", "meta_json", "fi
 class Rows:
     """History rows of one step range: `steps` ascending; `row(i, media)` builds row i."""
     steps: list
-    wall_times: list
+    wall_times: list       # per row: the earliest wall time of its values
     scalars: list          # per step: {key: float}
     lazy: list             # per step: [(key, table, index list)] or None
     hist: dict
@@ -39,6 +36,7 @@ class Rows:
     objects: dict          # wandb_objects columns
     counts: dict           # rows per table, media per kind, tensors skipped
     tags: dict             # table -> sorted tags
+    latest: list | None = None   # per row: the latest wall time of its values
 
     def __len__(self):
         return len(self.steps)
@@ -76,21 +74,48 @@ def _columns(table, names):
     return {n: table.column(n).to_pylist() for n in names}
 
 
-def load_rows(store, run_id, lo=None, hi=None):
-    """Rows of steps lo <= step < hi (either None: open), grouped by step."""
-    rng = (lo, hi)
-    sc = _columns(store.scalars(run_id, steps=rng, columns=["step", "wall_time", "tag", "value"]),
-                  ["step", "wall_time", "tag", "value"])
-    hi_t = _columns(store.histograms(run_id, steps=rng, columns=_HIST_COLS), _HIST_COLS)
-    me = _columns(store.media(run_id, steps=rng, columns=_MEDIA_COLS), _MEDIA_COLS)
-    n_tensors = store.tensors(run_id, steps=rng, columns=["step"]).num_rows
-    lv = _columns(store.read(run_id, "log_values", steps=rng,
-                             columns=["step", "wall_time", "tag", "value_json"]),
-                  ["step", "wall_time", "tag", "value_json"])
-    ob = _columns(store.read(run_id, "wandb_objects", steps=rng, columns=_OBJ_COLS), _OBJ_COLS)
+_KEYS = ["step", "wall_time", "tag"]
 
-    index = {}            # step -> position in the lists below
-    steps, walls, scalars, lazy = [], [], [], []
+
+def read_tables(store, run_id, lo=None, hi=None, keys_only=False, registered=None):
+    """The pushed tables' rows of steps lo <= step < hi (either None: open) as Python columns
+    ({table: {column: list}}); `keys_only`: step, wall_time and tag alone; `registered`: as
+    Store.read's."""
+    rng = (lo, hi)
+
+    def read(table, names):
+        names = _KEYS if keys_only else names
+        return _columns(store.read(run_id, table, steps=rng, columns=names,
+                                   registered=registered), names)
+    return {"scalars": read("scalars", _KEYS + ["value"]),
+            "histograms": read("histograms", _HIST_COLS),
+            "media": read("media", _MEDIA_COLS),
+            "tensors": read("tensors", _KEYS),
+            "log_values": read("log_values", _KEYS + ["value_json"]),
+            "wandb_objects": read("wandb_objects", _OBJ_COLS)}
+
+
+def load_rows(store, run_id, lo=None, hi=None, key=None):
+    """Rows of steps lo <= step < hi (either None: open), grouped by step (module doc), or by
+    `key(step, wall_time, tag)`: the row a stored row belongs to, None to leave it out."""
+    return group_rows(read_tables(store, run_id, lo, hi), key)
+
+
+def group_rows(cols, key=None):
+    """The history rows of read_tables' columns, grouped by step or by `key` (load_rows)."""
+    sc, hi_t, me, lv, ob = (cols["scalars"], cols["histograms"], cols["media"],
+                            cols["log_values"], cols["wandb_objects"])
+    if key is not None:
+        sc, hi_t, me, lv, ob = (_keyed(c, key) for c in (sc, hi_t, me, lv, ob))
+        tensors = _keyed(cols["tensors"], key)
+    else:
+        for c in (sc, hi_t, me, lv, ob):
+            c["key"] = c["step"]
+        tensors = cols["tensors"]
+    n_tensors = len(tensors["step"])
+
+    index = {}            # row key -> position in the lists below
+    steps, walls, latest, scalars, lazy = [], [], [], [], []
 
     def slot(step, wall):
         i = index.get(step)
@@ -98,13 +123,16 @@ def load_rows(store, run_id, lo=None, hi=None):
             i = index[step] = len(steps)
             steps.append(step)
             walls.append(wall)
+            latest.append(wall)
             scalars.append({})
             lazy.append(None)
         elif wall < walls[i]:
             walls[i] = wall
+        elif wall > latest[i]:
+            latest[i] = wall
         return i
 
-    for step, wall, tag, value in zip(sc["step"], sc["wall_time"], sc["tag"], sc["value"]):
+    for step, wall, tag, value in zip(sc["key"], sc["wall_time"], sc["tag"], sc["value"]):
         scalars[slot(step, wall)][tag] = value
     taken = collections.defaultdict(set)   # step position -> keys used by lazy items
 
@@ -117,18 +145,18 @@ def load_rows(store, run_id, lo=None, hi=None):
             lazy[i] = []
         lazy[i].append((key, table, idx))
 
-    for step, wall, tag, text in zip(lv["step"], lv["wall_time"], lv["tag"], lv["value_json"]):
+    for step, wall, tag, text in zip(lv["key"], lv["wall_time"], lv["tag"], lv["value_json"]):
         scalars[slot(step, wall)][tag] = json.loads(text)
-    for j, (step, wall, tag) in enumerate(zip(hi_t["step"], hi_t["wall_time"], hi_t["tag"])):
+    for j, (step, wall, tag) in enumerate(zip(hi_t["key"], hi_t["wall_time"], hi_t["tag"])):
         add_lazy(slot(step, wall), tag, "histograms", [j], "histogram")
     objects = {}          # (step, tag) -> wandb_objects row indices (a logged list: several)
-    for j, (step, wall, tag) in enumerate(zip(ob["step"], ob["wall_time"], ob["tag"])):
+    for j, (step, wall, tag) in enumerate(zip(ob["key"], ob["wall_time"], ob["tag"])):
         slot(step, wall)
         objects.setdefault((step, tag), []).append(j)
     for (step, tag), idx in objects.items():
         add_lazy(index[step], tag, "wandb_objects", idx, "object")
     groups = {}           # (step, tag, kind) -> media row indices, in recorded order
-    for j, (step, wall, tag, kind) in enumerate(zip(me["step"], me["wall_time"], me["tag"],
+    for j, (step, wall, tag, kind) in enumerate(zip(me["key"], me["wall_time"], me["tag"],
                                                     me["kind"])):
         slot(step, wall)
         groups.setdefault((step, tag, kind), []).append(j)
@@ -146,6 +174,7 @@ def load_rows(store, run_id, lo=None, hi=None):
     if order != list(range(len(steps))):
         steps, walls = [steps[i] for i in order], [walls[i] for i in order]
         scalars, lazy = [scalars[i] for i in order], [lazy[i] for i in order]
+        latest = [latest[i] for i in order]
     counts = {"scalars": len(sc["step"]), "histograms": len(hi_t["step"]),
               "media": len(me["step"]), "tensors_not_pushed": n_tensors,
               "media_by_kind": dict(collections.Counter(me["kind"])),
@@ -153,18 +182,15 @@ def load_rows(store, run_id, lo=None, hi=None):
     tags = {"scalars": sorted(set(sc["tag"])), "histograms": sorted(set(hi_t["tag"])),
             "media": sorted(set(me["tag"])),
             "log_values": sorted(set(lv["tag"])), "wandb_objects": sorted(set(ob["tag"]))}
-    return Rows(steps, walls, scalars, lazy, hi_t, me, ob, counts, tags)
+    return Rows(steps, walls, scalars, lazy, hi_t, me, ob, counts, tags, latest)
 
 
-def step_windows(store, run_id, lo=None, hi=None, window_rows=None):
-    """The windows of steps a replay reads at once (schema/store/windows.py), WINDOW_ROWS rows
-    each."""
-    return windows.step_windows(store, run_id, PUSHED_TABLES, window_rows or WINDOW_ROWS, lo, hi)
-
-
-def iter_rows(store, run_id, lo=None, hi=None, window_rows=None):
-    """Yields the non-empty Rows of each window of lo <= step < hi, in step order."""
-    for a, b in step_windows(store, run_id, lo, hi, window_rows):
-        rows = load_rows(store, run_id, a, b)
-        if len(rows):
-            yield rows
+def _keyed(cols, key):
+    """The rows of one table's columns that `key` keeps, with their row key as column "key"."""
+    keys = [key(s, w, t) for s, w, t in zip(cols["step"], cols["wall_time"], cols["tag"])]
+    if all(k is not None for k in keys):
+        return dict(cols, key=keys)
+    keep = [i for i, k in enumerate(keys) if k is not None]
+    out = {n: [v[i] for i in keep] for n, v in cols.items()}
+    out["key"] = [keys[i] for i in keep]
+    return out

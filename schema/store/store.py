@@ -276,19 +276,22 @@ class Store:
 
     def read(self, run_id: str, table: str, columns: Sequence[str] | None = None,
              latest_only: bool = True,
-             steps: tuple[int | None, int | None] | None = None) -> pa.Table:
+             steps: tuple[int | None, int | None] | None = None,
+             registered: tuple[float | None, float | None] | None = None) -> pa.Table:
         """All registered rows of one run's table as a pyarrow.Table sorted by step.
 
         `steps=(lo, hi)` keeps lo <= step < hi (either may be None). With `latest_only`, rows an
         earlier attempt recorded at or after a later attempt's first step are left out.
+        `registered=(after, until)` reads only the segments registered in after < time <= until
+        (either may be None): what a live run had stored by some time, or has stored since.
         """
         schema = schema_of(table)
         self.run(run_id)   # a clear error for an unknown run
         try:
-            result = self._scan_registered(run_id, table, schema, steps)
+            result = self._scan_registered(run_id, table, schema, steps, registered)
         except StoreDamageError:
             # a compaction may have swapped the files between listing and reading: list again
-            result = self._scan_registered(run_id, table, schema, steps)
+            result = self._scan_registered(run_id, table, schema, steps, registered)
         if latest_only:
             result = self._latest_attempts(run_id, result)
         if result.num_rows > 1 and not _sorted(result["step"]):
@@ -309,8 +312,12 @@ class Store:
     def tensors(self, run_id: str, **kw: Any) -> pa.Table:
         return self.read(run_id, "tensors", **kw)
 
-    def _scan_registered(self, run_id, table, schema, steps):
+    def _scan_registered(self, run_id, table, schema, steps, registered=None):
         segs = self.segments(run_id, table)
+        if registered is not None:
+            after, until = registered
+            segs = [g for g in segs if (after is None or g.created_at > after) and
+                    (until is None or g.created_at <= until)]
         if steps is not None:
             lo, hi = steps
             segs = [g for g in segs if g.max_step is None or (
