@@ -1,5 +1,5 @@
 """Command line: `tfblackbox runs|show|verify|compact|merge|upgrade|replay|report|import-dumps|
-import-tfevents` and `replay`.
+import-tfevents|export` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
@@ -102,6 +102,8 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--run", dest="run_id", help="run id to record into (default: a new run)")
     p.add_argument("--json", action="store_true")
+    from . import export
+    export.add_parser(sub, _store_arg)
     return parser
 
 
@@ -219,6 +221,10 @@ def _run(args, store):
     if args.command == "report":
         from tfblackbox.replay.report import build
         return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
+    if args.command == "export":
+        from . import export
+        return export.main(store, args.run_id, args.format, args.out, long=args.long,
+                           table=args.table, as_json=args.json)
     if args.command == "import-dumps":
         from tfblackbox.ingest import tfdbg
         return tfdbg.main(store, args.session_root, run_id=args.run_id,
