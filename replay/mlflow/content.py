@@ -19,6 +19,7 @@ record), metric points and artifacts (from the store's tables, a window of steps
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -108,6 +109,38 @@ def status_of(record, state):
     return ("FINISHED" if state == "finished" else "FAILED"), ms(end)
 
 
+# -- metric names ---------------------------------------------------------------------------
+
+_BAD_NAME = re.compile(r"[^A-Za-z0-9_\-. :/]")
+_NAMES = {}
+
+
+def metric_key(tag):
+    """The tag as an MLflow metric name: itself when MLflow takes it (alphanumerics, `_ - . :
+    /` and spaces, a path that normalizes to itself, at most 250 characters), else its
+    refused characters as `_` plus a hash of the tag, so two tags never share a name."""
+    key = _NAMES.get(tag)
+    if key is None:
+        import posixpath
+        norm = posixpath.normpath(tag) if tag else ""
+        if (tag and len(tag) <= 250 and not _BAD_NAME.search(tag) and norm == tag
+                and not norm.startswith(("..", "/")) and norm != "."):
+            key = tag
+        else:
+            clean = "/".join(p for p in _BAD_NAME.sub("_", tag).split("/")
+                             if p not in ("", ".", "..")) or "_"
+            digest = hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            key = f"{clean[:230]}_{digest}"
+        _NAMES[tag] = key
+    return key
+
+
+def renamed(tags):
+    """Warnings for the tags logged under another name."""
+    return [f"metric {t!r} is logged as {metric_key(t)!r}: MLflow's names take only letters, "
+            f"digits, '_', '-', '.', ':', '/' and spaces" for t in tags if metric_key(t) != t]
+
+
 # -- a window of steps ----------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -121,6 +154,7 @@ class Window:
     at: list
     hist: dict               # histograms columns
     media: dict              # media columns
+    tags: set = dataclasses.field(default_factory=set)   # the scalar tags as recorded
 
     def metrics(self, skip=None):
         """mlflow Metric objects of the window, less the (key, step) pairs in `skip`."""
@@ -154,8 +188,9 @@ def load_window(store, run_id, a, b):
     hist = {c: h[c].to_pylist() for c in _HIST_COLS}
     media = {c: m[c].to_pylist() for c in _MEDIA_COLS}
     all_steps = set(at) | set(hist["step"]) | set(media["step"])
-    return Window(min(all_steps), max(all_steps), len(all_steps), sc["tag"].to_pylist(),
-                  sc["value"].to_pylist(), stamps, at, hist, media)
+    tags = sc["tag"].to_pylist()
+    return Window(min(all_steps), max(all_steps), len(all_steps), [metric_key(t) for t in tags],
+                  sc["value"].to_pylist(), stamps, at, hist, media, set(tags))
 
 
 # -- artifacts ------------------------------------------------------------------------------

@@ -333,6 +333,9 @@ def _push_window(ctx, run_id, mrun, window, state, result, skip=None):
         if counts["images"] and not state.get("images"):
             client.log_batch(mrun, tags=[RunTag("mlflow.loggedImages", "True")])
             state["images"] = True
+    for w in content.renamed({t for t in window.tags}):
+        if w not in result["warnings"]:
+            result["warnings"].append(w)
     result["pushed_points"] += len(metrics)
     result["pushed_steps"] += window.steps
     if result["first_step"] is None:
