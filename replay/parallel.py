@@ -48,10 +48,10 @@ def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True)
                     try:
                         results[key] = fut.result()
                     except cf.process.BrokenProcessPool as e:
-                        results[key].update(ok=False, error=f"the replay worker of run {key} "
-                                                            f"died ({e}); replay again to go on")
+                        _failed(results[key], key, f"its replay worker died ({e}); replay "
+                                                   f"again to go on from its cursor")
                     except Exception as e:
-                        results[key].update(ok=False, error=f"{type(e).__name__}: {e}")
+                        _failed(results[key], key, f"{type(e).__name__}: {e}")
                     r = results[key]
                     if follow and r.get("ok") and not r.get("complete"):
                         later.append((time.monotonic() + poll, key, task))
@@ -66,6 +66,13 @@ def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True)
             if bar is not None:
                 bar.close()
     return results
+
+
+def _failed(result, key, error):
+    """A run whose worker raised or died: failed (exit 1), said on stderr whatever the
+    progress setting, as a replay in one process says it."""
+    result.update(ok=False, error=error)
+    print(f"error: run {key}: {error}", file=sys.stderr)
 
 
 def steps_of(result):
