@@ -1,12 +1,13 @@
 """`replay --jobs N`: runs replayed by N worker processes at once, each run by one worker.
 
 The workers run the very function a replay runs for one run (W&B's `push_run`, TensorBoard's
-`export_run`, MLflow's `push_run`), in processes of their own (spawned: wandb, pyarrow and
-the catalog's connections are not fork-safe), so the cursor contract is the one of a replay
-of one run: a worker killed at any point leaves its run's cursor where a killed replay
-leaves it, and the next replay settles it. A worker that dies (kill -9) breaks the pool:
-every run not finished by then is reported failed (exit 1), each with its cursor where its
-push stopped, and the next replay goes on from there.
+`export_run`, MLflow's `push_run`), in processes of their own, forked from a fork server that
+imported the replay's modules once (never from the replay process itself: wandb's service,
+pyarrow's threads and the catalog's connections are not fork-safe), so the cursor contract
+is the one of a replay of one run: a worker killed at any point leaves its run's cursor
+where a killed replay leaves it, and the next replay settles it. A worker that dies
+(kill -9) breaks the pool: every run not finished by then is reported failed (exit 1), each
+with its cursor where its push stopped, and the next replay goes on from there.
 
 Progress: a line per run as it ends (`[k/N] run R: ...`) and the steps pushed in all, on
 stderr (a bar on a terminal); `--json` prints the usual summary only.
@@ -20,15 +21,18 @@ import time
 STEP_KEYS = ("pushed_steps", "events")   # how each destination counts what it wrote
 
 
-def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True):
+def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True,
+             preload=()):
     """tasks: [(run id, task)]; work(task, result) -> result, a top-level function (it is
     pickled to the workers); results: {run id: result dict}, updated in place. With
     `follow`, a run whose result is ok but not complete is given to a worker again after
-    `poll` seconds, until it completes (or Ctrl-C)."""
+    `poll` seconds, until it completes (or Ctrl-C). `preload`: modules imported once by the
+    fork server the workers are forked from (wandb, pyarrow: seconds of CPU a worker would
+    spend importing them again), where the platform has one; else workers are spawned."""
     total = len(tasks)
     done = 0
     bar = _bar(total) if progress else None
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context(preload)
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         running = {pool.submit(work, task, results[key]): (key, task) for key, task in tasks}
         later = []     # (time, key, task) of runs to push again (--follow)
@@ -66,6 +70,16 @@ def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True)
             if bar is not None:
                 bar.close()
     return results
+
+
+def _context(preload):
+    """A fork server started clean (no thread, no open catalog or wandb service of ours),
+    which imports `preload` once; each worker is forked from it, so it starts with them."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    return ctx
 
 
 def _failed(result, key, error):

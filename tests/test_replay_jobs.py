@@ -81,14 +81,21 @@ def test_wandb_jobs_push_every_run_once_and_report_as_before(tmp_path):
 
 
 def _workers(pid):
-    """The pids of the spawned worker processes under `pid`."""
+    """The pids of the worker processes of the replay `pid`: forked from its fork server
+    (a child of the replay), whose command line they keep; or spawned by the replay."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True,
                          text=True).stdout
     kids = {}
     for line in out.splitlines():
-        p, pp, args = line.strip().split(None, 2)
+        p, pp, args = (line.strip().split(None, 2) + [""])[:3]
         kids.setdefault(int(pp), []).append((int(p), args))
-    return [p for p, args in kids.get(pid, []) if "spawn_main" in args]
+    found = []
+    for p, args in kids.get(pid, []):
+        if "spawn_main" in args:
+            found.append(p)
+        elif "forkserver" in args:
+            found += [w for w, a in kids.get(p, []) if "forkserver" in a]
+    return found
 
 
 @pytest.mark.parametrize("victim", ["replay", "worker"])
