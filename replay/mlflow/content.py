@@ -56,21 +56,21 @@ def flatten(config, prefix=""):
 
 
 def params_of(config, max_len, max_key=250):
-    """[(key, value text)] and the warnings for values cut to MLflow's limit (or keys too
+    """[(key, value text)] and {key: warning} for values cut to MLflow's limit (or keys too
     long to be params)."""
-    params, warnings = [], []
+    params, warnings = [], {}
     for key, value in flatten(config).items():
         text = value if isinstance(value, str) else json.dumps(value) \
             if isinstance(value, (list, tuple, bool)) or value is None else str(value)
         if len(key) > max_key:
-            warnings.append(f"config key {key[:60]!r}... is longer than MLflow's {max_key} "
-                            f"characters for a param name: left out (it is in "
-                            f"tfblackbox/config.json)")
+            warnings[key] = (f"config key {key[:60]!r}... is longer than MLflow's {max_key} "
+                             f"characters for a param name: left out (it is in "
+                             f"tfblackbox/config.json)")
             continue
         if len(text) > max_len:
-            warnings.append(f"param {key!r}: its value ({len(text)} characters) is longer than "
-                            f"MLflow's limit of {max_len} (MAX_PARAM_VAL_LENGTH): cut to "
-                            f"{max_len}; the whole value is in tfblackbox/config.json")
+            warnings[key] = (f"param {key!r}: its value ({len(text)} characters) is longer "
+                             f"than MLflow's limit of {max_len} (MAX_PARAM_VAL_LENGTH): cut "
+                             f"to {max_len}; the whole value is in tfblackbox/config.json")
             text = text[:max_len]
         params.append((key, text))
     return params, warnings

@@ -273,9 +273,9 @@ def _params(client, store, record, mrun, state, result):
     config = dict(record.config or {})
     for key, value in content.config_updates(store, record.run_id):
         config[key] = value
-    params, warnings = content.params_of(config, MAX_PARAM_VAL_LENGTH)
+    params, cut = content.params_of(config, MAX_PARAM_VAL_LENGTH)
     done = state.setdefault("params", {})
-    new = []
+    new, warnings = [], [w for k, w in cut.items() if k not in done]   # said once
     for key, text in params:
         digest = hashlib.sha1(text.encode()).hexdigest()[:16]
         if key not in done:
