@@ -112,7 +112,7 @@ def status_of(record, state):
 # -- metric names ---------------------------------------------------------------------------
 
 _BAD_NAME = re.compile(r"[^A-Za-z0-9_\-. :/]")
-_NAMES = {}
+_NAMES: dict[str, str] = {}   # tag -> MLflow metric name
 
 
 def metric_key(tag):

@@ -133,7 +133,7 @@ class Context:
     opts: MlflowReplay
 
 
-_WORKER = {}
+_WORKER: dict[tuple, "Context"] = {}   # a worker's store, client and options
 
 
 def work(task, result):

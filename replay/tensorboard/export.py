@@ -90,7 +90,7 @@ def main(store_path, out, runs=(), as_json=False, jobs=1):
     return EXIT_OK
 
 
-_WORKER_STORES = {}
+_WORKER_STORES: dict[str, Store] = {}   # a worker's open stores
 
 
 def work(task, _result):

@@ -106,7 +106,7 @@ def main(opts):
     return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAILED
 
 
-_WORKER_STORES = {}
+_WORKER_STORES: dict[str, Store] = {}   # a worker's open stores
 # what a worker's first chunk imports, imported once by the fork server instead of by each
 # worker (~0.6 s of CPU a worker; a module that is not installed is skipped)
 WORKER_PRELOAD = (__name__, "wandb", "tfblackbox.replay.wandb.media", "wandb.apis.public",
