@@ -445,3 +445,45 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert r["would_push_steps"] == 30 and r["would_push_points"] == 60
     assert not os.path.exists(tmp_path / "m.db")
     _nothing_written(store, "d")
+
+
+def test_follow_pushes_a_live_run_until_it_finishes(tmp_path):
+    store, uri = str(tmp_path / "store"), f"sqlite:///{tmp_path}/m.db"
+    s = Store.create(store)
+    s.create_run("fol", project="follow", name="fol")
+
+    def log(steps):
+        s.write_segment("fol", "scalars", pa.Table.from_pydict(
+            {"step": steps, "wall_time": [time.time()] * len(steps), "tag": ["x"] * len(steps),
+             "attempt": [1] * len(steps), "value": [float(v) for v in steps]}, schema=SCALARS))
+
+    log([0, 1, 2])
+    cmd = [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store, "--to",
+           "mlflow", "--tracking-uri", uri, "--no-progress", "--follow", "--json"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path, env={**os.environ, "TFBLACKBOX_FOLLOW_POLL_SECS": "0.5"})
+    try:
+        runs, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:   # the first steps settle (5 s) and are pushed
+            time.sleep(0.5)
+            s2 = Store.open(store)
+            step, state = s2.get_cursor("fol", f"mlflow:{uri}:follow")
+            if step == 2:    # the replay made the database; now it can be read
+                c = client(uri)
+                runs = c.search_runs([c.get_experiment_by_name("follow").experiment_id])
+                break
+        assert runs and runs[0].info.status == "RUNNING", p.stderr and p.poll()
+        assert len(history(c, runs[0].info.run_id, "x")) == 3
+        log([3, 4])
+        s.finish_run("fol", 0)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == EXIT_OK, err[-2000:]
+    r = json.loads(out)["runs"][0]
+    assert r["complete"] and r["cursor_after"] == 4
+    run = the_run(c, "fol", "follow")
+    assert run.info.status == "FINISHED"
+    assert [p[0] for p in history(c, run.info.run_id, "x")] == [0, 1, 2, 3, 4]

@@ -237,8 +237,8 @@ def _push(ctx, record, result):
     kill_point("mlflow-cursor")
     result["cursor_after"] = step
     result["complete"] = status != "running"
-    if not opts.json:
-        n = result["pushed_steps"] - pushed_before
+    n = result["pushed_steps"] - pushed_before
+    if not opts.json and (n or not opts.follow or result["complete"]):   # --follow: news only
         span = f"steps {result['first_step']}..{result['last_step']}" if n else "no new steps"
         live = ("; still recording: replay again for what it records next, or with --follow"
                 if status == "running" and not opts.follow else "")
