@@ -1,5 +1,5 @@
 """Command line: `tfblackbox runs|show|verify|compact|merge|upgrade|replay|report|import-dumps|
-import-tfevents` and `replay`.
+import-tfevents|export` and `replay`.
 
 `main(argv=None)` returns the exit code, so tests call it directly; the codes are in
 exits.py: 0 success, 1 damage found or a replay that did not complete, 2 bad usage or input.
@@ -24,12 +24,17 @@ def _store_arg(p):
 
 def _add_replay_arguments(p):
     _store_arg(p)
-    p.add_argument("--to", required=True, choices=["wandb", "debug-dump", "tensorboard"],
-                   help="destination")
+    p.add_argument("--to", required=True,
+                   choices=["wandb", "debug-dump", "tensorboard", "mlflow"], help="destination")
     p.add_argument("--run", action="append", dest="runs", metavar="ID",
                    help="run id to replay (repeatable; default: every run with rows not yet "
                         "pushed)")
     p.add_argument("--json", action="store_true", help="print a JSON result summary")
+    p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                   help="--to wandb|mlflow|tensorboard: replay N runs at once, each in a worker "
+                        "process of its own (default 1)")
+    from .replay_mlflow import add_arguments
+    add_arguments(p)
     w = p.add_argument_group("--to wandb")
     w.add_argument("--project", help="W&B project (default: the run's project)")
     w.add_argument("--entity", help="W&B entity")
@@ -48,6 +53,16 @@ def _add_replay_arguments(p):
     d.add_argument("--node", help="regex: only nodes whose name matches (re.search; tfdbg v2: "
                                   "trace op names, execution op types)")
     d.add_argument("--force", action="store_true", help="write into a non-empty --out")
+
+
+def _jobs(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of processes >= 1")
+    return n
 
 
 def build_parser():
@@ -105,6 +120,8 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--run", dest="run_id", help="run id to record into (default: a new run)")
     p.add_argument("--json", action="store_true")
+    from . import export
+    export.add_parser(sub, _store_arg)
     return parser
 
 
@@ -206,10 +223,14 @@ def _run(args, store):
         return push.main(push.WandbReplay(
             store=store, runs=tuple(args.runs or ()), project=args.project,
             entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
-            follow=args.follow, json=args.json, progress=not args.no_progress))
+            follow=args.follow, json=args.json, progress=not args.no_progress, jobs=args.jobs))
     if args.command == "replay" and args.to == "tensorboard":
         from tfblackbox.replay.tensorboard import export
-        return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
+        return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json,
+                           jobs=args.jobs)
+    if args.command == "replay" and args.to == "mlflow":
+        from .replay_mlflow import replay
+        return replay(args, store)
     if args.command == "replay":
         from tfblackbox.replay.tfdbg import debug_dump
         return debug_dump.main(debug_dump.DumpReplay(
@@ -222,6 +243,10 @@ def _run(args, store):
     if args.command == "report":
         from tfblackbox.replay.report import build
         return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
+    if args.command == "export":
+        from . import export
+        return export.main(store, args.run_id, args.format, args.out, long=args.long,
+                           table=args.table, as_json=args.json)
     if args.command == "import-dumps":
         from tfblackbox.ingest import tfdbg
         return tfdbg.main(store, args.session_root, run_id=args.run_id,

@@ -62,3 +62,8 @@ class MigrationError(BlackboxError):
 
 class MergeConflictError(BlackboxError):
     """Stores to merge hold different runs (or attempts) under the same id."""
+
+
+class MissingExtraError(BlackboxError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names the extra
+    that brings it (`pip install 'tfblackbox[pandas]'`)."""

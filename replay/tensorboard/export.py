@@ -24,7 +24,7 @@ import os
 import re
 import sys
 
-from tfblackbox.schema import BlackboxError, Store
+from tfblackbox.schema import BlackboxError, ReplayError, Store
 from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.windows import settled_step
 
@@ -50,7 +50,7 @@ def run_dir_name(record):
         f"{name}-{record.run_id}"
 
 
-def main(store_path, out, runs=(), as_json=False):
+def main(store_path, out, runs=(), as_json=False, jobs=1):
     if not out:
         raise BlackboxError("--to tensorboard needs --out LOGDIR (the directory to write the "
                             "runs' event files into)")
@@ -58,7 +58,18 @@ def main(store_path, out, runs=(), as_json=False):
     records = _select(store, runs)
     out = out_dirs.prepare(out, "--out")
     with _locked(out):
-        results = [export_run(store, store.run(r.run_id), out) for r in records]
+        if jobs > 1:   # runs written by worker processes (replay/parallel.py); the lock is ours
+            from .. import parallel
+            done = {r.run_id: {"run_id": r.run_id, "events": 0} for r in records}
+            parallel.run_jobs(jobs, [(r.run_id, (store_path, out, r.run_id)) for r in records],
+                              work, done, progress=not as_json, preload=(__name__,))
+            failed = [r for r in done.values() if r.get("ok") is False]
+            if failed:
+                raise ReplayError("; ".join(f"run {r['run_id']}: {r['error']}"
+                                              for r in failed))
+            results = [done[r.run_id] for r in records]
+        else:
+            results = [export_run(store, store.run(r.run_id), out) for r in records]
     summary = {"logdir": out, "runs": results,
                "open_command": f"tensorboard --logdir {out}"}
     if as_json:
@@ -77,6 +88,18 @@ def main(store_path, out, runs=(), as_json=False):
                 print(f"  warning: {p}", file=sys.stderr)
         print(f"open with:  {summary['open_command']}")
     return EXIT_OK
+
+
+_WORKER_STORES: dict[str, Store] = {}   # a worker's open stores
+
+
+def work(task, _result):
+    """One run written by a worker process of --jobs; the store opened once per worker."""
+    store_path, out, run_id = task
+    store = _WORKER_STORES.get(store_path)
+    if store is None:
+        store = _WORKER_STORES[store_path] = Store.open(store_path, access="replay")
+    return export_run(store, store.run(run_id), out)
 
 
 def _select(store, run_ids):

@@ -361,6 +361,12 @@ class Store:
     def size_bytes(self, run_id: str | None = None) -> int:
         return sum(g.size_bytes for g in self.segments(run_id))
 
+    def to_pandas(self, runs=None, table="scalars", pivot=False):
+        """Runs as a pandas DataFrame, in tbparse's long or pivoted shapes (the `pandas`
+        extra; schema/codecs/frames.py says the columns)."""
+        from ..codecs import frames
+        return frames.to_pandas(self, runs, table, pivot)
+
 
 def _step_filter(steps):
     lo, hi = steps if steps is not None else (None, None)

@@ -1,0 +1,1 @@
+"""`replay --to mlflow`: recorded runs into an MLflow tracking store (push.py)."""
