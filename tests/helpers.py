@@ -30,3 +30,19 @@ def missing(what, why):
         pytest.fail(f"{message} (CI must run every test: tools/test installs what they need)",
                     pytrace=False)
     pytest.skip(message)
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def child_env(**extra):
+    """The environment of a child that trains or replays: quiet TensorFlow and W&B, unbuffered
+    output, the tests folder importable (for the *_script.py programs), and no WANDB_SERVICE:
+    after an in-process wandb.init a child would otherwise share this process's wandb-core (and
+    a killed child's run would stay open in it). `extra` overrides any of these."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    path = [TESTS_DIR] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", WANDB_SILENT="true", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(path))
+    env.update(extra)
+    return env

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import wandb_log
+from helpers import child_env
 from tfblackbox.cli.main import main as cli, replay_main
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
@@ -61,10 +62,6 @@ SIDE_BY_SIDE = textwrap.dedent("""
 """)
 
 
-def child_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(WANDB_SILENT="true", TF_CPP_MIN_LOG_LEVEL="3", **extra)
-    return env
 
 
 def run_file(wandb_dir):

@@ -14,6 +14,7 @@ import time
 
 import pyarrow as pa
 import pytest
+from helpers import child_env
 
 import no_tensorflow
 import wandb_log
@@ -82,12 +83,6 @@ def replay_cli(store, wandb_dir, *extra, env=None, timeout=120):
                           env=child_env(**(env or {})))
 
 
-def child_env(**extra):
-    """The environment less WANDB_SERVICE: after an in-process wandb.init, children would
-    otherwise share this process's wandb-core (and a killed child's run would stay open in it)."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(WANDB_SILENT="true", **extra)
-    return env
 
 
 def all_history(wandb_dir):

@@ -13,6 +13,7 @@ import threading
 import pytest
 
 import wandb_log
+from helpers import child_env
 from tfblackbox.cli.main import main as cli_main, replay_main
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.schema import Store
@@ -41,10 +42,6 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def child_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(WANDB_SILENT="true", **extra)
-    return env
 
 
 def git(cwd, *args):

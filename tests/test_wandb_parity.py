@@ -31,6 +31,7 @@ import sys
 import pytest
 
 import wandb_log
+from helpers import child_env
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.cli.main import replay_main
 from tfblackbox.schema import Store
@@ -55,10 +56,6 @@ VOLATILE = {"_runtime", "_timestamp", "_step"}
 REPLAY_KEYS = ("tfblackbox/", "model/")   # the replay's own summary keys
 
 
-def child_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(WANDB_SILENT="true", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=HERE, **extra)
-    return env
 
 
 def run_files(wandb_dir):

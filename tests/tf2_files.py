@@ -7,14 +7,12 @@ import os
 import subprocess
 import sys
 
+from helpers import child_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "tf2_summary_script.py")
 
 
-def child_env():
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=HERE)
-    return env
 
 
 def run_script(*args, timeout=300, check=True):

@@ -15,15 +15,12 @@ import subprocess
 import sys
 
 from file_trees import files_under
+from helpers import child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "tfdbg_v2_script.py")
 
 
-def child_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": HERE, **extra})
-    return env
 
 
 def run_script(*args, timeout=300, check=True, **env):

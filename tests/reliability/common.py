@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 
+from helpers import child_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 # Root ignores permission bits; a child run through this prefix is root without the
@@ -88,12 +90,6 @@ def guarded(group, case, fn, *args, **kw):
 
 # -- environment ------------------------------------------------------------------------------
 
-def child_env(**extra):
-    """A child's environment: quiet TF and W&B, no shared wandb-core service."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
 
 
 def cli_command():
