@@ -75,7 +75,7 @@ def describe_run(store, run_id):
                                "bytes": sum(s.size_bytes for s in segs), "tags": tags}
     from . import system_show
     out.update(system_show.describe(store, run_id))   # environment, files, system metrics
-    if "tfdbg2_records" in out["tables"]:
+    if "tfdbg_v2_records" in out["tables"]:
         from tfblackbox.replay.tfdbg import summary_v2
         out["tfdbg_v2"] = summary_v2.describe(store, run_id)
     return out

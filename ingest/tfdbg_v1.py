@@ -1,7 +1,7 @@
 """`tfblackbox import-dumps SESSION_ROOT`, tfdbg v1 part: archive DumpingDebugHook output (the
 command itself is tfdbg.py).
 
-Every `run_<micros>_<n>/` under SESSION_ROOT becomes one `debug_runs` row with its tensors and
+Every `run_<micros>_<n>/` under SESSION_ROOT becomes one `tfdbg_v1_runs` row with its tensors and
 partition graphs, losslessly: `replay --to debug-dump` writes the same files back, byte for
 byte. Each distinct partition graph is stored once per device; a run dir's graph file is
 rebuilt from it and that file's own wall time and name, or, if its bytes would not come back
@@ -33,7 +33,7 @@ class _Segments:
 
     def flush(self):
         tables = self.buffers.take()
-        for name in ("debug_graphs", "debug_tensors", "debug_runs"):   # runs last
+        for name in ("tfdbg_v1_graphs", "tfdbg_v1_tensors", "tfdbg_v1_runs"):   # runs last
             if name in tables:
                 self.store.write_segment(self.run_id, name, tables[name], self.writer_id)
                 self.segments += 1
@@ -78,7 +78,7 @@ def import_session_root(store, root, run_id=None):
     writer_id, attempt = store.begin_attempt(run_id, socket.gethostname(), os.getpid())
     out = _Segments(store, run_id, writer_id, attempt)
     seen = {(g["device"], g["graph_hash"]) for g in store.read(
-        run_id, "debug_graphs", columns=["device", "graph_hash"], latest_only=False).to_pylist()}
+        run_id, "tfdbg_v1_graphs", columns=["device", "graph_hash"], latest_only=False).to_pylist()}
     tensors = 0
     try:
         for name in names:
@@ -108,17 +108,17 @@ def _import_dir(out, path, name, seen):
         graphs.append((device, g.graph_hash, g.timestamp, wall, raw))
         if (device, g.graph_hash) not in seen:
             seen.add((device, g.graph_hash))
-            out.buffers.add("debug_graphs", **tfdbg_v1_rows.debug_graph_row(
+            out.buffers.add("tfdbg_v1_graphs", **tfdbg_v1_rows.debug_graph_row(
                 step, device, g.graph_hash, g.timestamp, wall, graph_def))
             out.nbytes += len(graph_def)
     if d.tensors:
-        out.buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
+        out.buffers.add_table("tfdbg_v1_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, name, d.tensors, names.__getitem__, out.encoder))
     row = tfdbg_v1_rows.debug_run_row(step, micros / 1e6, name, n, "ok", "import",
                                       d.core_metadata_name, d.core_metadata, d.fetches_info,
                                       d.feed_keys_info,
                              sorted(names[x] for x in d.device_dirs), graphs, d.tensors)
-    out.buffers.add("debug_runs", **row)
+    out.buffers.add("tfdbg_v1_runs", **row)
     out.nbytes += row["tensor_bytes"]
     return len(d.tensors)
 

@@ -1,8 +1,8 @@
 """`tfblackbox import-dumps ROOT`, tfdbg v2 part: archive a dump root that
 `tf.debugging.experimental.enable_dump_debug_info` wrote.
 
-Every record of every DebugEvent file becomes a `tfdbg2_records` row (source-file lines a
-`tfdbg2_blobs` row, once per content across the store), the same rows the recorder makes, so
+Every record of every DebugEvent file becomes a `tfdbg_v2_records` row (source-file lines a
+`tfdbg_v2_blobs` row, once per content across the store), the same rows the recorder makes, so
 `replay --to debug-dump` writes the files back byte for byte. Everything is checked before
 anything is written: an entry that is not a tfdbg v2 file, a record whose checksum does not
 match, or file sets of more than one tfdbg run (DebugDataReader reads one run per dump root)

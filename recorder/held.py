@@ -12,8 +12,8 @@ pieces: the highest drop tier first (dumps and raw records, then media, metrics 
 oldest piece first within a tier, so what stays is the latest rows, as in a flight
 recorder's ring, and what is written when space returns joins up with what comes after. A
 dumped step goes whole, with the rows encoded against it (schema/codecs/tfdbg_v1_codec.py: a
-delta needs its chain's earlier dumps): every held debug_tensors row of a chain that lost a
-row, the debug_tensors and debug_runs rows of every step that lost a tensor, and rows of such
+delta needs its chain's earlier dumps): every held tfdbg_v1_tensors row of a chain that lost a
+row, the tfdbg_v1_tensors and tfdbg_v1_runs rows of every step that lost a tensor, and rows of such
 chains and steps that arrive later, until the dump capture starts new chains (it is told
 through the writer's drop listeners). Every dropped row is counted per table and reason, with
 its bytes and steps (`lost`), for the catalog's `losses`.
@@ -35,7 +35,7 @@ HEADROOM_FRACTION, HEADROOM_MIN, HEADROOM_MAX = 0.01, 4 << 20, 256 << 20
 # rows before the end, the ones a post-mortem looks at first.
 FINAL_HEADROOM = 1 << 20
 _ORDER = {name: i for i, name in enumerate(TIERS)}
-_DUMPS = ("debug_tensors", "debug_runs")
+_DUMPS = ("tfdbg_v1_tensors", "tfdbg_v1_runs")
 
 
 class NoRoom(OSError, BlackboxError):
@@ -134,9 +134,9 @@ class Held:
     def chunk(self, name, limit=CHUNK_BYTES):
         """(pieces, table): the oldest held rows of `name` to write as one segment; all of a
         metric table, at most `limit` bytes of a bulk one (at least one piece). A dumped
-        step's debug_runs row, which makes its tensors visible, waits while any of its
+        step's tfdbg_v1_runs row, which makes its tensors visible, waits while any of its
         tensors is held: (0, None) when all do."""
-        if name == "debug_runs" and "debug_tensors" in self._pieces:
+        if name == "tfdbg_v1_runs" and "tfdbg_v1_tensors" in self._pieces:
             return self._ready_runs()
         pieces, size, n = self._pieces[name], 0, 0
         for _a, t in pieces:
@@ -147,17 +147,17 @@ class Held:
         return n, pa.concat_tables([t for _a, t in pieces[:n]])
 
     def _ready_runs(self):
-        """debug_runs rows whose step has no tensor held, as one piece in front of the
+        """tfdbg_v1_runs rows whose step has no tensor held, as one piece in front of the
         others (which keep the oldest arrival): (1, them), or (0, None)."""
-        pieces = self._pieces["debug_runs"]
+        pieces = self._pieces["tfdbg_v1_runs"]
         table = pa.concat_tables([t for _a, t in pieces])
         waiting = pa.array(list(set().union(*(pc.unique(t["run_key"]).to_pylist()
-                                              for _a, t in self._pieces["debug_tensors"]))),
+                                              for _a, t in self._pieces["tfdbg_v1_tensors"]))),
                            pa.string())
         wait = pc.fill_null(pc.is_in(table["run_key"], value_set=waiting), False)
         ready, rest = table.filter(pc.invert(wait)), table.filter(wait)
         self.nbytes += ready.nbytes + rest.nbytes - sum(t.nbytes for _a, t in pieces)
-        self._pieces["debug_runs"] = [[pieces[0][0], t] for t in (ready, rest) if t.num_rows]
+        self._pieces["tfdbg_v1_runs"] = [[pieces[0][0], t] for t in (ready, rest) if t.num_rows]
         return (1, ready) if ready.num_rows else (0, None)
 
     def written(self, name, n):
@@ -243,7 +243,7 @@ class Held:
     def _gone(self, name, table):
         """Which rows of a dump table belong to a cut step or chain (a boolean array)."""
         gone = pc.is_in(table["run_key"], value_set=pa.array(list(self._cut_runs), pa.string()))
-        if name == "debug_tensors":
+        if name == "tfdbg_v1_tensors":
             gone = pc.or_kleene(gone, pc.is_in(table["chain_run"], value_set=pa.array(
                 list(self._cut_chains), pa.string())))
         return pc.fill_null(gone, False)

@@ -1,7 +1,7 @@
 """tfblackbox.schema: the store (SQLite catalog + Parquet segments), the one row builder, and
 the foreign formats every side speaks (formats/). Imports no TensorFlow."""
 
-from .tables.tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS
+from .tables.tfdbg_v1 import TFDBG_V1_GRAPHS, TFDBG_V1_RUNS, TFDBG_V1_TENSORS
 from .errors import (BlackboxError, CatalogError, DumpLayoutError, MergeConflictError,
                      MigrationError,
                      NativeCaptureUnavailable, NotAStoreError, ReadOnlyStoreError, ReplayError,
@@ -22,4 +22,4 @@ __all__ = ["Store", "RunRecord", "WriterRecord", "TriggerRecord", "LossRecord", 
            "RunNotFoundError",
            "StoreDamageError", "StoreVersionError", "WireFormatError", "WriterError",
            "SCALARS", "HISTOGRAMS", "MEDIA", "TENSORS", "TABLES", "verify", "compact",
-           "FORMAT_VERSION", "DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS"]
+           "FORMAT_VERSION", "TFDBG_V1_RUNS", "TFDBG_V1_TENSORS", "TFDBG_V1_GRAPHS"]

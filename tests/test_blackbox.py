@@ -69,7 +69,7 @@ def record(tmp_path, name="bb", steps=N_STEPS, check_numerics=False, on_step=Non
 
 
 def dumped_steps(store, run_id):
-    t = Store.open(store).read(run_id, "debug_runs")
+    t = Store.open(store).read(run_id, "tfdbg_v1_runs")
     return t["step"].to_pylist(), t["status"].to_pylist()
 
 
@@ -265,7 +265,9 @@ def test_sigterm_writes_the_ring_then_the_process_exits_as_terminated(tmp_path):
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     s = Store.open(store)
-    [t] = s.triggers("bg")
+    triggers = s.triggers("bg")
+    assert len(triggers) == 1, (triggers, err[-3000:])
+    [t] = triggers
     assert t.kind == "signal" and "SIGTERM" in t.reason and t.steps_written == 4
     steps, status = dumped_steps(store, "bg")
     assert steps == list(range(t.step - 3, t.step + 1)) and set(status) == {"ok"}

@@ -1,4 +1,4 @@
-"""The debug_tensors encoding (schema/tfdbg_v1_codec.py): lossless byte for byte on awkward data,
+"""The tfdbg_v1_tensors encoding (schema/tfdbg_v1_codec.py): lossless byte for byte on awkward data,
 a single step read back through its chain, a damaged chain reported, not guessed. Rows go
 through a real store (Parquet segments, the catalog) as DumpHook's writer puts them there."""
 
@@ -81,7 +81,7 @@ def record(tmp_path, steps, key_every=4):
         for t in files:
             originals[(run_key, t.node_name, t.ext_timestamp)] = t.data
         buffers = rows.ColumnBuffers(attempt)
-        buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
+        buffers.add_table("tfdbg_v1_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, run_key, files, layout.device_name_from_dir, encoder))
         for name, table in buffers.take().items():   # a segment per step, as small flushes do
             store.write_segment("r", name, table, writer)
@@ -100,7 +100,7 @@ def decoded(store, steps=None):
 def test_every_event_comes_back_byte_for_byte(tmp_path):
     steps = list(range(11))
     store, originals = record(tmp_path, steps)
-    table = store.read("r", "debug_tensors", columns=["codec", "chain_pos", "step"])
+    table = store.read("r", "tfdbg_v1_tensors", columns=["codec", "chain_pos", "step"])
     codecs = set(table["codec"].to_pylist())
     # key frames, first-, second- and third-order deltas of widths 1, 2, 4 and 8; strings
     # and the empty tensor kept whole
@@ -122,7 +122,7 @@ def test_a_single_step_reads_back_through_its_chain(tmp_path, step):
 
 def test_drifting_weights_leave_small_residuals(tmp_path):
     store, originals = record(tmp_path, list(range(40)), key_every=tfdbg_v1_codec.KEY_EVERY)
-    raw = store.read("r", "debug_tensors", columns=["content", "chain_pos", "node_name"])
+    raw = store.read("r", "tfdbg_v1_tensors", columns=["content", "chain_pos", "node_name"])
     drifting = [v for k, v in originals.items() if k[1] == "dense/kernel/read"]
     # content: the int32 words in 4 byte planes
     stored = [(np.frombuffer(c, np.uint8).reshape(4, -1).T.copy().view(np.int32).ravel(), p)
@@ -151,7 +151,7 @@ def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
         run_key = f"run_{2000 + n}_{n}"
         files = tensors_of_step(step, rng, 1_700_000_000_000_000 + 10 * n)
         originals.update({(run_key, t.node_name, t.ext_timestamp): t.data for t in files})
-        buffers.add_table("debug_tensors", tfdbg_v1_rows.debug_tensor_table(
+        buffers.add_table("tfdbg_v1_tensors", tfdbg_v1_rows.debug_tensor_table(
             step, run_key, files, layout.device_name_from_dir, encoder))
     for name, table in buffers.take().items():
         store.write_segment("r", name, table, writer)
@@ -165,7 +165,7 @@ def test_a_missing_link_is_reported_not_guessed(tmp_path):
     rows_ = tfdbg_v1_codec.read_debug_tensors(store, "r")
     # lose step 2's rows: steps 3.. of each chain cannot be rebuilt, 0 and 1 still can
     kept = [r for r in rows_ if r["step"] != 2]
-    raw = store.read("r", "debug_tensors").to_pylist()
+    raw = store.read("r", "tfdbg_v1_tensors").to_pylist()
     raw = [r for r in raw if r["step"] != 2]
     events = tfdbg_v1_codec.decode_events(raw)
     damaged = set()

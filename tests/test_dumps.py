@@ -168,11 +168,11 @@ def test_graphs_stored_once_and_steps(identity_dumps):
     from tfblackbox.schema import Store
     _ref, store, run_id, _out = identity_dumps
     s = Store.open(store)
-    graphs = s.read(run_id, "debug_graphs")
+    graphs = s.read(run_id, "tfdbg_v1_graphs")
     assert graphs.num_rows == 1                        # one device, one graph, 4 steps
-    runs = s.read(run_id, "debug_runs")
+    runs = s.read(run_id, "tfdbg_v1_runs")
     assert runs["step"].to_pylist() == list(range(N_STEPS))
-    tensors = s.read(run_id, "debug_tensors", columns=["dtype", "shape", "tag", "codec"])
+    tensors = s.read(run_id, "tfdbg_v1_tensors", columns=["dtype", "shape", "tag", "codec"])
     assert "float16" in tensors["dtype"].to_pylist() and "string" in tensors["dtype"].to_pylist()
     # store format 3: numeric contents encoded (the differential above reads them back),
     # string tensors kept whole
@@ -246,31 +246,31 @@ def test_max_bytes_stops_dumping_training_goes_on(tmp_path, caplog):
     tf.compat.v1.disable_eager_execution()
     from tfblackbox.schema import Store
     _s, run_id, hook = record_blackbox(tmp_path, n_steps=3, name="probe")
-    one_step = Store.open(_s).read(run_id, "debug_runs")["tensor_bytes"].to_pylist()[0]
+    one_step = Store.open(_s).read(run_id, "tfdbg_v1_runs")["tensor_bytes"].to_pylist()[0]
     with caplog.at_level("WARNING", logger="tfblackbox"):
         store, run_id, hook = record_blackbox(tmp_path, n_steps=10, max_bytes=int(3.5 * one_step),
                                               max_pending=1)
     assert hook.budget_exhausted and "disk budget" in caplog.text
-    runs = Store.open(store).read(run_id, "debug_runs")
+    runs = Store.open(store).read(run_id, "tfdbg_v1_runs")
     assert 1 <= runs.num_rows < 10
     assert sum(runs["tensor_bytes"].to_pylist()) <= int(3.5 * one_step)
 
 
 def test_unsafe_node_names_never_leave_out(tmp_path):
     import pyarrow as pa
-    from tfblackbox.schema import DEBUG_RUNS, DEBUG_TENSORS, Store
+    from tfblackbox.schema import TFDBG_V1_RUNS, TFDBG_V1_TENSORS, Store
     store = Store.create(str(tmp_path / "store"))
     store.create_run("evil")
     w, attempt = store.begin_attempt("evil")
     base = dict(step=0, wall_time=1.0, attempt=attempt, run_key="run_1_0")
-    store.write_segment("evil", "debug_runs", pa.Table.from_pylist([dict(
+    store.write_segment("evil", "tfdbg_v1_runs", pa.Table.from_pylist([dict(
         base, tag="run_1_0", devices=["/job:localhost/replica:0/task:0/device:CPU:0"])],
-        schema=DEBUG_RUNS), w)
+        schema=TFDBG_V1_RUNS), w)
     names = ["../../escape", "/abs/olute", "a/../../b", "ok/node", "a//b", ".", "x\x00y"]
-    store.write_segment("evil", "debug_tensors", pa.Table.from_pylist([dict(
+    store.write_segment("evil", "tfdbg_v1_tensors", pa.Table.from_pylist([dict(
         base, tag=n, device="/job:localhost/replica:0/task:0/device:CPU:0", node_name=n,
         output_slot=0, debug_op="DebugIdentity", timestamp=5, event=b"") for n in names],
-        schema=DEBUG_TENSORS), w)
+        schema=TFDBG_V1_TENSORS), w)
     out = tmp_path / "deep" / "out"
     assert replay(store.root, out) == 1                 # refused names are reported
     written = [os.path.relpath(os.path.join(d, f), tmp_path) for d, _s, fs in
@@ -314,7 +314,7 @@ def test_sigkill_mid_dump_leaves_a_valid_store(tmp_path):
         proc.wait(30)
     s = Store.open(store)
     assert verify(s).ok
-    runs = s.read("killed", "debug_runs")
+    runs = s.read("killed", "tfdbg_v1_runs")
     assert runs.num_rows > 0
     out = tmp_path / "out"
     assert replay(store, out) == 0
@@ -378,7 +378,7 @@ def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, c
     assert hook.capture == "files"
     assert "captures through files" in caplog.text and "remove" in caplog.text
     from tfblackbox.schema import Store
-    tensors = Store.open(store).read(run_id, "debug_tensors", columns=["step"])
+    tensors = Store.open(store).read(run_id, "tfdbg_v1_tensors", columns=["step"])
     assert sorted(set(tensors["step"].to_pylist())) == [0, 1]
     from tfblackbox import recorder
     with pytest.raises(ValueError, match="capture='fast'"):
@@ -440,7 +440,7 @@ def test_concurrent_threads_keep_their_own_dumps(tmp_path):
     assert sorted(got) == sorted(fed)
     assert len(counts) <= 2                      # the first run also dumps uninitialised state
     from tfblackbox.schema import Store
-    runs = Store.open(store).read(run.run_id, "debug_runs", columns=["status"])
+    runs = Store.open(store).read(run.run_id, "tfdbg_v1_runs", columns=["status"])
     assert set(runs["status"].to_pylist()) == {"ok"}
 
 
@@ -467,7 +467,7 @@ def test_tensors_the_capture_cannot_keep_are_counted_and_the_step_marked(tmp_pat
                 sess.run(train, feed_dict={x: feeds(i)})
         recorder.finish()
     s = Store.open(store)
-    runs = s.read(run.run_id, "debug_runs", columns=["step", "status", "tensor_count"])
+    runs = s.read(run.run_id, "tfdbg_v1_runs", columns=["step", "status", "tensor_count"])
     assert runs["status"].to_pylist() == ["ok", "incomplete", "ok"]
     counts = runs["tensor_count"].to_pylist()
     assert counts[1] == counts[2] - 5
@@ -528,7 +528,7 @@ def test_a_full_writer_queue_delays_the_ingest_never_drops_dumps(tmp_path):
     recorder.finish()
     assert capture is None or capture.runs_dropped == 0
     assert run.writer.dropped_jobs == 0 and hook.skipped_busy == 0
-    runs = Store.open(store).read(run.run_id, "debug_runs", columns=["step"])
+    runs = Store.open(store).read(run.run_id, "tfdbg_v1_runs", columns=["step"])
     assert runs["step"].to_pylist() == list(range(8))
     out = tmp_path / "out"
     assert replay(store, out) == 0

@@ -19,19 +19,19 @@ def test_totals_are_recorded_per_attempt_table_and_reason(tmp_path):
     s = Store.create(str(tmp_path / "s"))
     w1, w2 = run_with_attempts(s, "r")
     assert s.losses("r") == []
-    s.note_losses("r", w2, {("debug_tensors", "memory"): (100, 4 << 20, 10, 50)})
+    s.note_losses("r", w2, {("tfdbg_v1_tensors", "memory"): (100, 4 << 20, 10, 50)})
     s.note_losses("r", w1, {("scalars", "finish"): (21, 900, 7, 7),
-                            ("debug_tensors", "memory"): (3, 300, 1, 2)})
-    s.note_losses("r", w2, {("debug_tensors", "memory"): (250, 9 << 20, 10, 95),
-                            ("debug_runs", "memory"): (25, 9000, 10, 95)})
-    s.note_losses("r", w2, {("debug_tensors", "memory"): (250, 9 << 20, 10, 95)})   # again
+                            ("tfdbg_v1_tensors", "memory"): (3, 300, 1, 2)})
+    s.note_losses("r", w2, {("tfdbg_v1_tensors", "memory"): (250, 9 << 20, 10, 95),
+                            ("tfdbg_v1_runs", "memory"): (25, 9000, 10, 95)})
+    s.note_losses("r", w2, {("tfdbg_v1_tensors", "memory"): (250, 9 << 20, 10, 95)})   # again
     got = s.losses("r")
     assert all(isinstance(x, LossRecord) for x in got)
     assert [(x.attempt, x.table, x.reason, x.rows, x.bytes, x.first_step, x.last_step)
             for x in got] == [
-        (1, "debug_tensors", "memory", 3, 300, 1, 2), (1, "scalars", "finish", 21, 900, 7, 7),
-        (2, "debug_runs", "memory", 25, 9000, 10, 95),
-        (2, "debug_tensors", "memory", 250, 9 << 20, 10, 95)]
+        (1, "scalars", "finish", 21, 900, 7, 7), (1, "tfdbg_v1_tensors", "memory", 3, 300, 1, 2),
+        (2, "tfdbg_v1_runs", "memory", 25, 9000, 10, 95),
+        (2, "tfdbg_v1_tensors", "memory", 250, 9 << 20, 10, 95)]
     with pytest.raises(ValueError, match="loss reason 'sometimes'"):
         s.note_losses("r", w1, {("scalars", "sometimes"): (1, 1, None, None)})
 
@@ -40,7 +40,7 @@ def test_show_lists_losses_under_their_attempt(tmp_path, capsys):
     root = str(tmp_path / "s")
     s = Store.create(root)
     w1, w2 = run_with_attempts(s, "r")
-    s.note_losses("r", w1, {("debug_tensors", "memory"): (271000, 75 << 20, 30, 455),
+    s.note_losses("r", w1, {("tfdbg_v1_tensors", "memory"): (271000, 75 << 20, 30, 455),
                             ("scalars", "finish"): (42, 1680, None, None)})
     assert cli(["show", "r", "--store", root]) == 0
     out = capsys.readouterr().out
@@ -48,15 +48,15 @@ def test_show_lists_losses_under_their_attempt(tmp_path, capsys):
     first, second = (next(i for i, ln in enumerate(lines) if ln.startswith(f"  attempt {n}:"))
                      for n in (1, 2))
     assert lines[first + 1:second] == [
-        "    lost 271000 debug_tensors rows (75.0 MiB, steps 30..455): dropped past "
-        "max_unwritten_bytes while the store could not take them",
-        "    lost 42 scalars rows (1.6 KiB): still unwritten when the attempt ended"]
+        "    lost 42 scalars rows (1.6 KiB): still unwritten when the attempt ended",
+        "    lost 271000 tfdbg_v1_tensors rows (75.0 MiB, steps 30..455): dropped past "
+        "max_unwritten_bytes while the store could not take them"]
     assert cli(["show", "r", "--store", root, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["losses"]
     assert [(x["attempt"], x["writer_id"], x["table"], x["reason"], x["rows"], x["bytes"],
              x["first_step"], x["last_step"]) for x in shown] == [
-        (1, w1, "debug_tensors", "memory", 271000, 75 << 20, 30, 455),
-        (1, w1, "scalars", "finish", 42, 1680, None, None)]
+        (1, w1, "scalars", "finish", 42, 1680, None, None),
+        (1, w1, "tfdbg_v1_tensors", "memory", 271000, 75 << 20, 30, 455)]
     s.create_run("quiet")
     assert cli(["show", "quiet", "--store", root, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["losses"] == []

@@ -229,18 +229,18 @@ def test_a_format4_store_upgrades_to_format5_and_takes_losses(tmp_path, capsys):
     assert [(x.kind, x.step, x.writer_id) for x in s.triggers("format4")] == [("nan", 7, 2)]
     assert s.run("format4").status == "finished" and verify(s).ok
     assert s.losses("format4") == []
-    s.note_losses("format4", 1, {("debug_tensors", "memory"): (900, 5 << 20, 10, 95),
+    s.note_losses("format4", 1, {("tfdbg_v1_tensors", "memory"): (900, 5 << 20, 10, 95),
                                  ("scalars", "finish"): (21, 840, 96, 96)})
-    s.note_losses("format4", 1, {("debug_tensors", "memory"): (1000, 6 << 20, 10, 100)})
+    s.note_losses("format4", 1, {("tfdbg_v1_tensors", "memory"): (1000, 6 << 20, 10, 100)})
     got = Store.open(root).losses("format4")      # opening again upgrades nothing
     assert [(x.attempt, x.table, x.reason, x.rows, x.bytes, x.first_step, x.last_step)
-            for x in got] == [(1, "debug_tensors", "memory", 1000, 6 << 20, 10, 100),
-                              (1, "scalars", "finish", 21, 840, 96, 96)]
+            for x in got] == [(1, "scalars", "finish", 21, 840, 96, 96),
+                              (1, "tfdbg_v1_tensors", "memory", 1000, 6 << 20, 10, 100)]
     assert len(glob.glob(os.path.join(root, "catalog.sqlite.format*-backup-*"))) == 1
     assert cli(["show", "format4", "--store", root]) == 0
     out = capsys.readouterr().out
     assert "trigger nan at step 7 (attempt 2)" in out
-    assert "lost 1000 debug_tensors rows" in out
+    assert "lost 1000 tfdbg_v1_tensors rows" in out
 
 
 CHILD = """
@@ -285,7 +285,7 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     import shutil
 
     from tfblackbox.cli.main import main as cli
-    from tfblackbox.schema.tables.tfdbg_v1 import DEBUG_TENSORS
+    from tfblackbox.schema.tables.tfdbg_v1 import TFDBG_V1_TENSORS
     root = str(tmp_path / "store")
     shutil.copytree(FORMAT2, root)
     with open(os.path.join(os.path.dirname(__file__), "data",
@@ -299,21 +299,21 @@ def test_a_format2_store_with_dumps_upgrades_and_rebuilds_byte_for_byte(tmp_path
     assert_losses_table(con)
     assert glob.glob(os.path.join(root, "catalog.sqlite.format2-backup-*"))
     assert verify(s).ok
-    [seg] = s.segments("format2", "debug_tensors")
+    [seg] = s.segments("format2", "tfdbg_v1_tensors")
     import pyarrow.parquet as pq
     old = pq.read_table(os.path.join(root, seg.path))
-    assert old.schema.names == DEBUG_TENSORS.names and old["codec"].null_count == old.num_rows
+    assert old.schema.names == TFDBG_V1_TENSORS.names and old["codec"].null_count == old.num_rows
     out = tmp_path / "out"
     assert cli(["replay", "--store", root, "--to", "debug-dump", "--out", str(out)]) == 0
     assert _rebuilt_sums(str(out)) == expected
     # format-3 rows beside the old ones in one run, merged into one segment by compaction
     assert cli(["import-dumps", str(out), "--store", root, "--run", "format2"]) == 0
-    new = s.read("format2", "debug_tensors", columns=["attempt", "codec"], latest_only=False)
+    new = s.read("format2", "tfdbg_v1_tensors", columns=["attempt", "codec"], latest_only=False)
     assert new.num_rows == 2 * old.num_rows
     assert new.filter(pa.compute.equal(new["attempt"], 2))["codec"].null_count < old.num_rows
     from tfblackbox.schema import compact
     compact(s, "format2")
-    assert len(s.segments("format2", "debug_tensors")) == 1 and verify(s).ok
+    assert len(s.segments("format2", "tfdbg_v1_tensors")) == 1 and verify(s).ok
     both = tmp_path / "both"
     assert cli(["replay", "--store", root, "--to", "debug-dump", "--out", str(both)]) == 0
     # imported run dirs keep their names: the second attempt's rows supersede the first's

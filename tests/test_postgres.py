@@ -153,9 +153,9 @@ def test_migrations_run_on_postgresql(postgres, pg_url, tmp_path):
         (trigger_id, 3, "nan")]
     # format 5: the losses table, and the renumbered attempt's writer takes losses
     assert_losses_table(postgres, db)
-    store.note_losses("r", 3, {("debug_tensors", "memory"): (5, 1 << 40, 1, 2)})
+    store.note_losses("r", 3, {("tfdbg_v1_tensors", "memory"): (5, 1 << 40, 1, 2)})
     assert [(x.attempt, x.table, x.bytes) for x in store.losses("r")] == [
-        (3, "debug_tensors", 1 << 40)]
+        (3, "tfdbg_v1_tensors", 1 << 40)]
 
 
 def assert_losses_table(postgres, db):

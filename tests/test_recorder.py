@@ -203,10 +203,10 @@ def test_run_record_has_the_git_commit_of_the_working_directory(tmp_path, monkey
 
 
 def _dump_rows(steps, payload_bytes, rows_per_step=10):
-    """Ready-made debug_tensors rows (as DumpHook's ingest builds them), ~payload_bytes each."""
+    """Ready-made tfdbg_v1_tensors rows (as DumpHook's ingest builds them), ~payload_bytes each."""
     import pyarrow as pa
     from tfblackbox.schema.tables import schema_of
-    schema = schema_of("debug_tensors")
+    schema = schema_of("tfdbg_v1_tensors")
     schema = schema.remove(schema.get_field_index("attempt"))
     rows = [dict(step=s, wall_time=float(s), tag=f"n{k}:0:DebugIdentity", run_key=f"r{s}",
                  device="/job:localhost/replica:0/task:0/device:CPU:0", node_name=f"n{k}",
@@ -229,13 +229,13 @@ def test_large_ready_made_tables_are_encoded_ahead_in_row_groups(store_dir):
     store, w = _writer(store_dir)
     for s in range(12):                       # 12 x 10 rows of 30 KB: ~3.6 MB, > 1 MiB
         table = _dump_rows([s], 30_000)
-        w.submit(lambda b, t=table: b.add_table("debug_tensors", t), table.nbytes)
+        w.submit(lambda b, t=table: b.add_table("tfdbg_v1_tensors", t), table.nbytes)
     w.close()
-    segs = store.segments("r", "debug_tensors")
+    segs = store.segments("r", "tfdbg_v1_tensors")
     assert len(segs) == 1 and segs[0].row_count == 120
     assert (segs[0].min_step, segs[0].max_step) == (0, 11)
     assert pq.ParquetFile(os.path.join(store_dir, segs[0].path)).num_row_groups >= 3
-    got = store.read("r", "debug_tensors", columns=["step", "timestamp", "event"])
+    got = store.read("r", "tfdbg_v1_tensors", columns=["step", "timestamp", "event"])
     assert got["step"].to_pylist() == [s for s in range(12) for _k in range(10)]
     assert got["event"].to_pylist() == _dump_rows(range(12), 30_000)["event"].to_pylist()
     report = verify(store)
@@ -263,11 +263,11 @@ def test_a_failing_encode_ahead_falls_back_and_keeps_every_row(store_dir, monkey
     with caplog.at_level(logging.WARNING, logger="tfblackbox"):
         for s in range(8):
             table = _dump_rows([s], 30_000)
-            w.submit(lambda b, t=table: b.add_table("debug_tensors", t), table.nbytes)
+            w.submit(lambda b, t=table: b.add_table("tfdbg_v1_tensors", t), table.nbytes)
         w.close()
     assert fail["left"] == 0
     assert f"injected {where} failure" in caplog.text
-    got = store.read("r", "debug_tensors", columns=["step"])["step"].to_pylist()
+    got = store.read("r", "tfdbg_v1_tensors", columns=["step"])["step"].to_pylist()
     assert sorted(got) == [s for s in range(8) for _k in range(10)]
 
 

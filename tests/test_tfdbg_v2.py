@@ -160,7 +160,7 @@ def test_keras_fit_curt_health(keras_curt, tmp_path, capsys):
     assert {t[5] for t in rebuilt["traces"]} == {2}   # CURT_HEALTH
     # the decoded columns are DebugDataReader's values: [tensor id, NaN/Inf flag]
     store = Store.open(keras_curt["store"])
-    rows = store.read("dbg", "tfdbg2_records", latest_only=False).to_pylist()
+    rows = store.read("dbg", "tfdbg_v2_records", latest_only=False).to_pylist()
     traces = [r for r in rows if r["what"] == "graph_execution_trace"]
     got = [(r["op_name"], r["output_slot"], tuple(r["debug_values"])) for r in traces]
     want = [(t[1], t[2], t[6]) for t in rebuilt["traces"]]
@@ -177,7 +177,7 @@ def test_loop_full_health_finds_the_nan_and_inf(loop_health, tmp_path, capsys):
     root, rebuilt = check_against_staging(loop_health, tmp_path, capsys)
     a, b = check_against_tf(loop_health, root, ordered_traces=True)
     store = Store.open(loop_health["store"])
-    rows = store.read("dbg", "tfdbg2_records", latest_only=False).to_pylist()
+    rows = store.read("dbg", "tfdbg_v2_records", latest_only=False).to_pylist()
     traces = [r for r in rows if r["what"] == "graph_execution_trace"]
     assert [tuple(r["debug_values"]) for r in traces] == [t[6] for t in rebuilt["traces"]]
     op_type = {(r["graph_id"], r["op_name"]): r["op_type"] for r in rows
@@ -228,9 +228,9 @@ def test_every_tensor_debug_mode_in_one_run(tmp_path, capsys):
         assert modes == {debug_event_pb2.TensorDebugMode.Value(mode)}
         assert [e[0] for e in view["executions"]][-1] == "Sqrt"
     s = Store.open(str(store))
-    blobs = s.read("dbg", "tfdbg2_blobs", latest_only=False)["sha256"].to_pylist()
+    blobs = s.read("dbg", "tfdbg_v2_blobs", latest_only=False)["sha256"].to_pylist()
     assert len(blobs) == len(set(blobs)) > 10     # six snapshots of the sources, stored once
-    sources = [r for r in s.read("dbg", "tfdbg2_records", latest_only=False).to_pylist()
+    sources = [r for r in s.read("dbg", "tfdbg_v2_records", latest_only=False).to_pylist()
                if r["what"] == "source_file"]
     assert len({r["blob"] for r in sources if r["blob"]}) == len(blobs)
     assert len(sources) > 5 * len(blobs)
@@ -252,11 +252,11 @@ def test_import_a_tf_dump_root_and_rebuild_it(keras_full, tmp_path, capsys):
     # into the recorder's store: the same sources were recorded there, none is stored again
     shared = str(tmp_path / "shared")
     shutil.copytree(keras_full["store"], shared)
-    before = Store.open(shared).read("dbg", "tfdbg2_blobs", latest_only=False).num_rows
+    before = Store.open(shared).read("dbg", "tfdbg_v2_blobs", latest_only=False).num_rows
     assert cli(["import-dumps", plain, "--store", shared, "--run", "tf"]) == EXIT_OK
     assert "imported 6 tfdbg v2 file(s)" in capsys.readouterr().out
     s = Store.open(shared)
-    assert not s.segments("tf", "tfdbg2_blobs")
+    assert not s.segments("tf", "tfdbg_v2_blobs")
     assert before > 100
     code, _r = rebuild(shared, tmp_path / "both", capsys=capsys)
     assert code == EXIT_OK
@@ -266,7 +266,7 @@ def test_import_a_tf_dump_root_and_rebuild_it(keras_full, tmp_path, capsys):
     # merges both attempts' segments and the rebuild is the same
     assert cli(["import-dumps", plain, "--store", shared, "--run", "tf"]) == EXIT_OK
     assert cli(["compact", "--store", shared, "--run", "tf"]) == EXIT_OK
-    assert len(Store.open(shared).segments("tf", "tfdbg2_records")) == 1
+    assert len(Store.open(shared).segments("tf", "tfdbg_v2_records")) == 1
     code, report = rebuild(shared, tmp_path / "again", "--run", "tf", capsys=capsys)
     assert code == EXIT_OK and len(report["runs"][0]["dump_roots"]) == 1
     assert h.tree(the_root(tmp_path / "again")) == h.tree(plain)
@@ -332,7 +332,7 @@ def test_import_refuses_what_it_cannot_keep_whole(keras_full, keras_curt, tmp_pa
         debug_events_reader.DebugDataReader(str(two))
     ids = [h.reader_view(d)["tfdbg_run_id"] for d in (keras_full["plain"], keras_curt["plain"])]
     refused(two, "2 tfdbg runs", *ids)
-    assert not os.path.exists(os.path.join(store, "data", "tfdbg2_records"))
+    assert not os.path.exists(os.path.join(store, "data", "tfdbg_v2_records"))
 
 
 def test_two_hosts_of_one_tfdbg_run_stay_one_root(keras_curt, tmp_path, capsys):
@@ -379,7 +379,7 @@ def test_sigkill_mid_run_leaves_a_store_that_verifies_and_a_readable_rebuild(tmp
             assert time.time() < deadline, "the child never flushed"
         while time.time() < deadline:   # until the writer registered executions
             s = Store.open(str(store_dir), clean_orphans=False)
-            rows = s.read("dbg", "tfdbg2_records", columns=["what"], latest_only=False)
+            rows = s.read("dbg", "tfdbg_v2_records", columns=["what"], latest_only=False)
             if rows["what"].to_pylist().count("execution") >= 9:
                 break
             time.sleep(0.2)
@@ -442,7 +442,7 @@ def test_max_bytes_stops_recording_with_one_warning(tmp_path, capsys):
     assert "done" in proc.stdout
     assert proc.stderr.count("max_bytes=400000 is reached") == 1
     s = Store.open(str(store))
-    rows = s.read("dbg", "tfdbg2_records", columns=["what", "length"],
+    rows = s.read("dbg", "tfdbg_v2_records", columns=["what", "length"],
                   latest_only=False).to_pylist()
     recorded = sum(r["length"] for r in rows if r["what"] not in ("file", "unframed"))
     assert 0 < recorded <= budget
@@ -498,9 +498,9 @@ def test_rebuild_refuses_names_that_leave_out_and_a_non_empty_out(keras_curt, tm
     buffers = ColumnBuffers(1)
     for session, name in (("x", "tfdbg_events.1.h/../../../evil.metadata"),
                           ("../../y", "tfdbg_events.1.h.metadata")):
-        buffers.add_table("tfdbg2_records", file_row(type("Src", (), {
+        buffers.add_table("tfdbg_v2_records", file_row(type("Src", (), {
             "name": name, "host": "h", "kind": "metadata", "session": session})()))
-    s.write_segment("dbg", "tfdbg2_records", buffers.take()["tfdbg2_records"])
+    s.write_segment("dbg", "tfdbg_v2_records", buffers.take()["tfdbg_v2_records"])
     code, report = rebuild(store, out, "--force", capsys=capsys)
     assert code == EXIT_FAILED
     rejected = report["runs"][0]["rejected"]
@@ -555,7 +555,7 @@ def test_a_resumed_attempts_debug_records_do_not_hide_earlier_rows(store_dir):
     got = store.scalars("r")
     assert got["step"].to_pylist() == list(range(5)) + [5]
     assert got["value"].to_pylist()[-1] == 50.0
-    [row] = store.read("r", "tfdbg2_records", latest_only=False).to_pylist()
+    [row] = store.read("r", "tfdbg_v2_records", latest_only=False).to_pylist()
     assert (row["what"], row["op_type"], row["record"]) == ("execution", "Add", event)
 
 

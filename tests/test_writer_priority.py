@@ -147,8 +147,8 @@ def test_init_takes_max_unwritten_bytes_and_refuses_a_bad_one(tmp_path):
 # -- dumped steps and their chains (held.py alone) ---------------------------------------------
 
 def dump_tensors(step, chain_run, chain_pos, watches=("a", "b")):
-    """One dumped step's debug_tensors rows: one per watch, encoded in chain `chain_run`."""
-    schema = schema_of("debug_tensors")
+    """One dumped step's tfdbg_v1_tensors rows: one per watch, encoded in chain `chain_run`."""
+    schema = schema_of("tfdbg_v1_tensors")
     rows = [dict(step=step, wall_time=float(step), tag=f"{w}:0:DebugIdentity", attempt=1,
                  run_key=f"r{step}", device="cpu", node_name=w, output_slot=0,
                  debug_op="DebugIdentity", timestamp=step, dtype="float32", shape=[4],
@@ -158,7 +158,7 @@ def dump_tensors(step, chain_run, chain_pos, watches=("a", "b")):
 
 
 def dump_run(step):
-    schema = schema_of("debug_runs")
+    schema = schema_of("tfdbg_v1_runs")
     return pa.Table.from_pylist([dict(step=step, wall_time=float(step), tag=f"r{step}",
                                       attempt=1, run_key=f"r{step}", tensor_count=2)],
                                 schema=schema)
@@ -172,29 +172,30 @@ def test_a_dropped_dumped_step_takes_its_chain_and_run_rows_along():
     h = Held()
     # steps 0-2 in chain r0 (key frame at step 0), step 3 starts chain r3
     for step, chain, pos in ((0, "r0", 0), (1, "r0", 1), (2, "r0", 2), (3, "r3", 0)):
-        h.add("debug_tensors", dump_tensors(step, chain, pos))
-        h.add("debug_runs", dump_run(step))
+        h.add("tfdbg_v1_tensors", dump_tensors(step, chain, pos))
+        h.add("tfdbg_v1_runs", dump_run(step))
     h.add("scalars", pa.Table.from_pylist(
         [dict(step=0, wall_time=0.0, tag="x", attempt=1, value=1.0)],
         schema=schema_of("scalars")))
     # a step's run row waits while its tensors are held
-    assert h.chunk("debug_runs") == (0, None)
+    assert h.chunk("tfdbg_v1_runs") == (0, None)
     dropped = h.shed(h.nbytes - 1)          # one piece must go: the oldest dump
-    assert dropped == {"debug_tensors", "debug_runs"}
-    assert keys(h, "debug_tensors") == ["r3"]            # r1, r2: encoded against r0
-    assert keys(h, "debug_runs") == ["r3"]
+    assert dropped == {"tfdbg_v1_tensors", "tfdbg_v1_runs"}
+    assert keys(h, "tfdbg_v1_tensors") == ["r3"]            # r1, r2: encoded against r0
+    assert keys(h, "tfdbg_v1_runs") == ["r3"]
     assert "scalars" in h
     # rows arriving later in a dropped chain, and their step's run row, go at once
-    late = h.admit("debug_tensors", pa.concat_tables([dump_tensors(4, "r0", 3),
+    late = h.admit("tfdbg_v1_tensors", pa.concat_tables([dump_tensors(4, "r0", 3),
                                                       dump_tensors(5, "r5", 0)]))
     assert sorted(set(late["run_key"].to_pylist())) == ["r5"]
-    h.add("debug_runs", dump_run(4))
-    assert keys(h, "debug_runs") == ["r3"]
+    h.add("tfdbg_v1_runs", dump_run(4))
+    assert keys(h, "tfdbg_v1_runs") == ["r3"]
     lost = {k: v[:1] + v[2:] for k, v in h.lost.items()}
-    assert lost == {("debug_tensors", "memory"): [8, 0, 4], ("debug_runs", "memory"): [4, 0, 4]}
+    assert lost == {("tfdbg_v1_tensors", "memory"): [8, 0, 4],
+                    ("tfdbg_v1_runs", "memory"): [4, 0, 4]}
     # once its tensors are written, a step's run row is ready
-    n, _t = h.chunk("debug_tensors")
-    h.written("debug_tensors", n)
-    assert keys(h, "debug_runs") == ["r3"] and h.chunk("debug_runs")[0] == 1
+    n, _t = h.chunk("tfdbg_v1_tensors")
+    h.written("tfdbg_v1_tensors", n)
+    assert keys(h, "tfdbg_v1_runs") == ["r3"] and h.chunk("tfdbg_v1_runs")[0] == 1
     h.give_up()
     assert not h and h.nbytes == 0 and h.lost[("scalars", "finish")][0] == 1

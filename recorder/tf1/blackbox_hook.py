@@ -69,6 +69,7 @@ class BlackBoxHook:
         cap.wake()
 
     def _on_signal(self, name):
+        self._signalled = True
         self._fire(self._last_step, "signal", f"{name} received after step {self._last_step}")
 
     def _check_values(self, step, fetched):
@@ -101,7 +102,9 @@ class BlackBoxHook:
         if self._triggers is None or "exception" not in self._triggers.named:
             return
         error = run_mod.exit_error(self._run)
-        if isinstance(error, SystemExit):   # the way out of a signal, which fired itself
+        # the way out of a signal, which fired itself (the exit's error may not be known yet
+        # when the interrupted step is sealed)
+        if getattr(self, "_signalled", False) or isinstance(error, SystemExit):
             return
         what = describe(error) if error is not None else "an exception or an interruption"
         self._fire(batch.step, "exception",

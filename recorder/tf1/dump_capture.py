@@ -340,8 +340,8 @@ class DumpCapture:
         return queued
 
     def _dropped(self, tables):   # the writer's thread
-        if tables & {"debug_tensors", "debug_runs", "debug_graphs"}:
-            self._drops[1] += "debug_graphs" in tables
+        if tables & {"tfdbg_v1_tensors", "tfdbg_v1_runs", "tfdbg_v1_graphs"}:
+            self._drops[1] += "tfdbg_v1_graphs" in tables
             self._drops[0] += 1
 
     def _submit(self, graphs, tensors, run_rows, read, sizes):
@@ -349,12 +349,12 @@ class DumpCapture:
 
         def job(buffers):
             for step, (device, g, wall, graph_def) in graphs:
-                buffers.add("debug_graphs", **tfdbg_v1_rows.debug_graph_row(
+                buffers.add("tfdbg_v1_graphs", **tfdbg_v1_rows.debug_graph_row(
                     step, device, g.graph_hash, g.timestamp, wall, graph_def))
             if tensors is not None:
-                buffers.add_table("debug_tensors", tensors)
+                buffers.add_table("tfdbg_v1_tensors", tensors)
             for run_row in run_rows:
-                buffers.add("debug_runs", **run_row)
+                buffers.add("tfdbg_v1_runs", **run_row)
 
         # the ingest is not the training thread: it waits for the writer rather than drop
         # dumped steps (a backlog makes DumpHook skip steps, counted, instead)

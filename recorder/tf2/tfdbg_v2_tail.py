@@ -29,7 +29,7 @@ from .staging import HolePuncher
 
 log = logging.getLogger("tfblackbox")
 
-RECORDS = "tfdbg2_records"
+RECORDS = "tfdbg_v2_records"
 
 
 class TfdbgV2Tail(RecordTail):
@@ -42,7 +42,7 @@ class TfdbgV2Tail(RecordTail):
         # shared by a run's sessions (what one added may not be written yet)
         self.blobs = blobs if blobs is not None else BlobIndex(run.store)
         # source files the writer dropped before storing them are stored again when needed
-        run.writer.on_drop(lambda tables: "tfdbg2_blobs" in tables and self.blobs.forget())
+        run.writer.on_drop(lambda tables: "tfdbg_v2_blobs" in tables and self.blobs.forget())
         self.punch = HolePuncher()
         self.start()
 

@@ -204,11 +204,11 @@ def tensor_summary(store, run_id):
 
 
 def debug_summary(store, run_id):
-    runs = store.read(run_id, "debug_runs", columns=["step", "status", "devices",
+    runs = store.read(run_id, "tfdbg_v1_runs", columns=["step", "status", "devices",
                                                      "tensor_count", "tensor_bytes"])
     if runs.num_rows == 0:
         return None
-    nodes = store.read(run_id, "debug_tensors", columns=["node_name", "debug_op"])
+    nodes = store.read(run_id, "tfdbg_v1_tensors", columns=["node_name", "debug_op"])
     by_node = collections.Counter(nodes["node_name"].to_pylist())
     steps = runs["step"].to_pylist()
     return {"session_runs": runs.num_rows, "first_step": min(steps), "last_step": max(steps),
@@ -218,4 +218,4 @@ def debug_summary(store, run_id):
             "statuses": dict(collections.Counter(runs["status"].to_pylist())),
             "debug_ops": dict(collections.Counter(nodes["debug_op"].to_pylist())),
             "top_nodes": by_node.most_common(10),
-            "graphs": store.read(run_id, "debug_graphs", columns=["step"]).num_rows}
+            "graphs": store.read(run_id, "tfdbg_v1_graphs", columns=["step"]).num_rows}

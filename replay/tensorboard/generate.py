@@ -144,7 +144,7 @@ def _wandb_images(rows, values, order, counts):
 
 def graph_events(store, run_id, lo, hi):
     """(step, wall_time, Event) of each distinct partition graph DumpHook recorded."""
-    t = store.read(run_id, "debug_graphs", steps=(lo, hi),
+    t = store.read(run_id, "tfdbg_v1_graphs", steps=(lo, hi),
                    columns=["step", "event_wall_time", "wall_time", "graph_def"])
     out = []
     for step, ewall, wall, graph in zip(*(t[c].to_pylist() for c in t.column_names)):

@@ -22,7 +22,7 @@ from .. import out_dirs
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json
 from . import rebuild_v1, rebuild_v2
 
-V1_TABLE, V2_TABLE = "debug_runs", "tfdbg2_records"
+V1_TABLE, V2_TABLE = "tfdbg_v1_runs", "tfdbg_v2_records"
 
 
 def parse_steps(text):

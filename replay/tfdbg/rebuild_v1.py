@@ -30,11 +30,11 @@ def rebuild_run(store, run_id, target, steps=None, node_re=None):
     """Writes the session.run dirs of one run into `target`; returns what it did."""
     report = {"run_id": run_id, "target": target, "dirs": [], "tensors": 0, "rejected": [],
               "warnings": []}
-    runs = store.read(run_id, "debug_runs", steps=steps).to_pylist()
+    runs = store.read(run_id, "tfdbg_v1_runs", steps=steps).to_pylist()
     if not runs:
         return report
     graphs = {}
-    for g in store.read(run_id, "debug_graphs", latest_only=False).to_pylist():
+    for g in store.read(run_id, "tfdbg_v1_graphs", latest_only=False).to_pylist():
         graphs.setdefault((g["device"], g["graph_hash"]), g)
     by_run = collections.defaultdict(list)
     for t in tfdbg_v1_codec.read_debug_tensors(store, run_id, steps, TENSOR_COLUMNS):

@@ -5,11 +5,11 @@ op types, graphs, and the NaN / Inf the health modes found, from the decoded col
 import collections
 
 from tfblackbox.schema.codecs.tfdbg_v2_restore import dump_roots
-from tfblackbox.schema.tables.tfdbg_v2 import TFDBG2_RECORDS
+from tfblackbox.schema.tables.tfdbg_v2 import TFDBG_V2_RECORDS
 
 TOP = 5            # op types listed per kind
 FIRST_BAD = 5      # NaN/Inf findings listed
-_COLUMNS = [f.name for f in TFDBG2_RECORDS if f.name not in ("record", "debug_values")]
+_COLUMNS = [f.name for f in TFDBG_V2_RECORDS if f.name not in ("record", "debug_values")]
 
 
 def describe(store, run_id):

@@ -1,7 +1,7 @@
 """Lossless encoding of dumped tensors against earlier dumps of the same watch (store format 3).
 
 Consecutive dumped steps mostly hold the same weights and activations, a little changed. So a
-debug_tensors row keeps the dump Event without its `tensor_content` payload (`event`, with
+tfdbg_v1_tensors row keeps the dump Event without its `tensor_content` payload (`event`, with
 `content_at` the offset where the payload goes back in) and the payload as words of the
 tensor's width w (8 for float64/int64, 4 for float32/int32, 2 for float16, else 1), encoded
 (`codec`) and split into w byte planes (byte-stream split: the sign/exponent bytes of floats,
@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from ..errors import StoreDamageError
 from ..formats.wire import span
-from ..tables.tfdbg_v1 import DEBUG_TENSORS
+from ..tables.tfdbg_v1 import TFDBG_V1_TENSORS
 from .rows import binary_array
 
 KEY_EVERY = 32          # dumps per chain between key frames: what one step's read may decode
@@ -103,8 +103,8 @@ def parse_codec(codec):
             return w, order
     except ValueError:
         pass
-    raise StoreDamageError(f"debug_tensors codec {codec!r} is unknown; expected w<width>o<order> "
-                           f"(a newer tfblackbox wrote it?)")
+    raise StoreDamageError(f"tfdbg_v1_tensors codec {codec!r} is unknown; expected "
+                           f"w<width>o<order> (a newer tfblackbox wrote it?)")
 
 
 # -- encoding (the recorder's ingest, import-dumps) ---------------------------------------------
@@ -324,18 +324,18 @@ CODEC_COLUMNS = ["attempt", "run_key", "step", "device", "tag", "timestamp", "ex
 
 
 def read_debug_tensors(store, run_id, steps=None, columns=None):
-    """A run's debug_tensors rows (dicts, sorted by step) with `event` decoded back to the
+    """A run's tfdbg_v1_tensors rows (dicts, sorted by step) with `event` decoded back to the
     Event bytes TF wrote, or a StoreDamageError where its chain is incomplete. With `steps`,
     the key frames and deltas before the range that its rows need are read too (at most
     KEY_EVERY dumps of each chain) and left out of the result."""
-    wanted = list(columns) if columns is not None else DEBUG_TENSORS.names
+    wanted = list(columns) if columns is not None else TFDBG_V1_TENSORS.names
     cols = list(dict.fromkeys(wanted + CODEC_COLUMNS))
-    rows = store.read(run_id, "debug_tensors", steps=steps, columns=cols).to_pylist()
+    rows = store.read(run_id, "tfdbg_v1_tensors", steps=steps, columns=cols).to_pylist()
     lo = steps[0] if steps is not None else None
     first = min((r["chain_step"] for r in rows if r["codec"] is not None), default=None)
     before = []
     if lo is not None and first is not None and first < lo:
-        before = store.read(run_id, "debug_tensors", steps=(first, lo),
+        before = store.read(run_id, "tfdbg_v1_tensors", steps=(first, lo),
                             columns=cols).to_pylist()
     events = decode_events(before + rows)[len(before):]
     extra = [c for c in cols if c not in wanted]

@@ -1,10 +1,10 @@
-"""The rows of tfdbg v1 dumps: debug_tensors (one per dumped tensor), debug_runs (one per
-session.run) and debug_graphs (one per distinct partition graph)."""
+"""The rows of tfdbg v1 dumps: tfdbg_v1_tensors (one per dumped tensor), tfdbg_v1_runs (one per
+session.run) and tfdbg_v1_graphs (one per distinct partition graph)."""
 
 import numpy as np
 import pyarrow as pa
 
-from ..tables.tfdbg_v1 import DEBUG_TENSORS
+from ..tables.tfdbg_v1 import TFDBG_V1_TENSORS
 from ..formats import tfdbg_v1
 from .rows import binary_array, int64_lists
 from .tfdbg_v1_codec import EncodedRows, canonical_key
@@ -15,11 +15,11 @@ DEBUG_TENSOR_COLUMNS = ["step", "wall_time", "tag", "run_key", "device", "node_n
                         "chain_step", "chain_pos"]
 
 
-_CODEC_FIELDS = [DEBUG_TENSORS.field(name) for name in DEBUG_TENSOR_COLUMNS[13:]]
+_CODEC_FIELDS = [TFDBG_V1_TENSORS.field(name) for name in DEBUG_TENSOR_COLUMNS[13:]]
 
 
 def debug_tensor_table(step, run_key, tensors, device_of, encoder=None):
-    """The debug_tensors rows of one session.run as a pa.Table (no attempt column: the
+    """The tfdbg_v1_tensors rows of one session.run as a pa.Table (no attempt column: the
     buffers add it), from TensorFile-like objects; built in one go because converting the
     Event bytes value by value cost as much as reading the files. `device_of(device_dir)`
     gives the device name. dtype and shape come from the object when it knows them (the
@@ -84,7 +84,7 @@ def debug_tensor_runs(runs, device_of, encoder=None):
 
 def debug_run_row(step, wall_time, run_key, session_run, status, source, core_metadata_name,
                   core_metadata, fetches_info, feed_keys_info, devices, graphs, tensors):
-    """The debug_runs row of one session.run. `graphs`: (device, graph hash, timestamp
+    """The tfdbg_v1_runs row of one session.run. `graphs`: (device, graph hash, timestamp
     micros, Event wall time, raw Event bytes or None) per device that ran one, in device-dir
     order; raw bytes only where the graph file would not be rebuilt byte for byte."""
     raws = [g[4] for g in graphs]
@@ -100,7 +100,7 @@ def debug_run_row(step, wall_time, run_key, session_run, status, source, core_me
 
 
 def debug_graph_row(step, device, graph_hash, timestamp, event_wall_time, graph_def):
-    """A debug_graphs row: one distinct partition graph of one device."""
+    """A tfdbg_v1_graphs row: one distinct partition graph of one device."""
     return dict(step=step, wall_time=timestamp / 1e6, tag=device, device=device,
                 graph_hash=graph_hash, timestamp=timestamp, event_wall_time=event_wall_time,
                 graph_def=graph_def)

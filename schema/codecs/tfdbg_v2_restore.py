@@ -1,10 +1,10 @@
 """tfdbg v2 DebugEvent files back from a store, byte for byte (no TensorFlow).
 
-A run's `tfdbg2_records` rows are grouped into dump roots by their session: DebugDataReader reads
+A run's `tfdbg_v2_records` rows are grouped into dump roots by their session: DebugDataReader reads
 one tfdbg run per dump root, so each tfdbg run id (one per `enable_dump_debug_info` session, with
 every host that wrote under it) is one root. The same file recorded by several attempts (a dump
 root imported twice) comes from the latest. A source-file record gets its lines back from
-`tfdbg2_blobs`, found in whichever run of the store holds them, and is checked against the crc its
+`tfdbg_v2_blobs`, found in whichever run of the store holds them, and is checked against the crc its
 file carried.
 """
 
@@ -38,7 +38,7 @@ class DumpRoot:
 
 
 def read_rows(store, run_id, columns=None):
-    """The run's tfdbg2_records rows (every attempt's) as dicts."""
+    """The run's tfdbg_v2_records rows (every attempt's) as dicts."""
     if not store.segments(run_id, RECORDS_TABLE):
         return []
     return store.read(run_id, RECORDS_TABLE, columns=columns, latest_only=False).to_pylist()

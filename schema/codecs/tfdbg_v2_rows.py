@@ -1,7 +1,7 @@
-"""tfdbg v2 records -> `tfdbg2_records` and `tfdbg2_blobs` rows (schema/tables/tfdbg_v2.py).
+"""tfdbg v2 records -> `tfdbg_v2_records` and `tfdbg_v2_blobs` rows (schema/tables/tfdbg_v2.py).
 
 The recorder's writer thread (recorder/tf2/tfdbg_v2_tail.py) and `import-dumps` build their
-rows here, so both make the very same rows. A source file's lines go to `tfdbg2_blobs` once
+rows here, so both make the very same rows. A source file's lines go to `tfdbg_v2_blobs` once
 per sha256 across the whole store: `BlobIndex` knows the hashes every run's segments hold
 (read once) plus those added since; the record keeps the bytes around them.
 """
@@ -14,7 +14,7 @@ import pyarrow as pa
 from ..formats import tfdbg_v2, tfrecord
 from ..errors import WireFormatError
 from .rows import binary_array
-from ..tables.tfdbg_v2 import BLOBS_TABLE, TFDBG2_BLOBS, TFDBG2_RECORDS
+from ..tables.tfdbg_v2 import BLOBS_TABLE, TFDBG_V2_BLOBS, TFDBG_V2_RECORDS
 
 MIN_BLOB = 256     # shorter lines stay in the record (a blob row costs about that much)
 
@@ -63,7 +63,7 @@ class FileSource:
 
 
 # the columns of a row, in schema order (attempt is the buffers' to add)
-_NAMES = [f.name for f in TFDBG2_RECORDS if f.name != "attempt"]
+_NAMES = [f.name for f in TFDBG_V2_RECORDS if f.name != "attempt"]
 _NULL_EVENT = tfdbg_v2.EventInfo()
 
 
@@ -76,7 +76,7 @@ def _row(src, index, offset, what, length, record, ev=_NULL_EVENT, cut=(None, No
 
 
 def record_rows(src, records, blobs):
-    """(tfdbg2_records table, tfdbg2_blobs table or None) of `records` [(offset, index,
+    """(tfdbg_v2_records table, tfdbg_v2_blobs table or None) of `records` [(offset, index,
     data)] of file `src`; new source-file blobs are added to `blobs` (a BlobIndex). Rows are
     tuples transposed once: per-column appends cost twice as much on the writer thread."""
     rows, new_blobs = [], {}
@@ -115,7 +115,7 @@ def unframed_row(src, offset, index, data):
 def _table(rows):
     columns = list(zip(*rows)) if rows else [()] * len(_NAMES)
     arrays = []
-    for f, values in zip((TFDBG2_RECORDS.field(n) for n in _NAMES), columns):
+    for f, values in zip((TFDBG_V2_RECORDS.field(n) for n in _NAMES), columns):
         if f.name == "record" and values and all(v is not None for v in values):
             arrays.append(binary_array(values))
         else:
@@ -134,7 +134,7 @@ def _blob_table(new_blobs):
         pa.array([new_blobs[s][1].wall_time for s in shas], pa.float64()),
         pa.array([new_blobs[s][1].file_path or "" for s in shas], pa.string()),
         pa.array(shas, pa.string()), pa.array([len(d) for d in datas], pa.int64()),
-        binary_array(datas)], names=[f.name for f in TFDBG2_BLOBS if f.name != "attempt"])
+        binary_array(datas)], names=[f.name for f in TFDBG_V2_BLOBS if f.name != "attempt"])
 
 
 def add_rows(buffers, src, records, blobs):
@@ -145,5 +145,5 @@ def add_rows(buffers, src, records, blobs):
     table, blob_table = record_rows(src, records, blobs)
     if blob_table is not None:
         buffers.add_table(BLOBS_TABLE, blob_table)
-    buffers.add_table("tfdbg2_records", table)
+    buffers.add_table("tfdbg_v2_records", table)
     return table.num_rows

@@ -1,5 +1,5 @@
 """TensorFlow's DataType enum, named as `tf.DType.name` names it ("float32", "string",
-"float32_ref"): the one dtype vocabulary of the store (tensors and debug_tensors alike)."""
+"float32_ref"): the one dtype vocabulary of the store (tensors and tfdbg_v1_tensors alike)."""
 
 # types.proto DataType values 1..33; a reference type is the value + 100 ("<name>_ref")
 _NAMES = ("float32", "float64", "int32", "uint8", "int16", "int8", "string", "complex64",

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
-from ..tables import STEPLESS, WRITE_OPTIONS, schema_of
+from ..tables import STEPLESS, WRITE_OPTIONS, schema_of, table_name
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SEQ = itertools.count()
@@ -82,7 +82,8 @@ def parquet_options(name):
     strings = [f.name for f in schema_of(name) if pa.types.is_string(f.type)]
     options = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
                    use_dictionary=strings, memory_pool=pa.system_memory_pool())
-    options.update(WRITE_OPTIONS.get(name, {}))   # a table's own (schema/tables/__init__.py)
+    # a table's own (schema/tables/__init__.py)
+    options.update(WRITE_OPTIONS.get(table_name(name), {}))
     return options
 
 

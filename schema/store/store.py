@@ -27,7 +27,7 @@ from . import triggers as trigger_rows
 from .data_location import DataLocation
 from ..errors import NotAStoreError, ReadOnlyStoreError, RunNotFoundError, StoreDamageError
 from .records import RunRecord, WriterRecord, run_record, task_order, writer_record
-from ..tables import schema_of
+from ..tables import schema_of, table_name
 
 CATALOG_FILE = opening.CATALOG_FILE
 # A few KiB kept free on the store's disk: on a full disk, finish() deletes this file to make
@@ -284,7 +284,9 @@ class Store:
         earlier attempt recorded at or after a later attempt's first step are left out.
         `registered=(after, until)` reads only the segments registered in after < time <= until
         (either may be None): what a live run had stored by some time, or has stored since.
+        A table's format-5 name (debug_*, tfdbg2_*) reads its format-6 table.
         """
+        table = table_name(table)
         schema = schema_of(table)
         self.run(run_id)   # a clear error for an unknown run
         try:

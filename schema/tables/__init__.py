@@ -8,9 +8,9 @@ the attempt (writer) that recorded the row, so readers can prefer the latest att
 
 from .logged import CONSOLE, LOG_VALUES, RUN_EVENTS, WANDB_OBJECTS
 from .summaries import HISTOGRAMS, MEDIA, SCALARS, TENSORS
-from .tfdbg_v1 import DEBUG_GRAPHS, DEBUG_RUNS, DEBUG_TENSORS, DUMP_WRITE_OPTIONS
+from .tfdbg_v1 import DUMP_WRITE_OPTIONS, TFDBG_V1_GRAPHS, TFDBG_V1_RUNS, TFDBG_V1_TENSORS
 from .tfevents import TFEVENTS_RECORDS
-from .tfdbg_v2 import TFDBG2_BLOBS, TFDBG2_RECORDS
+from .tfdbg_v2 import TFDBG_V2_BLOBS, TFDBG_V2_RECORDS
 from .system import FILE_BLOBS, SYSTEM_METRICS
 
 TABLES = {
@@ -18,16 +18,16 @@ TABLES = {
     "histograms": HISTOGRAMS,
     "media": MEDIA,
     "tensors": TENSORS,
-    "debug_runs": DEBUG_RUNS,
-    "debug_tensors": DEBUG_TENSORS,
-    "debug_graphs": DEBUG_GRAPHS,
+    "tfdbg_v1_runs": TFDBG_V1_RUNS,
+    "tfdbg_v1_tensors": TFDBG_V1_TENSORS,
+    "tfdbg_v1_graphs": TFDBG_V1_GRAPHS,
     "tfevents_records": TFEVENTS_RECORDS,
     "log_values": LOG_VALUES,
     "wandb_objects": WANDB_OBJECTS,
     "run_events": RUN_EVENTS,
     "console": CONSOLE,
-    "tfdbg2_records": TFDBG2_RECORDS,
-    "tfdbg2_blobs": TFDBG2_BLOBS,
+    "tfdbg_v2_records": TFDBG_V2_RECORDS,
+    "tfdbg_v2_blobs": TFDBG_V2_BLOBS,
     "system_metrics": SYSTEM_METRICS,
     "file_blobs": FILE_BLOBS,
 }
@@ -36,7 +36,7 @@ TABLES = {
 # file, system samples within their attempt, file blobs are step 0): their segments leave an
 # attempt's first step alone, which decides whose rows win when a resumed run re-does steps
 # (segments.write_encoded, Store.read).
-STEPLESS = {"tfdbg2_records", "tfdbg2_blobs", "system_metrics", "file_blobs"}
+STEPLESS = {"tfdbg_v2_records", "tfdbg_v2_blobs", "system_metrics", "file_blobs"}
 
 # What the recorder's writer does first when the store cannot take everything (a full disk):
 # it writes the tiers in order, and past its memory bound drops the last tier first. Metrics
@@ -48,14 +48,14 @@ TIERS = {
     "run_events": METRICS, "system_metrics": METRICS,
     "file_blobs": MEDIA, "media": MEDIA, "tensors": MEDIA, "wandb_objects": MEDIA,
     # in the order written: what other rows refer to before them
-    "tfevents_records": BULK, "debug_graphs": BULK, "debug_tensors": BULK, "debug_runs": BULK,
-    "tfdbg2_blobs": BULK, "tfdbg2_records": BULK,
+    "tfevents_records": BULK, "tfdbg_v1_graphs": BULK, "tfdbg_v1_tensors": BULK,
+    "tfdbg_v1_runs": BULK, "tfdbg_v2_blobs": BULK, "tfdbg_v2_records": BULK,
 }
 # Written with the bulk, dropped only with the metrics (or with their dumped step's tensors):
-# other rows need them (a dumped step's tensors its debug_runs row, which makes them visible,
+# other rows need them (a dumped step's tensors its tfdbg_v1_runs row, which makes them visible,
 # and its partition graph; a tfdbg v2 record its source file), the recorder stores a graph or
 # a source file only once, and they are small (file_blobs: the run's files, once per hash).
-DROPPED_LAST = {"debug_graphs", "debug_runs", "tfdbg2_blobs", "file_blobs"}
+DROPPED_LAST = {"tfdbg_v1_graphs", "tfdbg_v1_runs", "tfdbg_v2_blobs", "file_blobs"}
 
 
 def drop_tier(table):
@@ -65,12 +65,24 @@ def drop_tier(table):
 
 # Parquet writer options of a table beyond the common ones (segments.parquet_options)
 WRITE_OPTIONS = {
-    "debug_tensors": DUMP_WRITE_OPTIONS,
+    "tfdbg_v1_tensors": DUMP_WRITE_OPTIONS,
 }
+
+
+# Store format 6 named the tfdbg tables by the glossary (tfdbg v1 / v2). The names before it,
+# which older stores' migrations and users' code may still use, resolve to the new ones.
+FORMAT5_NAMES = {"debug_runs": "tfdbg_v1_runs", "debug_tensors": "tfdbg_v1_tensors",
+                 "debug_graphs": "tfdbg_v1_graphs", "tfdbg2_records": "tfdbg_v2_records",
+                 "tfdbg2_blobs": "tfdbg_v2_blobs"}
+
+
+def table_name(table):
+    """A table's name in this format (a format-5 name is translated)."""
+    return FORMAT5_NAMES.get(table, table)
 
 
 def schema_of(table):
     try:
-        return TABLES[table]
+        return TABLES[table_name(table)]
     except KeyError:
         raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None

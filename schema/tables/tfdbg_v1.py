@@ -1,11 +1,11 @@
 """The Parquet tables of tfdbg v1 debug dumps (DumpHook, import-dumps; read by replay --to
 debug-dump); listed in tables.TABLES.
 
-One recorded session.run is one `debug_runs` row (its core metadata, fetches and feed-keys Events
-as TF wrote them, and which partition graph each device ran), plus one `debug_tensors` row per
+One recorded session.run is one `tfdbg_v1_runs` row (its core metadata, fetches and feed-keys Events
+as TF wrote them, and which partition graph each device ran), plus one `tfdbg_v1_tensors` row per
 dumped tensor (the whole dump-file Event as TF produced it, with node, slot, debug op, device,
 timestamp, dtype and shape as columns; since format 3 its tensor_content encoded against earlier
-dumps of the same watch, see codecs/tfdbg_v1_codec.py), plus `debug_graphs` rows: each distinct
+dumps of the same watch, see codecs/tfdbg_v1_codec.py), plus `tfdbg_v1_graphs` rows: each distinct
 partition graph once per device (by the hash tfdbg puts in its file name), not once per step.
 
 The common leading columns: `step` is the TF global step at which the session.run began,
@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .columns import KEY as _KEY
 
-DEBUG_RUNS = pa.schema(_KEY + [                          # tag: the run dir name
+TFDBG_V1_RUNS = pa.schema(_KEY + [                          # tag: the run dir name
     pa.field("run_key", pa.string(), nullable=False),    # run_<micros>_<n>
     pa.field("session_run", pa.int64()),                 # n, as in the run dir name
     pa.field("status", pa.string()),                     # ok | error (the run raised) | partial
@@ -38,7 +38,7 @@ DEBUG_RUNS = pa.schema(_KEY + [                          # tag: the run dir name
     pa.field("tensor_bytes", pa.int64()),
 ])
 
-DEBUG_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_op
+TFDBG_V1_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_op
     pa.field("run_key", pa.string(), nullable=False),
     pa.field("device", pa.string(), nullable=False),
     pa.field("node_name", pa.string(), nullable=False),
@@ -59,7 +59,7 @@ DEBUG_TENSORS = pa.schema(_KEY + [                       # tag: node:slot:debug_
     pa.field("chain_pos", pa.int32()),                   # dumps since the key frame (0: it)
 ])
 
-DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
+TFDBG_V1_GRAPHS = pa.schema(_KEY + [                        # tag: the device
     pa.field("device", pa.string(), nullable=False),
     pa.field("graph_hash", pa.string(), nullable=False),
     pa.field("timestamp", pa.int64()),                   # micros in the file name
@@ -73,4 +73,4 @@ DEBUG_GRAPHS = pa.schema(_KEY + [                        # tag: the device
 # (dump_codec.py), which is what shrinks it.
 DUMP_WRITE_OPTIONS = {"compression_level": 2}
 
-__all__ = ["DEBUG_RUNS", "DEBUG_TENSORS", "DEBUG_GRAPHS", "DUMP_WRITE_OPTIONS"]
+__all__ = ["TFDBG_V1_RUNS", "TFDBG_V1_TENSORS", "TFDBG_V1_GRAPHS", "DUMP_WRITE_OPTIONS"]

@@ -2,7 +2,7 @@
 `import-dumps` of a v2 dump root; read by `replay --to debug-dump` and `show`); listed in
 tables.TABLES.
 
-`tfdbg2_records`: every record of every DebugEvent file, raw, so a rebuild writes the files
+`tfdbg_v2_records`: every record of every DebugEvent file, raw, so a rebuild writes the files
 back byte for byte; keyed by the run's attempt, the session (the tfdbg run id: one per
 `enable_dump_debug_info` session; file names carry only the second they were made in, and
 sessions of one process can share it), the file (its name carries the host and the file
@@ -16,7 +16,7 @@ tensor debug mode, and the health / SHAPE summary values with the NaN/Inf they c
 DebugDataReader gives it), not a training step: tfdbg v2 does not know the global step.
 These tables are in tables.STEPLESS, so their segments do not set an attempt's first step.
 
-`tfdbg2_blobs`: the contents (the `lines`) of source files, stored once per sha256 across
+`tfdbg_v2_blobs`: the contents (the `lines`) of source files, stored once per sha256 across
 the whole store: a source-file record keeps its bytes around them and names the blob.
 TF snapshots every Python file a traced op came from, TF's and Keras' own included (7 MB of
 a 10 MB NO_TENSOR dump), and again in every dump root.
@@ -26,10 +26,10 @@ import pyarrow as pa
 
 from .columns import KEY as _KEY
 
-RECORDS_TABLE = "tfdbg2_records"
-BLOBS_TABLE = "tfdbg2_blobs"
+RECORDS_TABLE = "tfdbg_v2_records"
+BLOBS_TABLE = "tfdbg_v2_blobs"
 
-TFDBG2_RECORDS = pa.schema(_KEY + [                   # tag: the file kind
+TFDBG_V2_RECORDS = pa.schema(_KEY + [                   # tag: the file kind
     pa.field("session", pa.string(), nullable=False),  # the tfdbg run id it was recorded under
     pa.field("host", pa.string()),                    # from the file name
     pa.field("file", pa.string(), nullable=False),    # tfdbg_events.<seconds>.<host>.<kind>
@@ -54,10 +54,10 @@ TFDBG2_RECORDS = pa.schema(_KEY + [                   # tag: the file kind
     pa.field("source_path", pa.string()),             # source_file: the file's path
 ])
 
-TFDBG2_BLOBS = pa.schema(_KEY + [                     # step 0; tag: a file path it was seen as
+TFDBG_V2_BLOBS = pa.schema(_KEY + [                     # step 0; tag: a file path it was seen as
     pa.field("sha256", pa.string(), nullable=False),
     pa.field("size", pa.int64(), nullable=False),
     pa.field("data", pa.binary(), nullable=False),
 ])
 
-__all__ = ["TFDBG2_RECORDS", "TFDBG2_BLOBS", "RECORDS_TABLE", "BLOBS_TABLE"]
+__all__ = ["TFDBG_V2_RECORDS", "TFDBG_V2_BLOBS", "RECORDS_TABLE", "BLOBS_TABLE"]

@@ -119,7 +119,7 @@ def _dumps(c, s, freed_at):
     """Every dumped step in the store is whole and decodes: dropping held dumps took the
     rows encoded against them, and the step's run row, along."""
     from tfblackbox.schema.codecs.tfdbg_v1_codec import read_debug_tensors
-    runs = s.read("full", "debug_runs", columns=["step", "run_key", "tensor_count"])
+    runs = s.read("full", "tfdbg_v1_runs", columns=["step", "run_key", "tensor_count"])
     tensors = read_debug_tensors(s, "full", columns=["run_key", "event"])
     bad = [t["event"] for t in tensors if not isinstance(t["event"], bytes)]
     c.check(not bad, f"{len(bad)} stored debug tensors do not decode (their chain lost rows): "
@@ -132,7 +132,7 @@ def _dumps(c, s, freed_at):
     orphans = set(per_run) - set(expected)
     c.check(not partial, f"dumped steps stored without all their tensors (stored, dumped): "
                          f"{dict(list(partial.items())[:3])}")
-    c.check(not orphans, f"{len(orphans)} dumped steps have tensors but no debug_runs row")
+    c.check(not orphans, f"{len(orphans)} dumped steps have tensors but no tfdbg_v1_runs row")
     c.note("dumped steps stored: {} before the disk filled, {} while full, {} after"
            .format(*_phases(runs["step"].to_pylist(), freed_at)))
 

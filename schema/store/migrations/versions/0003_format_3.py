@@ -36,7 +36,7 @@ def prepare(catalog, data, files):
     columns null; returns {segment_id: (old path, old sha256, new path, size, new sha256)}.
     No transaction is open while it reads and writes files."""
     from tfblackbox.schema.store import segments
-    from tfblackbox.schema.tables.tfdbg_v1 import DEBUG_TENSORS
+    from tfblackbox.schema.tables.tfdbg_v1 import TFDBG_V1_TENSORS as DEBUG_TENSORS
     segs = catalog.read(lambda s: list(s.execute(sa.text(
         "SELECT segment_id, run_id, path, sha256 FROM segments "
         "WHERE table_name = 'debug_tensors'"))))
