@@ -20,9 +20,11 @@ import time
 
 from ..errors import MigrationError, StoreVersionError
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # format version -> alembic revision
-REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005"}
+# (format 6 is revision 0007: 0006 is taken by another change on its way; the integrator
+# renumbers the formats when both land)
+REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0007"}
 VERSION_TABLE = "alembic_version"   # alembic's default, where it looks for the revision
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
