@@ -106,12 +106,15 @@ def stored_shas(catalog, shas) -> set[str]:
         f.sha256.in_(shas)).distinct())))
 
 
-def put_temp(store, tmp: str) -> tuple[str, int, int]:
+def put_temp(store, tmp: str, sha: str | None = None,
+             size: int | None = None) -> tuple[str, int, int]:
     """Takes a local temporary blob (temp_blob_path; written or hard-linked there by the
-    caller) into place under its sha256. Returns (sha256, size, bytes newly stored): 0 when
-    a registered version already has these bytes (the temporary is then removed)."""
+    caller) into place under its sha256 (computed unless given). Returns (sha256, size, bytes
+    newly stored): 0 when a registered version already has these bytes (the temporary is
+    then removed)."""
     try:
-        sha, size = hash_file(tmp)
+        if sha is None or size is None:
+            sha, size = hash_file(tmp)
         if sha in stored_shas(store.catalog, [sha]):
             os.remove(tmp)
             return sha, size, 0
