@@ -4,6 +4,9 @@
     run = recorder.init(store="./bbx", project="mnist", config={"lr": 0.1})
     hooks = [recorder.SummaryHook(steps_per_log=100), recorder.DumpHook(every_n_steps=1000)]
     model.fit(..., callbacks=[recorder.MetricsLogger(log_freq="batch")])     # Keras 3
+    model.fit(..., callbacks=[recorder.ModelCheckpoint("model.keras")])      # checkpoints
+    recorder.log_artifact("saved_model_dir", type="model")                   # wandb's
+    recorder.save("outputs/*.txt")                                           # run files
     recorder.log({"eval/acc": 0.91})                                          # wandb.log
     ...
     recorder.finish()
@@ -21,11 +24,15 @@ from typing import Any
 
 from .run import Run, active_run, finish, get_or_start_run, init
 from .values import Histogram
+from .artifacts import log_artifact
+from .saved_files import save
 
 # name -> (module, what it needs)
 _LAZY = {"SummaryHook": (".tf1.summary_hook", "tensorflow"),
          "DumpHook": (".tf1.dump_hook", "tensorflow"),
-         "MetricsLogger": (".tf2.metrics_logger", "keras")}
+         "MetricsLogger": (".tf2.metrics_logger", "keras"),
+         "ModelCheckpoint": (".tf2.model_checkpoint", "keras"),
+         "CheckpointHook": (".tf1.checkpoint_hook", "tensorflow")}
 
 TF_MISSING = ("tfblackbox.recorder.{name} needs TensorFlow, which is not installed in this "
               "environment: pip install 'tfblackbox[tf]' (or your own tensorflow / "
@@ -113,5 +120,6 @@ def __getattr__(name):
 
 
 __all__ = ["init", "finish", "flush", "log", "define_metric", "active_run", "Run", "Histogram",
-           "SummaryHook", "DumpHook", "MetricsLogger", "watch_tensorboard",
+           "SummaryHook", "DumpHook", "MetricsLogger", "ModelCheckpoint", "CheckpointHook",
+           "log_artifact", "save", "watch_tensorboard",
            "enable_dump_debug_info", "disable_dump_debug_info"]

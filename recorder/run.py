@@ -50,6 +50,7 @@ class Run(RunLogging):
         self.writer_id, self.attempt = writer_id, attempt
         self.writer = Writer(store, self.run_id, writer_id, attempt, **writer_options)
         self.finished = False
+        self.max_artifact_bytes: int | None = None   # init's; the artifact writer's bound
         self.exit_error = None       # the exception a `with` block ended with
         self._finish_callbacks = []   # fn(timeout): run at finish, before the writer closes
         self._start_logging(console)   # log(), summary, config, console (logging_api.py)
@@ -83,6 +84,9 @@ class Run(RunLogging):
     def flush(self, timeout: float | None = None) -> None:
         """Blocks until everything recorded so far is in registered segments."""
         self._flush_logging()
+        artifacts = getattr(self, "_artifact_recorder", None)
+        if artifacts is not None:   # versions logged so far: stored and registered
+            artifacts.flush(timeout)
         self.writer.flush(timeout)
 
     def add_finish_callback(self, fn):
@@ -168,7 +172,11 @@ class Run(RunLogging):
         if self.record.tf_version is None and environment.tf_version():   # imported after init
             self.store.note_run(self.run_id, tf_version=environment.tf_version())
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
-        self.store.note_losses(self.run_id, self.writer_id, self.writer.losses())
+        losses = dict(self.writer.losses())
+        artifacts = getattr(self, "_artifact_recorder", None)
+        if artifacts is not None:   # versions skipped or failed (a full disk refused them then)
+            losses.update(artifacts.losses())
+        self.store.note_losses(self.run_id, self.writer_id, losses)
         self.store.end_attempt(self.writer_id)
 
     def _compact(self):
@@ -198,7 +206,8 @@ def init(store: str | os.PathLike | None = None, project: str | None = None,
          resume: bool | str | None = None, catalog_url: str | None = None,
          sync_tensorboard: bool = False, data: str | None = None, console: str = "auto",
          job_type: str | None = None, save_code: bool = False,
-         stats_interval: float = STATS_INTERVAL, **writer_options: Any) -> Run:
+         stats_interval: float = STATS_INTERVAL, max_artifact_bytes: int | None = None,
+         **writer_options: Any) -> Run:
     """Starts (or resumes) a run and makes it the active one; returns the Run.
 
     store: a directory (SQLite catalog in it) or a SQLAlchemy URL
@@ -222,12 +231,20 @@ def init(store: str | os.PathLike | None = None, project: str | None = None,
     flush_secs, flush_bytes, max_queue_bytes, on_full ("drop" or "block"),
     max_unwritten_bytes (memory for rows the store could not take yet, default 256 MiB; past
     it bulk rows are dropped, counted), compact_on_finish (default True).
+    max_artifact_bytes: the most bytes this attempt's artifact versions (log_artifact,
+    ModelCheckpoint, CheckpointHook) add to the store; past it versions are skipped with one
+    warning and counted in the catalog (losses, table "artifacts", reason "max_bytes").
     """
     global _active
     _check_writer_options(writer_options)   # before anything is written to the store
     if console not in CONSOLE_MODES:
         raise BlackboxError(f"console={console!r}; expected one of {', '.join(CONSOLE_MODES)}")
     _check_system_options(job_type, stats_interval)
+    if max_artifact_bytes is not None and (isinstance(max_artifact_bytes, bool) or not
+                                           isinstance(max_artifact_bytes, int) or
+                                           max_artifact_bytes < 0):
+        raise ValueError(f"max_artifact_bytes={max_artifact_bytes!r}; expected a number of "
+                         f"bytes (or None: no limit)")
     if resume is True:
         resume = "allow"
     if resume is False:
@@ -278,6 +295,7 @@ def init(store: str | os.PathLike | None = None, project: str | None = None,
         _active = Run(the_store, record, writer_id, attempt,
                       dict(writer_options, console=console,
                            system=dict(stats_interval=stats_interval, save_code=save_code)))
+        _active.max_artifact_bytes = max_artifact_bytes
         _active.system.start(job_type)
         _install_exit_handlers()
         if sync_tensorboard:

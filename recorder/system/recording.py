@@ -191,7 +191,12 @@ class SystemRecorder:
                                         seq=seq, kind=kind, value_json=text),
                         nbytes=len(text), block=self._may_wait())
 
-    def _submit_files(self, files):
+    def record_files(self, files):
+        """Records more of the run's files [(path in the W&B files dir, bytes)] (recorder.save):
+        their blobs once per sha256, a "file" event each."""
+        self._submit_files(files, block=False)
+
+    def _submit_files(self, files, block=True):
         if not files:
             return
         index = FileIndex(self.run.store)   # reads the store's hashes once
@@ -199,7 +204,7 @@ class SystemRecorder:
         table = blob_table(files, index, wall)
         if table is not None:
             self.run.submit(lambda b: b.add_table(FILES_TABLE, table),
-                            nbytes=sum(len(d) for _p, d in files), block=True)
+                            nbytes=sum(len(d) for _p, d in files), block=block)
         for path, data in files:
             self._event("file", path, file_ref(path, data))
 

@@ -140,6 +140,38 @@ class SegmentRow(Base):
     __table_args__ = (Index("ix_segments_run_table", "run_id", "table_name"),)
 
 
+class ArtifactVersionRow(Base):
+    """One version of an artifact (a checkpoint, a SavedModel, a file set): registered in one
+    transaction with its files, after their blobs are written (schema/store/artifacts.py).
+    `token` names the logging event across stores (merge, retried commits)."""
+    __tablename__ = "artifact_versions"
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    writer_id: Mapped[int | None] = mapped_column(ForeignKey("writers.writer_id"))
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(128))
+    aliases_json: Mapped[str] = mapped_column(Text, default="[]")
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    step: Mapped[int | None] = mapped_column(BigInteger)
+    wall_time: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("run_id", "name", "version",
+                                       name="uq_artifact_versions_run_name_version"),
+                      UniqueConstraint("token", name="uq_artifact_versions_token"))
+
+
+class ArtifactFileRow(Base):
+    """A file of an artifact version: its path inside the artifact and its blob (sha256)."""
+    __tablename__ = "artifact_files"
+    version_id: Mapped[int] = mapped_column(ForeignKey("artifact_versions.version_id"),
+                                            primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
 class CursorRow(Base):
     """How far a replay destination has taken a run (used by replay)."""
     __tablename__ = "cursors"
@@ -381,5 +413,5 @@ def dumps(obj):
 
 
 __all__ = ["Catalog", "is_url", "display_url", "Base", "Meta", "RunRow", "WriterRow", "SegmentRow",
-           "CursorRow", "TriggerRow", "LossRow",
+           "CursorRow", "TriggerRow", "LossRow", "ArtifactVersionRow", "ArtifactFileRow",
            "FORMAT_VERSION", "dumps", "select", "insert", "update", "delete"]

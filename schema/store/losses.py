@@ -12,7 +12,9 @@ import time
 from . import catalog as cat
 from .records import loss_record
 
-LOSS_REASONS = ("memory", "finish")
+# "max_bytes": artifact versions skipped past init(max_artifact_bytes=...); "failed": artifact
+# versions that could not be stored (a full disk), none of them registered
+LOSS_REASONS = ("memory", "finish", "max_bytes", "failed")
 
 
 def note_losses(self, run_id, writer_id, totals):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from . import catalog as cat
 from . import segments
+from . import artifacts as artifact_store
 from ..errors import StoreDamageError
 from ..formats.files import pid_alive
 
@@ -19,6 +20,7 @@ ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even i
 @dataclasses.dataclass
 class VerifyReport:
     checked: int = 0
+    blobs_checked: int = 0   # artifact blobs
     damaged: list = dataclasses.field(default_factory=list)     # (path, reason)
     orphans_removed: list = dataclasses.field(default_factory=list)
     in_flight: list = dataclasses.field(default_factory=list)   # unregistered, owner alive
@@ -41,19 +43,22 @@ def remove_orphans(store, grace_secs=ORPHAN_GRACE_SECS, dry_run=False):
     Returns (removed, in_flight) lists of paths as shown to people.
     """
     listed = list(store.data.files("data"))
-    registered = {g.path for g in store.segments()}
+    registered = {g.path for g in store.segments()} | set(artifact_store.registered_blobs(store))
     now = time.time()
     doomed, in_flight = [], []
     for rel, name, mtime in listed:
         if rel in registered:
             continue
+        if store.data.local and rel.startswith(artifact_store.BLOB_DIR + "/"):
+            mtime = artifact_store.blob_age_time(store.data, rel, mtime)
         owner = segments.parse_owner(name)
         dead_owner = (store.data.local and owner is not None and
                       segments.is_this_host(owner[0]) and not pid_alive(owner[1]))
         old = mtime is not None and now - mtime > grace_secs
         (doomed if dead_owner or old else in_flight).append(rel)
     if doomed:
-        registered = {g.path for g in store.segments()}
+        registered = ({g.path for g in store.segments()} |
+                      set(artifact_store.registered_blobs(store)))
     removed = []
     for rel in doomed:
         if rel in registered:
@@ -68,13 +73,17 @@ def remove_orphans(store, grace_secs=ORPHAN_GRACE_SECS, dry_run=False):
 
 
 def verify(store, fix=True, grace_secs=ORPHAN_GRACE_SECS):
-    """Checks every registered segment (exists, size, sha256, row count) and cleans orphans."""
+    """Checks every registered segment (exists, size, sha256, row count) and artifact blob
+    (exists, size, sha256), and cleans orphans (unregistered files and blobs)."""
     report = VerifyReport()
     for g in store.segments():
         report.checked += 1
         reason = _check_segment(store.data, g)
         if reason:
             report.damaged.append((store.data.show(g.path), reason))
+    checked, damaged = artifact_store.check_blobs(store)
+    report.blobs_checked = checked
+    report.damaged.extend(damaged)
     report.orphans_removed, report.in_flight = remove_orphans(store, grace_secs, dry_run=not fix)
     return report
 

@@ -13,6 +13,9 @@ point is finished by running it again (a file copied but not registered is an or
 `verify` removes). A source segment the destination does not know, whose steps overlap rows
 the destination has of the same attempt (a source compacted since the last merge), is copied
 without the rows the destination already holds.
+
+Artifact versions are known by their token: a version the destination lacks is copied blobs
+first (a blob it has is not copied again), then registered in one transaction.
 """
 
 import collections
@@ -22,6 +25,7 @@ import time
 
 from . import catalog as cat
 from . import segments
+from . import artifacts as art
 from ..errors import BlackboxError, MergeConflictError, StoreDamageError
 from ..kill_points import kill_point
 from .records import trigger_record
@@ -54,7 +58,8 @@ def merge(sources, dest):
         reports.append({"source": src.root, **{k: rep[k] for k in (
             "runs_added", "runs_present", "attempts_added", "segments_copied",
             "segments_skipped", "rows_copied", "bytes_copied", "cursors_copied",
-            "triggers_copied", "losses_copied")}})
+            "triggers_copied", "losses_copied", "artifact_versions_copied",
+            "artifact_bytes_copied")}})
     return reports
 
 
@@ -123,6 +128,7 @@ def _merge_run(src, dest, record, rep):
     _merge_cursors(src, dest, record.run_id, rep)
     _merge_triggers(src, dest, record.run_id, writer_ids, rep)
     _merge_losses(src, dest, record.run_id, writer_ids, rep)
+    _merge_artifacts(src, dest, record.run_id, writer_ids, rep)
 
 
 def _merge_writers(src, dest, run_id, rep):
@@ -316,3 +322,33 @@ def _merge_losses(src, dest, run_id, writer_ids, rep):
         if new:
             dest.note_losses(run_id, writer_id, new)
             rep["losses_copied"] += len(new)
+
+
+def _merge_artifacts(src, dest, run_id, writer_ids, rep):
+    """The source's artifact versions the destination lacks (a version is known by its
+    token), blobs first (a blob the destination has is not copied), then each version
+    registered in one transaction; its number kept where the destination has it free."""
+    have = {a.token for a in dest.artifacts(run_id)}
+    for a in src.artifacts(run_id):
+        if a.token in have:
+            continue
+        stored = art.stored_shas(dest.catalog, [f.sha256 for f in a.files])
+        for f in a.files:
+            if f.sha256 in stored:
+                continue
+            rel = art.blob_rel(f.sha256)
+            with src.open_artifact_file(f.sha256) as i, dest.data.new_file(rel) as out:
+                while block := i.read(COPY_BLOCK):
+                    out.write(block)
+            if out.sha256() != f.sha256:
+                dest.data.remove(rel)
+                raise StoreDamageError(f"store {src.root}: artifact blob "
+                                       f"{src.data.show(rel)} does not hold the bytes its name "
+                                       f"says; run `tfblackbox verify --store {src.root}`")
+            stored.add(f.sha256)
+            rep["artifact_bytes_copied"] += f.size
+        taken = {x.version for x in dest.artifacts(run_id, a.name)}
+        art.register(dest, run_id, a.name, a.type, a.files, a.aliases, a.metadata, a.step,
+                     a.wall_time, writer_ids.get(a.writer_id), a.token,
+                     None if a.version in taken else a.version)
+        rep["artifact_versions_copied"] += 1

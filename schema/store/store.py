@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,8 @@ from . import migrate, opening, segments
 from . import runs as run_writes
 from . import losses as loss_rows
 from . import triggers as trigger_rows
+from . import artifacts as artifact_store
+from .artifacts import ArtifactVersion
 from .data_location import DataLocation
 from ..errors import NotAStoreError, ReadOnlyStoreError, RunNotFoundError, StoreDamageError
 from .records import RunRecord, WriterRecord, run_record, task_order, writer_record
@@ -271,6 +273,35 @@ class Store:
     # losses.py: rows an attempt recorded but could not store (a full disk), per table
     note_losses = loss_rows.note_losses
     losses = loss_rows.losses
+
+    # -- artifacts (artifacts.py): versions of checkpoints and files, blobs by sha256 --------
+
+    def artifacts(self, run_id: str | None = None,
+                  name: str | None = None) -> list[ArtifactVersion]:
+        """Registered artifact versions in registration order (readers see whole versions
+        only); `name` may be 'name', 'name:vN' or 'name:alias'."""
+        return artifact_store.artifacts(self, run_id, name)
+
+    def open_artifact_file(self, sha256: str) -> BinaryIO:
+        """The stored bytes of an artifact file (a binary stream; local or pyarrow.fs)."""
+        return artifact_store.open_artifact_file(self, sha256)
+
+    def local_artifact_path(self, sha256: str) -> str | None:
+        """A local path to the blob when the data location is local, else None."""
+        return artifact_store.local_artifact_path(self, sha256)
+
+    def put_artifact_file(self, src: str, link: bool = False) -> tuple[str, int, int]:
+        """Stores a local file's bytes as a blob: (sha256, size, bytes newly stored)."""
+        return artifact_store.put_file(self, src, link)
+
+    def register_artifact(self, run_id: str, name: str, type: str, files: Sequence[Any],
+                          aliases: Sequence[str] = (), metadata: dict | None = None,
+                          step: int | None = None, wall_time: float | None = None,
+                          writer_id: int | None = None) -> ArtifactVersion:
+        """Registers a version whose blobs are written (put_artifact_file), in one
+        transaction; its number is the next of (run, name)."""
+        return artifact_store.register(self, run_id, name, type, files, aliases, metadata,
+                                       step, wall_time, writer_id)
 
     # -- reading ------------------------------------------------------------------------------
 
