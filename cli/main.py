@@ -122,8 +122,9 @@ def build_parser():
     _store_arg(p)
     p.add_argument("--run", dest="run_id", help="run id to record into (default: a new run)")
     p.add_argument("--json", action="store_true")
-    from . import export
+    from . import artifacts, export
     export.add_parser(sub, _store_arg)
+    artifacts.add_parser(sub, _store_arg)
     return parser
 
 
@@ -246,6 +247,10 @@ def _run(args, store):
     if args.command == "report":
         from tfblackbox.replay.report import build
         return build.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json)
+    if args.command == "artifacts":
+        from . import artifacts
+        return artifacts.main(store, args.action, args.ref, run_id=args.run_id, out=args.out,
+                              as_json=args.json)
     if args.command == "export":
         from . import export
         return export.main(store, args.run_id, args.format, args.out, long=args.long,

@@ -161,7 +161,8 @@ def verify(store_path, grace=None, as_json=False):
             print(f"removed orphan {path}")
         for path in report.in_flight:
             print(f"left alone (a live writer's file in flight) {path}")
-        print(f"{report.checked} segment(s) checked, {len(report.damaged)} damaged, "
+        blobs = f" and {report.blobs_checked} artifact blob(s)" if report.blobs_checked else ""
+        print(f"{report.checked} segment(s){blobs} checked, {len(report.damaged)} damaged, "
               f"{len(report.orphans_removed)} orphan(s) removed")
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -171,6 +171,9 @@ class ArtifactRecorder:
                     try:
                         shutil.copyfile(s.src, tmp)
                         s.tmp = tmp
+                    except BaseException:
+                        _remove([tmp])   # a full disk: no partial copy left
+                        raise
                     finally:
                         event = self._copies.pop(os.path.abspath(s.src), None)
                         if event is not None:
@@ -233,9 +236,12 @@ class ArtifactRecorder:
         entry[0] += 1
         entry[1] += sum(s.size for s in staged)
         entry[3] = step
-        with contextlib.suppress(Exception):   # a full disk may refuse this too
-            self.store.note_losses(self.run.run_id, self.run.writer_id,
-                                   {k: tuple(v) for k, v in self._losses.items()})
+        with contextlib.suppress(Exception):   # a full disk may refuse this: noted at the end
+            self.store.note_losses(self.run.run_id, self.run.writer_id, self.losses())
+
+    def losses(self) -> dict:
+        """{("artifacts", reason): (versions, bytes, first step, last step)} of this attempt."""
+        return {k: tuple(v) for k, v in self._losses.items()}
 
     def flush(self, timeout: float | None = None) -> None:
         """Blocks until every version logged so far is stored or given up."""

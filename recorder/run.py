@@ -172,7 +172,11 @@ class Run(RunLogging):
         if self.record.tf_version is None and environment.tf_version():   # imported after init
             self.store.note_run(self.run_id, tf_version=environment.tf_version())
         self.store.note_writer(self.writer_id, dropped_rows=self.writer.dropped_jobs)
-        self.store.note_losses(self.run_id, self.writer_id, self.writer.losses())
+        losses = dict(self.writer.losses())
+        artifacts = getattr(self, "_artifact_recorder", None)
+        if artifacts is not None:   # versions skipped or failed (a full disk refused them then)
+            losses.update(artifacts.losses())
+        self.store.note_losses(self.run_id, self.writer_id, losses)
         self.store.end_attempt(self.writer_id)
 
     def _compact(self):

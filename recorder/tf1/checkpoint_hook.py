@@ -93,8 +93,7 @@ class CheckpointHook(tf.compat.v1.train.SessionRunHook):
         paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
         if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
             paths.append(state.model_checkpoint_path)
-        return [p if os.path.isabs(p) else os.path.join(self.checkpoint_dir, p)
-                for p in paths if p]
+        return [os.path.abspath(p) for p in paths if p]   # TF joined them with the dir
 
     def _record(self, prefix):
         files = _complete_files(prefix)

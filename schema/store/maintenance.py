@@ -20,6 +20,7 @@ ORPHAN_GRACE_SECS = 3600.0   # an unregistered file this old is an orphan even i
 @dataclasses.dataclass
 class VerifyReport:
     checked: int = 0
+    blobs_checked: int = 0   # artifact blobs
     damaged: list = dataclasses.field(default_factory=list)     # (path, reason)
     orphans_removed: list = dataclasses.field(default_factory=list)
     in_flight: list = dataclasses.field(default_factory=list)   # unregistered, owner alive
@@ -81,7 +82,7 @@ def verify(store, fix=True, grace_secs=ORPHAN_GRACE_SECS):
         if reason:
             report.damaged.append((store.data.show(g.path), reason))
     checked, damaged = artifact_store.check_blobs(store)
-    report.checked += checked
+    report.blobs_checked = checked
     report.damaged.extend(damaged)
     report.orphans_removed, report.in_flight = remove_orphans(store, grace_secs, dry_run=not fix)
     return report
