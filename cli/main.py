@@ -45,6 +45,8 @@ def _add_replay_arguments(p):
     w.add_argument("--follow", action="store_true",
                    help="keep pushing a run that is still recording until it finishes or Ctrl-C")
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
+    w.add_argument("--no-artifacts", action="store_true",
+                   help="log no artifact versions (a later replay without it logs them)")
     d = p.add_argument_group("--to debug-dump, --to tensorboard")
     d.add_argument("--out", help="directory to rebuild the tfdbg dumps in, or the TensorBoard "
                                  "logdir to write (one subdirectory per run)")
@@ -224,7 +226,8 @@ def _run(args, store):
         return push.main(push.WandbReplay(
             store=store, runs=tuple(args.runs or ()), project=args.project,
             entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
-            follow=args.follow, json=args.json, progress=not args.no_progress, jobs=args.jobs))
+            follow=args.follow, json=args.json, progress=not args.no_progress, jobs=args.jobs,
+            artifacts=not args.no_artifacts))
     if args.command == "replay" and args.to == "tensorboard":
         from tfblackbox.replay.tensorboard import export
         return export.main(store, args.out, runs=tuple(args.runs or ()), as_json=args.json,

@@ -3,6 +3,7 @@
 from tfblackbox.schema.store.records import run_state
 
 from tfblackbox.cli.exits import print_json
+from .artifacts import Artifacts
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
 from .timeline import LIVE_SETTLE_SECS, iter_batches, plan_chunk
@@ -22,10 +23,13 @@ def dry_run(store, record, opts):
             if rows is not None:
                 counts, tags = _add_counts(counts, rows.counts), _add_tags(tags, rows.tags)
     extras = Extras.load(store, record.run_id, state, plan.limit).counts()
+    artifacts = Artifacts.load(store, record.run_id, wandb_run_id(record.run_id), state,
+                               opts.artifacts).counts()
     logged = [s[1] for s in plan.slots if s[0] == "log"]
     return {"run_id": record.run_id, "wandb_id": wandb_run_id(record.run_id),
             "project": project_of(opts, record), "entity": opts.entity, "destination": dest,
             "state": status, "cursor": step, "pending_chunk": pending, "extras": extras,
+            "artifacts": artifacts,
             "would_push_steps": len(plan.slots), "synced_rows": plan.synced_rows,
             "first_step": logged[0] if logged else None,
             "last_step": logged[-1] if logged else None,
@@ -84,6 +88,10 @@ def print_summary(opts, summary):
                   f"tensors not pushed {r['rows']['tensors_not_pushed']}")
             if r["extras"]:
                 print("  also: " + ", ".join(f"{k} {v}" for k, v in sorted(r["extras"].items())))
+            if r["artifacts"]["versions"]:
+                a = r["artifacts"]
+                print(f"  artifacts: {a['versions']} version(s), {a['files']} file(s), "
+                      f"{a['bytes']} bytes")
             for table, tags in r["tags"].items():
                 if tags:
                     print(f"  {table} tags: {', '.join(tags)}")

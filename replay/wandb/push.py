@@ -26,6 +26,7 @@ from tfblackbox.schema.store.windows import recorded_step
 
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK
 from . import times
+from .artifacts import Artifacts
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
 from .printout import dry_run, print_summary
@@ -49,6 +50,7 @@ class WandbReplay:
     json: bool = False
     progress: bool = True
     jobs: int = 1                    # runs pushed at once, each by a worker process
+    artifacts: bool = True           # False: --no-artifacts
 
 
 @dataclasses.dataclass
@@ -181,7 +183,7 @@ def new_result(store, record, opts):
             "synced_rows": 0, "chunks": [], "ok": True, "complete": False,
             "state": run_state(record), "recorded_step": None, "settled_step": None,
             "late_rows": {"count": 0, "tags": []}, "refused_rows": {"count": 0, "tags": []},
-            "error": None}
+            "artifacts": 0, "error": None}
 
 
 def push_run(target, result):
@@ -193,6 +195,8 @@ def push_run(target, result):
     plan = plan_chunk(store, record, step, state.get("wandb") or {}, now)
     extras = Extras.load(store, record.run_id, state, plan.limit)   # summary, console, ...
     system = System.load(store, record.run_id, state)   # environment, files, stats
+    artifacts = Artifacts.load(store, record.run_id, wandb_run_id(record.run_id), state,
+                               opts.artifacts)
     # of a live run: how far it has recorded, and how far that has settled (may be pushed)
     result.update(state=status, cursor_after=step, settled_step=plan.limit,
                   recorded_step=recorded_step(store, record.run_id))
@@ -207,14 +211,14 @@ def push_run(target, result):
         state = dict(state, wandb=dict(ws, seen=plan.seen, wall=max(
             [ws.get("wall", -math.inf)] + [w for _s, _t, w in plan.refused])))
     new_status = status != "running" and state.get("status") != status
-    if not plan.slots and not extras.pending and not system.pending and not (
-            new_status and state.get("chunks")):
+    if not plan.slots and not extras.pending and not system.pending and not \
+            artifacts.pending and not (new_status and state.get("chunks")):
         if plan.refused:
             store.set_cursor(record.run_id, target.dest, step, state)
         result["complete"] = status != "running"
         return
     try:
-        chunk = push_chunk(target, (step, state), plan, status, extras, system)
+        chunk = push_chunk(target, (step, state), plan, status, extras, system, artifacts)
     except ReplayError as e:
         result.update(ok=False, error=str(e))
         print(f"error: run {record.run_id}: {e}", file=sys.stderr)
@@ -222,6 +226,7 @@ def push_run(target, result):
     n = chunk["steps"]
     result["pushed_steps"] += n
     result["synced_rows"] += chunk["synced"]
+    result["artifacts"] += len(artifacts.logged)
     if n:
         result["first_step"] = chunk["lo"] if result["first_step"] is None else result["first_step"]
         result["last_step"] = chunk["hi"]
@@ -232,6 +237,7 @@ def push_run(target, result):
         where = chunk.get("dir") or f"{opts.entity + '/' if opts.entity else ''}{result['project']}"
         span = f"steps {chunk['lo']}..{chunk['hi']}" if n else "no new steps"
         synced = f", {chunk['synced']} from tfevents" if chunk["synced"] else ""
+        synced += f", {len(artifacts.logged)} artifact version(s)" if artifacts.logged else ""
         live = ("; still recording: replay again for what it records next, or with --follow "
                 "to keep pushing until it finishes" if status == "running" and not opts.follow
                 else "")
@@ -275,10 +281,12 @@ def _committed(step, state, chunk):
         state["system"] = chunk["system"]   # environments, files and stats pushed so far
     if "wandb" in chunk:
         state["wandb"] = chunk["wandb"]     # W&B steps, tfevents rows pushed (timeline.py)
+    if "artifacts" in chunk:
+        state["artifacts"] = chunk["artifacts"]   # artifact versions logged (artifacts.py)
     return chunk.get("cursor", chunk["hi"]), state
 
 
-def push_chunk(target, cursor, plan, status, extras=None, system=None):
+def push_chunk(target, cursor, plan, status, extras=None, system=None, artifacts=None):
     """Pushes the plan's rows (timeline.py), the extras (extras.py) and the system records
     (system.py) as one W&B chunk, from `cursor` = (step, state); returns the chunk record
     (its lo/hi/steps filled in as the rows are logged). Offline and online alike, the chunk
@@ -320,6 +328,12 @@ def push_chunk(target, cursor, plan, status, extras=None, system=None):
                           opts.progress, chunk, extras, wstate, len(plan.slots))
         extras.finish(run)
         chunk["extras"] = extras.progress
+        if artifacts is not None and artifacts.pending:
+            # their files are named where the chunk will be (offline: once published)
+            artifacts.publish(run, sync_dir, os.path.join(odir.path, chunk["dir"])
+                              if opts.mode == "offline" else sync_dir)
+            chunk["artifacts"] = artifacts.progress
+            kill_point("artifacts")
         system.publish(run)   # before finish: wandb drops stats after the exit record
         chunk["system"] = system.progress
         run.summary.update({"tfblackbox/run_id": record.run_id, "tfblackbox/status": status})
