@@ -563,6 +563,72 @@ static int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObje
     return 1;
 }
 
+/* the histogram buckets of one decode_events call */
+typedef struct { Py_ssize_t at, k, pos; } hrow_t;
+typedef struct { double *vals; Py_ssize_t len, cap; hrow_t *rows; Py_ssize_t nrows, rcap; } hbuf_t;
+
+static int hist_reserve(hbuf_t *h, Py_ssize_t more) {
+    if (h->len + more > h->cap) {
+        Py_ssize_t cap = h->cap ? h->cap : 4096;
+        while (cap < h->len + more) cap *= 2;
+        double *v = PyMem_Realloc(h->vals, cap * sizeof(double));
+        if (!v) { PyErr_NoMemory(); return 0; }
+        h->vals = v;
+        h->cap = cap;
+    }
+    if (h->nrows == h->rcap) {
+        Py_ssize_t cap = h->rcap ? 2 * h->rcap : 256;
+        hrow_t *r = PyMem_Realloc(h->rows, cap * sizeof(hrow_t));
+        if (!r) { PyErr_NoMemory(); return 0; }
+        h->rows = r;
+        h->rcap = cap;
+    }
+    return 1;
+}
+
+/* puts the arrays (views of one array of the call's buckets) in place of the placeholders:
+ * limits, counts, lefts are the histogram columns 9, 10, 11 */
+static int hist_finish(hbuf_t *h, table_t *ht) {
+    int ok = 1;
+    if (h->nrows) {
+        PyObject *bytes = PyBytes_FromStringAndSize((const char *)h->vals,
+                                                    h->len * (Py_ssize_t)sizeof(double));
+        PyObject *all = bytes ? PyObject_CallFunctionObjArgs(frombuffer, bytes, f8, NULL) : NULL;
+        Py_XDECREF(bytes);
+        if (!all) ok = 0;
+        for (Py_ssize_t r = 0; ok && r < h->nrows; r++) {
+            hrow_t *row = &h->rows[r];
+            for (int c = 0; ok && c < 3; c++) {   /* lefts, limits, counts in the buffer */
+                Py_ssize_t from = row->at + c * row->k;
+                PyObject *view = PySequence_GetSlice(all, from, from + row->k);
+                PyObject *list = ht->lists[c == 0 ? 11 : c == 1 ? 9 : 10];
+                if (!view || PyList_SetItem(list, row->pos, view) < 0) ok = 0;
+            }
+        }
+        Py_XDECREF(all);
+    }
+    PyMem_Free(h->vals);
+    PyMem_Free(h->rows);
+    memset(h, 0, sizeof *h);
+    return ok;
+}
+
+static PyObject *k_at, *k_size, *k_table, *k_tag, *k_index, *k_part;
+
+/* a cut's description, as tfevents_decode._fast writes it */
+static PyObject *cut_of(Py_ssize_t at, Py_ssize_t size, PyObject *tag) {
+    PyObject *d = PyDict_New(), *a = PyLong_FromSsize_t(at), *s = PyLong_FromSsize_t(size);
+    if (!d || !a || !s || PyDict_SetItem(d, k_at, a) < 0 || PyDict_SetItem(d, k_size, s) < 0 ||
+        PyDict_SetItem(d, k_table, s_histograms) < 0 || PyDict_SetItem(d, k_tag, tag) < 0 ||
+        PyDict_SetItem(d, k_index, zero) < 0 || PyDict_SetItem(d, k_part, zero) < 0) {
+        Py_XDECREF(d);
+        d = NULL;
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(s);
+    return d;
+}
+
 /* decode_events(records, i, file, source, namespace, metadata, tags, raw lists...,
  *               scalars cols, histograms cols, attempt)
  *   -> (index of the first record not decoded here, decoded rows added, last step, last wall)
@@ -576,7 +642,12 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
         return NULL;
     table_t rt, st, ht;
     int have_s = 0, have_h = 0;
+    hbuf_t hb = {0};
     if (!table_init(&rt, raw, RAW_COLS)) return NULL;
+    /* no cyclic collection while the call's rows are made (a histogram's cut is a dict and
+     * a list: the collector ran dozens of times a batch, a fifth of the time); nothing else
+     * runs meanwhile, the GIL is held */
+    int gc_was = PyGC_Disable();
     Py_ssize_t total = PyList_GET_SIZE(records), rows = 0;
     int64_t last_step = 0;
     double last_wall = 0;
@@ -598,7 +669,7 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
         if (e.summaries) {
             int ok = tags_of(cache, ns, e.tag.n < 0 ? (span_t){(const unsigned char *)"", 0}
                                                     : e.tag, e.kind == 2, &bare, &full);
-            if (ok < 0) return NULL;
+            if (ok < 0) goto error;
             if (!ok) break;   /* a non-UTF-8 simple_value tag: the general path warns */
             if (e.kind == 8) {
                 int found;
@@ -606,7 +677,7 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
                     found = plugin_of(e.meta.p, 0, e.meta.n, &plugin);
                 } else {
                     PyObject *md = PyDict_GetItemWithError(metadata, bare);
-                    if (!md && PyErr_Occurred()) return NULL;
+                    if (!md && PyErr_Occurred()) goto error;
                     found = (md && PyBytes_Check(md))
                                 ? plugin_of((const unsigned char *)PyBytes_AS_STRING(md), 0,
                                             PyBytes_GET_SIZE(md), &plugin)
@@ -632,17 +703,17 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
                 table = 1;
                 value = PyFloat_FromDouble((double)e.simple);
             }
-            if (table == 1 && !value) return NULL;
+            if (table == 1 && !value) goto error;
             if (e.has_meta) {   /* remembered for the file's later values of the tag */
                 PyObject *md = PyDict_GetItemWithError(metadata, bare);
-                if (!md && PyErr_Occurred()) { Py_XDECREF(value); return NULL; }
+                if (!md && PyErr_Occurred()) { Py_XDECREF(value); goto error; }
                 if (!md || !PyBytes_Check(md) || PyBytes_GET_SIZE(md) != e.meta.n ||
                     memcmp(PyBytes_AS_STRING(md), e.meta.p, e.meta.n)) {
                     PyObject *m = PyBytes_FromStringAndSize((const char *)e.meta.p, e.meta.n);
                     if (!m || PyDict_SetItem(metadata, bare, m) < 0) {
                         Py_XDECREF(m);
                         Py_XDECREF(value);
-                        return NULL;
+                        goto error;
                     }
                     Py_DECREF(m);
                 }
@@ -661,28 +732,27 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
             if (!have_h && !(have_h = table_init(&ht, hcols, HISTO_COLS))) goto fail_row;
             Py_ssize_t k = (Py_ssize_t)e.dims[0];
             const unsigned char *c = b + e.c_at;
-            /* lefts, limits, counts: the [k, 3] columns, copied out as the pure path does */
-            PyObject *flat = PyBytes_FromStringAndSize(NULL, 24 * k);
-            if (!flat) goto fail_row;
-            double *d = (double *)PyBytes_AS_STRING(flat);
+            /* lefts, limits, counts: the [k, 3] columns, copied out as the pure path does,
+             * into one buffer for the call; their arrays are views of it, put in place of
+             * the None below once the call's records are done (one numpy call a batch) */
+            if (!hist_reserve(&hb, 3 * k)) goto fail_row;
+            double *d = hb.vals + hb.len;
             for (Py_ssize_t r = 0; r < k; r++) {
                 memcpy(&d[r], c + 24 * r, 8);
                 memcpy(&d[k + r], c + 24 * r + 8, 8);
                 memcpy(&d[2 * k + r], c + 24 * r + 16, 8);
             }
             double num = pairwise(d + 2 * k, k), lo = d[0], hi = d[2 * k - 1];
-            PyObject *lefts = array_of(flat, 0, k), *limits = array_of(flat, 8 * k, k),
-                     *counts = array_of(flat, 16 * k, k);
-            Py_DECREF(flat);
-            if (!lefts || !limits || !counts) {
-                Py_XDECREF(lefts); Py_XDECREF(limits); Py_XDECREF(counts);
-                goto fail_row;
-            }
+            hb.rows[hb.nrows].at = hb.len;
+            hb.rows[hb.nrows].k = k;
+            hb.rows[hb.nrows].pos = PyList_GET_SIZE(ht.lists[9]);
+            hb.nrows++;
+            hb.len += 3 * k;
             PyObject *v[13] = {Py_NewRef(stepo), Py_NewRef(wallo), Py_NewRef(full),
                                Py_NewRef(attempt), PyFloat_FromDouble(num),
                                PyFloat_FromDouble(lo), PyFloat_FromDouble(hi),
-                               Py_NewRef(Py_None), Py_NewRef(Py_None), limits, counts, lefts,
-                               Py_NewRef(s_tensor)};
+                               Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None),
+                               Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(s_tensor)};
             if (!table_add(&ht, v)) goto fail_row;
             rows++;
             /* the content lives in the histogram row: cut from the raw record */
@@ -691,9 +761,7 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
             if (!record) goto fail_row;
             memcpy(PyBytes_AS_STRING(record), b, at);
             memcpy(PyBytes_AS_STRING(record) + at, b + e.c_end, n - e.c_end);
-            PyObject *cut = Py_BuildValue("{s:n,s:n,s:O,s:O,s:O,s:O}", "at", at, "size", size,
-                                          "table", s_histograms, "tag", full, "index", zero,
-                                          "part", zero);
+            PyObject *cut = cut_of(at, size, full);
             cuts = cut ? PyList_New(1) : NULL;
             if (!cuts) { Py_XDECREF(cut); Py_DECREF(record); goto fail_row; }
             PyList_SET_ITEM(cuts, 0, cut);
@@ -711,9 +779,9 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
             stepo = wallo = NULL;
             if (!v[8] || !v[9]) {
                 for (int k = 0; k < 12; k++) Py_XDECREF(v[k]);
-                return NULL;
+                goto error;
             }
-            if (!table_add(&rt, v)) return NULL;
+            if (!table_add(&rt, v)) goto error;
         }
         last_step = e.step;
         last_wall = e.wall;
@@ -723,10 +791,17 @@ static PyObject *py_decode_events(PyObject *self, PyObject *args) {
         Py_XDECREF(value);
         Py_XDECREF(stepo);
         Py_XDECREF(wallo);
-        return NULL;
+        goto error;
     }
+    if (gc_was) PyGC_Enable();
+    if (have_h && !hist_finish(&hb, &ht)) return NULL;
     if (!any) return Py_BuildValue("(nnOO)", i, rows, Py_None, Py_None);
     return Py_BuildValue("(nnLd)", i, rows, (long long)last_step, last_wall);
+error:
+    if (gc_was) PyGC_Enable();
+    PyMem_Free(hb.vals);
+    PyMem_Free(hb.rows);
+    return NULL;
 }
 
 static PyObject *py_setup(PyObject *self, PyObject *args) {
@@ -772,6 +847,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     s_summary = PyUnicode_InternFromString("summary");
     s_histograms = PyUnicode_InternFromString("histograms");
     zero = PyLong_FromLong(0);
+    k_at = PyUnicode_InternFromString("at");
+    k_size = PyUnicode_InternFromString("size");
+    k_table = PyUnicode_InternFromString("table");
+    k_tag = PyUnicode_InternFromString("tag");
+    k_index = PyUnicode_InternFromString("index");
+    k_part = PyUnicode_InternFromString("part");
     kind_names[0] = PyUnicode_InternFromString("");
     for (int k = 3; k <= 10; k++) kind_names[k] = PyUnicode_InternFromString(KINDS[k]);
     kind_names[1] = kind_names[2] = kind_names[0];
