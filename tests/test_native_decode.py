@@ -70,6 +70,28 @@ def test_the_extension_is_built_and_the_env_var_forces_the_pure_path(compiled, m
     assert native.module() is None
 
 
+def test_without_the_extension_the_pure_path_runs_with_a_one_line_notice_once(monkeypatch,
+                                                                              tmp_path):
+    import sys
+    monkeypatch.delenv(PURE, raising=False)
+    monkeypatch.setattr(native, "_state", "untried")
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setitem(sys.modules, "tfblackbox.schema.formats._native", None)   # not built
+    monkeypatch.delattr(sys.modules["tfblackbox.schema.formats"], "_native", raising=False)
+    path = tmp_path / "records"
+    tfrecord.write_records(path, [b"a", b"bc"])
+    notices = []
+    handler = logging.Handler()
+    handler.emit = lambda r: notices.append(r.getMessage())
+    logging.getLogger("tfblackbox").addHandler(handler)
+    try:
+        got = [tfrecord.read_records(path) for _ in range(3)]
+    finally:
+        logging.getLogger("tfblackbox").removeHandler(handler)
+    assert got == [[(0, b"a"), (17, b"bc")]] * 3
+    assert len(notices) == 1 and "not built" in notices[0] and "\n" not in notices[0]
+
+
 # -- framing -----------------------------------------------------------------------------------
 
 def _read_all(path, max_bytes):
