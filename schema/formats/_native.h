@@ -21,6 +21,14 @@ typedef struct {
     int count;
 } table_t;
 
+/* the histogram buckets of one call: each row's arrays (at most 3), as numpy views at its end */
+typedef struct { Py_ssize_t pos, at[3], n[3]; } hrow_t;
+typedef struct { double *vals; Py_ssize_t len, cap; hrow_t *rows; Py_ssize_t nrows, rcap; } hbuf_t;
+int hist_reserve(hbuf_t *h, Py_ssize_t more);
+void hist_row(hbuf_t *h, Py_ssize_t pos, int narr, const Py_ssize_t *counts);
+int hist_finish(hbuf_t *h, table_t *ht, const int *cols, int narr);
+void hist_free(hbuf_t *h);
+
 uint32_t masked(const unsigned char *p, size_t n);
 int rd_varint(const unsigned char *b, Py_ssize_t *i, Py_ssize_t end, uint64_t *out);
 int rd_field(const unsigned char *b, Py_ssize_t *i, Py_ssize_t end, field_t *f);
@@ -29,7 +37,6 @@ int span_is(span_t s, const char *text);
 double pairwise(const double *a, Py_ssize_t n);
 int table_init(table_t *t, PyObject *cols, const char **names);
 int table_add(table_t *t, PyObject **values);
-PyObject *array_of(PyObject *data, Py_ssize_t at, Py_ssize_t count);
 PyObject *py_summary_values(PyObject *self, PyObject *args);
 PyObject *py_decode_events(PyObject *self, PyObject *args);
 

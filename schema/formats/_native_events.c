@@ -163,57 +163,6 @@ static int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObje
     return 1;
 }
 
-/* the histogram buckets of one decode_events call */
-typedef struct { Py_ssize_t at, k, pos; } hrow_t;
-typedef struct { double *vals; Py_ssize_t len, cap; hrow_t *rows; Py_ssize_t nrows, rcap; } hbuf_t;
-
-static int hist_reserve(hbuf_t *h, Py_ssize_t more) {
-    if (h->len + more > h->cap) {
-        Py_ssize_t cap = h->cap ? h->cap : 4096;
-        while (cap < h->len + more) cap *= 2;
-        double *v = PyMem_Realloc(h->vals, cap * sizeof(double));
-        if (!v) { PyErr_NoMemory(); return 0; }
-        h->vals = v;
-        h->cap = cap;
-    }
-    if (h->nrows == h->rcap) {
-        Py_ssize_t cap = h->rcap ? 2 * h->rcap : 256;
-        hrow_t *r = PyMem_Realloc(h->rows, cap * sizeof(hrow_t));
-        if (!r) { PyErr_NoMemory(); return 0; }
-        h->rows = r;
-        h->rcap = cap;
-    }
-    return 1;
-}
-
-/* puts the arrays (views of one array of the call's buckets) in place of the placeholders:
- * limits, counts, lefts are the histogram columns 9, 10, 11 */
-static int hist_finish(hbuf_t *h, table_t *ht) {
-    int ok = 1;
-    if (h->nrows) {
-        PyObject *bytes = PyBytes_FromStringAndSize((const char *)h->vals,
-                                                    h->len * (Py_ssize_t)sizeof(double));
-        PyObject *all = bytes ? PyObject_CallFunctionObjArgs(frombuffer, bytes, f8, NULL) : NULL;
-        Py_XDECREF(bytes);
-        if (!all) ok = 0;
-        for (Py_ssize_t r = 0; ok && r < h->nrows; r++) {
-            hrow_t *row = &h->rows[r];
-            for (int c = 0; ok && c < 3; c++) {   /* lefts, limits, counts in the buffer */
-                Py_ssize_t from = row->at + c * row->k;
-                PyObject *view = PySequence_GetSlice(all, from, from + row->k);
-                PyObject *list = ht->lists[c == 0 ? 11 : c == 1 ? 9 : 10];
-                if (!view || PyList_SetItem(list, row->pos, view) < 0) ok = 0;
-            }
-        }
-        Py_XDECREF(all);
-    }
-    PyMem_Free(h->vals);
-    PyMem_Free(h->rows);
-    memset(h, 0, sizeof *h);
-    return ok;
-}
-
-
 /* a cut's description, as tfevents_decode._fast writes it */
 static PyObject *cut_of(Py_ssize_t at, Py_ssize_t size, PyObject *tag) {
     PyObject *d = PyDict_New(), *a = PyLong_FromSsize_t(at), *s = PyLong_FromSsize_t(size);
@@ -342,11 +291,8 @@ PyObject *py_decode_events(PyObject *self, PyObject *args) {
                 memcpy(&d[2 * k + r], c + 24 * r + 16, 8);
             }
             double num = pairwise(d + 2 * k, k), lo = d[0], hi = d[2 * k - 1];
-            hb.rows[hb.nrows].at = hb.len;
-            hb.rows[hb.nrows].k = k;
-            hb.rows[hb.nrows].pos = PyList_GET_SIZE(ht.lists[9]);
-            hb.nrows++;
-            hb.len += 3 * k;
+            Py_ssize_t counts3[3] = {k, k, k};
+            hist_row(&hb, PyList_GET_SIZE(ht.lists[9]), 3, counts3);
             PyObject *v[13] = {Py_NewRef(stepo), Py_NewRef(wallo), Py_NewRef(full),
                                Py_NewRef(attempt), PyFloat_FromDouble(num),
                                PyFloat_FromDouble(lo), PyFloat_FromDouble(hi),
@@ -393,12 +339,13 @@ PyObject *py_decode_events(PyObject *self, PyObject *args) {
         goto error;
     }
     if (gc_was) PyGC_Enable();
-    if (have_h && !hist_finish(&hb, &ht)) return NULL;
+    /* lefts, limits, counts in the buffer -> columns bucket_lefts, bucket_limits, _counts */
+    static const int cols3[3] = {11, 9, 10};
+    if (have_h && !hist_finish(&hb, &ht, cols3, 3)) return NULL;
     if (!any) return Py_BuildValue("(nnOO)", i, rows, Py_None, Py_None);
     return Py_BuildValue("(nnLd)", i, rows, (long long)last_step, last_wall);
 error:
     if (gc_was) PyGC_Enable();
-    PyMem_Free(hb.vals);
-    PyMem_Free(hb.rows);
+    hist_free(&hb);
     return NULL;
 }

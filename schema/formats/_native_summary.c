@@ -30,14 +30,6 @@ static int histo_packed(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, hist
     return i == n;
 }
 
-PyObject *array_of(PyObject *data, Py_ssize_t at, Py_ssize_t count) {
-    PyObject *c = PyLong_FromSsize_t(count), *o = PyLong_FromSsize_t(at);
-    PyObject *arr = (c && o) ? PyObject_CallFunctionObjArgs(frombuffer, data, f8, c, o, NULL)
-                             : NULL;
-    Py_XDECREF(c);
-    Py_XDECREF(o);
-    return arr;
-}
 
 /* summary_values(data, pos, step, wall, scalars cols, histograms cols, attempt)
  *   -> (pos of the first value not decoded here, rows added); a value that is not field 1,
@@ -53,6 +45,7 @@ PyObject *py_summary_values(PyObject *self, PyObject *args) {
     table_t st, ht;
     int have_s = 0, have_h = 0;
     PyObject *tagobj = NULL;
+    hbuf_t hb = {0};   /* the bucket arrays: numpy views of one array, made at the end */
     while (pos < n) {
         Py_ssize_t i = pos, end;
         uint64_t key, size;
@@ -93,25 +86,28 @@ PyObject *py_summary_values(PyObject *self, PyObject *args) {
             if (!v[4] || !table_add(&st, v)) goto fail;
         } else {
             if (!have_h && !(have_h = table_init(&ht, hcols, HISTO_COLS))) goto fail_tag;
-            PyObject *arrs[2];
-            for (int a = 0; a < 2; a++) {
-                arrs[a] = array_of(data, h.arr_n[a] ? h.arr_at[a] : 0, h.arr_n[a]);
-                if (!arrs[a]) { if (a) Py_DECREF(arrs[0]); goto fail_tag; }
-            }
+            if (!hist_reserve(&hb, h.arr_n[0] + h.arr_n[1])) goto fail_tag;
+            for (int a = 0; a < 2; a++)
+                memcpy(hb.vals + hb.len + (a ? h.arr_n[0] : 0), b + h.arr_at[a],
+                       8 * h.arr_n[a]);
+            hist_row(&hb, PyList_GET_SIZE(ht.lists[9]), 2, h.arr_n);
             /* histo_fields' column order: min max num sum sum_squares in the proto */
             PyObject *v[13] = {Py_NewRef(step), Py_NewRef(wall), tagobj, Py_NewRef(attempt),
                                PyFloat_FromDouble(h.d[2]), PyFloat_FromDouble(h.d[0]),
                                PyFloat_FromDouble(h.d[1]), PyFloat_FromDouble(h.d[3]),
-                               PyFloat_FromDouble(h.d[4]), arrs[0], arrs[1], Py_NewRef(Py_None),
-                               Py_NewRef(s_histo)};
+                               PyFloat_FromDouble(h.d[4]), Py_NewRef(Py_None),
+                               Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(s_histo)};
             if (!table_add(&ht, v)) goto fail;
         }
         rows++;
         pos = end;
     }
+    static const int cols2[2] = {9, 10};   /* bucket_limits, bucket_counts */
+    if (have_h && !hist_finish(&hb, &ht, cols2, 2)) return NULL;
     return Py_BuildValue("(nn)", pos, rows);
 fail_tag:
     Py_XDECREF(tagobj);
 fail:
+    hist_free(&hb);
     return NULL;
 }

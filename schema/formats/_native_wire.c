@@ -141,3 +141,66 @@ int table_add(table_t *t, PyObject **values) {
     }
     return ok;
 }
+
+/* -- histogram buckets: copied into one buffer a call, made into numpy views at its end ---- */
+
+int hist_reserve(hbuf_t *h, Py_ssize_t more) {
+    if (h->len + more > h->cap) {
+        Py_ssize_t cap = h->cap ? h->cap : 4096;
+        while (cap < h->len + more) cap *= 2;
+        double *v = PyMem_Realloc(h->vals, cap * sizeof(double));
+        if (!v) { PyErr_NoMemory(); return 0; }
+        h->vals = v;
+        h->cap = cap;
+    }
+    if (h->nrows == h->rcap) {
+        Py_ssize_t cap = h->rcap ? 2 * h->rcap : 256;
+        hrow_t *r = PyMem_Realloc(h->rows, cap * sizeof(hrow_t));
+        if (!r) { PyErr_NoMemory(); return 0; }
+        h->rows = r;
+        h->rcap = cap;
+    }
+    return 1;
+}
+
+/* a new row's arrays start here: `narr` arrays of the counts given, consecutive */
+void hist_row(hbuf_t *h, Py_ssize_t pos, int narr, const Py_ssize_t *counts) {
+    hrow_t *row = &h->rows[h->nrows++];
+    row->pos = pos;
+    Py_ssize_t at = h->len;
+    for (int c = 0; c < narr; c++) {
+        row->at[c] = at;
+        row->n[c] = counts[c];
+        at += counts[c];
+    }
+    h->len = at;
+}
+
+/* puts the arrays (views of one array of the call's buckets: one numpy call, not one an
+ * array) in place of the placeholders: the c-th array of a row into column cols[c] */
+int hist_finish(hbuf_t *h, table_t *ht, const int *cols, int narr) {
+    int ok = 1;
+    if (h->nrows) {
+        PyObject *bytes = PyBytes_FromStringAndSize((const char *)h->vals,
+                                                    h->len * (Py_ssize_t)sizeof(double));
+        PyObject *all = bytes ? PyObject_CallFunctionObjArgs(frombuffer, bytes, f8, NULL) : NULL;
+        Py_XDECREF(bytes);
+        if (!all) ok = 0;
+        for (Py_ssize_t r = 0; ok && r < h->nrows; r++) {
+            hrow_t *row = &h->rows[r];
+            for (int c = 0; ok && c < narr; c++) {
+                PyObject *view = PySequence_GetSlice(all, row->at[c], row->at[c] + row->n[c]);
+                if (!view || PyList_SetItem(ht->lists[cols[c]], row->pos, view) < 0) ok = 0;
+            }
+        }
+        Py_XDECREF(all);
+    }
+    hist_free(h);
+    return ok;
+}
+
+void hist_free(hbuf_t *h) {
+    PyMem_Free(h->vals);
+    PyMem_Free(h->rows);
+    memset(h, 0, sizeof *h);
+}
