@@ -21,8 +21,9 @@ import struct
 import numpy as np
 
 from ..errors import WireFormatError
-from ..formats import dtypes, tensor_proto
+from ..formats import dtypes, native, tensor_proto
 from ..formats.wire import varint, walk
+from .rows import ColumnBuffers
 
 log = logging.getLogger("tfblackbox")
 
@@ -47,10 +48,18 @@ def decode_summary(serialized, step, wall_time, buffers, fast=True):
     """Appends the rows of one serialized Summary to `buffers`, value by value. Scalars
     (simple_value) and `histo` histograms, what tf.compat.v1.summary writes on every logging
     step, take a fast path first (SummaryHook decodes on the writer thread, which shares the
-    GIL with training: 26 us a 7-value Summary against 44 us the general way)."""
+    GIL with training: 26 us a 7-value Summary against 44 us the general way); with the
+    compiled decoder built (formats/native.py), its twin of that fast path runs first."""
     data = serialized if isinstance(serialized, bytes) else bytes(serialized)
     i, n, bad = 0, len(data), []
+    nat = native.module() if fast and type(buffers) is ColumnBuffers else None
     while i < n:
+        if nat is not None:   # the compiled fast path, up to a value it leaves to us
+            i, rows = nat.summary_values(data, i, step, wall_time, buffers.columns("scalars"),
+                                         buffers.columns("histograms"), buffers.attempt)
+            buffers.rows += rows
+            if i >= n:
+                break
         try:
             number, wire, _f, start, end = next(walk(data, i))
         except WireFormatError as e:

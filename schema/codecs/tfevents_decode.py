@@ -19,8 +19,9 @@ import struct
 import numpy as np
 
 from ..errors import WireFormatError
-from ..formats import tfevents, tfrecord
+from ..formats import native, tfevents, tfrecord
 from ..formats.wire import varint
+from .rows import ColumnBuffers
 from .summary_decode import decode_summary
 from .tfevents_restore import RAW_TABLE, payloads
 
@@ -42,6 +43,7 @@ class FileSource:
         self.namespace = namespace    # prefix of the decoded rows' tags ("" for none)
         self.metadata = {}            # tag -> serialized SummaryMetadata last seen
         self.templates = {}           # (summary length, tag bytes) -> _Template
+        self.tags = {}                # tag bytes -> (tag, namespaced tag, UTF-8): compiled path
         self.last_step, self.last_wall = 0, 0.0
         self.warned = set()
 
@@ -90,11 +92,38 @@ def decode_records(src, records, buffers):
     """records: [(offset, index, data)] read in order from src's file. The raw rows of a
     chunk go to the buffers at once, after its decoded rows."""
     raw = {name: [] for name in _RAW_COLUMNS}
-    for offset, index, data in records:
-        row = decode_record(src, offset, index, data, buffers)
-        for name in _RAW_COLUMNS:
-            raw[name].append(row[name])
+    nat = native.module() if type(buffers) is ColumnBuffers else None
+    if nat is None:
+        for offset, index, data in records:
+            _add_raw(raw, decode_record(src, offset, index, data, buffers))
+    else:
+        _decode_compiled(nat, src, records, buffers, raw)
     buffers.add_many(RAW_TABLE, len(records), **raw)
+
+
+def _add_raw(raw, row):
+    for name in _RAW_COLUMNS:
+        raw[name].append(row[name])
+
+
+def _decode_compiled(nat, src, records, buffers, raw):
+    """The compiled decoder takes the records it decodes exactly as decode_record would (the
+    per-step kinds), straight into the column lists; each record it stops at is decoded
+    here, and it goes on after it, so the rows keep their order."""
+    records = records if type(records) is list else list(records)
+    i, n = 0, len(records)
+    scalars, histograms = buffers.columns("scalars"), buffers.columns("histograms")
+    while i < n:
+        i, rows, step, wall = nat.decode_events(
+            records, i, src.file, src.source, src.namespace, src.metadata, src.tags, raw,
+            scalars, histograms, buffers.attempt)
+        buffers.rows += rows
+        if step is not None:
+            src.last_step, src.last_wall = step, wall
+        if i < n:
+            offset, index, data = records[i]
+            _add_raw(raw, decode_record(src, offset, index, data, buffers))
+            i += 1
 
 
 def decode_record(src, offset, index, data, buffers):

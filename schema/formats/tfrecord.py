@@ -7,7 +7,8 @@ again with `frame` reproduces a file byte for byte.
 `RecordReader` reads a file that may still be growing: it stops quietly at a half-written last
 record and remembers where to resume (`offset`), like TensorBoard's RawEventFileLoader; a bad
 checksum on a record that is complete is damage, raised as CorruptRecordError naming the file
-and the offset. CRCs are google-crc32c's C implementation.
+and the offset. CRCs are google-crc32c's C implementation; the framing loop is compiled
+(native.py: _native.frame) when the extension is built.
 """
 
 import os
@@ -16,6 +17,7 @@ import struct
 import google_crc32c
 
 from ..errors import BlackboxError
+from . import native
 
 HEADER = 12            # length (8) + its masked crc (4)
 FOOTER = 4             # masked crc of the data
@@ -64,38 +66,34 @@ class RecordReader:
 
     def read(self, max_bytes=READ_BYTES):
         out = []
+        scan = _scanner()
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < self.offset:
                 raise FileShrankError(self.path, size, self.offset)
             f.seek(self.offset)
-            buf, pos = f.read(min(max_bytes, size - self.offset)), 0
-            while len(buf) - pos >= HEADER:
-                length, lcrc = _LEN.unpack_from(buf, pos)
-                if masked_crc(buf[pos:pos + 8]) != lcrc:
+            buf, pos, base = f.read(min(max_bytes, size - self.offset)), 0, self.offset
+            while True:
+                found, pos, status, need = scan(buf, pos)
+                out += [(base + p, data) for p, data in found]
+                self.offset = base + pos
+                self.index += len(found)
+                if status == _BAD_LENGTH:
                     if out:
                         break   # hand out the good records first; the next call raises
                     raise CorruptRecordError(self.path, self.offset,
                                              "the length's checksum does not match")
-                need = HEADER + length + FOOTER
-                if len(buf) - pos < need:
-                    if out or self.offset + need > size:
-                        break   # the rest is for the next call, or not written yet
-                    buf += f.read(need - len(buf))   # one record larger than max_bytes
-                    if len(buf) < need:
-                        break
-                data = buf[pos + HEADER:pos + HEADER + length]
-                (dcrc,) = _CRC.unpack_from(buf, pos + HEADER + length)
-                if masked_crc(data) != dcrc:
+                if status == _BAD_DATA:
                     if out:
                         break
                     raise CorruptRecordError(self.path, self.offset,
                                              f"the data's checksum does not match (a record "
-                                             f"of {length} bytes)")
-                out.append((self.offset, data))
-                self.offset += need
-                self.index += 1
-                pos += need
+                                             f"of {need - HEADER - FOOTER} bytes)")
+                if not need or out or self.offset + need > size:
+                    break   # the rest is for the next call, or not written yet
+                buf += f.read(need - len(buf))   # one record larger than max_bytes
+                if len(buf) < need:
+                    break
             self.partial = size - self.offset
         return out
 
@@ -106,6 +104,37 @@ class RecordReader:
             if not batch:
                 return
             yield from batch
+
+
+_BAD_LENGTH, _BAD_DATA = 1, 2
+
+
+def _scanner():
+    """frame(buf, pos) -> ([(pos, data)], pos after them, status, need): the compiled one,
+    or its pure twin below."""
+    nat = native.module()
+    return _frame if nat is None else nat.frame
+
+
+def _frame(buf, pos):
+    """The records framed in buf from pos on, and why it stopped: status 0 (need: the whole
+    size of a record not all in buf, 0 when its header is not), _BAD_LENGTH or _BAD_DATA
+    (need: the record's size) at the returned pos."""
+    out = []
+    while len(buf) - pos >= HEADER:
+        length, lcrc = _LEN.unpack_from(buf, pos)
+        if masked_crc(buf[pos:pos + 8]) != lcrc:
+            return out, pos, _BAD_LENGTH, 0
+        need = HEADER + length + FOOTER
+        if len(buf) - pos < need:
+            return out, pos, 0, need
+        data = buf[pos + HEADER:pos + HEADER + length]
+        (dcrc,) = _CRC.unpack_from(buf, pos + HEADER + length)
+        if masked_crc(data) != dcrc:
+            return out, pos, _BAD_DATA, need
+        out.append((pos, data))
+        pos += need
+    return out, pos, 0, 0
 
 
 class FileShrankError(BlackboxError):

@@ -1,0 +1,47 @@
+/* Shared by the compiled decoder's parts (_native.c: the module, crc32c and framing;
+ * _native_wire.c: the wire format and the column lists; _native_summary.c: Summary values;
+ * _native_events.c: tfevents records). What it is: _native.c. */
+#ifndef TFBLACKBOX_NATIVE_H
+#define TFBLACKBOX_NATIVE_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct { const unsigned char *p; Py_ssize_t n; } span_t;
+
+/* one field: its number, wire type, payload (start, end) and a varint's value */
+typedef struct { uint64_t number; int wire; Py_ssize_t start, end; uint64_t value; } field_t;
+
+/* a table's column lists, in the order of the names given to table_init */
+typedef struct {
+    PyObject *cols;                   /* the table's {name: list} (ColumnBuffers.columns) */
+    PyObject *lists[16];
+    const char *names[16];
+    int count;
+} table_t;
+
+/* the histogram buckets of one call: each row's arrays (at most 3), as numpy views at its end */
+typedef struct { Py_ssize_t pos, at[3], n[3]; } hrow_t;
+typedef struct { double *vals; Py_ssize_t len, cap; hrow_t *rows; Py_ssize_t nrows, rcap; } hbuf_t;
+int hist_reserve(hbuf_t *h, Py_ssize_t more);
+void hist_row(hbuf_t *h, Py_ssize_t pos, int narr, const Py_ssize_t *counts);
+int hist_finish(hbuf_t *h, table_t *ht, const int *cols, int narr);
+void hist_free(hbuf_t *h);
+
+uint32_t masked(const unsigned char *p, size_t n);
+int rd_varint(const unsigned char *b, Py_ssize_t *i, Py_ssize_t end, uint64_t *out);
+int rd_field(const unsigned char *b, Py_ssize_t *i, Py_ssize_t end, field_t *f);
+int plugin_of(const unsigned char *b, Py_ssize_t i, Py_ssize_t end, span_t *name);
+int span_is(span_t s, const char *text);
+double pairwise(const double *a, Py_ssize_t n);
+int table_init(table_t *t, PyObject *cols, const char **names);
+int table_add(table_t *t, PyObject **values);
+PyObject *py_summary_values(PyObject *self, PyObject *args);
+PyObject *py_decode_events(PyObject *self, PyObject *args);
+
+extern const char *SCALAR_COLS[], *HISTO_COLS[], *RAW_COLS[];
+extern PyObject *frombuffer, *f8, *s_empty, *s_histo, *s_tensor, *s_summary, *s_histograms,
+    *zero, *kind_names[11], *k_at, *k_size, *k_table, *k_tag, *k_index, *k_part;
+
+#endif
