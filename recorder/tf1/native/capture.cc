@@ -5,6 +5,7 @@
 // such callbacks and turns each tensor into the very Event bytes tfdbg's file:// path would
 // write (see WrapTensorAsEvents in tensorflow/core/debug/debug_io_utils.cc), appended to a
 // per-key buffer that Python takes after each session.run. No file per tensor, no syscall.
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -71,6 +72,7 @@ bool has_nonfinite(const tensorflow::Tensor& t) {
 std::mutex g_mu;
 // Never destroyed: TF may call a callback while the process exits.
 auto* g_sinks = new std::map<std::string, std::shared_ptr<Sink>>();
+auto* g_discard_counts = new std::map<std::string, std::atomic<int64_t>*>();
 
 void put_varint(std::string* out, uint64_t v) {
   while (v >= 0x80) { out->push_back(static_cast<char>(v | 0x80)); v >>= 7; }
@@ -348,6 +350,31 @@ void tfbb_test_fail_next(const char* key, int64_t n) {
   sink->fail_next = n;
 }
 
-int tfbb_abi_version() { return 6; }
+// The floor of the capture's cost (tools/bench_blackbox): memcbk://KEY whose callback keeps
+// nothing, only counts the tensors TF's debug ops hand it (so a benchmark can check that every
+// watched tensor reached it). Whatever a run costs with it is TF's debug ops and copies.
+int tfbb_register_discard(const char* key) {
+  std::string k(key);
+  std::atomic<int64_t>* n;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_discard_counts->count(k)) return 0;
+    n = (*g_discard_counts)[k] = new std::atomic<int64_t>(0);
+  }
+  tensorflow::DebugCallbackRegistry::singleton()->RegisterCallback(
+      k, [n](const tensorflow::DebugNodeKey&, const tensorflow::Tensor&) {
+        n->fetch_add(1, std::memory_order_relaxed);
+      });
+  return 1;
+}
+
+// Tensors handed to the discarding KEY so far (-1: no such key).
+int64_t tfbb_discarded(const char* key) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_discard_counts->find(key);
+  return it == g_discard_counts->end() ? -1 : it->second->load();
+}
+
+int tfbb_abi_version() { return 7; }
 
 }  // extern "C"
