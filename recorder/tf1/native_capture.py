@@ -34,7 +34,7 @@ from tfblackbox.schema.formats import dtypes, tfdbg_v1 as proto, tfdbg_v1_layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 7
+ABI_VERSION = 8
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -316,6 +316,16 @@ def self_test(lib_path):
         init = v.initializer
     with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
         sess.run(init)
+        # a first run to the library alone: the checked run's plain tensors then take the
+        # records built once per watch (capture.cc's Prebuilt), which must match TF's too
+        warm = config_pb2.RunOptions()
+        debug_utils.watch_graph(warm, g, debug_urls=[url])
+        sess.run(fetches, options=warm)
+        first, _f, _n = native.take("tfblackbox-self-test")
+        if first is None:
+            print("self-test: the first run captured nothing")
+            return 1
+        first.release()
         options = config_pb2.RunOptions()
         debug_utils.watch_graph(options, g, debug_urls=["file://" + root, url])
         sess.run(fetches, options=options)
