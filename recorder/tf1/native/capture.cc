@@ -52,12 +52,18 @@ struct Sink {
 
 // Whether a float tensor holds NaN or +-Inf: all exponent bits set. Branch-free over the
 // whole buffer (the compiler vectorises it), on TF's thread while the data is in cache.
+// (b & mask) <= mask always, so the largest masked value is mask exactly when some element
+// is NaN or Inf: a max reduction, which the compiler vectorises (the compare-and-or form it
+// did one element at a time: 86% of the capture's CPU at 2 509 tensors, by perf).
 template <typename Bits>
-bool exponent_all_ones(const void* data, size_t n, Bits mask) {
+__attribute__((optimize("O3"))) bool exponent_all_ones(const void* data, size_t n, Bits mask) {
   const Bits* b = static_cast<const Bits*>(data);
-  Bits bad = 0;
-  for (size_t i = 0; i < n; ++i) bad |= static_cast<Bits>((b[i] & mask) == mask);
-  return bad != 0;
+  Bits top = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const Bits e = b[i] & mask;
+    top = e > top ? e : top;
+  }
+  return top == mask;
 }
 
 bool has_nonfinite(const tensorflow::Tensor& t) {
