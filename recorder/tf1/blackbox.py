@@ -178,6 +178,12 @@ def first_nonfinite(tensors):
 
 # -- the ring and its persisting (DumpCapture's ingest thread) -----------------------------------
 
+def completed(entry):
+    """An ingested step with its tensors and run row (the ring keeps them unparsed)."""
+    complete = entry.pop("complete", None)
+    return complete() if complete is not None else entry
+
+
 class Fire:
     def __init__(self, upto, step, kind, reason):
         self.upto, self.step, self.kind, self.reason = upto, step, kind, reason
@@ -217,13 +223,13 @@ class BlackBox:
             # the in-memory capture counted them as TF wrote them; files are checked here
             if ("nan" in self.triggers.named and e["seq"] > self._through
                     and e.get("nonfinite") != 0):
-                bad = first_nonfinite(e["tensors"])
+                bad = first_nonfinite(completed(e)["tensors"])
                 if bad is not None:
                     self.fire(e["seq"], e["step"], "nan",
                               f"NaN or Inf in {bad.node_name}:{bad.output_slot} "
                               f"({bad.debug_op}) at step {e['step']}")
             if e["seq"] <= self._through:
-                self._write([e], None)
+                self._write([completed(e)], None)
             else:
                 with self._lock:
                     pinned = any(f.upto == e["seq"] for f in self._fires)
@@ -234,8 +240,10 @@ class BlackBox:
     def _keep(self, e, pinned):
         """Into the ring; the oldest steps leave for the bounds (a step a trigger waits for
         stays, even alone above max_ring_bytes)."""
-        nbytes = sum(len(t.data) + OBJECT_BYTES for t in e["tensors"]) + len(
-            e["run_row"].get("core_metadata") or b"")
+        nbytes = e.get("ring_bytes")
+        if nbytes is None:
+            nbytes = sum(len(t.data) + OBJECT_BYTES for t in e["tensors"]) + len(
+                e["run_row"].get("core_metadata") or b"")
         self._ring.append((e["seq"], e, nbytes))
         self.ring_bytes += nbytes
         while len(self._ring) > self.keep_last + 1 or (
@@ -253,8 +261,11 @@ class BlackBox:
         self.peak_bytes = max(self.peak_bytes, self.ring_bytes)
 
     def _drop_oldest(self):
-        _seq, _e, nbytes = self._ring.popleft()
+        _seq, e, nbytes = self._ring.popleft()
         self.ring_bytes -= nbytes
+        records = e.pop("records", None)
+        if records is not None:    # never written: its captured buffer goes back now
+            records.release()
 
     def settle(self, final=False):
         """Writes what the fires whose step is in (or, at the end, everything) ask for."""
@@ -273,6 +284,13 @@ class BlackBox:
         self._through = max(self._through, fire.upto + self.after)
         later = [r for r in self._ring if upto < r[0] <= self._through]
         chosen = before + later
+        for _seq, e, _n in chosen:     # parsed now, before their buffers leave the ring
+            try:
+                completed(e)
+            except Exception as err:   # never take the training down
+                log.error("tfblackbox: DumpHook could not read the dumped step %s of the ring: "
+                          "%s", e["step"], err)
+        chosen = [r for r in chosen if "run_row" in r[1]]
         while self._ring and self._ring[0][0] <= max(upto, self._through):
             self._drop_oldest()
         written = self._write([r[1] for r in chosen], fire)

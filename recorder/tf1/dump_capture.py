@@ -56,6 +56,7 @@ class Batch:
         self.records = None   # in-memory capture: the run's tensors (native_capture.Records)
         self.failed = 0       # in-memory capture: tensors it could not keep (out of memory)
         self.nonfinite = None  # in-memory capture: DebugIdentity floats with NaN/Inf (counted)
+        self.records_kept = False  # black-box mode: the ring holds records (not released)
 
 
 class DumpCapture:
@@ -240,7 +241,7 @@ class DumpCapture:
             shutil.rmtree(batch.reused, ignore_errors=True)
 
     def _done_reading(self, batch):
-        if batch.records is not None:
+        if batch.records is not None and not batch.records_kept:
             batch.records.release()
         if not batch.reused:
             shutil.rmtree(batch.path, ignore_errors=True)
@@ -251,7 +252,11 @@ class DumpCapture:
     def _read(self, batch):
         """One dumped run's files and captured tensors, as what _record() needs of it."""
         d = layout.read_dump_dir(batch.path, remove=True)
-        if batch.records is not None:
+        # black-box mode: the ring keeps the captured buffer as it is, parsed only if a trigger
+        # writes its step (parsing 2 500 tensors in Python cost ~25 ms a step, mostly thrown
+        # away with the step)
+        lazy = self.blackbox is not None and batch.records is not None
+        if batch.records is not None and not lazy:
             d.tensors.extend(native_capture.parse_records(batch.records.view))
             batch.records.release()
         if batch.failed:
@@ -275,30 +280,46 @@ class DumpCapture:
                                              [gd for _g, _w, gd in fresh.values()])
             self._device_names.update(names)
             self._executor_graphs[ekey] = dict(fresh)
-        for t in d.tensors:
-            if t.device_name:                  # the in-memory capture knows the true name
-                self._device_names[t.device_dir] = t.device_name
         graphs = self._executor_graphs.get(ekey, {})
-        tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
         step = batch.step
         meta = d.core_metadata
         if meta:
             meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
-        devices = sorted({self._device(t.device_dir) for t in tensors} |
-                         {self._device(x) for x in graphs})
-        run_row = tfdbg_v1_rows.debug_run_row(
-            step, batch.wall_time, batch.run_key, batch.session_run, batch.status, "DumpHook",
-            d.core_metadata_name, meta, proto.log_message_event(batch.fetches_repr),
-            proto.log_message_event(batch.feed_keys_repr), devices,
-            [(self._device(x), graphs[x][0].graph_hash, graphs[x][0].timestamp, graphs[x][1],
-              None) for x in sorted(graphs)], tensors)
         # the executor's graphs, each recorded once (the first run written that ran it)
         ran = [(self._device(x), g, wall, graph_def) for x, (g, wall, graph_def) in
                sorted(graphs.items())]
-        return {"step": step, "seq": batch.seq, "run_key": batch.run_key, "tensors": tensors,
-                "run_row": run_row, "graphs": ran, "status": batch.status,
-                "nonfinite": batch.nonfinite,
-                "nbytes": run_row["tensor_bytes"] + len(meta or b"")}
+        entry = {"step": step, "seq": batch.seq, "run_key": batch.run_key, "graphs": ran,
+                 "status": batch.status, "nonfinite": batch.nonfinite}
+
+        def complete():
+            """The tensors and the run row (at once, or when the ring's step is written)."""
+            if "records" in entry:
+                records = entry.pop("records")
+                d.tensors.extend(native_capture.parse_records(records.view))
+                records.release()
+            for t in d.tensors:
+                if t.device_name:              # the in-memory capture knows the true name
+                    self._device_names[t.device_dir] = t.device_name
+            tensors = [t for t in d.tensors if not is_own_node(t.node_name)]
+            devices = sorted({self._device(t.device_dir) for t in tensors} |
+                             {self._device(x) for x in graphs})
+            run_row = tfdbg_v1_rows.debug_run_row(
+                step, batch.wall_time, batch.run_key, batch.session_run, entry["status"],
+                "DumpHook", d.core_metadata_name, meta,
+                proto.log_message_event(batch.fetches_repr),
+                proto.log_message_event(batch.feed_keys_repr), devices,
+                [(self._device(x), graphs[x][0].graph_hash, graphs[x][0].timestamp,
+                  graphs[x][1], None) for x in sorted(graphs)], tensors)
+            entry.update(tensors=tensors, run_row=run_row,
+                         nbytes=run_row["tensor_bytes"] + len(meta or b""))
+            return entry
+
+        if lazy:
+            batch.records_kept = True
+            entry.update(records=batch.records, complete=complete,
+                         ring_bytes=batch.records.size + len(meta or b""))
+            return entry
+        return complete()
 
     def _record(self, read):
         """One writer job for the runs read: their graphs not recorded yet, tensors (encoded)

@@ -34,7 +34,7 @@ from tfblackbox.schema.formats import dtypes, tfdbg_v1 as proto, tfdbg_v1_layout
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 6
+ABI_VERSION = 8
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -194,6 +194,9 @@ class Native:
             lib.tfbb_take_nonfinite.argtypes = [ctypes.c_char_p]
             lib.tfbb_close.argtypes = [ctypes.c_char_p]
             lib.tfbb_test_fail_next.argtypes = [ctypes.c_char_p, ctypes.c_int64]
+            lib.tfbb_register_discard.argtypes = [ctypes.c_char_p]
+            lib.tfbb_discarded.restype = ctypes.c_int64
+            lib.tfbb_discarded.argtypes = [ctypes.c_char_p]
             if lib.tfbb_abi_version() != ABI_VERSION:
                 raise NativeUnavailable(f"{path} is not capture ABI {ABI_VERSION}")
         except (OSError, AttributeError) as e:
@@ -215,6 +218,16 @@ class Native:
 
     def close(self, key):
         self._lib.tfbb_close(key.encode())
+
+    def register_discard(self, key):
+        """memcbk://KEY whose callback keeps nothing (the capture's floor, tools/bench_blackbox):
+        it only counts the tensors, see discarded()."""
+        self._lib.tfbb_register_discard(key.encode())
+        return "memcbk://" + key
+
+    def discarded(self, key):
+        """Tensors handed to the discarding KEY so far."""
+        return self._lib.tfbb_discarded(key.encode())
 
     def fail_next(self, key, n):
         """Tests only: the next n tensors of `key` take the out-of-memory path."""
@@ -303,6 +316,16 @@ def self_test(lib_path):
         init = v.initializer
     with tempfile.TemporaryDirectory() as root, tf.compat.v1.Session(graph=g) as sess:
         sess.run(init)
+        # a first run to the library alone: the checked run's plain tensors then take the
+        # records built once per watch (capture.cc's Prebuilt), which must match TF's too
+        warm = config_pb2.RunOptions()
+        debug_utils.watch_graph(warm, g, debug_urls=[url])
+        sess.run(fetches, options=warm)
+        first, _f, _n = native.take("tfblackbox-self-test")
+        if first is None:
+            print("self-test: the first run captured nothing")
+            return 1
+        first.release()
         options = config_pb2.RunOptions()
         debug_utils.watch_graph(options, g, debug_urls=["file://" + root, url])
         sess.run(fetches, options=options)
