@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import itertools
 import json
 import os
 import shutil
@@ -29,13 +28,11 @@ from sqlalchemy import func
 
 from . import catalog as cat
 from . import chunks as chunking
-from . import segments
+from .chunks import BLOB_DIR, blob_rel, temp_blob_path
 from ..errors import BlackboxError, StoreDamageError
 from ..formats.files import fsync_path
 
-BLOB_DIR = "data/artifacts"
 COPY_BLOCK = 8 << 20
-_SEQ = itertools.count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +62,6 @@ class ArtifactVersion:
         return sum(f.size for f in self.files)
 
 
-def blob_rel(sha256: str) -> str:
-    return f"{BLOB_DIR}/{sha256[:2]}/{sha256}"
-
-
 def check_path(path: str) -> str:
     """An artifact-relative path as stored: '/'-separated, relative, no '..'."""
     p = str(path).replace(os.sep, "/")
@@ -89,15 +82,6 @@ def hash_file(path: str) -> tuple[str, int]:
 
 
 # -- writing blobs ---------------------------------------------------------------------------
-
-def temp_blob_path(data) -> str:
-    """A new local temporary name in the blob folder, named after this host and process (so
-    a dead writer's leftovers are known as such): `.a-<host>-<pid>-<seq>-<rand>.tmp`."""
-    name = f".a-{segments._HOST_TAG}-{os.getpid()}-{next(_SEQ):06d}-{uuid.uuid4().hex[:6]}.tmp"
-    folder = data.path(BLOB_DIR)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)
-
 
 def stored_shas(catalog, shas) -> set[str]:
     """Which of `shas` some registered version already uses (their blobs are in place)."""

@@ -22,15 +22,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import os
+import uuid
+from typing import Any
 
 from . import catalog as cat
+from . import segments
 from ..errors import BlackboxError, StoreDamageError
 from ..formats.files import fsync_path
 
+BLOB_DIR = "data/artifacts"
 CHUNK_SIZE = 256 << 10
 CHUNK_MIN = 1 << 20          # smaller files are one whole blob
 BATCH = 64                   # chunks looked up in the catalog at once
+_SEQ = itertools.count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +47,18 @@ class StoredFile:
     chunks: tuple[tuple[str, int], ...] | None     # (chunk sha256, size) in order; None: whole
 
 
-def _blob_rel(sha):
-    from .artifacts import blob_rel
-    return blob_rel(sha)
+def blob_rel(sha256: str) -> str:
+    """Where a blob (a whole small file or a chunk) lives in the data location."""
+    return f"{BLOB_DIR}/{sha256[:2]}/{sha256}"
+
+
+def temp_blob_path(data) -> str:
+    """A new local temporary name in the blob folder, named after this host and process (so
+    a dead writer's leftovers are known as such): `.a-<host>-<pid>-<seq>-<rand>.tmp`."""
+    name = f".a-{segments._HOST_TAG}-{os.getpid()}-{next(_SEQ):06d}-{uuid.uuid4().hex[:6]}.tmp"
+    folder = data.path(BLOB_DIR)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
 
 
 def known_chunks(catalog, shas) -> set[str]:
@@ -100,7 +115,7 @@ def store_chunks(store, path: str, planned) -> StoredFile:
                 if hashlib.sha256(block).hexdigest() != csha:
                     raise BlackboxError(f"artifact file {path} changed while it was stored; "
                                         f"not stored")
-                rel = _blob_rel(csha)
+                rel = blob_rel(csha)
                 if data.local:
                     folders.add(_put_local(store, rel, block))
                 else:
@@ -115,7 +130,6 @@ def store_chunks(store, path: str, planned) -> StoredFile:
 def _put_local(store, rel, block):
     """Writes one chunk under a temporary name of this process, fsyncs, renames (the folder's
     fsync is the caller's, once per folder)."""
-    from .artifacts import temp_blob_path
     tmp = temp_blob_path(store.data)
     final = store.data.path(rel)
     try:
@@ -165,7 +179,7 @@ def add_rows(s, file_chunks) -> None:
 def registered_chunk_blobs(catalog) -> dict[str, int]:
     """{blob rel path: size} of every chunk a registered file uses."""
     c = cat.ArtifactChunkRow
-    return catalog.read(lambda s: {_blob_rel(sha): n for sha, n in s.execute(
+    return catalog.read(lambda s: {blob_rel(sha): n for sha, n in s.execute(
         cat.select(c.chunk_sha256, c.size).distinct())})
 
 
@@ -175,7 +189,8 @@ class ChunkReader(io.RawIOBase):
     def __init__(self, store, sha256: str, chunks: list[tuple[str, int]]):
         super().__init__()
         self._store, self._sha, self._chunks = store, sha256, chunks
-        self._i, self._cur = 0, None
+        self._i = 0
+        self._cur: Any = None   # the open chunk's stream
 
     def readable(self) -> bool:
         return True
@@ -185,7 +200,7 @@ class ChunkReader(io.RawIOBase):
             if self._cur is None:
                 csha = self._chunks[self._i][0]
                 try:
-                    self._cur = self._store.data.open_input(_blob_rel(csha))
+                    self._cur = self._store.data.open_input(blob_rel(csha))
                 except FileNotFoundError as e:
                     raise StoreDamageError(
                         f"store {self._store.root}: chunk {csha[:12]}… of artifact file "
@@ -206,5 +221,6 @@ class ChunkReader(io.RawIOBase):
         super().close()
 
 
-__all__ = ["CHUNK_SIZE", "CHUNK_MIN", "StoredFile", "known_chunks", "plan", "new_chunk_bytes",
+__all__ = ["BLOB_DIR", "blob_rel", "temp_blob_path",
+           "CHUNK_SIZE", "CHUNK_MIN", "StoredFile", "known_chunks", "plan", "new_chunk_bytes",
            "store_chunks", "chunk_lists", "add_rows", "registered_chunk_blobs", "ChunkReader"]
