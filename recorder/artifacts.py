@@ -36,6 +36,7 @@ from tfblackbox.schema.store import artifacts as art
 log = logging.getLogger("tfblackbox")
 LOSS_TABLE = "artifacts"
 FINISH_WAIT = 600.0   # seconds finish() waits for versions still being stored
+THREAD_NICE = 10      # the artifact thread's nice value (Linux: per thread)
 
 
 @dataclasses.dataclass
@@ -156,6 +157,10 @@ class ArtifactRecorder:
     # -- the artifact thread ---------------------------------------------------------------
 
     def _main(self):
+        # Hashing and writing checkpoints must not take CPU from training on a busy machine:
+        # on Linux a thread has its own nice value (best effort; finish() still waits).
+        with contextlib.suppress(Exception):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
         while True:
             item = self._queue.get()
             try:
