@@ -6,9 +6,11 @@ store's blob folder when the caller says the file is never rewritten in place (a
 Keras or TF wrote; `link=True`) and the store's data is on its file system, else copied (as
 wandb copies a logged file into its staging area). A link that cannot be made is a copy done
 on the artifact thread instead; `wait_for(path)` blocks until such a copy of `path` is taken,
-which ModelCheckpoint calls before Keras writes the file again. Hashing, storing (rename,
-upload) and registering happen on the run's artifact thread, one version at a time in the
-order they were logged: blobs first, then one catalog transaction. Nothing here raises into
+which ModelCheckpoint calls before Keras writes the file again. Hashing, chunking, writing the
+blobs (schema/store/chunks.py: a large file as chunks stored once per store) and registering
+happen on the run's artifact thread, one version at a time in the order they were logged:
+blobs first, then one catalog transaction; then the staged link or copy is removed, so the
+store never shares an inode with a file the training may rewrite. Nothing here raises into
 training: a version that fails (a full disk) or passes init(max_artifact_bytes=...) is not
 registered, logged (once per cause) and counted in the catalog's losses.
 """
@@ -27,12 +29,14 @@ import time
 import uuid
 from typing import Any
 
+from tfblackbox.schema.errors import BlackboxError
 from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store import artifacts as art
 
 log = logging.getLogger("tfblackbox")
 LOSS_TABLE = "artifacts"
 FINISH_WAIT = 600.0   # seconds finish() waits for versions still being stored
+THREAD_NICE = 10      # the artifact thread's nice value (Linux: per thread)
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class _Staged:
     src: str             # the file logged
     tmp: str | None      # our own copy or link of it (None: not made yet)
     size: int
+    stamp: tuple | None = None   # (size, mtime_ns) of a linked file when staged
 
 
 class PendingVersion:
@@ -126,7 +131,8 @@ class ArtifactRecorder:
             tmp = self._temp()
             try:
                 os.link(src, tmp)
-                return _Staged(inner, src, tmp, size)
+                st = os.stat(tmp)
+                return _Staged(inner, src, tmp, st.st_size, (st.st_size, st.st_mtime_ns))
             except OSError:
                 # another file system: the artifact thread copies it before Keras/TF may
                 # write it again (wait_for)
@@ -151,6 +157,10 @@ class ArtifactRecorder:
     # -- the artifact thread ---------------------------------------------------------------
 
     def _main(self):
+        # Hashing and writing checkpoints must not take CPU from training on a busy machine:
+        # on Linux a thread has its own nice value (best effort; finish() still waits).
+        with contextlib.suppress(Exception):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
         while True:
             item = self._queue.get()
             try:
@@ -178,29 +188,26 @@ class ArtifactRecorder:
                         event = self._copies.pop(os.path.abspath(s.src), None)
                         if event is not None:
                             event.set()
-            hashed = [(s, *art.hash_file(s.tmp)) for s in staged]
-            known = art.stored_shas(self.store.catalog, [sha for _s, sha, _n in hashed])
-            new = {sha: size for _s, sha, size in hashed if sha not in known}
-            if self.max_bytes is not None and self.stored_bytes + sum(new.values()) > \
-                    self.max_bytes:
-                _remove([s.tmp for s in staged])
-                self._skip(pending, staged, step)
-                return
-            files, placed = [], set()
-            for s, sha, size in hashed:
-                if sha in placed or sha in known:
-                    _remove([s.tmp])
-                elif self.store.data.local:
-                    self.stored_bytes += art.put_temp(self.store, s.tmp, sha, size)[2]
-                else:
-                    self.stored_bytes += art.put_file(self.store, s.tmp)[2]
-                    _remove([s.tmp])
-                placed.add(sha)
-                files.append(art.ArtifactFile(s.path, sha, size))
+            files, chunks, added = [], {}, 0
+            for s in staged:
+                room = None if self.max_bytes is None else \
+                    self.max_bytes - self.stored_bytes - added
+                got = art.store_file(self.store, s.tmp, room)
+                if got is None:   # past the budget: written chunks stay orphans for verify
+                    _remove([x.tmp for x in staged])
+                    self._skip(pending, staged, step)
+                    return
+                _check_unchanged(s)
+                added += got.new_bytes
+                if got.chunks:
+                    chunks[got.sha256] = got.chunks
+                files.append(art.ArtifactFile(s.path, got.sha256, got.size))
+                _remove([s.tmp])
             kill_point("artifact-blobs-written")
             pending.version = art.register(
                 self.store, self.run.run_id, pending.name, pending.type, files,
-                pending.aliases, metadata, step, wall, self.run.writer_id)
+                pending.aliases, metadata, step, wall, self.run.writer_id, chunks=chunks)
+            self.stored_bytes += added
         except Exception as e:
             _remove([s.tmp for s in staged])
             self._fail(pending, staged, "storing", e)
@@ -287,6 +294,17 @@ def _files_of(path):
             full = os.path.join(folder, name)
             found.append((os.path.relpath(full, path).replace(os.sep, "/"), full))
     return found
+
+
+def _check_unchanged(s):
+    """A linked file shares its inode with the file the training wrote: ModelCheckpoint
+    unlinks it before Keras saves there again, but anything writing it in place before the
+    artifact thread read it changes the bytes; such a version is refused, never half-made."""
+    if s.stamp is not None:
+        st = os.stat(s.tmp)
+        if (st.st_size, st.st_mtime_ns) != s.stamp:
+            raise BlackboxError(f"artifact file {s.src} was rewritten in place while it "
+                                    f"was being stored; not recorded")
 
 
 def _remove(paths):

@@ -1,6 +1,7 @@
 """Recording programs tests/test_artifacts.py runs in a child process (TF1 graph mode, kills).
 
     python artifacts_script.py keras STORE CKPT_PATH EPOCHS   Keras fit with ModelCheckpoint
+    (optional 5th argument WIDTH: the hidden layer's width)
     python artifacts_script.py tf1 STORE CKPT_DIR STEPS       MonitoredTrainingSession +
                                                               CheckpointHook, a save every 5
 Prints one JSON line: what the training wrote (sha256 of each checkpoint file at save time).
@@ -19,11 +20,11 @@ def sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def keras_fit(store, ckpt, epochs):
+def keras_fit(store, ckpt, epochs, width=16):
     import keras
     import numpy as np
     run = recorder.init(store=store, stats_interval=0, console="off")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     seen = []
 
@@ -66,4 +67,5 @@ def tf1(store, ckpt_dir, steps):
 
 if __name__ == "__main__":
     mode, store, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    {"keras": keras_fit, "tf1": tf1}[mode](store, path, n)
+    more = [int(a) for a in sys.argv[5:]]   # keras: the hidden width (big: chunked files)
+    {"keras": keras_fit, "tf1": tf1}[mode](store, path, n, *more)

@@ -277,9 +277,9 @@ def test_max_artifact_bytes_skips_later_versions_with_one_warning(tmp_path, capl
 # -- dedup, merge, verify, readers, CLI ------------------------------------------------------
 
 def test_ten_versions_with_a_frozen_half_store_the_frozen_part_once(tmp_path):
-    """Dedup is by whole file: a .keras or .weights.h5 checkpoint is one file, so any change
-    stores it again; a model saved as files per part (here the frozen base's weights and the
-    trained head's) stores the unchanged part once."""
+    """Small files (under chunks.CHUNK_MIN) are whole blobs, deduplicated by whole file: a
+    model saved as files per part (here the frozen base's weights and the trained head's)
+    stores the unchanged part once. Large files: tests/test_artifact_chunks.py."""
     store_dir = str(tmp_path / "store")
     run = recorder.init(store=store_dir, stats_interval=0, console="off")
     base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(256)])

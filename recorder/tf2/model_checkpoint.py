@@ -10,20 +10,22 @@ Keras saved this time (save_best_only without improvement logs the best file aga
 it as the same version, the store costs nothing for the same bytes); where wandb would raise
 into training (no file at the path yet) this logs a warning.
 
-Keeping the training thread short: the saved file is hard-linked into the store's blob folder
-(no copy; hashing and registering on the artifact thread). Keras rewrites a file in place
-(zipfile/h5py truncate it), which would change the linked blob too, so before Keras saves
+Keeping the training thread short: the saved file is hard-linked into a staging name in the
+store's blob folder, and that is all a save costs it; hashing, chunking, writing the blobs and
+registering happen on the artifact thread, which then removes the staging link (the store
+never keeps an inode the training shares). Keras rewrites a file in place (zipfile and h5py
+open it with truncation), which would change the staged bytes too, so before Keras saves
 again to a path we linked (`_should_save_model` said yes) the path is unlinked: Keras writes
-a new file, the blob keeps the old bytes. Where no link can be made (another file system, an
-object store), the artifact thread copies the file, and a save to that path waits for that
-copy first. At the end of fit each file still linked gets its own copy (one per fit).
+a new file, the staging link keeps the old bytes. Where no link can be made (another file
+system, an object store), the artifact thread copies the file, and a save to that path waits
+for that copy first. A file rewritten in place by something else before the artifact thread
+read it is refused (size or mtime changed), never half-recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 import keras
@@ -61,29 +63,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if self.save_freq == "epoch":
             self._log(self._get_file_path(epoch, None, logs or {}),
                       ["latest", f"epoch_{epoch}"])
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        super().on_train_end(logs)
-        self._unshare()
-
-    def _unshare(self):
-        """The files still sharing their inode with a stored blob get one of their own (a
-        copy renamed over them), so that whatever writes them in place after training (another
-        run's plain ModelCheckpoint) cannot change the store: one copy per fit, not per save."""
-        for path, linked in list(self._linked.items()):
-            try:
-                recorder_of(self._run).wait_for(path)
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) == linked:
-                    tmp = os.path.join(os.path.dirname(path) or ".",
-                                       f".{os.path.basename(path)}.tfblackbox-tmp")
-                    shutil.copy2(path, tmp)
-                    os.replace(tmp, path)
-            except Exception as e:
-                log.warning("tfblackbox: ModelCheckpoint: %s still shares its bytes with the "
-                            "store (%s: %s); do not rewrite it in place", path,
-                            type(e).__name__, e)
-        self._linked.clear()
 
     # -- before Keras writes: the linked blob must keep its bytes ---------------------------
 

@@ -13,26 +13,26 @@ file that is never rewritten in place may be hard-linked instead of copied (`lin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import itertools
+import io
 import json
 import os
 import shutil
 import time
 import uuid
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import func
 
 from . import catalog as cat
-from . import segments
+from . import chunks as chunking
+from .chunks import BLOB_DIR, blob_rel, temp_blob_path
 from ..errors import BlackboxError, StoreDamageError
 from ..formats.files import fsync_path
 
-BLOB_DIR = "data/artifacts"
 COPY_BLOCK = 8 << 20
-_SEQ = itertools.count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +62,6 @@ class ArtifactVersion:
         return sum(f.size for f in self.files)
 
 
-def blob_rel(sha256: str) -> str:
-    return f"{BLOB_DIR}/{sha256[:2]}/{sha256}"
-
-
 def check_path(path: str) -> str:
     """An artifact-relative path as stored: '/'-separated, relative, no '..'."""
     p = str(path).replace(os.sep, "/")
@@ -86,15 +82,6 @@ def hash_file(path: str) -> tuple[str, int]:
 
 
 # -- writing blobs ---------------------------------------------------------------------------
-
-def temp_blob_path(data) -> str:
-    """A new local temporary name in the blob folder, named after this host and process (so
-    a dead writer's leftovers are known as such): `.a-<host>-<pid>-<seq>-<rand>.tmp`."""
-    name = f".a-{segments._HOST_TAG}-{os.getpid()}-{next(_SEQ):06d}-{uuid.uuid4().hex[:6]}.tmp"
-    folder = data.path(BLOB_DIR)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)
-
 
 def stored_shas(catalog, shas) -> set[str]:
     """Which of `shas` some registered version already uses (their blobs are in place)."""
@@ -185,10 +172,13 @@ def put_bytes(store, blob: bytes) -> tuple[str, int, int]:
 def register(store, run_id: str, name: str, type: str, files, aliases=(), metadata=None,
              step: int | None = None, wall_time: float | None = None,
              writer_id: int | None = None, token: str | None = None,
-             version: int | None = None) -> ArtifactVersion:
+             version: int | None = None,
+             chunks: dict[str, Any] | None = None) -> ArtifactVersion:
     """Registers a version whose blobs are all written: `files` are ArtifactFile (or (path,
-    sha256, size)). One transaction; a retry after a lost answer finds its token and returns
-    that version. `version` None: the next number of (run, name)."""
+    sha256, size)); `chunks` {file sha256: [(chunk sha256, size)]} of its chunked files
+    (chunks.py; their chunk blobs written). One transaction; a retry after a lost answer
+    finds its token and returns that version. `version` None: the next number of (run,
+    name)."""
     store.require_write("registering an artifact version")
     files = tuple(sorted((_as_file(f) for f in files), key=lambda f: f.path))
     if len({f.path for f in files}) != len(files):
@@ -214,6 +204,7 @@ def register(store, run_id: str, name: str, type: str, files, aliases=(), metada
             token=token, run_id=run_id, writer_id=writer_id, name=name, version=number,
             type=type, aliases_json=json.dumps(list(aliases)), metadata_json=meta_json,
             step=step, wall_time=wall_time, created_at=time.time())).inserted_primary_key[0]
+        chunking.add_rows(s, chunks)
         if files:
             s.execute(cat.insert(cat.ArtifactFileRow), [
                 dict(version_id=vid, path=f.path, sha256=f.sha256, size=f.size)
@@ -273,6 +264,9 @@ def artifacts(store, run_id: str | None = None, name: str | None = None
 
 
 def open_artifact_file(store, sha256: str) -> BinaryIO:
+    listed = chunking.chunk_lists(store.catalog, [sha256]).get(sha256)
+    if listed:
+        return io.BufferedReader(chunking.ChunkReader(store, sha256, listed), COPY_BLOCK)
     try:
         return store.data.open_input(blob_rel(sha256))
     except FileNotFoundError as e:
@@ -282,7 +276,48 @@ def open_artifact_file(store, sha256: str) -> BinaryIO:
 
 
 def local_artifact_path(store, sha256: str) -> str | None:
-    return store.data.path(blob_rel(sha256)) if store.data.local else None
+    """The blob's local path; None on an object store or for a chunked file (read it through
+    open_artifact_file)."""
+    if not store.data.local or chunking.chunk_lists(store.catalog, [sha256]):
+        return None
+    return store.data.path(blob_rel(sha256))
+
+
+def store_file(store, src: str, max_new: int | None = None) -> chunking.StoredFile | None:
+    """Stores local file `src` (never linked: its bytes are copied, so whatever rewrites
+    `src` later cannot touch the store): chunked from CHUNK_MIN bytes on, else one whole blob.
+    `max_new`: if storing would add more bytes than that, nothing is written and None is
+    returned. Blobs only: register the version after."""
+    store.require_write("storing an artifact file")
+    if os.path.getsize(src) >= chunking.CHUNK_MIN:
+        planned = chunking.plan(src)
+        if planned[1] >= chunking.CHUNK_MIN:
+            if planned[0] in stored_shas(store.catalog, [planned[0]]):
+                return chunking.StoredFile(planned[0], planned[1], 0, None)
+            if max_new is not None and chunking.new_chunk_bytes(
+                    store.catalog, planned[2]) > max_new:
+                return None
+            return chunking.store_chunks(store, src, planned)
+    sha, size = hash_file(src)
+    if sha in stored_shas(store.catalog, [sha]):
+        return chunking.StoredFile(sha, size, 0, None)
+    if max_new is not None and size > max_new:
+        return None
+    if store.data.local:
+        tmp = temp_blob_path(store.data)
+        try:
+            with open(src, "rb") as i, open(tmp, "xb") as o:
+                shutil.copyfileobj(i, o, COPY_BLOCK)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        got = put_temp(store, tmp)
+    else:
+        got = put_file(store, src)
+    if got[0] != sha:
+        raise BlackboxError(f"artifact file {src} changed while it was stored; not stored")
+    return chunking.StoredFile(sha, size, got[2], None)
 
 
 def blob_age_time(data, rel, mtime):
@@ -295,10 +330,13 @@ def blob_age_time(data, rel, mtime):
 
 
 def registered_blobs(store) -> dict[str, int]:
-    """{blob rel path: size} of every blob a registered version uses."""
-    f = cat.ArtifactFileRow
-    return store.catalog.read(lambda s: {blob_rel(sha): size for sha, size in s.execute(
-        cat.select(f.sha256, f.size).distinct())})
+    """{blob rel path: size} of every blob a registered version uses: whole files' blobs and
+    chunked files' chunks (a chunked file has no blob of its own)."""
+    f, c = cat.ArtifactFileRow, cat.ArtifactChunkRow
+    chunked = cat.select(c.sha256).distinct()
+    whole = store.catalog.read(lambda s: {blob_rel(sha): size for sha, size in s.execute(
+        cat.select(f.sha256, f.size).where(f.sha256.not_in(chunked)).distinct())})
+    return {**whole, **chunking.registered_chunk_blobs(store.catalog)}
 
 
 def check_blobs(store) -> tuple[int, list[tuple[str, str]]]:
@@ -330,4 +368,4 @@ def check_blobs(store) -> tuple[int, list[tuple[str, str]]]:
 __all__ = ["ArtifactFile", "ArtifactVersion", "BLOB_DIR", "blob_rel", "check_path",
            "hash_file", "temp_blob_path", "stored_shas", "put_temp", "put_file", "put_bytes",
            "register", "artifacts", "open_artifact_file", "local_artifact_path",
-           "registered_blobs", "check_blobs", "blob_age_time"]
+           "registered_blobs", "check_blobs", "blob_age_time", "store_file"]

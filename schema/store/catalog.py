@@ -172,6 +172,16 @@ class ArtifactFileRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
+class ArtifactChunkRow(Base):
+    """A chunk of a large artifact file (chunks.py): the file's bytes are its chunks' blobs in
+    `seq` order; a file with no rows here is one whole blob."""
+    __tablename__ = "artifact_chunks"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)   # the whole file's
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
 class CursorRow(Base):
     """How far a replay destination has taken a run (used by replay)."""
     __tablename__ = "cursors"

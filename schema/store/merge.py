@@ -26,6 +26,7 @@ import time
 from . import catalog as cat
 from . import segments
 from . import artifacts as art
+from . import chunks as chunking
 from ..errors import BlackboxError, MergeConflictError, StoreDamageError
 from ..kill_points import kill_point
 from .records import trigger_record
@@ -333,22 +334,39 @@ def _merge_artifacts(src, dest, run_id, writer_ids, rep):
         if a.token in have:
             continue
         stored = art.stored_shas(dest.catalog, [f.sha256 for f in a.files])
+        listed = chunking.chunk_lists(src.catalog, [f.sha256 for f in a.files])
+        chunks = {}
         for f in a.files:
             if f.sha256 in stored:
                 continue
-            rel = art.blob_rel(f.sha256)
-            with src.open_artifact_file(f.sha256) as i, dest.data.new_file(rel) as out:
-                while block := i.read(COPY_BLOCK):
-                    out.write(block)
-            if out.sha256() != f.sha256:
-                dest.data.remove(rel)
-                raise StoreDamageError(f"store {src.root}: artifact blob "
-                                       f"{src.data.show(rel)} does not hold the bytes its name "
-                                       f"says; run `tfblackbox verify --store {src.root}`")
+            if f.sha256 in listed:   # a chunked file: the chunks the destination lacks
+                chunks[f.sha256] = listed[f.sha256]
+                known = chunking.known_chunks(dest.catalog, [c for c, _n in listed[f.sha256]])
+                for csha, n in listed[f.sha256]:
+                    if csha not in known:
+                        _copy_blob(src, dest, csha, src.data.open_input(art.blob_rel(csha)))
+                        known.add(csha)
+                        rep["artifact_bytes_copied"] += n
+            else:
+                _copy_blob(src, dest, f.sha256, src.open_artifact_file(f.sha256))
+                rep["artifact_bytes_copied"] += f.size
             stored.add(f.sha256)
-            rep["artifact_bytes_copied"] += f.size
         taken = {x.version for x in dest.artifacts(run_id, a.name)}
         art.register(dest, run_id, a.name, a.type, a.files, a.aliases, a.metadata, a.step,
                      a.wall_time, writer_ids.get(a.writer_id), a.token,
-                     None if a.version in taken else a.version)
+                     None if a.version in taken else a.version, chunks=chunks)
         rep["artifact_versions_copied"] += 1
+
+
+def _copy_blob(src, dest, sha, stream):
+    """One blob (a whole file or a chunk) from the source's stream into the destination,
+    durably, its bytes checked against its name."""
+    rel = art.blob_rel(sha)
+    with stream as i, dest.data.new_file(rel) as out:
+        while block := i.read(COPY_BLOCK):
+            out.write(block)
+    if out.sha256() != sha:
+        dest.data.remove(rel)
+        raise StoreDamageError(f"store {src.root}: artifact blob {src.data.show(rel)} does "
+                               f"not hold the bytes its name says; run `tfblackbox verify "
+                               f"--store {src.root}`")

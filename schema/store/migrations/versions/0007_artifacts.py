@@ -5,8 +5,10 @@ Revises: 0006
 
 Two catalog tables: `artifact_versions` (one row per logged version of a run's artifact: name,
 version number, type, aliases, metadata, step, time) and `artifact_files` (its files: path in
-the artifact, sha256, size). The bytes are content-addressed blobs under
-`data/artifacts/<ab>/<sha256>` of the data location. No data file is rewritten; a format-6
+the artifact, sha256 of the whole file, size) and `artifact_chunks` (a large file's chunks in
+order: file sha256, seq, chunk sha256, size). The bytes are content-addressed blobs under
+`data/artifacts/<ab>/<sha256>` of the data location: a small file's whole bytes, or a large
+file's chunks, each stored once per store. No data file is rewritten; a format-6
 reader would not see artifacts, hence the new version.
 """
 
@@ -46,6 +48,13 @@ def upgrade():
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False))
     op.create_index("ix_artifact_files_sha256", "artifact_files", ["sha256"])
+    op.create_table(
+        "artifact_chunks",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("chunk_sha256", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False))
+    op.create_index("ix_artifact_chunks_chunk_sha256", "artifact_chunks", ["chunk_sha256"])
     op.get_bind().execute(sa.text("UPDATE meta SET value = '7' WHERE key = 'format_version'"))
 
 
