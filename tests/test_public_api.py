@@ -11,13 +11,19 @@ from tfblackbox.cli import main as cli
 from tfblackbox.schema import Store
 
 STORE_METHODS = ["create", "open", "upgrade", "close", "runs", "run", "has_run", "writers",
-                 "segments", "read", "scalars", "histograms", "media", "tensors", "size_bytes"]
+                 "segments", "read", "scalars", "histograms", "media", "tensors", "size_bytes",
+                 "artifacts", "open_artifact_file", "local_artifact_path", "put_artifact_file",
+                 "register_artifact", "to_pandas"]
+
+# classes whose module imports TensorFlow (and Keras): checked apart
+HOOKS_AND_CALLBACKS = ("SummaryHook", "DumpHook", "MetricsLogger", "ModelCheckpoint",
+                       "CheckpointHook")
 
 
 def _public_callables():
     found = []
     for name in recorder.__all__:
-        if name in ("SummaryHook", "DumpHook", "MetricsLogger", "Run", "Histogram"):
+        if name in HOOKS_AND_CALLBACKS + ("Run", "Histogram"):
             continue
         found.append((f"recorder.{name}", getattr(recorder, name)))
     found += [("recorder.Run.flush", recorder.Run.flush),
@@ -42,7 +48,7 @@ def test_public_function_is_annotated(name, fn):
     assert _unannotated(fn) == [], name
 
 
-@pytest.mark.parametrize("name", ["SummaryHook", "DumpHook", "MetricsLogger"])
+@pytest.mark.parametrize("name", HOOKS_AND_CALLBACKS)
 def test_hooks_and_callback_are_annotated(name):
     cls = getattr(recorder, name)      # imports TensorFlow (and Keras)
     assert _unannotated(cls.__init__) == [], name

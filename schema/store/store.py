@@ -394,9 +394,10 @@ class Store:
     def size_bytes(self, run_id: str | None = None) -> int:
         return sum(g.size_bytes for g in self.segments(run_id))
 
-    def to_pandas(self, runs=None, table="scalars", pivot=False):
+    def to_pandas(self, runs: str | Sequence[str] | None = None, table: str = "scalars",
+                  pivot: bool = False) -> Any:
         """Runs as a pandas DataFrame, in tbparse's long or pivoted shapes (the `pandas`
-        extra; schema/codecs/frames.py says the columns)."""
+        extra; schema/codecs/frames.py says the columns). Typed Any: pandas is optional."""
         from ..codecs import frames
         return frames.to_pandas(self, runs, table, pivot)
 
