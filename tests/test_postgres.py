@@ -319,3 +319,31 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
     assert run.attempt == 1 and [w.attempt for w in rival.writers("resumed")] == [1]
     assert {r.run_id: r.status for r in rival.runs()} == {"shared": "running",
                                                            "resumed": "finished"}
+
+
+def test_artifacts_on_postgresql_come_back_byte_for_byte(postgres, pg_url, tmp_path):
+    from tfblackbox import recorder
+    model = tmp_path / "saved"
+    model.mkdir()
+    big = os.urandom(3 * 1024 * 1024)              # past the chunking threshold
+    (model / "weights.bin").write_bytes(big)
+    (model / "config.json").write_text('{"units": 4}')
+    recorder.init(store=pg_url, data=str(tmp_path / "d"), project="p", run_id="art")
+    recorder.log_artifact(str(model), name="saved", type="model", aliases=["best"])
+    recorder.log_artifact(str(model), name="saved", type="model")    # same bytes again
+    recorder.finish()
+    store = Store.open(pg_url)
+    versions = store.artifacts("art")
+    assert [(v.name, v.version, v.type) for v in versions] == [("saved", 0, "model"),
+                                                               ("saved", 1, "model")]
+    assert "best" in versions[0].aliases
+    files = {f.path: f for f in versions[1].files}
+    with store.open_artifact_file(files["weights.bin"].sha256) as f:
+        assert f.read() == big
+    with store.open_artifact_file(files["config.json"].sha256) as f:
+        assert f.read() == b'{"units": 4}'
+    db = pg_url.rsplit("/", 1)[1]
+    chunk_rows = postgres.sql("SELECT count(*), count(DISTINCT chunk_sha256) "
+                              "FROM artifact_chunks", db)[0]
+    assert chunk_rows[0] == chunk_rows[1] == 12     # 3 MiB in 256 KiB chunks, listed once
+    assert verify(store).ok
