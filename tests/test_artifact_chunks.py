@@ -109,9 +109,9 @@ def test_kill_9_between_chunk_writes_and_registration_leaves_no_version(tmp_path
                           capture_output=True, text=True, timeout=600, env=env)   # ~ 1.4 MB
     assert proc.returncode == -9, proc.stderr[-3000:]
     store = Store.open(store_dir)
-    assert os.path.getsize(ckpt) >= chunking.CHUNK_MIN
+    # (the checkpoint file itself may be half rewritten by the next epoch's save at the kill)
     assert store.artifacts() == []                            # no half version
-    assert len(blobs(store)) > 1                              # its chunks, unregistered
+    assert len(blobs(store)) >= 4                  # a ~1.4 MB file's chunks, unregistered
     assert cli(["verify", "--store", store_dir, "--grace", "0"]) == EXIT_OK
     assert "orphan(s) removed" in capsys.readouterr().out
     assert blobs(Store.open(store_dir)) == []
