@@ -15,8 +15,9 @@ mark (one catalog write a window). A replay that finds a window pending (the las
 killed) pushes it again, leaving out every (metric, step) MLflow already holds and rewriting
 the same artifact files, so a kill at any point writes each point once. Params are logged
 again with the same value (MLflow takes that), tags are set, system samples go the same way
-as windows (`system_pending`). A run still recording is pushed up to its settled step
-(schema/store/windows.py), its MLflow status RUNNING; `--follow` goes on until it ends.
+as windows (`system_pending`, system.py), artifact versions one at a time, each recorded in
+the state once uploaded (artifacts.py). A run still recording is pushed up to its settled
+step (schema/store/windows.py), its MLflow status RUNNING; `--follow` goes on until it ends.
 
 Exit codes: 0 every run pushed or up to date; 1 some run's push failed (MLflow refused it;
 its cursor stays where MLflow's data ends); 2 bad input, checked before anything is
