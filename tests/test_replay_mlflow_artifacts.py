@@ -160,3 +160,23 @@ def test_no_artifacts_logs_none_and_a_later_replay_logs_them(store, tmp_path):
     assert listing(c, mrun, "artifacts") == []
     assert replay(store, uri) == EXIT_OK
     assert_versions(c, mrun, store, tmp_path / "later")
+
+
+def test_a_missing_blob_skips_that_version_with_a_warning_and_a_later_replay_logs_it(
+        store, tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    s = Store.open(store)
+    first = s.artifacts(RUN_ID)[0]
+    blob = s.local_artifact_path(first.files[0].sha256)
+    os.rename(blob, blob + ".away")
+    done = replay_cli(store, uri, "--json")
+    assert done.returncode == EXIT_OK, done.stderr[-2000:]
+    run = json.loads(done.stdout)["runs"][0]
+    assert run["artifacts"]["versions"] == 3
+    assert any(first.files[0].sha256 in w and f"{first.name}:v0" in w for w in run["warnings"])
+    c = client(uri)
+    mrun = mlflow_run(c)
+    assert not any(p.startswith(f"artifacts/{first.name}/v0/") for p in listing(c, mrun))
+    os.rename(blob + ".away", blob)
+    assert replay(store, uri) == EXIT_OK
+    assert_versions(c, mrun, store, tmp_path / "repaired")

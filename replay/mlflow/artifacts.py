@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 
+from tfblackbox.schema import BlackboxError
 from tfblackbox.schema.kill_points import kill_point
 
 from .content import safe_path
@@ -66,11 +67,17 @@ def push(client, store, run_id, mrun, save_state, state, result):
         with tempfile.TemporaryDirectory(prefix="tfblackbox-mlflow-") as tmp:
             folder = os.path.join(tmp, *version_dir(version).split("/"))
             os.makedirs(folder)
-            for f in version.files:
-                target = os.path.join(folder, *f.path.split("/"))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with store.open_artifact_file(f.sha256) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
+            try:
+                for f in version.files:
+                    target = os.path.join(folder, *f.path.split("/"))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with store.open_artifact_file(f.sha256) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, CHUNK)
+            except (OSError, BlackboxError) as e:   # a damaged store: the rest still goes
+                _warn(result, f"artifact {version.name}:v{version.version} not logged (a "
+                              f"later replay tries again): file {f.path!r} (sha256 "
+                              f"{f.sha256}) cannot be read from the store: {e}")
+                continue
             with open(os.path.join(folder, "version.json"), "w", encoding="utf-8") as out:
                 json.dump(describe(version), out, indent=1, sort_keys=True, default=str)
             client.log_artifacts(mrun, tmp)
@@ -79,3 +86,8 @@ def push(client, store, run_id, mrun, save_state, state, result):
         save_state()
         result["artifacts"]["versions"] += 1
         result["artifacts"]["files"] += len(version.files)
+
+
+def _warn(result, msg):
+    if msg not in result["warnings"]:
+        result["warnings"].append(msg)
