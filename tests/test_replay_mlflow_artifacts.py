@@ -180,3 +180,15 @@ def test_a_missing_blob_skips_that_version_with_a_warning_and_a_later_replay_log
     os.rename(blob + ".away", blob)
     assert replay(store, uri) == EXIT_OK
     assert_versions(c, mrun, store, tmp_path / "repaired")
+
+
+def test_to_a_real_server_each_version_once(store, tmp_path):
+    from mlflow_server import MlflowServer
+    srv = MlflowServer()   # artifacts go through the server's proxy (--artifacts-destination)
+    try:
+        assert replay(store, srv.uri) == EXIT_OK
+        assert replay(store, srv.uri) == EXIT_OK
+        c = client(srv.uri)
+        assert_versions(c, mlflow_run(c), store, tmp_path / "server")
+    finally:
+        srv.close()
