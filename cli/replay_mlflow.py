@@ -5,7 +5,8 @@ from tfblackbox.schema.errors import MissingExtraError
 
 
 def add_arguments(p):
-    m = p.add_argument_group("--to mlflow (also --run, --follow, --dry-run, --json, --jobs)")
+    m = p.add_argument_group("--to mlflow (also --run, --follow, --dry-run, --json, --jobs, "
+                             "--no-artifacts)")
     m.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI: http(s)://host:port, sqlite:///path.db, "
                         "postgresql://..., or a local folder")
@@ -28,4 +29,4 @@ def replay(args, store):
         store=store, tracking_uri=args.tracking_uri, experiment=args.experiment,
         artifact_location=args.artifact_location, runs=tuple(args.runs or ()),
         follow=args.follow, dry_run=args.dry_run, json=args.json,
-        progress=not args.no_progress, jobs=args.jobs))
+        progress=not args.no_progress, jobs=args.jobs, artifacts=not args.no_artifacts))

@@ -15,8 +15,9 @@ mark (one catalog write a window). A replay that finds a window pending (the las
 killed) pushes it again, leaving out every (metric, step) MLflow already holds and rewriting
 the same artifact files, so a kill at any point writes each point once. Params are logged
 again with the same value (MLflow takes that), tags are set, system samples go the same way
-as windows (`system_pending`). A run still recording is pushed up to its settled step
-(schema/store/windows.py), its MLflow status RUNNING; `--follow` goes on until it ends.
+as windows (`system_pending`, system.py), artifact versions one at a time, each recorded in
+the state once uploaded (artifacts.py). A run still recording is pushed up to its settled
+step (schema/store/windows.py), its MLflow status RUNNING; `--follow` goes on until it ends.
 
 Exit codes: 0 every run pushed or up to date; 1 some run's push failed (MLflow refused it;
 its cursor stays where MLflow's data ends); 2 bad input, checked before anything is
@@ -40,9 +41,10 @@ from tfblackbox.schema.kill_points import kill_point
 from tfblackbox.schema.store.records import run_state
 from tfblackbox.schema.store.windows import recorded_step, settled_step
 
-from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, print_json
-from . import content, system
-from .tracking import Tracking, check_uri, destination, normalize, run_name
+from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK
+from . import artifacts, content, system
+from .summary import dry_run, experiment_of, print_summary as _print
+from .tracking import Tracking, check_uri, destination, held, normalize, run_name
 
 FOLLOW_POLL_SECS = float(os.environ.get("TFBLACKBOX_FOLLOW_POLL_SECS", "10"))
 
@@ -60,10 +62,7 @@ class MlflowReplay:
     json: bool = False
     progress: bool = True
     jobs: int = 1
-
-
-def experiment_of(opts, record):
-    return opts.experiment or record.project or "tfblackbox"
+    artifacts: bool = True               # False: --no-artifacts
 
 
 # -- entry point ----------------------------------------------------------------------------
@@ -161,7 +160,8 @@ def new_result(store, record, opts, tracking):
             "mlflow_run_id": state.get("mlflow_run_id") or tracking.found.get(record.run_id),
             "cursor_before": step, "cursor_after": step, "pushed_steps": 0,
             "pushed_points": 0, "first_step": None, "last_step": None, "system_samples": 0,
-            "artifacts": {"histograms": 0, "images": 0, "media": 0, "console": 0},
+            "artifacts": {"histograms": 0, "images": 0, "media": 0, "console": 0,
+                          "versions": 0, "files": 0},
             "params": 0, "warnings": [], "ok": True, "complete": False,
             "state": run_state(record), "recorded_step": None, "settled_step": None,
             "error": None}
@@ -206,7 +206,7 @@ def _push(ctx, record, result):
     if pending:   # the window a killed replay was pushing: again, less what MLflow holds
         window = content.load_window(store, record.run_id, pending["lo"], pending["hi"] + 1)
         if window is not None:
-            skip = _held(client, mrun, set(window.keys), pending["lo"], pending["hi"])
+            skip = held(client, mrun, set(window.keys), pending["lo"], pending["hi"])
             _push_window(ctx, record.run_id, mrun, window, state, result, skip)
         step = pending["hi"]
         state.pop("pending")
@@ -231,7 +231,10 @@ def _push(ctx, record, result):
     finally:
         if bar is not None:
             bar.close()
-    _system(client, store, record.run_id, mrun, dest, step, state, result)
+    if opts.artifacts:
+        artifacts.push(client, store, record.run_id, mrun,
+                       lambda: store.set_cursor(record.run_id, dest, step, state), state, result)
+    system.push(client, store, record.run_id, mrun, dest, step, state, result)
     _end_of_chunk(ctx, record, mrun, status, limit, state, result)
     store.set_cursor(record.run_id, dest, step, state)
     kill_point("mlflow-cursor")
@@ -242,8 +245,10 @@ def _push(ctx, record, result):
         span = f"steps {result['first_step']}..{result['last_step']}" if n else "no new steps"
         live = ("; still recording: replay again for what it records next, or with --follow"
                 if status == "running" and not opts.follow else "")
-        print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}) -> MLflow run "
-              f"{mrun} in experiment {exp!r} at {tracking.shown}{live}")
+        arts = result["artifacts"]["versions"]
+        arts = f", {arts} artifact version(s)" if arts else ""
+        print(f"run {record.run_id}: pushed {n} step(s) ({span}, {status}{arts}) -> MLflow "
+              f"run {mrun} in experiment {exp!r} at {tracking.shown}{live}")
         for w in result["warnings"]:
             print(f"  warning: {w}", file=sys.stderr)
 
@@ -303,16 +308,6 @@ def _params(client, store, record, mrun, state, result):
         state["config"] = digest
 
 
-def _held(client, mrun, keys, lo, hi):
-    """The (key, step) pairs MLflow already holds of `keys` at lo <= step <= hi."""
-    held = set()
-    for key in keys:
-        for m in client.get_metric_history(mrun, key):
-            if lo <= m.step <= hi:
-                held.add((key, m.step))
-    return held
-
-
 def _push_window(ctx, run_id, mrun, window, state, result, skip=None):
     from mlflow.entities import RunTag
     from mlflow.utils.validation import MAX_METRICS_PER_BATCH
@@ -342,40 +337,6 @@ def _push_window(ctx, run_id, mrun, window, state, result, skip=None):
     if result["first_step"] is None:
         result["first_step"] = window.lo
     result["last_step"] = window.hi
-
-
-def _system(client, store, run_id, mrun, dest, step, state, result):
-    """System metrics samples not pushed yet, under MLflow's system/ names (system.py)."""
-    from mlflow.entities import Metric
-    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
-    pending = state.pop("system_pending", None)
-    todo = []
-    if pending:   # a killed replay's: the same samples again, less what MLflow holds
-        again = system.new_samples(store, run_id, pending["from"])[:pending["count"]]
-        pts = system.points(again, pending["first"])
-        skip = _held(client, mrun, {p[0] for p in pts}, pending["first"],
-                     pending["first"] + pending["count"] - 1)
-        todo.append((again, pending["first"], pending["from"], skip))
-    else:
-        progress = dict(state.get("system") or {})
-        new = system.new_samples(store, run_id, progress)
-        if new:
-            first = state.get("system_step", 0)
-            state["system_pending"] = {"first": first, "from": progress, "count": len(new)}
-            store.set_cursor(run_id, dest, step, state)
-            state.pop("system_pending")
-            todo.append((new, first, progress, set()))
-    for samples, first, progress, skip in todo:
-        pts = [Metric(k, v, t, s) for k, v, t, s in system.points(samples, first)
-               if (k, s) not in skip]
-        for i in range(0, len(pts), MAX_METRICS_PER_BATCH):
-            client.log_batch(mrun, metrics=pts[i:i + MAX_METRICS_PER_BATCH])
-        progress = dict(progress)
-        for s in samples:
-            progress[str(s.attempt)] = max(progress.get(str(s.attempt), -1), s.seq)
-        state["system"] = progress
-        state["system_step"] = first + len(samples)
-        result["system_samples"] += len(samples)
 
 
 def _end_of_chunk(ctx, record, mrun, status, limit, state, result):
@@ -412,59 +373,3 @@ def _bar(run_id, opts):
     from tqdm import tqdm
     return tqdm(desc=run_id, unit="step", file=sys.stderr, leave=False, disable=None,
                 mininterval=0.5)
-
-
-# -- dry run and printing -------------------------------------------------------------------
-
-def dry_run(store, record, opts):
-    exp = experiment_of(opts, record)
-    dest = destination(opts.tracking_uri, exp)
-    step, state = store.get_cursor(record.run_id, dest)
-    limit = settled_step(store, record)
-    lo = None if step is None else step + 1
-    hi = None if limit is None else limit + 1
-    steps = points = hist = media = 0
-    first = last = None
-    for a, b in content.windows_of(store, record.run_id, lo, hi):
-        w = content.load_window(store, record.run_id, a, b)
-        if w is None:
-            continue
-        steps += w.steps
-        points += len(w.keys)
-        hist += len(w.hist["step"])
-        media += len(w.media["step"])
-        first = w.lo if first is None else first
-        last = w.hi
-    samples = system.new_samples(store, record.run_id, state.get("system") or {})
-    return {"run_id": record.run_id, "experiment": exp, "destination": dest,
-            "mlflow_run_id": state.get("mlflow_run_id"), "state": run_state(record),
-            "cursor": step, "pending": state.get("pending"), "would_push_steps": steps,
-            "would_push_points": points, "first_step": first, "last_step": last,
-            "histograms": hist, "media": media, "system_samples": len(samples),
-            "params": len(content.flatten(record.config)), "name": run_name(record)}
-
-
-def _print(opts, summary):
-    if opts.json:
-        print_json(summary)
-        return
-    if summary["dry_run"]:
-        for r in summary["runs"]:
-            span = (f"steps {r['first_step']}..{r['last_step']}" if r["would_push_steps"]
-                    else "nothing new")
-            print(f"run {r['run_id']} -> MLflow experiment {r['experiment']!r} "
-                  f"({r['state']}): would push {r['would_push_steps']} step(s), "
-                  f"{r['would_push_points']} point(s), {span}; {r['histograms']} histogram(s), "
-                  f"{r['media']} media, {r['system_samples']} system sample(s), "
-                  f"{r['params']} param(s); cursor {r['cursor']}")
-        print("dry run: nothing was written")
-        return
-    for r in summary["runs"]:
-        if r["ok"] and not r["pushed_steps"] and not r["system_samples"]:
-            pushed = r["cursor_after"]
-            what = (f"up to date (steps up to {pushed} pushed)" if pushed is not None
-                    else "up to date (no steps to push)")
-            if r["state"] == "running":
-                what = (f"still recording; steps up to {pushed} pushed, up to "
-                        f"{r['recorded_step']} recorded; replay again later, or with --follow")
-            print(f"run {r['run_id']}: {what}")

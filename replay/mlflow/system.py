@@ -15,6 +15,8 @@ read through schema/codecs/system_read.py only when a segment of it is registere
 
 import re
 
+from .tracking import held
+
 _GB = 1024 ** 3
 
 _SAME = {   # wandb key -> (MLflow key, factor to MLflow's unit)
@@ -69,3 +71,37 @@ def points(sample_list, first_step):
             out.append((name, value * factor if value is not None else value, stamp,
                         first_step + n))
     return out
+
+
+def push(client, store, run_id, mrun, dest, step, state, result):
+    """System metrics samples not pushed yet, under MLflow's system/ names (system.py)."""
+    from mlflow.entities import Metric
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+    pending = state.pop("system_pending", None)
+    todo = []
+    if pending:   # a killed replay's: the same samples again, less what MLflow holds
+        again = new_samples(store, run_id, pending["from"])[:pending["count"]]
+        pts = points(again, pending["first"])
+        skip = held(client, mrun, {p[0] for p in pts}, pending["first"],
+                     pending["first"] + pending["count"] - 1)
+        todo.append((again, pending["first"], pending["from"], skip))
+    else:
+        progress = dict(state.get("system") or {})
+        new = new_samples(store, run_id, progress)
+        if new:
+            first = state.get("system_step", 0)
+            state["system_pending"] = {"first": first, "from": progress, "count": len(new)}
+            store.set_cursor(run_id, dest, step, state)
+            state.pop("system_pending")
+            todo.append((new, first, progress, set()))
+    for samples, first, progress, skip in todo:
+        pts = [Metric(k, v, t, s) for k, v, t, s in points(samples, first)
+               if (k, s) not in skip]
+        for i in range(0, len(pts), MAX_METRICS_PER_BATCH):
+            client.log_batch(mrun, metrics=pts[i:i + MAX_METRICS_PER_BATCH])
+        progress = dict(progress)
+        for s in samples:
+            progress[str(s.attempt)] = max(progress.get(str(s.attempt), -1), s.seq)
+        state["system"] = progress
+        state["system_step"] = first + len(samples)
+        result["system_samples"] += len(samples)

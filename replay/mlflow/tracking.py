@@ -228,3 +228,13 @@ def run_name(record):
 
 def _quote(text):
     return str(text).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def held(client, mrun, keys, lo, hi):
+    """The (key, step) pairs MLflow already holds of `keys` at lo <= step <= hi."""
+    held = set()
+    for key in keys:
+        for m in client.get_metric_history(mrun, key):
+            if lo <= m.step <= hi:
+                held.add((key, m.step))
+    return held
