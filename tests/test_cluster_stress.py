@@ -3,6 +3,7 @@ processes recording at once (different runs, and attempts of one run) lose no ro
 clean store; the server stopped for 10 s under a real TF training: training goes on and every
 row is registered once the server is back."""
 
+import pytest
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,7 @@ TRAIN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_training_goes_on_while_postgresql_is_stopped_for_10_s(postgres, pg_url, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)

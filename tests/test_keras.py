@@ -160,6 +160,7 @@ KILLED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_sigkill_mid_fit_keeps_every_flushed_row(tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(KILLED)

@@ -21,14 +21,17 @@ def test_kill_training_mid_run_loses_only_unflushed_rows(ws):
     assert_held(kill_training.kill(ws, "random", 1, frac=0.4))
 
 
+@pytest.mark.long
 def test_kill_replay_wandb_after_publish_then_rerun_pushes_each_step_once(ws):
     assert_held(kill_replay_wandb.kill(ws, 0, point="publish"))
 
 
+@pytest.mark.long
 def test_kill_replay_debug_dump_then_force_rerun_is_a_clean_rebuild(ws):
     assert_held(kill_replay_dumps.kill(ws, 1, frac=0.5))
 
 
+@pytest.mark.long
 def test_kill_replay_tensorboard_then_rerun_writes_each_value_once(ws):
     assert_held(kill_replay_dumps.tb_kill(ws, 1, frac=0.5))
 
@@ -37,6 +40,7 @@ def test_disk_full_then_freed_training_goes_on_and_recovers(ws):
     assert_held(disk.disk_full(ws, "full"))
 
 
+@pytest.mark.long
 def test_disk_full_with_dumps_then_partly_freed_keeps_metrics_within_the_bound(ws):
     """Issue 23: SummaryHook (21 scalar tags) and DumpHook (every 5 steps) on a 20 MB tmpfs
     that fills, stays full 5 s, then gets 15 MB back: every metric row logged after the space
@@ -58,5 +62,6 @@ def test_bad_input_dangling_out_symlink_is_a_clear_error(ws):
     assert_held(rc.bad_input_case(ws, "cli-out-dangling-symlink"))
 
 
+@pytest.mark.long
 def test_writers_resuming_one_run_at_once_get_distinct_attempts(ws):
     assert_held(concurrent_writers.concurrent(ws, "same-existing-run-4x5-plain"))

@@ -291,8 +291,13 @@ KILL_POINTS = ["mlflow-created", "mlflow-pending", "mlflow-batch", "mlflow-windo
                "mlflow-finish", "mlflow-cursor"]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "folder"])
-@pytest.mark.parametrize("point", KILL_POINTS)
+# the default run kills at one point per tracking-URI kind; `-m long` at every point
+KILLS = [pytest.param(point, kind, marks=() if (point, kind) in (
+    ("mlflow-batch", "sqlite"), ("mlflow-cursor", "folder")) else pytest.mark.long)
+    for point in KILL_POINTS for kind in ("sqlite", "folder")]
+
+
+@pytest.mark.parametrize("point,kind", KILLS)
 def test_sigkill_at_each_point_then_rerun_writes_each_point_once(tmp_path, point, kind):
     # MLflow's SQL stores drop a point logged twice with the same value and time; its folder
     # store keeps both: there only the replay's own settling of a pending window keeps one
@@ -313,6 +318,7 @@ def test_sigkill_at_each_point_then_rerun_writes_each_point_once(tmp_path, point
     assert_points(c, run.info.run_id, stored_points(store, "big"))
 
 
+@pytest.mark.long
 def test_sigkill_at_random_moments_against_the_server(tmp_path, server):
     store = str(tmp_path / "store")
     scalar_store(store, "rnd", steps=6000, project="kill-random")

@@ -182,6 +182,7 @@ def test_a_missing_blob_skips_that_version_with_a_warning_and_a_later_replay_log
     assert_versions(c, mrun, store, tmp_path / "repaired")
 
 
+@pytest.mark.long
 def test_to_a_real_server_each_version_once(store, tmp_path):
     from mlflow_server import MlflowServer
     srv = MlflowServer()   # artifacts go through the server's proxy (--artifacts-destination)

@@ -167,6 +167,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.long
 def test_a_kill_at_any_instant_of_store_creation_leaves_a_usable_path(tmp_path):
     """SIGKILL at random instants of Store.create (after the imports): the next create on the
     same path always works, and the store opens and verifies."""
