@@ -113,10 +113,8 @@ def put_temp(store, tmp: str, sha: str | None = None,
         fsync_path(os.path.dirname(final))
         return sha, size, size
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -139,10 +137,8 @@ def put_file(store, src: str, link: bool = False) -> tuple[str, int, int]:
             with open(src, "rb") as i, open(tmp, "xb") as o:
                 shutil.copyfileobj(i, o, COPY_BLOCK)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
-            except OSError:
-                pass
             raise
         return put_temp(store, tmp)
     sha, size = hash_file(src)

@@ -19,6 +19,7 @@ final name), the chunk list registered with its version in one transaction (arti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -141,10 +142,8 @@ def _put_local(store, rel, block):
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.replace(tmp, final)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except OSError:
-            pass
         raise
     return os.path.dirname(final)
 
