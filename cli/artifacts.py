@@ -12,6 +12,7 @@ from tfblackbox.schema import BlackboxError, Store
 from tfblackbox.schema.errors import StoreDamageError
 
 from .exits import EXIT_OK, print_json
+from .store_tools import human_size
 
 COPY_BLOCK = 8 << 20
 
@@ -54,7 +55,7 @@ def _list(store, run_id, as_json):
     rows = [("RUN", "ARTIFACT", "TYPE", "ALIASES", "STEP", "FILES", "SIZE", "LOGGED")]
     for a in versions:
         rows.append((a.run_id, f"{a.name}:v{a.version}", a.type, ",".join(a.aliases) or "-",
-                     "-" if a.step is None else str(a.step), str(len(a.files)), _size(a.size),
+                     "-" if a.step is None else str(a.step), str(len(a.files)), human_size(a.size),
                      datetime.datetime.fromtimestamp(a.wall_time).strftime("%Y-%m-%d %H:%M:%S")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -112,13 +113,6 @@ def _get(store, ref, run_id, out, as_json):
         print_json(_as_dict(version) | {"out": os.path.abspath(out)})
     else:
         print(f"{version.name}:v{version.version} ({version.type}, run {version.run_id}): "
-              f"{len(version.files)} file(s), {_size(version.size)} -> {os.path.abspath(out)}")
+              f"{len(version.files)} file(s), {human_size(version.size)} -> {os.path.abspath(out)}")
     return EXIT_OK
 
-
-def _size(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

@@ -44,7 +44,7 @@ def runs(store_path, as_json=False):
     for r in records:
         rows.append((r.run_id, r.project or "-", r.name or "-") +
                     ((r.group or "-",) if grouped else ()) +
-                    (_status(r), _when(r.started_at), _size(store.size_bytes(r.run_id))))
+                    (_status(r), _when(r.started_at), human_size(store.size_bytes(r.run_id))))
     _table(rows)
     return EXIT_OK
 
@@ -106,7 +106,7 @@ def show(store_path, run_id, as_json=False):
     from . import system_show
     for line in system_show.lines(info):
         print(line)
-    print(f"  size {_size(info['size_bytes'])}")
+    print(f"  size {human_size(info['size_bytes'])}")
     rows = [("TABLE", "TAG", "KIND", "ROWS", "STEPS")]
     for name, t in info["tables"].items():
         tags = sorted(t["tags"].items())
@@ -132,7 +132,7 @@ _LOSS_REASONS = {"memory": "dropped past max_unwritten_bytes while the store cou
 def _loss_line(x):
     """Rows of one table an attempt recorded but could not store, and why."""
     steps = f", steps {x['first_step']}..{x['last_step']}" if x["first_step"] is not None else ""
-    return (f"    lost {x['rows']} {x['table']} rows ({_size(x['bytes'])}{steps}): "
+    return (f"    lost {x['rows']} {x['table']} rows ({human_size(x['bytes'])}{steps}): "
             f"{_LOSS_REASONS.get(x['reason'], x['reason'])}")
 
 
@@ -209,14 +209,15 @@ def merge(sources, into, data=None, as_json=False):
     for r in reports:
         print(f"{r['source']}: {r['runs_added']} run(s) added, {r['runs_present']} already "
               f"there; {r['attempts_added']} attempt(s) added; {r['segments_copied']} "
-              f"segment(s) copied ({r['rows_copied']} rows, {_size(r['bytes_copied'])}), "
+              f"segment(s) copied ({r['rows_copied']} rows, {human_size(r['bytes_copied'])}), "
               f"{r['segments_skipped']} already there; {r['cursors_copied']} cursor(s), "
               f"{r['triggers_copied']} trigger(s)")
     print(f"merged into {dest.root}")
     return EXIT_OK
 
 
-def _size(n):
+def human_size(n):
+    """Bytes as people read them (B, KiB, MiB, GiB)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
