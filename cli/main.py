@@ -222,8 +222,8 @@ def _run(args, store):
         from . import store_tools
         return store_tools.merge(args.sources, args.into, data=args.data, as_json=args.json)
     if args.command == "replay" and args.to == "wandb":
-        from tfblackbox.replay.wandb import push
-        return push.main(push.WandbReplay(
+        from tfblackbox.replay.wandb import command
+        return command.main(command.WandbReplay(
             store=store, runs=tuple(args.runs or ()), project=args.project,
             entity=args.entity, mode=args.mode, wandb_dir=args.wandb_dir, dry_run=args.dry_run,
             follow=args.follow, json=args.json, progress=not args.no_progress, jobs=args.jobs,
