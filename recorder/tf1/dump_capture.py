@@ -396,6 +396,7 @@ class DumpCapture:
 
 # The recorder's own nodes (the global-step read, global_step.py) live in this name scope;
 # TF dumps them with every watched run, DumpingDebugHook's dumps would not have them.
+# (native/capture.cc names it too: a capture failing on one of them is not counted.)
 OWN_SCOPE = "tfblackbox/"
 
 
