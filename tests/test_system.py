@@ -328,6 +328,26 @@ def test_psutil_failing_stops_sampling_once_and_training_goes_on(tmp_path):
     assert system_read.environments(s, "plain")   # the environment is kept
 
 
+def test_probed_is_set_when_the_probe_ends_recorded_or_failed(tmp_path, monkeypatch):
+    """`run.system.probed` (what tools/bench_hooks waits for before its clock) is set once the
+    environment is recorded, and also when the probe failed (the training never waits on a
+    probe that raised)."""
+    from tfblackbox import recorder
+    from tfblackbox.recorder.system import facts
+    run = recorder.init(store=str(tmp_path / "ok"), name="ok")
+    assert run.system.probed.wait(60)
+    recorder.finish()
+    assert system_read.environments(Store.open(str(tmp_path / "ok")), run.run_id)
+
+    def broken(*_a):
+        raise RuntimeError("probe broke")
+    monkeypatch.setattr(facts, "process_facts", broken)
+    run = recorder.init(store=str(tmp_path / "broken"), name="broken")
+    assert run.system.probed.wait(60)
+    recorder.finish()
+    assert not system_read.environments(Store.open(str(tmp_path / "broken")), run.run_id)
+
+
 def test_no_nvidia_driver_means_no_gpu_keys_and_no_error(tmp_path):
     out, s = run_plain(tmp_path, {})
     assert "GPU" not in out.stderr and "NVML" not in out.stderr, out.stderr

@@ -43,6 +43,7 @@ class SystemRecorder:
         self._nvml = None
         self._lock = threading.Lock()   # one sample at a time
         self._stop = threading.Event()
+        self.probed = threading.Event()   # the environment probe is over (recorded or not)
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"tfblackbox-system-{run.run_id}")
 
@@ -60,6 +61,8 @@ class SystemRecorder:
         except Exception as e:   # never take the training down
             log.warning("tfblackbox: run %s: the environment could not be recorded: %s: %s",
                         self.run.run_id, type(e).__name__, e)
+        finally:
+            self.probed.set()
         if self.interval <= 0 or self._sampler is None:
             return
         # as wandb's monitor: a sample at the start, then one every interval
