@@ -118,6 +118,17 @@ def put_temp(store, tmp: str, sha: str | None = None,
         raise
 
 
+def _copy(src: str, tmp: str) -> None:
+    """src's bytes into a new file tmp; on an error tmp is not left behind."""
+    try:
+        with open(src, "rb") as i, open(tmp, "xb") as o:
+            shutil.copyfileobj(i, o, COPY_BLOCK)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def put_file(store, src: str, link: bool = False) -> tuple[str, int, int]:
     """Stores the bytes of local file `src` as a blob; returns (sha256, size, bytes newly
     stored). `link`: hard-link instead of copying when the data location is on src's file
@@ -133,13 +144,7 @@ def put_file(store, src: str, link: bool = False) -> tuple[str, int, int]:
                 return put_temp(store, tmp)
             except OSError:
                 pass   # another file system, or no links there: copy
-        try:
-            with open(src, "rb") as i, open(tmp, "xb") as o:
-                shutil.copyfileobj(i, o, COPY_BLOCK)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        _copy(src, tmp)
         return put_temp(store, tmp)
     sha, size = hash_file(src)
     if sha in stored_shas(store.catalog, [sha]):
@@ -301,13 +306,7 @@ def store_file(store, src: str, max_new: int | None = None) -> chunking.StoredFi
         return None
     if store.data.local:
         tmp = temp_blob_path(store.data)
-        try:
-            with open(src, "rb") as i, open(tmp, "xb") as o:
-                shutil.copyfileobj(i, o, COPY_BLOCK)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        _copy(src, tmp)
         got = put_temp(store, tmp)
     else:
         got = put_file(store, src)
