@@ -46,3 +46,33 @@ def child_env(**extra):
                PYTHONPATH=os.pathsep.join(path))
     env.update(extra)
     return env
+
+
+def train_while_following(script, args, store, wandb_dir, cwd, env, follow_env):
+    """Runs `python script *args` (a training program that prints "started" once its run is
+    recording) and, as soon as it has, `replay --to wandb --mode offline --follow --json` of
+    `store` into `wandb_dir`; waits for both and returns the replay's stdout. Either process
+    left running (a failed assertion) is killed."""
+    import subprocess
+    import sys
+    train = subprocess.Popen([sys.executable, script, *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=str(cwd))
+    follow = None
+    try:
+        assert train.stdout.readline().strip() == "started", train.stderr.read()[-3000:]
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", str(store),
+             "--to", "wandb", "--mode", "offline", "--wandb-dir", str(wandb_dir),
+             "--no-progress", "--follow", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(cwd),
+            env=follow_env)
+        _, err = train.communicate(timeout=300)
+        assert train.returncode == 0, err[-3000:]
+        followed, ferr = follow.communicate(timeout=300)
+        assert follow.returncode == 0, ferr[-3000:]
+        return followed
+    finally:
+        for p in (train, follow):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()

@@ -32,6 +32,7 @@ import sys
 import pytest
 
 import wandb_log
+from helpers import train_while_following
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.cli.main import main as cli, replay_main
 from tfblackbox.replay.wandb.naming import wandb_run_id
@@ -82,27 +83,9 @@ def runs(tmp_path_factory):
 
     out = root / "rec"
     store = str(out / "store")
-    train = subprocess.Popen([sys.executable, SCRIPT, "tfblackbox", str(out), str(PAUSE)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=child_env(root), cwd=str(root))
-    follow = None
-    try:
-        assert train.stdout.readline().strip() == "started", train.stderr.read()[-3000:]
-        follow = subprocess.Popen(
-            [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store, "--to",
-             "wandb", "--mode", "offline", "--wandb-dir", str(root / "follow"),
-             "--no-progress", "--follow", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(root),
-            env=child_env(root, TFBLACKBOX_FOLLOW_POLL_SECS="0.5"))
-        _, err = train.communicate(timeout=300)
-        assert train.returncode == 0, err[-3000:]
-        followed, ferr = follow.communicate(timeout=300)
-        assert follow.returncode == EXIT_OK, ferr[-3000:]
-    finally:
-        for p in (train, follow):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+    followed = train_while_following(SCRIPT, ["tfblackbox", out, PAUSE], store, root / "follow",
+                                     root, child_env(root),
+                                     child_env(root, TFBLACKBOX_FOLLOW_POLL_SECS="0.5"))
     # a pristine copy for the tests that replay again (cursors live in the catalog)
     shutil.copytree(store, str(root / "pristine"))
     done = replay_cli(root, store, root / "once")

@@ -31,7 +31,7 @@ import sys
 import pytest
 
 import wandb_log
-from helpers import child_env
+from helpers import child_env, train_while_following
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.cli.main import replay_main
 from tfblackbox.schema import Store
@@ -52,6 +52,7 @@ REL = 1e-6           # float tolerance of values (two runs of a seeded CPU progr
 # exit runtime the recorded duration); W&B's own must be within this of them (the replay's
 # old runtimes, 0.1 s and 0 at exit against W&B's ~10 s, are far outside).
 RUNTIME_ABS, RUNTIME_REL = 3.0, 0.2
+LAG_MAX = 10.0       # s: see start_lag
 VOLATILE = {"_runtime", "_timestamp", "_step"}
 REPLAY_KEYS = ("tfblackbox/", "model/")   # the replay's own summary keys
 
@@ -72,27 +73,9 @@ def runs(tmp_path_factory):
 
     out = root / "rec"
     store = str(out / "store")
-    train = subprocess.Popen([sys.executable, SCRIPT, "tfblackbox", str(out), str(PAUSE)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=child_env(), cwd=str(root))
-    follow = None
-    try:
-        assert train.stdout.readline().strip() == "started", train.stderr.read()[-3000:]
-        follow = subprocess.Popen(
-            [sys.executable, "-m", "tfblackbox.cli.main", "replay", "--store", store, "--to",
-             "wandb", "--mode", "offline", "--wandb-dir", str(root / "follow"),
-             "--no-progress", "--follow", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(root),
-            env=child_env(TFBLACKBOX_FOLLOW_POLL_SECS="0.5"))
-        _, err = train.communicate(timeout=300)
-        assert train.returncode == 0, err[-3000:]
-        followed, ferr = follow.communicate(timeout=300)
-        assert follow.returncode == EXIT_OK, ferr[-3000:]
-    finally:
-        for p in (train, follow):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+    followed = train_while_following(SCRIPT, ["tfblackbox", out, PAUSE], store, root / "follow",
+                                     root, child_env(),
+                                     child_env(TFBLACKBOX_FOLLOW_POLL_SECS="0.5"))
     assert replay_main(["--store", store, "--to", "wandb", "--mode", "offline", "--wandb-dir",
                         str(root / "once"), "--no-progress"]) == EXIT_OK
     [own_file] = run_files(root / "own")
@@ -142,6 +125,19 @@ def runtime_close(got, want):
     return abs(got - want) <= RUNTIME_ABS + RUNTIME_REL * abs(want)
 
 
+def start_lag(ctx):
+    """How much later (s) the recorder's program logged its first epoch after init than W&B's
+    own program did. Load moves it by seconds: the `--follow` replay runs beside the
+    recorder's program only (5.5 s against 1.9 s once, with other work on the 2 cores). The
+    runtimes are compared with it taken out; it is bounded by LAG_MAX."""
+    if "lag" not in ctx:
+        firsts = [split(ctx["history"](ctx[k]))[0][0]["_runtime"] for k in ("rep_path",
+                                                                           "own_path")]
+        ctx["lag"] = firsts[0] - firsts[1]
+        assert abs(ctx["lag"]) <= LAG_MAX, firsts
+    return ctx["lag"]
+
+
 # -- one comparison per record type -----------------------------------------------------
 
 def compare_history(own, rep, ctx):
@@ -177,14 +173,16 @@ def compare_history(own, rep, ctx):
     start, own_start = ctx["start"], ctx["own_start"]
     for r in got_rows:
         assert math.isclose(r["_runtime"], r["_timestamp"] - start, abs_tol=1e-5), r
+    lag = start_lag(ctx)
     for g, w in zip(g_logged, w_logged):
-        assert runtime_close(g["_runtime"], w["_runtime"]), (g, w)
+        assert runtime_close(g["_runtime"] - lag, w["_runtime"]), (g, w, lag)
     for key, g in g_synced.items():
         w = w_synced[key]
         assert w["_runtime"] >= w["_timestamp"] - own_start - 0.5, w
-        assert runtime_close(g["_runtime"], w["_timestamp"] - own_start), (g, w)
+        assert runtime_close(g["_runtime"] - lag, w["_timestamp"] - own_start), (g, w, lag)
     ctx["measured"]["history _runtime max |replayed - W&B's own| (logged rows)"] = max(
         abs(g["_runtime"] - w["_runtime"]) for g, w in zip(g_logged, w_logged))
+    ctx["measured"]["the recorder's program's first epoch, later than W&B's own by (s)"] = lag
 
 
 def compare_summary(own, rep, ctx):
@@ -199,8 +197,7 @@ def compare_summary(own, rep, ctx):
     assert got["global_step"] in {3, want["global_step"]}
     total = ctx["record"].ended_at - ctx["start"]
     assert got["_wandb"]["runtime"] == int(total) == got["_runtime"]
-    assert abs(got["_wandb"]["runtime"] - want["_wandb"]["runtime"]) <= RUNTIME_ABS + \
-        RUNTIME_REL * want["_wandb"]["runtime"]
+    assert runtime_close(got["_wandb"]["runtime"] - start_lag(ctx), want["_wandb"]["runtime"])
 
 
 def compare_config(own, rep, ctx):
