@@ -67,14 +67,21 @@ def run_script(*args, env=None):
 
 # -- ModelCheckpoint ---------------------------------------------------------------------------
 
-def test_model_checkpoint_records_each_epoch_as_wandb_names_it(tmp_path):
-    store_dir, ckpt = str(tmp_path / "store"), str(tmp_path / "ck" / "model.keras")
-    run = recorder.init(store=store_dir, stats_interval=0, console="off")
+def fit_with_checkpoints(store_dir, ckpt, epochs, **init):
+    """A recorded run whose fit saves `ckpt` every epoch through recorder.ModelCheckpoint;
+    returns the run and a ShaSpy of the bytes Keras wrote at each epoch."""
+    run = recorder.init(store=store_dir, stats_interval=0, console="off", **init)
     spy = ShaSpy(ckpt)
     x, y = data()
-    small_model().fit(x, y, epochs=3, verbose=0,
+    small_model().fit(x, y, epochs=epochs, verbose=0,
                       callbacks=[recorder.ModelCheckpoint(ckpt, monitor="loss"), spy])
     recorder.finish()
+    return run, spy
+
+
+def test_model_checkpoint_records_each_epoch_as_wandb_names_it(tmp_path):
+    store_dir, ckpt = str(tmp_path / "store"), str(tmp_path / "ck" / "model.keras")
+    run, spy = fit_with_checkpoints(store_dir, ckpt, 3)
     store = Store.open(store_dir)
     versions = store.artifacts(run.run_id)
     # WandbModelCheckpoint: run_<id>_model, type model, ["latest", f"epoch_{epoch}"] per epoch
@@ -381,12 +388,7 @@ def test_artifacts_on_an_object_store(tmp_path, s3, s3_data, capsys):
     """data=s3://...: blobs are uploaded under their final names (no temp objects), read back
     through pyarrow, got back byte for byte, verified."""
     store_dir, ckpt = str(tmp_path / "store"), str(tmp_path / "model.keras")
-    run = recorder.init(store=store_dir, data=s3_data, stats_interval=0, console="off")
-    spy = ShaSpy(ckpt)
-    x, y = data()
-    small_model().fit(x, y, epochs=2, verbose=0,
-                      callbacks=[recorder.ModelCheckpoint(ckpt, monitor="loss"), spy])
-    recorder.finish()
+    run, spy = fit_with_checkpoints(store_dir, ckpt, 2, data=s3_data)
     store = Store.open(store_dir)
     versions = store.artifacts(run.run_id)
     assert [v.files[0].sha256 for v in versions] == spy.seen
