@@ -177,3 +177,13 @@ def test_mlflow_jobs_push_every_point_once(tmp_path):
     again = cli("--store", store, "--to", "mlflow", "--tracking-uri", uri, "--jobs", "2",
                 "--json", cwd=tmp_path)
     assert all(r["pushed_points"] == 0 for r in json.loads(again.stdout)["runs"])
+
+
+def test_each_destination_preloads_the_module_of_its_workers():
+    """The fork server imports a destination's modules once (replay/parallel.py); a name
+    that does not import is skipped there, and every worker would import it again."""
+    import importlib
+    from tfblackbox.replay import parallel
+    assert set(parallel.PRELOAD) == {"wandb", "mlflow", "tensorboard"}
+    for modules in parallel.PRELOAD.values():
+        assert callable(importlib.import_module(modules[0]).work)

@@ -90,7 +90,7 @@ def main(opts):
             parallel.run_jobs(opts.jobs, [(r.run_id, (opts, r.run_id)) for r in records],
                               work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
                               progress=opts.progress and not opts.json,
-                              preload=(__name__, "mlflow.tracking", "mlflow.entities"))
+                              preload=parallel.PRELOAD["mlflow"])
         else:
             todo = list(records)
             while todo:
