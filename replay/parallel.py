@@ -96,6 +96,17 @@ def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True,
     return results
 
 
+def longest_first(store, records):
+    """The runs in the order their workers should get them: the most stored bytes first
+    (catalog segment sizes: one catalog read), so that the last runs to start are short
+    ones. In the given order, a long run that came last would keep one worker busy alone
+    after every other run was done, the other cores idle."""
+    size = {}
+    for seg in store.segments():
+        size[seg.run_id] = size.get(seg.run_id, 0) + seg.size_bytes
+    return sorted(records, key=lambda r: -size.get(r.run_id, 0))   # stable among equals
+
+
 def _context(preload):
     """A fork server started clean (no thread, no open catalog or wandb service of ours),
     which imports `preload` once; each worker is forked from it, so it starts with them."""

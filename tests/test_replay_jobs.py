@@ -231,3 +231,20 @@ def test_each_destination_preloads_the_module_of_its_workers():
     assert set(parallel.PRELOAD) == {"wandb", "mlflow", "tensorboard"}
     for modules in parallel.PRELOAD.values():
         assert callable(importlib.import_module(modules[0]).work)
+
+
+def test_workers_get_the_runs_with_the_most_stored_bytes_first(tmp_path):
+    """A long run submitted last would be replayed alone at the end, the other cores idle."""
+    from tfblackbox.replay import parallel
+    store = make_store(str(tmp_path / "store"), runs=["short"], steps=20)
+    for run_id, steps in (("long", 2000), ("mid", 300)):
+        store.create_run(run_id, project="jobs")
+        store.write_segment(run_id, "scalars", pa.Table.from_pydict({
+            "step": list(range(steps)), "wall_time": [1.6e9 + s for s in range(steps)],
+            "tag": ["m/0"] * steps, "attempt": [1] * steps,
+            "value": [float(s) for s in range(steps)]}, schema=SCALARS))
+        store.finish_run(run_id, 0)
+    records = store.runs()
+    ordered = parallel.longest_first(store, records)
+    assert [r.run_id for r in ordered] == ["long", "mid", "short"]
+    assert sorted(r.run_id for r in records) == ["long", "mid", "short"]

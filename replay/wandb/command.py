@@ -58,7 +58,8 @@ def main(opts):
         try:
             if opts.jobs > 1:   # the lock and the staging cleanup stay this process's
                 task_opts = dataclasses.replace(opts, progress=False)
-                parallel.run_jobs(opts.jobs, [(r.run_id, (task_opts, r.run_id)) for r in records],
+                parallel.run_jobs(opts.jobs, [(r.run_id, (task_opts, r.run_id))
+                                              for r in parallel.longest_first(store, records)],
                                   work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
                                   progress=opts.progress and not opts.json,
                                   preload=WORKER_PRELOAD)
