@@ -8,11 +8,10 @@ import datetime
 import hashlib
 import os
 
-from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema.errors import StoreDamageError
-
 from .exits import EXIT_OK, print_json
-from .store_tools import human_size
+
+# the store's modules are imported by the functions that use them, not when the parser is
+# built: `replay --jobs N` starts its workers' fork server before (cli/main.py)
 
 COPY_BLOCK = 8 << 20
 
@@ -30,6 +29,7 @@ def add_parser(sub, store_arg):
 
 
 def main(store_path, action=None, ref=None, run_id=None, out=None, as_json=False):
+    from tfblackbox.schema import BlackboxError, Store
     store = Store.open(store_path)   # a reader: changes nothing
     if run_id is not None:
         store.run(run_id)   # unknown run: an error naming the runs
@@ -45,6 +45,7 @@ def main(store_path, action=None, ref=None, run_id=None, out=None, as_json=False
 
 
 def _list(store, run_id, as_json):
+    from .store_tools import human_size
     versions = store.artifacts(run_id)
     if as_json:
         print_json([_as_dict(a) for a in versions])
@@ -74,6 +75,7 @@ def _as_dict(a):
 def resolve(store, ref, run_id=None):
     """The one ArtifactVersion `ref` (NAME:vN, NAME:alias, NAME) names; a clear error if none
     or if runs differ."""
+    from tfblackbox.schema import BlackboxError
     found = store.artifacts(run_id, ref)
     name = ref.rsplit(":", 1)[0] if ":" in ref else ref
     if not found:
@@ -89,6 +91,10 @@ def resolve(store, ref, run_id=None):
 
 
 def _get(store, ref, run_id, out, as_json):
+    from tfblackbox.schema import BlackboxError
+    from tfblackbox.schema.errors import StoreDamageError
+
+    from .store_tools import human_size
     version = resolve(store, ref, run_id)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise BlackboxError(f"--out {out} exists and is not an empty directory; expected a "

@@ -6,8 +6,6 @@ renamed into place."""
 
 import os
 
-from tfblackbox.schema import BlackboxError, Store
-
 from .exits import EXIT_OK, print_json
 
 
@@ -26,6 +24,8 @@ def add_parser(sub, store_arg):
 
 
 def main(store_path, run_id, fmt, out, long=False, table="scalars", as_json=False):
+    # imported here, not when the parser is built (cli/artifacts.py says why)
+    from tfblackbox.schema import BlackboxError, Store
     from tfblackbox.schema.codecs import frames
     store = Store.open(store_path)
     store.run(run_id)   # unknown run: RunNotFoundError naming the runs, before any file

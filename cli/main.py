@@ -193,6 +193,11 @@ def _quiet_on_closed_stdout(command, argv):
 def _dispatch(args):
     """Turns the parsed arguments into plain options for the domain function and maps its
     errors to exit codes (exits.py)."""
+    if args.command == "replay" and args.jobs > 1 and not args.dry_run:
+        # before this process imports the store's modules: the workers' fork server imports
+        # theirs meanwhile, on the other core (replay/parallel.py)
+        from tfblackbox.replay import parallel
+        parallel.start_early(args.to)
     from tfblackbox.schema import BlackboxError
     from tfblackbox.schema.store.opening import default_store
     store = getattr(args, "store", None) or default_store()

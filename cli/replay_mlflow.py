@@ -1,8 +1,6 @@
 """The arguments of `replay --to mlflow` and the call that runs it (replay/mlflow/push.py);
 MLflow's client is the `mlflow` extra, imported only when the replay runs."""
 
-from tfblackbox.schema.errors import MissingExtraError
-
 
 def add_arguments(p):
     m = p.add_argument_group("--to mlflow (also --run, --follow, --dry-run, --json, --jobs, "
@@ -18,6 +16,9 @@ def add_arguments(p):
 
 
 def replay(args, store):
+    # imported here, not when the parser is built: `replay --jobs N` starts its workers' fork
+    # server before this process imports the store's modules (cli/main.py)
+    from tfblackbox.schema.errors import MissingExtraError
     try:
         import mlflow  # noqa: F401
     except ImportError as e:

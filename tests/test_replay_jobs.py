@@ -1,7 +1,7 @@
 """`replay --jobs N`: runs replayed by N worker processes, each run by one, to W&B (offline,
 read back from the .wandb logs), TensorBoard (read back with TensorBoard's reader) and MLflow
 (a SQLite URL, read back with MlflowClient); a kill -9 of the whole replay or of one worker,
-then a rerun: every step once."""
+then a rerun: every step once; runs with artifact versions: each version once."""
 
 import json
 import os
@@ -78,6 +78,50 @@ def test_wandb_jobs_push_every_run_once_and_report_as_before(tmp_path):
                for r in summary["runs"])
     assert set(summary) >= {"dry_run", "mode", "runs", "interrupted", "wandb_dir"}
     assert_each_step_once(wdir)
+
+
+def make_artifact_store(path, files, runs=RUNS[:3], steps=50):
+    """Runs recorded with recorder.log and two versions each of an artifact
+    (recorder.log_artifact, as ModelCheckpoint records them): {run id: [(name, aliases,
+    bytes)]} in the order they were logged."""
+    from tfblackbox import recorder
+    logged = {}
+    for k, run_id in enumerate(runs):
+        recorder.init(store=path, project="jobs", run_id=run_id, stats_interval=0,
+                      console="off")
+        for s in range(steps):
+            recorder.log({"loss": 1.0 / (s + 1) + k}, step=s)
+        for v in range(2):
+            data = f"{run_id} weights {v}\n".encode() * (200 + 50 * v)
+            f = files / f"{run_id}-{v}.bin"
+            f.write_bytes(data)
+            name, aliases = f"weights-{run_id}", [f"epoch_{v}", "latest"]
+            assert recorder.log_artifact(f, name=name, type="model",
+                                         aliases=aliases).wait(60) is not None
+            logged.setdefault(run_id, []).append((name, sorted(aliases), data))
+        recorder.finish()
+    return logged
+
+
+def test_wandb_jobs_log_each_artifact_version_once(tmp_path):
+    store, wdir = str(tmp_path / "store"), tmp_path / "wandb"
+    (tmp_path / "files").mkdir()
+    logged = make_artifact_store(store, tmp_path / "files")
+    done = cli("--store", store, "--to", "wandb", "--mode", "offline", "--wandb-dir", str(wdir),
+               "--jobs", "2", "--json")
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    assert all(r["ok"] and r["artifacts"] == 2 and r["pushed_steps"] == 50
+               for r in json.loads(done.stdout)["runs"])
+    want = {run_id: [(n, a, [d]) for n, a, d in versions] for run_id, versions in logged.items()}
+    assert wandb_log.artifacts(wdir) == want
+    files = wandb_log.run_files(str(wdir))
+    again = cli("--store", store, "--to", "wandb", "--mode", "offline", "--wandb-dir",
+                str(wdir), "--jobs", "2", "--json")
+    assert again.returncode == EXIT_OK, again.stderr[-3000:]
+    assert all(r["ok"] and r["artifacts"] == 0 and r["pushed_steps"] == 0
+               for r in json.loads(again.stdout)["runs"])
+    assert wandb_log.run_files(str(wdir)) == files      # no chunk at all
+    assert wandb_log.artifacts(wdir) == want
 
 
 def _workers(pid):
@@ -177,3 +221,30 @@ def test_mlflow_jobs_push_every_point_once(tmp_path):
     again = cli("--store", store, "--to", "mlflow", "--tracking-uri", uri, "--jobs", "2",
                 "--json", cwd=tmp_path)
     assert all(r["pushed_points"] == 0 for r in json.loads(again.stdout)["runs"])
+
+
+def test_each_destination_preloads_the_module_of_its_workers():
+    """The fork server imports a destination's modules once (replay/parallel.py); a name
+    that does not import is skipped there, and every worker would import it again."""
+    import importlib
+    from tfblackbox.replay import parallel
+    assert set(parallel.PRELOAD) == {"wandb", "mlflow", "tensorboard"}
+    for modules in parallel.PRELOAD.values():
+        assert callable(importlib.import_module(modules[0]).work)
+
+
+def test_workers_get_the_runs_with_the_most_stored_bytes_first(tmp_path):
+    """A long run submitted last would be replayed alone at the end, the other cores idle."""
+    from tfblackbox.replay import parallel
+    store = make_store(str(tmp_path / "store"), runs=["short"], steps=20)
+    for run_id, steps in (("long", 2000), ("mid", 300)):
+        store.create_run(run_id, project="jobs")
+        store.write_segment(run_id, "scalars", pa.Table.from_pydict({
+            "step": list(range(steps)), "wall_time": [1.6e9 + s for s in range(steps)],
+            "tag": ["m/0"] * steps, "attempt": [1] * steps,
+            "value": [float(s) for s in range(steps)]}, schema=SCALARS))
+        store.finish_run(run_id, 0)
+    records = store.runs()
+    ordered = parallel.longest_first(store, records)
+    assert [r.run_id for r in ordered] == ["long", "mid", "short"]
+    assert sorted(r.run_id for r in records) == ["long", "mid", "short"]

@@ -8,7 +8,9 @@ with fewer than 7 bytes left is zero-padded. Each record is a serialized
 `wandb_internal_pb2.Record`. A truncated last record (a killed writer) is ignored.
 """
 
+import base64
 import glob
+import hashlib
 import json
 import os
 import struct
@@ -147,3 +149,24 @@ def exit_code(path):
 def run_files(wandb_dir):
     """Every run-*.wandb file under a directory, however deep."""
     return sorted(glob.glob(os.path.join(wandb_dir, "**", "run-*.wandb"), recursive=True))
+
+
+def artifacts(wandb_dir):
+    """{W&B run id: [(name, sorted aliases, [bytes of each file])]} of the artifact records of
+    every run file under wandb_dir, in file order; each file read where `wandb sync` uploads
+    it from (its manifest entry's local_path), checked against the entry's MD5 digest."""
+    out = {}
+    for f in run_files(str(wandb_dir)):
+        run_id = run_record(f).run_id
+        for rec in read_records(f):
+            if rec.WhichOneof("record_type") != "artifact":
+                continue
+            art, blobs = rec.artifact, []
+            for e in art.manifest.contents:
+                with open(e.local_path, "rb") as fh:
+                    data = fh.read()
+                if base64.b64encode(hashlib.md5(data).digest()).decode() != e.digest:
+                    raise WandbLogError(f"{e.local_path}: not the MD5 of its manifest entry")
+                blobs.append(data)
+            out.setdefault(run_id, []).append((art.name, sorted(art.aliases), blobs))
+    return out

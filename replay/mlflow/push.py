@@ -87,10 +87,11 @@ def main(opts):
     try:
         if opts.jobs > 1:
             from .. import parallel
-            parallel.run_jobs(opts.jobs, [(r.run_id, (opts, r.run_id)) for r in records],
+            parallel.run_jobs(opts.jobs, [(r.run_id, (opts, r.run_id))
+                                          for r in parallel.longest_first(store, records)],
                               work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
                               progress=opts.progress and not opts.json,
-                              preload=(__name__, "mlflow.tracking", "mlflow.entities"))
+                              preload=parallel.PRELOAD["mlflow"])
         else:
             todo = list(records)
             while todo:

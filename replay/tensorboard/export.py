@@ -61,8 +61,10 @@ def main(store_path, out, runs=(), as_json=False, jobs=1):
         if jobs > 1:   # runs written by worker processes (replay/parallel.py); the lock is ours
             from .. import parallel
             done = {r.run_id: {"run_id": r.run_id, "events": 0} for r in records}
-            parallel.run_jobs(jobs, [(r.run_id, (store_path, out, r.run_id)) for r in records],
-                              work, done, progress=not as_json, preload=(__name__,))
+            parallel.run_jobs(jobs, [(r.run_id, (store_path, out, r.run_id))
+                                     for r in parallel.longest_first(store, records)],
+                              work, done, progress=not as_json,
+                              preload=parallel.PRELOAD["tensorboard"])
             failed = [r for r in done.values() if r.get("ok") is False]
             if failed:
                 raise ReplayError("; ".join(f"run {r['run_id']}: {r['error']}"

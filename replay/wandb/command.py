@@ -13,6 +13,7 @@ import time
 from tfblackbox.schema import BlackboxError, Store
 
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK
+from .. import parallel
 from .naming import destination
 from .printout import dry_run, print_summary
 from .push import Target, new_result, push_run
@@ -56,9 +57,9 @@ def main(opts):
         todo = [] if opts.jobs > 1 else list(records)
         try:
             if opts.jobs > 1:   # the lock and the staging cleanup stay this process's
-                from .. import parallel
                 task_opts = dataclasses.replace(opts, progress=False)
-                parallel.run_jobs(opts.jobs, [(r.run_id, (task_opts, r.run_id)) for r in records],
+                parallel.run_jobs(opts.jobs, [(r.run_id, (task_opts, r.run_id))
+                                              for r in parallel.longest_first(store, records)],
                                   work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
                                   progress=opts.progress and not opts.json,
                                   preload=WORKER_PRELOAD)
@@ -85,12 +86,7 @@ def main(opts):
 
 
 _WORKER_STORES: dict[str, Store] = {}   # a worker's open stores
-# what a worker's first chunk imports, imported once by the fork server instead of by each
-# worker (~0.6 s of CPU a worker; a module that is not installed is skipped)
-WORKER_PRELOAD = (__name__, "wandb", "tfblackbox.replay.wandb.media", "wandb.apis.public",
-                  "wandb.sdk.launch", "requests", "yaml", "psutil",
-                  "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-                  "opentelemetry.exporter.otlp.proto.http._log_exporter")
+WORKER_PRELOAD = parallel.PRELOAD["wandb"]   # what the fork server of the workers imports
 
 
 def work(task, result):

@@ -99,8 +99,19 @@ def _last_walls(store, run_id):
 
 # -- the chunk's transaction log ---------------------------------------------------------
 
-def _key(item):
-    return tuple(item.nested_key) if item.nested_key else (item.key,)
+# the keys retime looks for, as wandb writes them: an item's `nested_key` path when it has
+# one (wandb-core's summary items: ["_wandb", "runtime"], ["metric/1"]), else its `key`
+_STAMP, _RUNTIME, _WANDB_RUNTIME = ["_timestamp"], ["_runtime"], ["_wandb", "runtime"]
+
+
+def _is(item, path):
+    """The item's key is `path` (a list of one or two names). Compared without building the
+    key: retime looks at every item of every history and summary record of the chunk, tens
+    of thousands of them for a run of 1 000 steps, and that was a third of its CPU."""
+    nested = item.nested_key
+    if nested:
+        return nested == path
+    return len(path) == 1 and item.key == path[0]
 
 
 def retime(path, clock, end, start=None):
@@ -113,7 +124,7 @@ def retime(path, clock, end, start=None):
     for rec in txlog.iter_records(path):
         if rec.WhichOneof("record_type") == "history":
             stamp = next((json.loads(i.value_json) for i in rec.history.item
-                          if _key(i) == ("_timestamp",)), None)
+                          if _is(i, _STAMP)), None)
             runtimes.append(None if stamp is None else clock.runtime_at(stamp))
     total = clock.runtime_at(end)
     # the runtime of the next history record with one, from each history record on
@@ -135,20 +146,20 @@ def _retimed(records, runtimes, upcoming, total, start):
             new = runtimes[seen]
             seen += 1
             if new is not None:
+                text = json.dumps(new)
                 for item in rec.history.item:
-                    if _key(item) == ("_runtime",):
-                        item.value_json = json.dumps(new)
+                    if _is(item, _RUNTIME):
+                        item.value_json = text
         elif kind == "summary":
             # written with the row that follows (core: updateRunTiming, updateSummary, then
             # the history record) or, after the last row, at exit
             nxt = upcoming[seen]
+            whole, exact = json.dumps(int(nxt)), json.dumps(nxt)
             for item in rec.summary.update:
-                key = _key(item)
-                if key == ("_wandb", "runtime") or (key == ("_runtime",) and
-                                                    _is_int(item.value_json)):
-                    item.value_json = json.dumps(int(nxt))
-                elif key == ("_runtime",):
-                    item.value_json = json.dumps(nxt)
+                if _is(item, _WANDB_RUNTIME):
+                    item.value_json = whole
+                elif _is(item, _RUNTIME):
+                    item.value_json = whole if _is_int(item.value_json) else exact
         elif kind == "exit":
             rec.exit.runtime = int(total)
         yield rec

@@ -10,7 +10,6 @@ The replay rewrites a chunk's log once wandb has finished it (times.py), before 
 published; `wandb sync` reads the rewritten file as it reads any offline run.
 """
 
-import collections
 import os
 import struct
 import time
@@ -32,20 +31,27 @@ def read_payloads(path):
 
 def iter_payloads(path):
     """read_payloads, one at a time (the file is mapped, not read into memory)."""
+    for payload, _end in _records_from(path, HEADER):
+        yield payload
+
+
+def _records_from(path, pos):
+    """(payload, the byte offset after it) of each whole record from byte `pos` on, which is
+    the file's header or the end of a record read before."""
     import mmap
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size < HEADER:
             raise BlackboxError(f"{path} is not a W&B transaction log: it is shorter than "
                                 f"its {HEADER}-byte header")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            yield from _chunks(path, data)
+            if data[:HEADER] != FILE_HEADER:
+                raise BlackboxError(f"{path} is not a W&B transaction log: it starts with "
+                                    f"{data[:HEADER]!r}, expected {FILE_HEADER!r}")
+            yield from _chunks(path, data, pos)
 
 
-def _chunks(path, data):
-    if data[:HEADER] != FILE_HEADER:
-        raise BlackboxError(f"{path} is not a W&B transaction log: it starts with "
-                            f"{data[:HEADER]!r}, expected {FILE_HEADER!r}")
-    pos, pending, size = HEADER, None, len(data)
+def _chunks(path, data, pos):
+    pending, size = None, len(data)
     while True:
         left = BLOCK - pos % BLOCK
         if left < HEADER:
@@ -62,13 +68,13 @@ def _chunks(path, data):
             raise BlackboxError(f"{path}: crc mismatch in the chunk at byte {pos}")
         pos += HEADER + length
         if kind == FULL:
-            yield body
+            yield body, pos
         elif kind == FIRST:
             pending = bytearray(body)
         elif kind in (MIDDLE, LAST) and pending is not None:
             pending += body
             if kind == LAST:
-                yield bytes(pending)
+                yield bytes(pending), pos
                 pending = None
         else:
             raise BlackboxError(f"{path}: unexpected chunk type {kind} at byte {pos}")
@@ -130,21 +136,27 @@ def wait_complete(path, timeout=60.0):
     """Returns once wandb-core has written a run's log whole. `run.finish()` returns before
     wandb-core closes the run's stream (`inform_finish` is sent without waiting), and its
     writer buffers records; the exit record is the last one it writes, so the log is whole
-    once it ends with the exit record and stops growing."""
+    once it ends with the exit record and stops growing. wandb-core gets there a few ms after
+    finish() returns: the file is looked at after 1 ms, then at doubling intervals (up to
+    50 ms), each look reading only the records written since the one before (a fixed 50 ms
+    poll that read the whole log each time kept every chunk's worker idle 50-100 ms)."""
     from wandb.proto import wandb_internal_pb2 as pb
     deadline = time.monotonic() + timeout
-    size = -1
+    size, pos, last, delay = -1, HEADER, None, 0.001
     while True:
         now = os.path.getsize(path) if os.path.exists(path) else -1
-        if now == size and now > HEADER:
-            tail = collections.deque(iter_payloads(path), maxlen=1)
-            if tail and pb.Record.FromString(tail[0]).WhichOneof("record_type") == "exit":
-                return
+        if now > pos:
+            for record in _records_from(path, pos):
+                last, pos = record   # the last whole record so far, and where it ends
+        if now == size and last is not None and \
+                pb.Record.FromString(last).WhichOneof("record_type") == "exit":
+            return
         if time.monotonic() > deadline:
             raise BlackboxError(f"wandb did not finish writing {path} within {timeout:.0f} s "
                                 f"(no exit record at its end)")
         size = now
-        time.sleep(0.05)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def read_records(path):
