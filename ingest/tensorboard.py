@@ -34,7 +34,8 @@ from tfblackbox.schema.store import segments
 from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.store.records import valid_run_id
 from tfblackbox.schema.codecs.rows import ColumnBuffers
-from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.codecs.tfevents_columns import decode_chunk
+from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed
 from tfblackbox.schema.codecs.tfevents_restore import RAW_TABLE
 
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, print_json
@@ -216,18 +217,16 @@ def _import_file(out, path, name, namespace, point, result):
     reader = tfrecord.RecordReader(path, offset, index)
     corrupt = None
     while True:
+        first = reader.index
         try:
-            batch = reader.read(CHUNK_BYTES)
+            buf, base, spans = reader.read_spans(CHUNK_BYTES)
         except tfrecord.CorruptRecordError as e:
             corrupt = e
             break
-        if not batch:
+        if not spans:
             break
-        first = reader.index - len(batch)
-        records = [(off, first + i, data) for i, (off, data) in enumerate(batch)]
-        decode_records(src, records, out.buffers)
-        n = sum(len(d) for _o, _i, d in records)
-        result["records"] += len(records)
+        count, n = decode_chunk(src, buf, base, spans, first, out.buffers)
+        result["records"] += count
         result["bytes"] += n
         out.nbytes += n
         out.maybe_flush()
