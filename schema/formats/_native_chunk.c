@@ -8,7 +8,7 @@
 
 typedef struct { char *p; Py_ssize_t len, cap; } grow_t;
 
-static int grow(grow_t *g, const void *src, Py_ssize_t n) {
+static int reserve(grow_t *g, Py_ssize_t n) {
     if (g->len + n > g->cap) {
         Py_ssize_t cap = g->cap ? g->cap : 4096;
         while (cap < g->len + n) cap *= 2;
@@ -17,6 +17,11 @@ static int grow(grow_t *g, const void *src, Py_ssize_t n) {
         g->p = p;
         g->cap = cap;
     }
+    return 1;
+}
+
+static inline int grow(grow_t *g, const void *src, Py_ssize_t n) {
+    if (g->len + n > g->cap && !reserve(g, n)) return 0;
     memcpy(g->p + g->len, src, n);
     g->len += n;
     return 1;
@@ -103,6 +108,11 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
     int any = 0;
     int32_t zero32 = 0;
     if (!tags || !numbers || !PUT(c[R_REC_END], zero32) || !PUT(c[H_END], zero32)) goto done;
+    /* room for all records up front: no copy while the columns grow */
+    for (int k = 0; k < NCOLS; k++)
+        if (!reserve(&c[k], k == R_DATA ? buf.len : k >= H_LIMITS ? buf.len / 3 + 8
+                                                    : 8 * (total - i) + 8))
+            goto done;
     for (; i < total; i++) {
         int64_t at = spans[i];
         if (at < 0 || at > buf.len - 16) break;   /* not frame_spans' */
@@ -143,14 +153,15 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
             Py_ssize_t k = (Py_ssize_t)e.dims[0];
             const unsigned char *t = b + e.c_at;
             /* lefts, limits, counts: the [k, 3] columns */
+            double *arr[3];
             for (int col = 0; col < 3; col++) {
                 grow_t *g = &c[col == 0 ? H_LEFTS : col == 1 ? H_LIMITS : H_COUNTS];
-                for (Py_ssize_t r = 0; r < k; r++)
-                    if (!grow(g, t + 24 * r + 8 * col, 8)) goto done;
+                if (!reserve(g, 8 * k)) goto done;
+                arr[col] = (double *)(g->p + g->len);
+                g->len += 8 * k;
+                for (Py_ssize_t r = 0; r < k; r++) memcpy(&arr[col][r], t + 24 * r + 8 * col, 8);
             }
-            const double *counts = (const double *)(c[H_COUNTS].p + c[H_COUNTS].len) - k;
-            const double *lefts = (const double *)(c[H_LEFTS].p + c[H_LEFTS].len) - k;
-            const double *limits = (const double *)(c[H_LIMITS].p + c[H_LIMITS].len) - k;
+            const double *lefts = arr[0], *limits = arr[1], *counts = arr[2];
             double num = pairwise(counts, k), lo = lefts[0], hi = limits[k - 1];
             int32_t end = (int32_t)(c[H_LIMITS].len / 8);
             int64_t cat = e.c_at, csize = e.c_end - e.c_at;
