@@ -129,3 +129,42 @@ def test_decode_chunk_takes_every_record_of_a_tf2_loop_in_one_call(compiled, mon
     assert _by_chunks(str(path), "", 1 << 20) == _by_records(str(path), "", 1 << 20)
     monkeypatch.setenv(PURE, "1")
     assert _by_chunks(str(path), "", 1000) == _by_records(str(path), "", 1 << 20)
+
+
+def test_a_tag_whose_metadata_changes_decodes_as_decode_records_does(compiled, monkeypatch,
+                                                                     tmp_path):
+    """decode_chunk remembers each tag's metadata within a call: a tag whose metadata (and so
+    its plugin) changes between records, or whose metadata is left out (TF1's way), must give
+    decode_records' rows and leave the file's metadata as decode_records leaves it."""
+    import numpy as np
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
+
+    def event(step, plugin, content, dims=(), dtype=1, tag="loss"):
+        v = summary_pb2.Summary.Value(tag=tag, tensor=tensor_pb2.TensorProto(
+            dtype=dtype, tensor_content=content))
+        v.tensor.tensor_shape.dim.extend([v.tensor.tensor_shape.Dim(size=d) for d in dims])
+        if plugin is not None:
+            v.metadata.plugin_data.plugin_name = plugin
+        return event_pb2.Event(wall_time=step, step=step, summary=summary_pb2.Summary(
+            value=[v])).SerializeToString()
+
+    f4 = np.float32(1.5).tobytes()
+    h = np.arange(9, dtype="<f8").tobytes()
+    records = []
+    for step in range(200):
+        kind = step % 7
+        records.append(
+            event(step, "scalars", f4) if kind in (0, 1) else
+            event(step, "custom", f4) if kind == 2 else           # another plugin: odd
+            event(step, None, f4) if kind == 3 else               # the last metadata's plugin
+            event(step, "histograms", h, (3, 3), 2, "w") if kind == 4 else
+            event(step, "histograms", f4) if kind == 5 else       # scalar content: odd
+            event(step, "scalars", f4, tag="lo\xdfs"))            # not ASCII
+    path = tmp_path / "events.out.tfevents.2"
+    tfrecord.write_records(str(path), records)
+    monkeypatch.setattr(tfevents_columns, "MIN_RUN", 1)
+    for ns in ("", "train"):
+        monkeypatch.setenv(PURE, "0")
+        spec = _by_records(str(path), ns, 1 << 20)
+        assert _by_chunks(str(path), ns, 1 << 20) == spec
+        assert _by_chunks(str(path), ns, 900) == spec

@@ -34,6 +34,7 @@ typedef struct {
     int has_content;
 } event_t;
 int event_of(const unsigned char *b, Py_ssize_t n, event_t *e);
+int tensor_row(const event_t *e, const unsigned char *b, span_t plugin, double *value);
 int event_row(event_t *e, const unsigned char *b, PyObject *ns, PyObject *metadata,
               PyObject *cache, PyObject **full, double *value);
 int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObject **bare,

@@ -6,15 +6,17 @@
  * it cannot decode exactly as the pure path would; the caller decodes that one and calls again. */
 #include "_native.h"
 
-typedef struct { char *p; Py_ssize_t len, cap; } grow_t;
+/* a column: a bytes object written in place and cut to its length at the end (no copy) */
+typedef struct { PyObject *obj; char *p; Py_ssize_t len, cap; } grow_t;
 
 static int reserve(grow_t *g, Py_ssize_t n) {
     if (g->len + n > g->cap) {
         Py_ssize_t cap = g->cap ? g->cap : 4096;
         while (cap < g->len + n) cap *= 2;
-        char *p = PyMem_Realloc(g->p, cap);
-        if (!p) { PyErr_NoMemory(); return 0; }
-        g->p = p;
+        if (!g->obj) g->obj = PyBytes_FromStringAndSize(NULL, cap);
+        else if (_PyBytes_Resize(&g->obj, cap) < 0) g->obj = NULL;
+        if (!g->obj) return 0;
+        g->p = PyBytes_AS_STRING(g->obj);
         g->cap = cap;
     }
     return 1;
@@ -25,6 +27,15 @@ static inline int grow(grow_t *g, const void *src, Py_ssize_t n) {
     memcpy(g->p + g->len, src, n);
     g->len += n;
     return 1;
+}
+
+/* the column as a bytes object of its length (a new reference); g no longer holds it */
+static PyObject *take(grow_t *g) {
+    PyObject *o = g->obj;
+    g->obj = NULL;
+    if (!o) return PyBytes_FromStringAndSize(NULL, 0);
+    if (_PyBytes_Resize(&o, g->len) < 0) return NULL;
+    return o;
 }
 
 #define PUT(g, v) grow(&(g), &(v), sizeof(v))
@@ -65,8 +76,8 @@ PyObject *py_frame_spans(PyObject *self, PyObject *args) {
         pos += 16 + (Py_ssize_t)length;
     }
     PyBuffer_Release(&b);
-    PyObject *spans = ok ? PyBytes_FromStringAndSize(out.p ? out.p : "", out.len) : NULL;
-    PyMem_Free(out.p);
+    PyObject *spans = ok ? take(&out) : NULL;
+    Py_XDECREF(out.obj);
     if (!spans) return NULL;
     return Py_BuildValue("(NniK)", spans, pos, status, need);
 }
@@ -84,6 +95,34 @@ static int tag_number(PyObject *numbers, PyObject *tags, PyObject *full, int32_t
     Py_DECREF(k);
     *out = (int32_t)(PyList_GET_SIZE(tags) - 1);
     return 1;
+}
+
+/* the tensor values' tags seen in this call, each with the metadata it came with last: a
+ * record whose tag and metadata bytes are those of one seen is decoded without the file's
+ * dicts (its tag, metadata and plugin are known; the metadata is in the file's dict already,
+ * as nothing else writes it during the call). ASCII tags only: two non-UTF-8 tags may
+ * decode to one string, whose metadata either may change. */
+#define SEEN 32
+typedef struct { span_t tag, meta, plugin; PyObject *full; int32_t number; } seen_t;
+
+static seen_t *seen_find(seen_t *seen, int n, const event_t *e) {
+    for (int k = 0; k < n; k++)
+        if (seen[k].tag.n == e->tag.n && !memcmp(seen[k].tag.p, e->tag.p, e->tag.n))
+            return &seen[k];
+    return NULL;
+}
+
+static void seen_put(seen_t *seen, int *n, const event_t *e, PyObject *full, int32_t number) {
+    span_t plugin = {NULL, 0};
+    for (Py_ssize_t k = 0; k < e->tag.n; k++)
+        if (e->tag.p[k] >= 0x80) return;
+    if (plugin_of(e->meta.p, 0, e->meta.n, &plugin) < 0) return;
+    seen_t *s = seen_find(seen, *n, e);
+    if (!s) {
+        if (*n == SEEN) return;
+        s = &seen[(*n)++];
+    }
+    *s = (seen_t){e->tag, e->meta, plugin, full, number};
 }
 
 /* decode_chunk(buf, spans, i, base, first_index, namespace, metadata, tags cache)
@@ -107,6 +146,8 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
     double last_wall = 0;
     int any = 0;
     int32_t zero32 = 0;
+    seen_t seen[SEEN];
+    int nseen = 0;
     if (!tags || !numbers || !PUT(c[R_REC_END], zero32) || !PUT(c[H_END], zero32)) goto done;
     /* room for all records up front: no copy while the columns grow */
     for (int k = 0; k < NCOLS; k++)
@@ -127,13 +168,21 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
         PyObject *full = NULL;
         double value = 0;
         int table = 0;
-        if (e.summaries) {
-            table = event_row(&e, b, ns, metadata, cache, &full, &value);
-            if (table < 0) goto done;
-            if (!table) break;
-        }
         int32_t tag;
-        if (!tag_number(numbers, tags, e.summaries ? full : kind_names[0], &tag)) goto done;
+        int cached = e.summaries && e.kind == 8 && e.has_meta && e.tag.n >= 0;
+        seen_t *s = cached ? seen_find(seen, nseen, &e) : NULL;
+        if (s && s->meta.n == e.meta.n && !memcmp(s->meta.p, e.meta.p, e.meta.n)) {
+            if (!(table = tensor_row(&e, b, s->plugin, &value))) break;
+            tag = s->number;
+        } else {
+            if (e.summaries) {
+                table = event_row(&e, b, ns, metadata, cache, &full, &value);
+                if (table < 0) goto done;
+                if (!table) break;
+            }
+            if (!tag_number(numbers, tags, e.summaries ? full : kind_names[0], &tag)) goto done;
+            if (cached) seen_put(seen, &nseen, &e, full, tag);
+        }
         int64_t offset = base + at, index = first + i, len64 = n;
         int64_t crc;
         uint32_t crc32;
@@ -183,14 +232,14 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
     PyObject *cols = PyTuple_New(NCOLS);
     if (!cols) goto done;
     for (int k = 0; k < NCOLS; k++) {
-        PyObject *o = PyBytes_FromStringAndSize(c[k].p ? c[k].p : "", c[k].len);
+        PyObject *o = take(&c[k]);
         if (!o) { Py_DECREF(cols); goto done; }
         PyTuple_SET_ITEM(cols, k, o);
     }
     result = any ? Py_BuildValue("(nLdON)", i, (long long)last_step, last_wall, tags, cols)
                  : Py_BuildValue("(nOOON)", i, Py_None, Py_None, tags, cols);
 done:
-    for (int k = 0; k < NCOLS; k++) PyMem_Free(c[k].p);
+    for (int k = 0; k < NCOLS; k++) Py_XDECREF(c[k].obj);
     Py_XDECREF(tags);
     Py_XDECREF(numbers);
     PyBuffer_Release(&buf);

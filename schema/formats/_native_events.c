@@ -159,6 +159,22 @@ static PyObject *cut_of(Py_ssize_t at, Py_ssize_t size, PyObject *tag) {
     return d;
 }
 
+/* the row a tensor value of plugin `plugin` makes: 1 a scalar (*value), 2 a histogram, 0
+ * none the compiled path makes */
+int tensor_row(const event_t *e, const unsigned char *b, span_t plugin, double *value) {
+    Py_ssize_t size = e->c_end - e->c_at;
+    if (span_is(plugin, "scalars") && e->ndims == 0 &&
+        ((e->dtype == 1 && size == 4) || (e->dtype == 2 && size == 8))) {
+        if (e->dtype == 1) { float x; memcpy(&x, b + e->c_at, 4); *value = x; }
+        else memcpy(value, b + e->c_at, 8);
+        return 1;
+    }
+    if (span_is(plugin, "histograms") && e->dtype == 2 && e->ndims == 2 && e->dims[1] == 3 &&
+        e->dims[0] > 0 && size == 24 * e->dims[0])
+        return 2;
+    return 0;
+}
+
 /* which row the summary of Event e makes, as tfevents_decode._fast decides: 1 a scalar (its
  * value in *value), 2 a histogram (e's content), 0 none the compiled path makes (the caller
  * stops there), -1 an error; *full is the row's tag (borrowed from the file's tag cache, alive
@@ -184,18 +200,7 @@ int event_row(event_t *e, const unsigned char *b, PyObject *ns, PyObject *metada
                         : (md ? -1 : 0);
         }
         if (found < 0) return 0;
-        Py_ssize_t size = e->c_end - e->c_at;
-        if (span_is(plugin, "scalars") && e->ndims == 0 &&
-            ((e->dtype == 1 && size == 4) || (e->dtype == 2 && size == 8))) {
-            if (e->dtype == 1) { float x; memcpy(&x, b + e->c_at, 4); *value = x; }
-            else memcpy(value, b + e->c_at, 8);
-            table = 1;
-        } else if (span_is(plugin, "histograms") && e->dtype == 2 && e->ndims == 2 &&
-                   e->dims[1] == 3 && e->dims[0] > 0 && size == 24 * e->dims[0]) {
-            table = 2;
-        } else {
-            return 0;
-        }
+        if (!(table = tensor_row(e, b, plugin, value))) return 0;
     } else {
         if (e->has_meta && plugin_of(e->meta.p, 0, e->meta.n, &plugin) < 0) return 0;
         table = 1;
