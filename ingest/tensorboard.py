@@ -176,13 +176,13 @@ def _pending(files, points):
 
 def import_run(store, run_id, run_name, files, project=None, logdir=None):
     """Imports what is new in `files` into run `run_id`; returns its result dict."""
-    points = imported_points(store, run_id)
+    created = not store.has_run(run_id)
+    points = {} if created else imported_points(store, run_id)
     todo = _pending(files, points)
     result = {"run_id": run_id, "name": run_name, "files": len(files), "new_files": 0,
               "records": 0, "bytes": 0, "segments": 0, "problems": [], "corrupt": False}
     if not todo:
         return result
-    created = not store.has_run(run_id)
     if created:
         walls = [w for w in (_first_wall_time(p) for p, *_ in files) if w]
         store.create_run(run_id, name=run_name, project=project, tags=["import-tfevents"],
@@ -199,9 +199,9 @@ def import_run(store, run_id, run_name, files, project=None, logdir=None):
         out.flush()
     finally:
         store.end_attempt(writer_id)
-    record = store.run(run_id)
+    record = None if created else store.run(run_id)
     if created or "import-tfevents" in record.tags:   # a recorded run keeps its own end
-        ends = [t for t in (last_wall, record.ended_at if not created else None) if t]
+        ends = [t for t in (last_wall, record.ended_at if record else None) if t]
         store.finish_run(run_id, 0, ended_at=max(ends, default=None))
     result["segments"] = out.segments
     return result
