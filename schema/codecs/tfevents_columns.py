@@ -26,6 +26,9 @@ from .tfevents_restore import RAW_TABLE
 # instead: a file whose every few records are odd kinds would otherwise make an Arrow table
 # of a few rows each time
 MIN_RUN = 64
+# records then decoded through decode_records before decode_chunk is tried again: a file of
+# odd kinds (TF1's many-valued summaries) costs one decode_chunk call a block, not a record
+LIST_BLOCK = 256
 
 _WHAT = pa.array(["empty"] + [EVENT_KINDS.get(k, "") for k in range(1, 11)], pa.string())
 _LEN = struct.Struct("<Q")
@@ -49,11 +52,12 @@ def decode_chunk(src, buf, base, spans, first_index, buffers):
     while i < n:
         j, step, wall, tags, cols = nat.decode_chunk(buf, spans, i, base, first_index,
                                                      src.namespace, src.metadata, src.tags)
-        if j < n and j - i < MIN_RUN:   # short: the column lists' path, the odd record too
-            records = _records(buf, base, view, first_index, i, j + 1)
+        if j < n and j - i < MIN_RUN:   # short: the column lists' path, for a while
+            end = min(n, j + 1 + LIST_BLOCK)
+            records = _records(buf, base, view, first_index, i, end)
             decode_records(src, records, buffers)
             size += sum(len(d) for _o, _i, d in records)
-            i = j + 1
+            i = end
             continue
         if step is not None:
             src.last_step, src.last_wall = step, wall
