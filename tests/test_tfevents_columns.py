@@ -75,7 +75,7 @@ def test_chunks_decode_to_the_rows_of_decode_records_on_both_paths(compiled, mon
     monkeypatch.setattr(tfevents_columns, "_add",
                         lambda *a: arrow_runs.append(a[0].file) or add(*a))
     for path in files:
-        for namespace, max_bytes, min_run in (("", 1 << 20, 64), ("train", 1 << 20, 1),
+        for namespace, max_bytes, min_run in (("", 1 << 20, 1024), ("train", 1 << 20, 1),
                                              ("x", 700, 1), ("", 333, 64)):
             monkeypatch.setattr(tfevents_columns, "MIN_RUN", min_run)
             monkeypatch.setenv(PURE, "0")

@@ -23,9 +23,9 @@ from .tfevents_decode import decode_records
 from .tfevents_restore import RAW_TABLE
 
 # a run of records decode_chunk decoded shorter than this goes through decode_records
-# instead: a file whose every few records are odd kinds would otherwise make an Arrow table
-# of a few rows each time
-MIN_RUN = 64
+# instead: Arrow tables cost ~0.4-1 ms each to make and to concatenate, so a file whose
+# records are odd every few hundred would cost more this way than the column lists' way
+MIN_RUN = 1024
 # records then decoded through decode_records before decode_chunk is tried again: a file of
 # odd kinds (TF1's many-valued summaries) costs one decode_chunk call a block, not a record
 LIST_BLOCK = 256

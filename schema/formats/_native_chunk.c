@@ -38,6 +38,7 @@ static PyObject *take(grow_t *g) {
     return o;
 }
 
+#define FIRST_ROOM (256 << 10)   /* bytes a column starts with, at most */
 #define PUT(g, v) grow(&(g), &(v), sizeof(v))
 
 /* the columns of one call, in the order chunk_names lists them (tfevents_columns.py) */
@@ -149,11 +150,15 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
     seen_t seen[SEEN];
     int nseen = 0;
     if (!tags || !numbers || !PUT(c[R_REC_END], zero32) || !PUT(c[H_END], zero32)) goto done;
-    /* room for all records up front: no copy while the columns grow */
-    for (int k = 0; k < NCOLS; k++)
-        if (!reserve(&c[k], k == R_DATA ? buf.len : k >= H_LIMITS ? buf.len / 3 + 8
-                                                    : 8 * (total - i) + 8))
-            goto done;
+    /* room for the first records (more as they come: a bytes object grows in place, by
+     * mremap once large); room for the whole rest up front made a call that stops early,
+     * after a few records, cost a millisecond */
+    Py_ssize_t rest = i < total ? buf.len - spans[i] : 0;
+    if (rest < 0) rest = 0;
+    for (int k = 0; k < NCOLS; k++) {
+        Py_ssize_t bound = k == R_DATA ? rest : k >= H_LIMITS ? rest / 3 + 8 : 8 * (total - i) + 8;
+        if (!reserve(&c[k], bound < FIRST_ROOM ? bound : FIRST_ROOM)) goto done;
+    }
     for (; i < total; i++) {
         int64_t at = spans[i];
         if (at < 0 || at > buf.len - 16) break;   /* not frame_spans' */
