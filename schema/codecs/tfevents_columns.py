@@ -50,9 +50,11 @@ def decode_chunk(src, buf, base, spans, first_index, buffers):
         return n, sum(len(d) for _o, _i, d in records)
     i, size = 0, 0
     while i < n:
-        j, step, wall, tags, cols = nat.decode_chunk(buf, spans, i, base, first_index,
-                                                     src.namespace, src.metadata, src.tags)
-        if j < n and j - i < MIN_RUN:   # short: the column lists' path, for a while
+        j = i   # fewer records left than a run: not worth a try
+        if n - i >= MIN_RUN:
+            j, step, wall, tags, cols = nat.decode_chunk(buf, spans, i, base, first_index,
+                                                         src.namespace, src.metadata, src.tags)
+        if j - i < MIN_RUN:   # short (an odd record, or a small file): the column lists
             end = min(n, j + 1 + LIST_BLOCK)
             records = _records(buf, base, view, first_index, i, end)
             decode_records(src, records, buffers)
