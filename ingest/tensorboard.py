@@ -34,7 +34,7 @@ from tfblackbox.schema.store import segments
 from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.store.records import valid_run_id
 from tfblackbox.schema.codecs.rows import ColumnBuffers
-from tfblackbox.schema.codecs.tfevents_columns import decode_chunk
+from tfblackbox.schema.codecs.tfevents_columns import decode_next
 from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed
 from tfblackbox.schema.codecs.tfevents_restore import RAW_TABLE
 
@@ -217,15 +217,13 @@ def _import_file(out, path, name, namespace, point, result):
     reader = tfrecord.RecordReader(path, offset, index)
     corrupt = None
     while True:
-        first = reader.index
         try:
-            buf, base, spans = reader.read_spans(CHUNK_BYTES)
+            count, n = decode_next(src, reader, out.buffers, CHUNK_BYTES)
         except tfrecord.CorruptRecordError as e:
             corrupt = e
             break
-        if not spans:
+        if not count:
             break
-        count, n = decode_chunk(src, buf, base, spans, first, out.buffers)
         result["records"] += count
         result["bytes"] += n
         out.nbytes += n

@@ -38,6 +38,20 @@ def _by_chunks(path, namespace, max_bytes):
     return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
 
 
+def _by_next(path, namespace, max_bytes):
+    """The import's loop (decode_next)."""
+    src = FileSource("/abs/events", "ns/events", namespace)
+    buffers = ColumnBuffers(attempt=3)
+    reader = tfrecord.RecordReader(path)
+    total = 0
+    while True:
+        count, size = tfevents_columns.decode_next(src, reader, buffers, max_bytes)
+        if not count:
+            break
+        total += size
+    return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
+
+
 def _by_records(path, namespace, max_bytes):
     """The spec: read, decode_records."""
     src = FileSource("/abs/events", "ns/events", namespace)
@@ -116,19 +130,27 @@ def test_decode_chunk_takes_every_record_of_a_tf2_loop_in_one_call(compiled, mon
     """Scalars and histograms as tf.summary writes them never leave the compiled path, and
     their rows are decode_records'."""
     path = tmp_path / "events.out.tfevents.1"
-    tfrecord.write_records(str(path), _tf2_records(300))
+    tfrecord.write_records(str(path), _tf2_records(600))
     monkeypatch.setenv(PURE, "0")
     nat = native.module()
     buf = path.read_bytes()
     spans, end, status, _need = nat.frame_spans(buf, 0)
-    assert (end, status, len(spans) // 8) == (len(buf), 0, 601)
+    assert (end, status, len(spans) // 8) == (len(buf), 0, 1201)
     src = FileSource("/abs/events", "events", "")
     stop, step, wall, tags, cols = nat.decode_chunk(buf, spans, 0, 0, 0, "", src.metadata,
                                                     src.tags)
-    assert (stop, step, wall, sorted(tags)) == (601, 299, 301.0, ["", "loss", "w"])
+    assert (stop, step, wall, sorted(tags)) == (1201, 599, 601.0, ["", "loss", "w"])
     assert _by_chunks(str(path), "", 1 << 20) == _by_records(str(path), "", 1 << 20)
     monkeypatch.setenv(PURE, "1")
     assert _by_chunks(str(path), "", 1000) == _by_records(str(path), "", 1 << 20)
+    arrow_runs = []
+    add = tfevents_columns._add
+    monkeypatch.setattr(tfevents_columns, "_add", lambda *a: arrow_runs.append(1) or add(*a))
+    for pure in ("1", "0"):
+        monkeypatch.setenv(PURE, pure)
+        for max_bytes in (1 << 20, 5000):
+            assert _by_next(str(path), "", max_bytes) == _by_records(str(path), "", 1 << 20)
+    assert arrow_runs == [1]   # the compiled path's one chunk of 1 MB; 5000 bytes: lists
 
 
 def test_a_tag_whose_metadata_changes_decodes_as_decode_records_does(compiled, monkeypatch,
@@ -196,3 +218,41 @@ def test_a_file_of_odd_records_costs_one_decode_chunk_call_a_block(compiled, mon
     assert len(calls) <= 1000 // tfevents_columns.LIST_BLOCK + 1
     monkeypatch.setattr(tfevents_columns, "native", native)
     assert got == _by_records(str(path), "", 1 << 20)
+
+
+def test_an_import_through_the_chunk_path_resumes_and_restores_byte_for_byte(
+        compiled, monkeypatch, tmp_path):
+    """import-tfevents of a file long enough for decode_chunk's Arrow tables, cut in the
+    middle of a record, then whole: the same store rows on both paths, nothing doubled, and
+    the file written back byte for byte."""
+    from tfblackbox.ingest import tensorboard as import_tfevents
+    from tfblackbox.schema import Store
+    from tfblackbox.schema.codecs.tfevents_restore import write_logdir
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    path = logdir / "events.out.tfevents.5"
+    tfrecord.write_records(str(path), _tf2_records(1500))
+    data = path.read_bytes()
+    cut = tfrecord.read_records(str(path))[2100][0] + 20
+    arrow_runs = []
+    add = tfevents_columns._add
+    monkeypatch.setattr(tfevents_columns, "_add", lambda *a: arrow_runs.append(1) or add(*a))
+    tables = {}
+    for pure in ("1", "0"):
+        monkeypatch.setenv(PURE, pure)
+        store = Store.create(str(tmp_path / f"store{pure}"))
+        path.write_bytes(data[:cut])
+        [first] = import_tfevents.import_logdir(store, str(logdir))
+        assert first["records"] == 2100 and first["problems"]
+        path.write_bytes(data)
+        [second] = import_tfevents.import_logdir(store, str(logdir))
+        assert second["records"] == 3001 - 2100 and not second["problems"]
+        [third] = import_tfevents.import_logdir(store, str(logdir))
+        assert third["records"] == 0
+        out = tmp_path / f"restored{pure}"
+        write_logdir(store, first["run_id"], out)
+        assert (out / path.name).read_bytes() == data
+        tables[pure] = {name: _ipc({name: store.read(first["run_id"], name)})
+                        for name in ("scalars", "histograms", "tfevents_records")}
+    assert tables["0"] == tables["1"]
+    assert arrow_runs == [1]   # the first import's 2100 records; the 901 after: the lists

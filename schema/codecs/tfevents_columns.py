@@ -37,6 +37,21 @@ _LEN = struct.Struct("<Q")
  H_END, H_LIMITS, H_COUNTS, H_LEFTS) = range(27)
 
 
+def decode_next(src, reader, buffers, max_bytes):
+    """Reads the next chunk of complete records of reader's file (tfrecord.RecordReader, at
+    most about max_bytes) into `buffers`: (records, bytes of their data), (0, 0) at the end;
+    raises CorruptRecordError as RecordReader.read does. Without the extension, the records
+    as read() gives them, to decode_records."""
+    first = reader.index
+    if native.module() is None or type(buffers) is not ColumnBuffers:
+        batch = reader.read(max_bytes)
+        records = [(off, first + i, data) for i, (off, data) in enumerate(batch)]
+        decode_records(src, records, buffers)
+        return len(records), sum(len(d) for _o, _i, d in records)
+    buf, base, spans = reader.read_spans(max_bytes)
+    return decode_chunk(src, buf, base, spans, first, buffers)
+
+
 def decode_chunk(src, buf, base, spans, first_index, buffers):
     """The records at `spans` (RecordReader.read_spans: int64 positions in buf, as bytes; buf
     is at byte `base` of src's file; the first is record number `first_index`) -> rows in
