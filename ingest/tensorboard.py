@@ -34,7 +34,8 @@ from tfblackbox.schema.store import segments
 from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.store.records import valid_run_id
 from tfblackbox.schema.codecs.rows import ColumnBuffers
-from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.codecs.tfevents_columns import decode_next
+from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed
 from tfblackbox.schema.codecs.tfevents_restore import RAW_TABLE
 
 from tfblackbox.cli.exits import EXIT_FAILED, EXIT_OK, print_json
@@ -175,13 +176,13 @@ def _pending(files, points):
 
 def import_run(store, run_id, run_name, files, project=None, logdir=None):
     """Imports what is new in `files` into run `run_id`; returns its result dict."""
-    points = imported_points(store, run_id)
+    created = not store.has_run(run_id)
+    points = {} if created else imported_points(store, run_id)
     todo = _pending(files, points)
     result = {"run_id": run_id, "name": run_name, "files": len(files), "new_files": 0,
               "records": 0, "bytes": 0, "segments": 0, "problems": [], "corrupt": False}
     if not todo:
         return result
-    created = not store.has_run(run_id)
     if created:
         walls = [w for w in (_first_wall_time(p) for p, *_ in files) if w]
         store.create_run(run_id, name=run_name, project=project, tags=["import-tfevents"],
@@ -198,9 +199,9 @@ def import_run(store, run_id, run_name, files, project=None, logdir=None):
         out.flush()
     finally:
         store.end_attempt(writer_id)
-    record = store.run(run_id)
+    record = None if created else store.run(run_id)
     if created or "import-tfevents" in record.tags:   # a recorded run keeps its own end
-        ends = [t for t in (last_wall, record.ended_at if not created else None) if t]
+        ends = [t for t in (last_wall, record.ended_at if record else None) if t]
         store.finish_run(run_id, 0, ended_at=max(ends, default=None))
     result["segments"] = out.segments
     return result
@@ -217,17 +218,13 @@ def _import_file(out, path, name, namespace, point, result):
     corrupt = None
     while True:
         try:
-            batch = reader.read(CHUNK_BYTES)
+            count, n = decode_next(src, reader, out.buffers, CHUNK_BYTES)
         except tfrecord.CorruptRecordError as e:
             corrupt = e
             break
-        if not batch:
+        if not count:
             break
-        first = reader.index - len(batch)
-        records = [(off, first + i, data) for i, (off, data) in enumerate(batch)]
-        decode_records(src, records, out.buffers)
-        n = sum(len(d) for _o, _i, d in records)
-        result["records"] += len(records)
+        result["records"] += count
         result["bytes"] += n
         out.nbytes += n
         out.maybe_flush()

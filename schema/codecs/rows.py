@@ -81,8 +81,12 @@ class ColumnBuffers:
 
     def add_table(self, table, rows):
         """Appends a ready pa.Table of `table`'s columns (a missing attempt column is filled
-        in): producers that build Arrow arrays themselves skip the per-value conversion."""
+        in): producers that build Arrow arrays themselves skip the per-value conversion. Rows
+        keep the order they were added in, lists and tables mixed (import-tfevents)."""
         schema = schema_of(table)
+        cols = self.tables.pop(table, None)
+        if cols and next(iter(cols.values())):   # the rows before these, first
+            self.arrow.setdefault(table, []).append(_list_table(table, cols))
         if "attempt" not in rows.column_names:
             rows = rows.append_column("attempt", pa.array(
                 np.full(rows.num_rows, self.attempt, np.int32), pa.int32()))
@@ -105,11 +109,9 @@ class ColumnBuffers:
         out = {}
         for name, cols in self.tables.items():
             if cols and next(iter(cols.values())):
-                schema = schema_of(name)
-                out[name] = pa.Table.from_arrays(
-                    [arrow_column(cols[f.name], f.type) for f in schema], schema=schema)
+                out[name] = _list_table(name, cols)
         for name, parts in self.arrow.items():
-            table = pa.concat_tables(([out[name]] if name in out else []) + parts)
+            table = pa.concat_tables(parts + ([out[name]] if name in out else []))
             # One chunk, as Parquet pages split at chunk ends, unless the chunks are large
             # already (dumps: ~1 ms a dumped step to copy, for 1% smaller files)
             if table.nbytes < min(1 << 30, COMBINE_BELOW * table.column(0).num_chunks):
@@ -117,6 +119,12 @@ class ColumnBuffers:
             out[name] = table
         self.tables, self.arrow, self.arrow_bytes, self.rows = {}, {}, {}, 0
         return out
+
+
+def _list_table(name, cols):
+    schema = schema_of(name)
+    return pa.Table.from_arrays([arrow_column(cols[f.name], f.type) for f in schema],
+                                schema=schema)
 
 
 def arrow_column(values, typ):

@@ -8,7 +8,8 @@
  * the Python decoder and calls again after it, so rows keep their order and the Python path
  * stays the spec for everything odd (damage, other kinds, non-UTF-8 tags, warnings).
  * native.py loads it; tests/test_native_decode.py holds both paths to the same rows.
- * This file: the module, crc32c and framing; the decoding in _native_*.c (_native.h).
+ * This file: the module, crc32c and framing; the decoding in _native_*.c (_native.h);
+ * _native_chunk.c: whole chunks into flat columns, for import-tfevents.
  */
 #include "_native.h"
 
@@ -155,6 +156,10 @@ static PyMethodDef methods[] = {
      "Decodes a Summary's simple_value / histo values from pos into column lists."},
     {"decode_events", py_decode_events, METH_VARARGS,
      "Decodes tfevents records of the per-step kinds into column lists."},
+    {"frame_spans", py_frame_spans, METH_VARARGS,
+     "frame_spans(buf, pos) -> (int64 record positions as bytes, pos, status, need)."},
+    {"decode_chunk", py_decode_chunk, METH_VARARGS,
+     "Decodes the framed records of a buffer into flat columns (import-tfevents)."},
     {"setup", py_setup, METH_VARARGS, "setup(numpy.frombuffer)."},
     {"hardware_crc", py_hardware_crc, METH_NOARGS, "Whether crc32c uses SSE4.2."},
     {NULL, NULL, 0, NULL},

@@ -1,6 +1,7 @@
 /* Shared by the compiled decoder's parts (_native.c: the module, crc32c and framing;
  * _native_wire.c: the wire format and the column lists; _native_summary.c: Summary values;
- * _native_events.c: tfevents records). What it is: _native.c. */
+ * _native_events.c: tfevents records;
+ * _native_chunk.c: chunks of records into flat columns). What it is: _native.c. */
 #ifndef TFBLACKBOX_NATIVE_H
 #define TFBLACKBOX_NATIVE_H
 #define PY_SSIZE_T_CLEAN
@@ -12,6 +13,32 @@ typedef struct { const unsigned char *p; Py_ssize_t n; } span_t;
 
 /* one field: its number, wire type, payload (start, end) and a varint's value */
 typedef struct { uint64_t number; int wire; Py_ssize_t start, end; uint64_t value; } field_t;
+
+/* one Event of the per-step kinds (_native_events.c: event_of) */
+typedef struct {
+    double wall;
+    int64_t step;
+    int what;                 /* the first Event kind field (3..10), 0 for none */
+    Py_ssize_t sum_at, sum_end;
+    int summaries;
+    /* the one summary value */
+    span_t tag, meta;
+    int has_meta;
+    int kind;                 /* 0 none, 2 simple_value, 8 tensor */
+    float simple;
+    /* its tensor */
+    uint64_t dtype;
+    int64_t dims[2];
+    int ndims;
+    Py_ssize_t c_at, c_end;
+    int has_content;
+} event_t;
+int event_of(const unsigned char *b, Py_ssize_t n, event_t *e);
+int tensor_row(const event_t *e, const unsigned char *b, span_t plugin, double *value);
+int event_row(event_t *e, const unsigned char *b, PyObject *ns, PyObject *metadata,
+              PyObject *cache, PyObject **full, double *value);
+int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObject **bare,
+            PyObject **full);
 
 /* a table's column lists, in the order of the names given to table_init */
 typedef struct {
@@ -39,6 +66,8 @@ int table_init(table_t *t, PyObject *cols, const char **names);
 int table_add(table_t *t, PyObject **values);
 PyObject *py_summary_values(PyObject *self, PyObject *args);
 PyObject *py_decode_events(PyObject *self, PyObject *args);
+PyObject *py_decode_chunk(PyObject *self, PyObject *args);
+PyObject *py_frame_spans(PyObject *self, PyObject *args);
 
 extern const char *SCALAR_COLS[], *HISTO_COLS[], *RAW_COLS[];
 extern PyObject *frombuffer, *f8, *s_empty, *s_histo, *s_tensor, *s_summary, *s_histograms,

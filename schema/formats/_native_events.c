@@ -3,24 +3,6 @@
 
 /* -- tfevents records (tfevents_decode's _fast path and its raw rows) ---------------------- */
 
-typedef struct {
-    double wall;
-    int64_t step;
-    int what;                 /* the first Event kind field (3..10), 0 for none */
-    Py_ssize_t sum_at, sum_end;
-    int summaries;
-    /* the one summary value */
-    span_t tag, meta;
-    int has_meta;
-    int kind;                 /* 0 none, 2 simple_value, 8 tensor */
-    float simple;
-    /* its tensor */
-    uint64_t dtype;
-    int64_t dims[2];
-    int ndims;
-    Py_ssize_t c_at, c_end;
-    int has_content;
-} event_t;
 
 
 /* a TensorShapeProto of at most two known dims; 0 for anything else (the pure path's
@@ -65,7 +47,7 @@ static int tensor_of(const unsigned char *b, Py_ssize_t i, Py_ssize_t end, event
 }
 
 /* an Event of the fast kinds; 0 for anything the pure path decodes another way */
-static int event_of(const unsigned char *b, Py_ssize_t n, event_t *e) {
+int event_of(const unsigned char *b, Py_ssize_t n, event_t *e) {
     field_t f, g;
     Py_ssize_t i = 0;
     memset(e, 0, sizeof *e);
@@ -122,7 +104,7 @@ static int event_of(const unsigned char *b, Py_ssize_t n, event_t *e) {
 }
 
 /* the tag as the file's rows name it: (tag, namespace/tag), cached per file by tag bytes */
-static int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObject **bare,
+int tags_of(PyObject *cache, PyObject *ns, span_t tag, int strict, PyObject **bare,
                    PyObject **full) {
     PyObject *key = PyBytes_FromStringAndSize((const char *)tag.p, tag.n);
     if (!key) return -1;
@@ -177,6 +159,69 @@ static PyObject *cut_of(Py_ssize_t at, Py_ssize_t size, PyObject *tag) {
     return d;
 }
 
+/* the row a tensor value of plugin `plugin` makes: 1 a scalar (*value), 2 a histogram, 0
+ * none the compiled path makes */
+int tensor_row(const event_t *e, const unsigned char *b, span_t plugin, double *value) {
+    Py_ssize_t size = e->c_end - e->c_at;
+    if (span_is(plugin, "scalars") && e->ndims == 0 &&
+        ((e->dtype == 1 && size == 4) || (e->dtype == 2 && size == 8))) {
+        if (e->dtype == 1) { float x; memcpy(&x, b + e->c_at, 4); *value = x; }
+        else memcpy(value, b + e->c_at, 8);
+        return 1;
+    }
+    if (span_is(plugin, "histograms") && e->dtype == 2 && e->ndims == 2 && e->dims[1] == 3 &&
+        e->dims[0] > 0 && size == 24 * e->dims[0])
+        return 2;
+    return 0;
+}
+
+/* which row the summary of Event e makes, as tfevents_decode._fast decides: 1 a scalar (its
+ * value in *value), 2 a histogram (e's content), 0 none the compiled path makes (the caller
+ * stops there), -1 an error; *full is the row's tag (borrowed from the file's tag cache, alive
+ * for this record). A value's own metadata is remembered for the file's later values. */
+int event_row(event_t *e, const unsigned char *b, PyObject *ns, PyObject *metadata,
+              PyObject *cache, PyObject **full, double *value) {
+    PyObject *bare = NULL;
+    span_t plugin = {NULL, 0};
+    int table;
+    int ok = tags_of(cache, ns, e->tag.n < 0 ? (span_t){(const unsigned char *)"", 0} : e->tag,
+                     e->kind == 2, &bare, full);
+    if (ok <= 0) return ok;   /* 0: a non-UTF-8 simple_value tag: the general path warns */
+    if (e->kind == 8) {
+        int found;
+        if (e->has_meta) {
+            found = plugin_of(e->meta.p, 0, e->meta.n, &plugin);
+        } else {
+            PyObject *md = PyDict_GetItemWithError(metadata, bare);
+            if (!md && PyErr_Occurred()) return -1;
+            found = (md && PyBytes_Check(md))
+                        ? plugin_of((const unsigned char *)PyBytes_AS_STRING(md), 0,
+                                    PyBytes_GET_SIZE(md), &plugin)
+                        : (md ? -1 : 0);
+        }
+        if (found < 0) return 0;
+        if (!(table = tensor_row(e, b, plugin, value))) return 0;
+    } else {
+        if (e->has_meta && plugin_of(e->meta.p, 0, e->meta.n, &plugin) < 0) return 0;
+        table = 1;
+        *value = (double)e->simple;
+    }
+    if (e->has_meta) {   /* remembered for the file's later values of the tag */
+        PyObject *md = PyDict_GetItemWithError(metadata, bare);
+        if (!md && PyErr_Occurred()) return -1;
+        if (!md || !PyBytes_Check(md) || PyBytes_GET_SIZE(md) != e->meta.n ||
+            memcmp(PyBytes_AS_STRING(md), e->meta.p, e->meta.n)) {
+            PyObject *m = PyBytes_FromStringAndSize((const char *)e->meta.p, e->meta.n);
+            if (!m || PyDict_SetItem(metadata, bare, m) < 0) {
+                Py_XDECREF(m);
+                return -1;
+            }
+            Py_DECREF(m);
+        }
+    }
+    return table;
+}
+
 /* decode_events(records, i, file, source, namespace, metadata, tags, raw lists...,
  *               scalars cols, histograms cols, attempt)
  *   -> (index of the first record not decoded here, decoded rows added, last step, last wall)
@@ -209,63 +254,16 @@ PyObject *py_decode_events(PyObject *self, PyObject *args) {
         Py_ssize_t n = PyBytes_GET_SIZE(data);
         event_t e;
         if (!event_of(b, n, &e)) break;
-        PyObject *bare = NULL, *full = NULL;
+        PyObject *full = NULL;
         PyObject *cuts = Py_None, *record = data;
         int table = 0;   /* decoded row: 1 scalar, 2 histogram */
         PyObject *value = NULL;
-        span_t plugin = {NULL, 0};
         if (e.summaries) {
-            int ok = tags_of(cache, ns, e.tag.n < 0 ? (span_t){(const unsigned char *)"", 0}
-                                                    : e.tag, e.kind == 2, &bare, &full);
-            if (ok < 0) goto error;
-            if (!ok) break;   /* a non-UTF-8 simple_value tag: the general path warns */
-            if (e.kind == 8) {
-                int found;
-                if (e.has_meta) {
-                    found = plugin_of(e.meta.p, 0, e.meta.n, &plugin);
-                } else {
-                    PyObject *md = PyDict_GetItemWithError(metadata, bare);
-                    if (!md && PyErr_Occurred()) goto error;
-                    found = (md && PyBytes_Check(md))
-                                ? plugin_of((const unsigned char *)PyBytes_AS_STRING(md), 0,
-                                            PyBytes_GET_SIZE(md), &plugin)
-                                : (md ? -1 : 0);
-                }
-                if (found < 0) break;
-                Py_ssize_t size = e.c_end - e.c_at;
-                if (span_is(plugin, "scalars") && e.ndims == 0 &&
-                    ((e.dtype == 1 && size == 4) || (e.dtype == 2 && size == 8))) {
-                    double v;
-                    if (e.dtype == 1) { float x; memcpy(&x, b + e.c_at, 4); v = x; }
-                    else memcpy(&v, b + e.c_at, 8);
-                    table = 1;
-                    value = PyFloat_FromDouble(v);
-                } else if (span_is(plugin, "histograms") && e.dtype == 2 && e.ndims == 2 &&
-                           e.dims[1] == 3 && e.dims[0] > 0 && size == 24 * e.dims[0]) {
-                    table = 2;
-                } else {
-                    break;
-                }
-            } else {
-                if (e.has_meta && plugin_of(e.meta.p, 0, e.meta.n, &plugin) < 0) break;
-                table = 1;
-                value = PyFloat_FromDouble((double)e.simple);
-            }
-            if (table == 1 && !value) goto error;
-            if (e.has_meta) {   /* remembered for the file's later values of the tag */
-                PyObject *md = PyDict_GetItemWithError(metadata, bare);
-                if (!md && PyErr_Occurred()) { Py_XDECREF(value); goto error; }
-                if (!md || !PyBytes_Check(md) || PyBytes_GET_SIZE(md) != e.meta.n ||
-                    memcmp(PyBytes_AS_STRING(md), e.meta.p, e.meta.n)) {
-                    PyObject *m = PyBytes_FromStringAndSize((const char *)e.meta.p, e.meta.n);
-                    if (!m || PyDict_SetItem(metadata, bare, m) < 0) {
-                        Py_XDECREF(m);
-                        Py_XDECREF(value);
-                        goto error;
-                    }
-                    Py_DECREF(m);
-                }
-            }
+            double v;
+            table = event_row(&e, b, ns, metadata, cache, &full, &v);
+            if (table < 0) goto error;
+            if (!table) break;
+            if (table == 1 && !(value = PyFloat_FromDouble(v))) goto error;
         }
         PyObject *stepo = PyLong_FromLongLong(e.step), *wallo = PyFloat_FromDouble(e.wall);
         if (!stepo || !wallo) goto fail_row;

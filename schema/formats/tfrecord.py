@@ -11,6 +11,7 @@ and the offset. CRCs are google-crc32c's C implementation; the framing loop is c
 (native.py: _native.frame) when the extension is built.
 """
 
+import array
 import os
 import struct
 
@@ -65,8 +66,16 @@ class RecordReader:
         self.partial = 0
 
     def read(self, max_bytes=READ_BYTES):
-        out = []
-        scan = _scanner()
+        buf, base, found = self._read(max_bytes, _scanner(), [], len)
+        return [(base + p, data) for p, data in found]
+
+    def read_spans(self, max_bytes=READ_BYTES):
+        """read() without a bytes object a record: (buf, offset of buf in the file, int64
+        positions in buf of the complete records' headers, as bytes), for decoders of whole
+        chunks (codecs/tfevents_columns.py)."""
+        return self._read(max_bytes, _span_scanner(), b"", lambda spans: len(spans) // 8)
+
+    def _read(self, max_bytes, scan, out, count):
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < self.offset:
@@ -75,9 +84,9 @@ class RecordReader:
             buf, pos, base = f.read(min(max_bytes, size - self.offset)), 0, self.offset
             while True:
                 found, pos, status, need = scan(buf, pos)
-                out += [(base + p, data) for p, data in found]
+                out += found
                 self.offset = base + pos
-                self.index += len(found)
+                self.index += count(found)
                 if status == _BAD_LENGTH:
                     if out:
                         break   # hand out the good records first; the next call raises
@@ -95,7 +104,7 @@ class RecordReader:
                 if len(buf) < need:
                     break
             self.partial = size - self.offset
-        return out
+        return buf, base, out
 
     def __iter__(self):
         """Every complete record from `offset` to the end of the file as it is now."""
@@ -114,6 +123,17 @@ def _scanner():
     or its pure twin below."""
     nat = native.module()
     return _frame if nat is None else nat.frame
+
+
+def _span_scanner():
+    nat = native.module()
+    return _frame_spans if nat is None else nat.frame_spans
+
+
+def _frame_spans(buf, pos):
+    """_frame with the records' positions as int64 bytes instead of their data."""
+    found, pos, status, need = _frame(buf, pos)
+    return array.array("q", [p for p, _data in found]).tobytes(), pos, status, need
 
 
 def _frame(buf, pos):
