@@ -6,7 +6,8 @@ TF's and TensorBoard's writers name their files
 pid). A file is the run's when its name says this process wrote it (host and pid, and a time
 not before the process started: a pid can come back in a new container with the same host
 name), or that it was created at or after `since`, to the second (as W&B's tensorboard
-watcher decides). A file whose name carries no time is the run's when it was modified since.
+watcher decides). A file whose name carries no time is the run's when it was modified since,
+to the second too.
 """
 
 import functools
@@ -22,8 +23,8 @@ def is_the_runs(path, since):
         at = parts.index("tfevents")
         created = int(parts[at + 1])
     except (ValueError, IndexError):
-        try:
-            return os.path.getmtime(path) >= since
+        try:   # to the second, as names are: the kernel stamps files from a coarse clock
+            return os.path.getmtime(path) >= int(since)   # that can lag time.time() by ms
         except OSError:
             return False
     if created >= int(since):
