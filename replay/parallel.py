@@ -96,6 +96,33 @@ def run_jobs(jobs, tasks, work, results, follow=False, poll=10.0, progress=True,
     return results
 
 
+def replay_runs(store, records, results, opts, destination, push_one, task, work, poll):
+    """Each run's push for `replay --to <destination>`, the same for every destination: with
+    `opts.jobs` > 1 by worker processes (each gets `task(record)` and runs `work`), longest
+    runs first; else here, one run after another (`push_one(record)`). With `opts.follow`,
+    runs that are ok but not complete go again every `poll` seconds until they are, and
+    Ctrl-C ends it (every finished chunk is kept). Returns whether Ctrl-C ended a --follow."""
+    try:
+        if opts.jobs > 1:
+            run_jobs(opts.jobs, [(r.run_id, task(r)) for r in longest_first(store, records)],
+                     work, results, follow=opts.follow, poll=poll,
+                     progress=opts.progress and not opts.json, preload=PRELOAD[destination])
+            return False
+        todo = list(records)
+        while todo:
+            for record in todo:
+                push_one(record)
+            todo = [r for r in todo if opts.follow and results[r.run_id]["ok"]
+                    and not results[r.run_id]["complete"]]
+            if todo:
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        if not opts.follow:
+            raise
+        return True
+    return False
+
+
 def longest_first(store, records):
     """The runs in the order their workers should get them: the most stored bytes first
     (catalog segment sizes: one catalog read), so that the last runs to start are short

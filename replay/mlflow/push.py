@@ -83,29 +83,12 @@ def main(opts):
     tracking = Tracking(uri, opts.artifact_location)
     tracking.preflight([(r, experiment_of(opts, r)) for r in records])   # writes nothing
     results = {r.run_id: new_result(store, r, opts, tracking) for r in records}
-    interrupted = False
-    try:
-        if opts.jobs > 1:
-            from .. import parallel
-            parallel.run_jobs(opts.jobs, [(r.run_id, (opts, r.run_id))
-                                          for r in parallel.longest_first(store, records)],
-                              work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
-                              progress=opts.progress and not opts.json,
-                              preload=parallel.PRELOAD["mlflow"])
-        else:
-            todo = list(records)
-            while todo:
-                for record in todo:
-                    push_run(Context(store, tracking, opts), store.run(record.run_id),
-                             results[record.run_id])
-                todo = [r for r in todo if opts.follow and results[r.run_id]["ok"]
-                        and not results[r.run_id]["complete"]]
-                if todo:
-                    time.sleep(FOLLOW_POLL_SECS)
-    except KeyboardInterrupt:
-        if not opts.follow:
-            raise
-        interrupted = True
+    from .. import parallel
+    interrupted = parallel.replay_runs(
+        store, records, results, opts, "mlflow",
+        push_one=lambda r: push_run(Context(store, tracking, opts), store.run(r.run_id),
+                                    results[r.run_id]),
+        task=lambda r: (opts, r.run_id), work=work, poll=FOLLOW_POLL_SECS)
     summary = {"dry_run": False, "tracking_uri": tracking.shown,
                "runs": list(results.values()), "interrupted": interrupted}
     _print(opts, summary)

@@ -8,7 +8,6 @@ complete, 2 bad input (raised as BlackboxError: unknown run, empty store, no cre
 
 import dataclasses
 import os
-import time
 
 from tfblackbox.schema import BlackboxError, Store
 
@@ -52,30 +51,13 @@ def main(opts):
         require_credentials()
     from .offline_dir import OfflineDir
     results = {r.run_id: new_result(store, r, opts) for r in records}
-    interrupted = False
-    with OfflineDir(opts.wandb_dir) as odir:
-        todo = [] if opts.jobs > 1 else list(records)
-        try:
-            if opts.jobs > 1:   # the lock and the staging cleanup stay this process's
-                task_opts = dataclasses.replace(opts, progress=False)
-                parallel.run_jobs(opts.jobs, [(r.run_id, (task_opts, r.run_id))
-                                              for r in parallel.longest_first(store, records)],
-                                  work, results, follow=opts.follow, poll=FOLLOW_POLL_SECS,
-                                  progress=opts.progress and not opts.json,
-                                  preload=WORKER_PRELOAD)
-            while todo:
-                for record in todo:
-                    target = Target(store, store.run(record.run_id), opts, odir,
-                                    destination(opts, record))
-                    push_run(target, results[record.run_id])
-                todo = [r for r in todo if opts.follow and results[r.run_id]["ok"]
-                        and not results[r.run_id]["complete"]]
-                if todo:
-                    time.sleep(FOLLOW_POLL_SECS)
-        except KeyboardInterrupt:
-            if not opts.follow:
-                raise
-            interrupted = True   # Ctrl-C ends --follow; every finished chunk is kept
+    task_opts = dataclasses.replace(opts, progress=False)
+    with OfflineDir(opts.wandb_dir) as odir:   # with --jobs: the lock and cleanup stay here
+        interrupted = parallel.replay_runs(
+            store, records, results, opts, "wandb",
+            push_one=lambda r: push_run(Target(store, store.run(r.run_id), opts, odir,
+                                               destination(opts, r)), results[r.run_id]),
+            task=lambda r: (task_opts, r.run_id), work=work, poll=FOLLOW_POLL_SECS)
     summary = {"dry_run": False, "mode": opts.mode, "runs": list(results.values()),
                "interrupted": interrupted}
     if opts.mode == "offline":
