@@ -30,7 +30,7 @@ import socket
 import sys
 
 from tfblackbox.schema import BlackboxError, Store
-from tfblackbox.schema.store import segments
+from tfblackbox.schema.store.group_encoder import GroupEncoder
 from tfblackbox.schema.formats import tfevents, tfrecord
 from tfblackbox.schema.store.records import valid_run_id
 from tfblackbox.schema.codecs.rows import ColumnBuffers
@@ -126,24 +126,42 @@ def imported_points(store, run_id):
 # -- one run ---------------------------------------------------------------------------------
 
 class _Import:
-    """Buffers of one import attempt, written as one segment group per flush."""
+    """Buffers of one import attempt, written as one segment group per flush. Each decoded
+    chunk's rows go to the group's encoder threads at once (group_encoder.py), so Parquet
+    encoding runs while the next chunk is decoded."""
 
     def __init__(self, store, run_id, attempt, writer_id):
         self.store, self.run_id, self.writer_id = store, run_id, writer_id
         self.buffers = ColumnBuffers(attempt)
-        self.nbytes = self.segments = self.records = 0
+        self.group = None
+        self.nbytes = self.rows = self.segments = self.records = 0
+
+    def hand_over(self):
+        """Passes the rows decoded so far to the group's encoders."""
+        if not self.buffers.rows:
+            return
+        self.rows += self.buffers.rows
+        if self.group is None:
+            self.group = GroupEncoder(self.store.data, self.store.catalog, self.run_id,
+                                      self.writer_id)
+        self.group.add(self.buffers.take())
 
     def flush(self):
-        tables = self.buffers.take()
-        if tables:
-            self.segments += len(segments.write_group(self.store.data, self.store.catalog,
-                                                      self.run_id, tables, self.writer_id))
+        self.hand_over()
+        if self.group is not None:
+            group, self.group = self.group, None
+            self.segments += len(group.write())
             kill_point("import-flush")
-        self.nbytes = 0
+        self.nbytes = self.rows = 0
 
     def maybe_flush(self):
-        if self.nbytes >= FLUSH_BYTES or self.buffers.rows >= FLUSH_ROWS:
+        self.hand_over()
+        if self.nbytes >= FLUSH_BYTES or self.rows >= FLUSH_ROWS:
             self.flush()
+
+    def close(self):
+        if self.group is not None:
+            self.group.close()
 
 
 def _first_wall_time(path):
@@ -198,6 +216,7 @@ def import_run(store, run_id, run_name, files, project=None, logdir=None):
             last_wall = _import_file(out, path, name, namespace, point, result) or last_wall
         out.flush()
     finally:
+        out.close()
         store.end_attempt(writer_id)
     record = None if created else store.run(run_id)
     if created or "import-tfevents" in record.tags:   # a recorded run keeps its own end

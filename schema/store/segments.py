@@ -78,10 +78,17 @@ def parquet_options(name):
     Dictionary encoding only for string columns (tags, kinds): tried on float and list columns
     it tripled the encoding time and made files larger than zstd alone (tools/bench_hooks).
     malloc, not pyarrow's default mimalloc pool, which keeps freed pages: a long recording would
-    otherwise hold tens of MB it no longer uses (tools/bench_store)."""
-    strings = [f.name for f in schema_of(name) if pa.types.is_string(f.type)]
+    otherwise hold tens of MB it no longer uses (tools/bench_store).
+    Statistics (min/max a row group) only for flat columns: readers prune row groups by step,
+    and min/max of list, struct and binary columns (histogram buckets, raw records) cost a
+    quarter of a histogram segment's encoding and serve no reader."""
+    fields = schema_of(name)
+    strings = [f.name for f in fields if pa.types.is_string(f.type)]
+    flat = [f.name for f in fields if not pa.types.is_nested(f.type)
+            and not pa.types.is_binary(f.type) and not pa.types.is_large_binary(f.type)]
     options = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                   use_dictionary=strings, memory_pool=pa.system_memory_pool())
+                   use_dictionary=strings, write_statistics=flat,
+                   memory_pool=pa.system_memory_pool())
     # a table's own (schema/tables/__init__.py)
     options.update(WRITE_OPTIONS.get(table_name(name), {}))
     return options
@@ -237,39 +244,53 @@ def write_group(data, catalog, run_id, tables, writer_id=None):
     written = []
     try:
         for name, table in tables.items():
-            table, blob = encode(table, name)
-            rel = f"{segment_dir(name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
-            data.write_new(rel, blob)
-            lo, hi = step_range(table)
-            written.append((name, rel, table.num_rows, blob, lo, hi))
-        now = time.time()
-        seg, run = cat.SegmentRow, cat.RunRow
-
-        def add(s):
-            if s.info.get("retry") and written and s.scalar(
-                    cat.select(seg).where(seg.path == written[0][1])) is not None:
-                return [to_record(r) for r in s.scalars(cat.select(seg).where(
-                    seg.path.in_([w[1] for w in written])))]
-            out = []
-            for name, rel, rows, blob, lo, hi in written:
-                values = dict(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
-                              row_count=rows, size_bytes=len(blob),
-                              sha256=hashlib.sha256(blob).hexdigest(), min_step=lo,
-                              max_step=hi, created_at=now)
-                segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
-                out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, rows,
-                                         len(blob), values["sha256"], lo, hi, now))
-            s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
-            return out
-        return catalog.transact(add)
+            written.append(write_file(data, run_id, name, Encoded.of(table, name), writer_id))
+        return register_group(catalog, run_id, written, writer_id)
     except BaseException:
-        for _name, rel, *_rest in written:
-            with contextlib.suppress(OSError):
-                data.remove(rel)
+        remove_files(data, written)
         raise
 
 
+def write_file(data, run_id, table_name, encoded, writer_id=None):
+    """Writes an encoded segment's file durably (not yet registered): (table, rel, Encoded)."""
+    rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
+    data.write_new(rel, encoded.data)
+    return table_name, rel, encoded
+
+
+def remove_files(data, written):
+    for _name, rel, _encoded in written:
+        with contextlib.suppress(OSError):
+            data.remove(rel)
+
+
+def register_group(catalog, run_id, written, writer_id=None):
+    """Registers files write_file wrote ([(table, rel, Encoded)]) in one transaction; returns
+    their SegmentRecords. The caller removes the files if it raises."""
+    now = time.time()
+    seg, run = cat.SegmentRow, cat.RunRow
+    digests = [hashlib.sha256(e.data).hexdigest() for _n, _r, e in written]
+
+    def add(s):
+        if s.info.get("retry") and written and s.scalar(
+                cat.select(seg).where(seg.path == written[0][1])) is not None:
+            return [to_record(r) for r in s.scalars(cat.select(seg).where(
+                seg.path.in_([w[1] for w in written])))]
+        out = []
+        for (name, rel, e), digest in zip(written, digests):
+            values = dict(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
+                          row_count=e.rows, size_bytes=len(e.data), sha256=digest,
+                          min_step=e.min_step, max_step=e.max_step, created_at=now)
+            segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
+            out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, e.rows,
+                                     len(e.data), digest, e.min_step, e.max_step, now))
+        s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+        return out
+    return catalog.transact(add)
+
+
 __all__ = ["SegmentRecord", "write_segment", "write_encoded", "write_group", "register",
+           "write_file", "register_group", "remove_files",
            "Encoded",
            "StreamEncoder",
            "encode", "segment_dir", "file_name", "parse_owner", "is_this_host"]
