@@ -256,3 +256,33 @@ def test_an_import_through_the_chunk_path_resumes_and_restores_byte_for_byte(
                         for name in ("scalars", "histograms", "tfevents_records")}
     assert tables["0"] == tables["1"]
     assert arrow_runs == [1]   # the first import's 2100 records; the 901 after: the lists
+
+
+def test_span_chunks_cut_a_read_as_the_tail_cuts_its_records(compiled, monkeypatch, tmp_path):
+    """The capture's tail hands the writer SpanChunks (read_spans cut by record bytes): they
+    hold every record once, in order, with read()'s offsets, indices and bytes, no chunk past
+    the limit unless one record is, and their rows are decode_records' rows."""
+    path = tmp_path / "events.out.tfevents.3"
+    records = _tf2_records(300)
+    records.insert(7, b"x" * 5000)   # one record larger than a chunk
+    tfrecord.write_records(str(path), records)
+    spec = [(off, i, data) for i, (off, data) in enumerate(tfrecord.RecordReader(
+        str(path)).read())]
+    monkeypatch.setenv(PURE, "0")
+    for limit in (1 << 20, 4096, 700, 1):
+        reader = tfrecord.RecordReader(str(path))
+        first = reader.index
+        chunks = tfevents_columns.SpanChunk.split(*reader.read_spans(), first, limit)
+        got = [rec for c in chunks for rec in c]
+        assert got == spec, limit
+        assert [c.nbytes for c in chunks] == [sum(len(d) for _o, _i, d in c) for c in chunks]
+        assert all(c.nbytes <= limit or len(c) == 1 for c in chunks), limit
+        assert chunks[-1][-1] == spec[-1] and chunks[0][0:2] == spec[0:min(2, len(chunks[0]))]
+        expected = {1 << 20: (1, 1), 1: (len(spec), len(spec))}.get(limit, (2, len(spec) - 1))
+        assert expected[0] <= len(chunks) <= expected[1], limit
+        src = FileSource("/abs/events", "ns/events", "")
+        buffers = ColumnBuffers(attempt=3)
+        for c in chunks:
+            c.decode_into(src, buffers)
+        assert _ipc(buffers.take()) == _by_records(str(path), "", 1 << 20)[0], limit
+    assert tfevents_columns.SpanChunk.split(b"", 0, b"", 0, 1 << 20) == []

@@ -171,7 +171,7 @@ class RecordTail:
             self._held_back = True
             return []   # the writer is behind: leave the bytes in the file for now
         try:
-            batch = f.reader.read()
+            chunks = self.read_chunks(f)
         except FileNotFoundError:
             if not f.missing:
                 f.missing = True
@@ -192,9 +192,14 @@ class RecordTail:
             f.warn_once("oserror", "cannot read %s (%s); retrying", f.path, e)
             return []
         f.missing = False
-        if not batch:
-            return []
-        self.gained(f)
+        if chunks:
+            self.gained(f)
+        return chunks
+
+    def read_chunks(self, f):
+        """[(file, records, bytes)]: what f gained, in chunks of up to JOB_BYTES of record
+        data; records: [(offset, index, data)], or a sequence of them (a capture's own)."""
+        batch = f.reader.read()
         first = f.reader.index - len(batch)
         chunks, chunk, n = [], [], 0
         for i, (off, data) in enumerate(batch):

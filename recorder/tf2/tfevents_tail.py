@@ -25,10 +25,12 @@ import os
 import threading
 import weakref
 
+from tfblackbox.schema.codecs.tfevents_columns import SpanChunk
 from tfblackbox.schema.codecs.tfevents_decode import FileSource, add_unframed, decode_records
+from tfblackbox.schema.formats import native
 from tfblackbox.schema.codecs.tfevents_restore import read_points
 
-from .record_tail import POLL_SECS, RecordTail
+from .record_tail import JOB_BYTES, POLL_SECS, RecordTail
 from .tfevents_owner import is_the_runs
 
 log = logging.getLogger("tfblackbox")
@@ -165,8 +167,21 @@ class TfeventsTail(RecordTail):
                         "only the newest file of a directory and will not show them",
                         f.path, os.path.basename(min(newer)))
 
+    def read_chunks(self, f):
+        """With the compiled decoder, the records framed in place (read_spans) and cut into
+        SpanChunks that decode_chunk decodes whole on the writer thread: no bytes object a
+        record on the tail's thread, nor a Python row on the writer's."""
+        if native.module() is None:
+            return super().read_chunks(f)
+        first = f.reader.index
+        buf, base, spans = f.reader.read_spans()
+        return [(f, c, c.nbytes) for c in SpanChunk.split(buf, base, spans, first, JOB_BYTES)]
+
     def rows(self, src, records, buffers):
-        decode_records(src, records, buffers)
+        if isinstance(records, SpanChunk):
+            records.decode_into(src, buffers)
+        else:
+            decode_records(src, records, buffers)
 
     def unframed(self, src, offset, index, data, buffers):
         add_unframed(src, offset, data, buffers)

@@ -84,6 +84,51 @@ def decode_chunk(src, buf, base, spans, first_index, buffers):
     return n, size
 
 
+class SpanChunk:
+    """Consecutive complete records of one read_spans buffer, for a tail's writer job: a
+    sequence of (offset, index, data) like RecordReader.read's records (made on demand, for
+    the rare caller that needs one), decoded whole by decode_chunk (`decode_into`)."""
+
+    def __init__(self, buf, base, spans, first_index, nbytes):
+        self.buf, self.base, self.spans, self.first = buf, base, spans, first_index
+        self.view = np.frombuffer(spans, np.int64)
+        self.nbytes = nbytes   # bytes of the records' data
+
+    @classmethod
+    def split(cls, buf, base, spans, first_index, max_bytes):
+        """read_spans' output cut into chunks of about max_bytes of record data each."""
+        view = np.frombuffer(spans, np.int64)
+        if not len(view):
+            return []
+        raw = np.frombuffer(buf, np.uint8)
+        lengths = raw[view[:, None] + np.arange(8)].copy().view("<u8").ravel().astype(np.int64)
+        ends = np.cumsum(lengths)
+        out, start = [], 0
+        while start < len(view):   # greedy, as the tail cuts read()'s records
+            before = int(ends[start - 1]) if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, before + max_bytes, side="right")))
+            out.append(cls(buf, base, spans[start * 8:stop * 8], first_index + start,
+                           int(ends[stop - 1]) - before))
+            start = stop
+        return out
+
+    def __len__(self):
+        return len(self.view)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[k]
+        return _records(self.buf, self.base, self.view, self.first, k, k + 1)[0]
+
+    def __iter__(self):
+        return iter(_records(self.buf, self.base, self.view, self.first, 0, len(self)))
+
+    def decode_into(self, src, buffers):
+        """The chunk's rows into `buffers`, as decode_records makes them."""
+        return decode_chunk(src, self.buf, self.base, self.spans, self.first, buffers)
+
+
 def _records(buf, base, view, first_index, start, end):
     """[(offset, index, data)] of records start..end-1, for decode_records."""
     out = []
