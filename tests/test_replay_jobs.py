@@ -142,7 +142,8 @@ def _workers(pid):
     return found
 
 
-@pytest.mark.parametrize("victim", ["replay", "worker"])
+# a worker killed: a long case (the default run keeps the replay itself killed)
+@pytest.mark.parametrize("victim", ["replay", pytest.param("worker", marks=pytest.mark.long)])
 def test_wandb_jobs_killed_then_rerun_push_each_step_once(tmp_path, victim):
     store, wdir = str(tmp_path / "store"), tmp_path / "wandb"
     make_store(store, steps=3000)
@@ -199,6 +200,7 @@ def test_tensorboard_jobs_write_what_one_process_writes(tmp_path):
     assert all(r["events"] == 0 for r in json.loads(again.stdout)["runs"])
 
 
+@pytest.mark.long   # 20 s; the default run keeps --jobs' kill cases for W&B
 def test_mlflow_jobs_push_every_point_once(tmp_path):
     from mlflow.tracking import MlflowClient
     store = str(tmp_path / "store")
