@@ -21,52 +21,53 @@ def compiled():
                 "it was not built by `pip install` (no C compiler?)")
 
 
-def _by_chunks(path, namespace, max_bytes):
-    """The import's way: read_spans, decode_chunk."""
+def _decode_file(path, namespace, max_bytes, next_chunk):
+    """Rows, row count, last step and wall time, and record bytes of one file decoded chunk
+    by chunk: next_chunk(src, reader, buffers, max_bytes) -> (records, bytes), (0, 0) at the
+    end."""
     src = FileSource("/abs/events", "ns/events", namespace)
     buffers = ColumnBuffers(attempt=3)
     reader = tfrecord.RecordReader(path)
     total = 0
     while True:
-        first = reader.index
-        buf, base, spans = reader.read_spans(max_bytes)
-        if not spans:
-            break
-        count, size = tfevents_columns.decode_chunk(src, buf, base, spans, first, buffers)
-        assert count == len(spans) // 8
-        total += size
-    return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
-
-
-def _by_next(path, namespace, max_bytes):
-    """The import's loop (decode_next)."""
-    src = FileSource("/abs/events", "ns/events", namespace)
-    buffers = ColumnBuffers(attempt=3)
-    reader = tfrecord.RecordReader(path)
-    total = 0
-    while True:
-        count, size = tfevents_columns.decode_next(src, reader, buffers, max_bytes)
+        count, size = next_chunk(src, reader, buffers, max_bytes)
         if not count:
             break
         total += size
     return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
 
 
+def _span_chunk(src, reader, buffers, max_bytes):
+    first = reader.index
+    buf, base, spans = reader.read_spans(max_bytes)
+    if not spans:
+        return 0, 0
+    count, size = tfevents_columns.decode_chunk(src, buf, base, spans, first, buffers)
+    assert count == len(spans) // 8
+    return count, size
+
+
+def _record_chunk(src, reader, buffers, max_bytes):
+    batch = reader.read(max_bytes)
+    first = reader.index - len(batch)
+    records = [(off, first + i, data) for i, (off, data) in enumerate(batch)]
+    decode_records(src, records, buffers)
+    return len(records), sum(len(d) for _o, _i, d in records)
+
+
+def _by_chunks(path, namespace, max_bytes):
+    """The import's way: read_spans, decode_chunk."""
+    return _decode_file(path, namespace, max_bytes, _span_chunk)
+
+
+def _by_next(path, namespace, max_bytes):
+    """The import's loop (decode_next)."""
+    return _decode_file(path, namespace, max_bytes, tfevents_columns.decode_next)
+
+
 def _by_records(path, namespace, max_bytes):
     """The spec: read, decode_records."""
-    src = FileSource("/abs/events", "ns/events", namespace)
-    buffers = ColumnBuffers(attempt=3)
-    reader = tfrecord.RecordReader(path)
-    total = 0
-    while True:
-        batch = reader.read(max_bytes)
-        if not batch:
-            break
-        first = reader.index - len(batch)
-        records = [(off, first + i, data) for i, (off, data) in enumerate(batch)]
-        decode_records(src, records, buffers)
-        total += sum(len(d) for _o, _i, d in records)
-    return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
+    return _decode_file(path, namespace, max_bytes, _record_chunk)
 
 
 def _files(tmp_path):
