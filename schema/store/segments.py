@@ -81,13 +81,20 @@ def parquet_options(name):
     otherwise hold tens of MB it no longer uses (tools/bench_store).
     Statistics (min/max a row group) only for flat columns: readers prune row groups by step,
     and min/max of list, struct and binary columns (histogram buckets, raw records) cost a
-    quarter of a histogram segment's encoding and serve no reader."""
+    quarter of a histogram segment's encoding and serve no reader.
+    Float columns, and lists of floats, are byte-stream split (each value's bytes in planes
+    before zstd): on tools/bench_tensorboard's histograms that encoded in 16.5 ms to 1.43 MB,
+    against 25.6 ms to 1.85 MB plain (bucket counts are whole numbers, edges share exponents)."""
     fields = schema_of(name)
     strings = [f.name for f in fields if pa.types.is_string(f.type)]
     flat = [f.name for f in fields if not pa.types.is_nested(f.type)
             and not pa.types.is_binary(f.type) and not pa.types.is_large_binary(f.type)]
+    floats = [f.name for f in fields if pa.types.is_floating(f.type)]
+    floats += [f"{f.name}.list.element" for f in fields
+               if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
     options = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
                    use_dictionary=strings, write_statistics=flat,
+                   use_byte_stream_split=floats or False,
                    memory_pool=pa.system_memory_pool())
     # a table's own (schema/tables/__init__.py)
     options.update(WRITE_OPTIONS.get(table_name(name), {}))
