@@ -28,13 +28,24 @@ class GroupEncoder:
             if name not in self._threads:
                 self._threads[name] = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix=f"tfblackbox-encode-{name}")
-                self._encoders[name] = segments.StreamEncoder(name)
-            self._pending.append(self._threads[name].submit(self._encoders[name].write, table))
+                # made on its thread: a ParquetWriter takes a millisecond or two to set up
+                self._pending.append(self._threads[name].submit(self._start, name))
+            self._pending.append(self._threads[name].submit(self._write, name, table))
 
-    def write(self):
+    def _start(self, name):
+        self._encoders[name] = segments.StreamEncoder(name)
+
+    def _write(self, name, table):
+        self._encoders[name].write(table)
+
+    def write(self, also=None):
         """Writes and registers the group; returns its SegmentRecords ([] when empty). On an
-        error the files written are removed and it is raised (the group is not registered)."""
+        error the files written are removed and it is raised (the group is not registered).
+        `also(session)` joins the registering transaction (register_group); with no group to
+        register it runs in a transaction of its own."""
         if not self._threads:
+            if also is not None:
+                self.catalog.transact(also)
             return []
         written = []
         try:
@@ -50,7 +61,8 @@ class GroupEncoder:
                     errors.append(e)
             if errors:
                 raise errors[0]
-            return segments.register_group(self.catalog, self.run_id, written, self.writer_id)
+            return segments.register_group(self.catalog, self.run_id, written, self.writer_id,
+                                           also)
         except BaseException:
             segments.remove_files(self.data, written)
             raise

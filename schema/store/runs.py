@@ -20,6 +20,12 @@ RUN_FIELDS = ("project", "name", "group", "notes", "host", "pid", "command", "py
 def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
     """Inserts a new run in status 'running'; refuses an id that exists. `started_at`
     (default: now) is for importers, whose run began with its first event."""
+    insert = _run_insert(self, run_id, config, tags, started_at, fields)
+    return _refusing_a_taken_id(self, run_id, lambda: self.catalog.transact(insert))
+
+
+def _run_insert(self, run_id, config, tags, started_at, fields):
+    """The statement create_run runs in its transaction: fn(session) -> RunRecord."""
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
         raise TypeError(f"unknown run fields {sorted(unknown)}")
@@ -38,8 +44,12 @@ def create_run(self, run_id, config=None, tags=None, started_at=None, **fields):
         s.add(row)
         s.flush()
         return run_record(row)
+    return create
+
+
+def _refusing_a_taken_id(self, run_id, transact):
     try:
-        return self.catalog.transact(create)
+        return transact()
     except CatalogError as e:
         # PostgreSQL: another process inserted the same id after our lookup; its commit won
         if isinstance(e.__cause__, exc.IntegrityError) and self.has_run(run_id):
@@ -69,15 +79,24 @@ def reopen_run(self, run_id, config=None, tags=None, **fields):
     return self.catalog.transact(reopen)
 
 
-def begin_attempt(self, run_id, host=None, pid=None):
+def begin_attempt(self, run_id, host=None, pid=None, create=None):
     """Registers a new writer (attempt n+1) for the run; returns (writer_id, attempt).
+    `create` (create_run's keywords) creates the run in the same transaction: an importer
+    pays for one durable commit, not two.
 
     Attempt numbers are unique per run (a constraint of the catalog): processes that start
     the same run at once take turns for the write lock (SQLite) or, where two transactions
     read the same last attempt (PostgreSQL), the loser tries again with the next number."""
     started = time.time()
+    insert = None
+    if create is not None:
+        fields = dict(create)
+        insert = _run_insert(self, run_id, fields.pop("config", None), fields.pop("tags", None),
+                             fields.pop("started_at", None), fields)
 
     def begin(s):
+        if insert is not None:
+            insert(s)
         if s.info.get("retry"):   # a commit whose answer was lost: that attempt is ours
             mine = s.scalar(cat.select(cat.WriterRow).where(
                 cat.WriterRow.run_id == run_id, cat.WriterRow.started_at == started,
@@ -93,6 +112,8 @@ def begin_attempt(self, run_id, host=None, pid=None):
         return w.writer_id, w.attempt
     for _ in range(ATTEMPT_TRIES):
         try:
+            if insert is not None:
+                return _refusing_a_taken_id(self, run_id, lambda: self.catalog.transact(begin))
             return self.catalog.transact(begin)
         except CatalogError as e:
             if not isinstance(e.__cause__, exc.IntegrityError):
@@ -130,24 +151,39 @@ def note_run(self, run_id, **fields):
     self.catalog.transact(note)
 
 
-def end_attempt(self, writer_id):
+def end_attempt(self, writer_id, finish=None):
+    """Marks a writer ended; `finish` ((run_id, exit_code, ended_at)) finishes its run in the
+    same transaction."""
+    self.catalog.transact(attempt_end(self, writer_id, finish))
+
+
+def attempt_end(self, writer_id, finish=None):
+    """end_attempt's statements, fn(session), for a caller that joins them to a transaction
+    of its own (an importer's last segment group)."""
+    done = None if finish is None else _run_finish(self, *finish)
+
     def end(s):
-        w = s.get(cat.WriterRow, writer_id)
-        if w is not None:
-            w.ended_at = time.time()
-    self.catalog.transact(end)
+        s.execute(cat.update(cat.WriterRow).where(cat.WriterRow.writer_id == writer_id)
+                  .values(ended_at=time.time()))
+        if done is not None:
+            done(s)
+    return end
 
 
 def finish_run(self, run_id, exit_code=0, ended_at=None):
     """Marks the run finished (exit 0) or failed; `ended_at` (default: now) is for importers."""
-    def finish(s):
-        row = s.get(cat.RunRow, run_id)
-        if row is None:
+    self.catalog.transact(_run_finish(self, run_id, exit_code, ended_at))
+
+
+def _run_finish(self, run_id, exit_code, ended_at):
+    def finish(s):   # a plain statement: cheaper than loading the row (no ORM flush)
+        end = time.time() if ended_at is None else ended_at
+        done = s.execute(cat.update(cat.RunRow).where(cat.RunRow.run_id == run_id).values(
+            status="finished" if exit_code == 0 else "failed", exit_code=exit_code,
+            ended_at=end, heartbeat_at=end))
+        if done.rowcount == 0:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
-        row.status = "finished" if exit_code == 0 else "failed"
-        row.exit_code = exit_code
-        row.ended_at = row.heartbeat_at = time.time() if ended_at is None else ended_at
-    self.catalog.transact(finish)
+    return finish
 
 
 def get_cursor(self, run_id, destination):

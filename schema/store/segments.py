@@ -9,6 +9,7 @@ segment without its file.
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import itertools
@@ -154,6 +155,11 @@ class Encoded:
     def __init__(self, data, rows, min_step, max_step):
         self.data, self.rows, self.min_step, self.max_step = data, rows, min_step, max_step
 
+    @functools.cached_property
+    def digest(self):
+        """sha256 of the bytes (hex): computed once, on whichever thread asks first."""
+        return hashlib.sha256(self.data).hexdigest()
+
     @classmethod
     def of(cls, table, table_name):
         """Table `table_name`'s rows encoded as one segment (its size known before writing)."""
@@ -197,7 +203,7 @@ def write_encoded(data, catalog, run_id, table_name, encoded, writer_id=None):
     blob = encoded.data
     rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
     data.write_new(rel, blob)
-    digest = hashlib.sha256(blob).hexdigest()
+    digest = encoded.digest
     try:
         return register(catalog, run_id, table_name, writer_id, rel, encoded.rows, len(blob),
                         digest, encoded.min_step, encoded.max_step)
@@ -262,6 +268,7 @@ def write_file(data, run_id, table_name, encoded, writer_id=None):
     """Writes an encoded segment's file durably (not yet registered): (table, rel, Encoded)."""
     rel = f"{segment_dir(table_name, run_id)}/{file_name(writer_id if writer_id else 'w')}"
     data.write_new(rel, encoded.data)
+    encoded.digest   # noqa: B018 - hashed here, on the writing thread, not at registration
     return table_name, rel, encoded
 
 
@@ -271,12 +278,13 @@ def remove_files(data, written):
             data.remove(rel)
 
 
-def register_group(catalog, run_id, written, writer_id=None):
+def register_group(catalog, run_id, written, writer_id=None, also=None):
     """Registers files write_file wrote ([(table, rel, Encoded)]) in one transaction; returns
-    their SegmentRecords. The caller removes the files if it raises."""
+    their SegmentRecords. The caller removes the files if it raises. `also(session)` adds
+    more to the transaction (an importer's attempt end with its last group)."""
     now = time.time()
     seg, run = cat.SegmentRow, cat.RunRow
-    digests = [hashlib.sha256(e.data).hexdigest() for _n, _r, e in written]
+    digests = [e.digest for _n, _r, e in written]
 
     def add(s):
         if s.info.get("retry") and written and s.scalar(
@@ -292,6 +300,8 @@ def register_group(catalog, run_id, written, writer_id=None):
             out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, e.rows,
                                      len(e.data), digest, e.min_step, e.max_step, now))
         s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+        if also is not None:
+            also(s)
         return out
     return catalog.transact(add)
 

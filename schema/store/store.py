@@ -261,6 +261,7 @@ class Store:
     create_run = run_writes.create_run
     begin_attempt = run_writes.begin_attempt
     end_attempt = run_writes.end_attempt
+    attempt_end = run_writes.attempt_end
     note_writer = run_writes.note_writer
     note_run = run_writes.note_run
     finish_run = run_writes.finish_run
