@@ -9,7 +9,7 @@ import pytest
 
 from tfblackbox.schema import Store
 from tfblackbox.schema.codecs import rows, tfdbg_v1_codec, tfdbg_v1_rows
-from tfblackbox.schema.formats import tfdbg_v1_layout as layout
+from tfblackbox.schema.formats import native, tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.wire import encode_varint, length_delimited
 
 DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
@@ -97,7 +97,16 @@ def decoded(store, steps=None):
     return got
 
 
-def test_every_event_comes_back_byte_for_byte(tmp_path):
+@pytest.fixture(params=["compiled", "pure"])
+def codec_path(request, monkeypatch):
+    """Each test below once with the compiled codec_planes and once with its numpy twin."""
+    if request.param == "compiled" and not native.available():
+        pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
+    monkeypatch.setenv("TFBLACKBOX_PURE_PYTHON", "1" if request.param == "pure" else "0")
+    return request.param
+
+
+def test_every_event_comes_back_byte_for_byte(tmp_path, codec_path):
     steps = list(range(11))
     store, originals = record(tmp_path, steps)
     table = store.read("r", "tfdbg_v1_tensors", columns=["codec", "chain_pos", "step"])
@@ -113,7 +122,7 @@ def test_every_event_comes_back_byte_for_byte(tmp_path):
 
 
 @pytest.mark.parametrize("step", [0, 3, 4, 6, 10])
-def test_a_single_step_reads_back_through_its_chain(tmp_path, step):
+def test_a_single_step_reads_back_through_its_chain(tmp_path, step, codec_path):
     store, originals = record(tmp_path, list(range(11)))
     got = decoded(store, (step, step + 1))
     want = {k: v for k, v in originals.items() if k[0].endswith(f"_{step}")}
@@ -181,3 +190,60 @@ def test_a_missing_link_is_reported_not_guessed(tmp_path):
             assert e == originals[key] and r["node_name"] == "grow"
     assert {"dense/kernel/read", "noise", "loop/body", "ints", "half"} <= damaged
     assert len(kept) < len(rows_)
+
+
+def _encoded_steps(monkeypatch, pure, steps):
+    """The tfdbg_v1_tensors tables of `steps` through one Encoder, on one path; a 6 MB tensor
+    at step 2 takes the joins past rows.JOIN_IN_NUMPY."""
+    monkeypatch.setenv("TFBLACKBOX_PURE_PYTHON", "1" if pure else "0")
+    encoder, rng, tables = tfdbg_v1_codec.Encoder(key_every=4), np.random.default_rng(3), []
+    big = np.random.default_rng(5).standard_normal(1_500_000).astype(np.float32)
+    for i, step in enumerate(steps):
+        micros = 1_700_000_000_000_000 + 10 * i
+        files = tensors_of_step(step, rng, micros)
+        if step == 2:
+            files.append(layout.TensorFile(
+                layout.device_dir(DEVICE), "big", 0, "DebugIdentity", micros + 3,
+                str(micros + 3), event(micros + 3, "big", "float32", [big.size],
+                                       (big * (1 + i)).tobytes())))
+        tables.append(tfdbg_v1_rows.debug_tensor_table(
+            step, f"run_{i}_{step}", files, layout.device_name_from_dir, encoder))
+    return tables
+
+
+def test_the_compiled_codec_stores_what_its_numpy_twin_stores(monkeypatch):
+    """Same rows, byte for byte: key frames, the steady state (every chain one dump further),
+    mixed orders after a step goes back or a size changes, widths 1 to 8."""
+    if not native.available():
+        pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
+    steps = list(range(8)) + [3, 3, 9, 10, 11, 12, 2]
+    compiled = _encoded_steps(monkeypatch, False, steps)
+    pure = _encoded_steps(monkeypatch, True, steps)
+    codecs = set()
+    for c, p in zip(compiled, pure):
+        assert c.equals(p)
+        codecs |= set(c["codec"].to_pylist())
+    assert {"w4o0", "w4o1", "w4o2", "w4o3", "w8o3", "w2o3", "w1o3"} <= codecs
+
+
+def test_codec_planes_refuses_what_does_not_add_up():
+    nat = native.module() if native.available() else None
+    if nat is None:
+        pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
+    words = [b"\x01\x00\x00\x00" * 3, b"\x02\x00\x00\x00"]
+    h1 = np.zeros(16, np.uint8)
+    cur, out = np.empty(16, np.uint8), np.empty(16, np.uint8)
+    nat.codec_planes(words, h1, None, None, bytes([1, 0]), 4, cur, out)
+    # row 0: 1 - 0 zigzagged is 2, in 4 planes of 3 bytes; row 1 (order 0): its word as is
+    assert out.tolist() == [2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0] + [2, 0, 0, 0]
+    assert cur.view(np.int32).tolist() == [1, 1, 1, 2]
+    for args, message in [
+            ((words, None, None, None, bytes([1, 0]), 4, cur, out), "order-1 row needs"),
+            ((words, h1, None, None, bytes([1]), 4, cur, out), "not an order a row"),
+            ((words, h1, None, None, bytes([1, 0]), 3, cur, out), "bad width"),
+            ((words, h1, None, None, bytes([1, 4]), 4, cur, out), "row 1 has 4 bytes"),
+            ((words, h1, None, None, bytes([1, 0]), 8, cur, out), "row 0 has 12 bytes"),
+            ((words, h1, None, None, bytes([1, 0]), 4, cur[:8], out), "as long as the rows"),
+            ((words, h1[:8], None, None, bytes([1, 0]), 4, cur, out), "history is not")]:
+        with pytest.raises(ValueError, match=message):
+            nat.codec_planes(*args)

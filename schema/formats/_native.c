@@ -160,6 +160,8 @@ static PyMethodDef methods[] = {
      "frame_spans(buf, pos) -> (int64 record positions as bytes, pos, status, need)."},
     {"decode_chunk", py_decode_chunk, METH_VARARGS,
      "Decodes the framed records of a buffer into flat columns (import-tfevents)."},
+    {"codec_planes", py_codec_planes, METH_VARARGS,
+     "codec_planes(views, h1, h2, h3, orders, w, cur, out): the dump codec's byte planes."},
     {"setup", py_setup, METH_VARARGS, "setup(numpy.frombuffer)."},
     {"hardware_crc", py_hardware_crc, METH_NOARGS, "Whether crc32c uses SSE4.2."},
     {NULL, NULL, 0, NULL},

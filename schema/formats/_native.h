@@ -1,7 +1,8 @@
 /* Shared by the compiled decoder's parts (_native.c: the module, crc32c and framing;
  * _native_wire.c: the wire format and the column lists; _native_summary.c: Summary values;
  * _native_events.c: tfevents records;
- * _native_chunk.c: chunks of records into flat columns). What it is: _native.c. */
+ * _native_chunk.c: chunks of records into flat columns; _native_codec.c: the dump codec's
+ * byte planes). What it is: _native.c. */
 #ifndef TFBLACKBOX_NATIVE_H
 #define TFBLACKBOX_NATIVE_H
 #define PY_SSIZE_T_CLEAN
@@ -68,6 +69,7 @@ PyObject *py_summary_values(PyObject *self, PyObject *args);
 PyObject *py_decode_events(PyObject *self, PyObject *args);
 PyObject *py_decode_chunk(PyObject *self, PyObject *args);
 PyObject *py_frame_spans(PyObject *self, PyObject *args);
+PyObject *py_codec_planes(PyObject *self, PyObject *args);
 
 extern const char *SCALAR_COLS[], *HISTO_COLS[], *RAW_COLS[];
 extern PyObject *frombuffer, *f8, *s_empty, *s_histo, *s_tensor, *s_summary, *s_histograms,

@@ -7,7 +7,8 @@ What it covers, each with its pure twin (the spec: the tests hold them to the sa
 frame() <- tfrecord.RecordReader's loop, decode_events() <- tfevents_decode's per-step kinds
 (a scalar or histogram tensor, simple_value, Events without a summary) and their raw rows,
 summary_values() <- summary_decode's simple_value / histo fast path. Anything else stops it,
-and the pure path decodes that record or value.
+and the pure path decodes that record or value. codec_planes() <- the dump codec's numpy
+residuals and byte planes (codecs/tfdbg_v1_codec.py).
 """
 
 import logging

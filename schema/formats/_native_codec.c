@@ -1,0 +1,148 @@
+/* The dump codec's words to byte planes in one pass (schema/codecs/tfdbg_v1_codec.py: the
+ * pure twin is _residual + the per-row transpose in Encoder.encode). numpy took 7 passes over
+ * a step's words with 25 MB temporaries, and a strided copy a row for the planes; this reads
+ * each word once and writes each of its bytes once, without the GIL. */
+#include "_native.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3")   /* vectorizes the plane loops (-O2 leaves them scalar) */
+#endif
+
+/* zigzag(cur - prediction) of each word, or the word itself for order 0; all in wrapping
+ * unsigned arithmetic of the word's width, as numpy's int arithmetic wraps. A block of words
+ * at a time: one loop an order, then one a byte plane, simple enough for gcc to vectorize. */
+#define BLOCK 2048
+#define STORED(T, BITS)                                                                      \
+    static void stored_##BITS(const T *cur, const T *h1, const T *h2, const T *h3,         \
+                              const unsigned char *orders, const int64_t *sizes,           \
+                              Py_ssize_t rows, unsigned char *out) {                       \
+        const Py_ssize_t w = sizeof(T);                                                    \
+        T z[BLOCK];                                                                        \
+        Py_ssize_t at = 0;                                                                 \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                            \
+            const Py_ssize_t n = (Py_ssize_t)sizes[r];                                     \
+            const int order = orders[r];                                                   \
+            unsigned char *o = out + at * w;                                               \
+            for (Py_ssize_t j0 = 0; j0 < n; j0 += BLOCK) {                                 \
+                const Py_ssize_t m = n - j0 < BLOCK ? n - j0 : BLOCK;                      \
+                const T *c = cur + at + j0;                                                \
+                const T *a = h1 ? h1 + at + j0 : NULL, *b = h2 ? h2 + at + j0 : NULL;      \
+                const T *e = h3 ? h3 + at + j0 : NULL;                                     \
+                if (order == 0)                                                            \
+                    for (Py_ssize_t j = 0; j < m; j++) z[j] = c[j];                        \
+                else if (order == 1)                                                       \
+                    for (Py_ssize_t j = 0; j < m; j++) z[j] = (T)(c[j] - a[j]);            \
+                else if (order == 2)                                                       \
+                    for (Py_ssize_t j = 0; j < m; j++)                                     \
+                        z[j] = (T)(c[j] - (T)(a[j] + (T)(a[j] - b[j])));                   \
+                else                                                                       \
+                    for (Py_ssize_t j = 0; j < m; j++)                                     \
+                        z[j] = (T)(c[j] - (T)((T)(3 * (T)(a[j] - b[j])) + e[j]));          \
+                if (order) /* (d << 1) ^ (d >> BITS-1), that shift arithmetic */           \
+                    for (Py_ssize_t j = 0; j < m; j++)                                     \
+                        z[j] = (T)((T)(z[j] << 1) ^ (T)(0 - (T)(z[j] >> (BITS - 1))));     \
+                for (Py_ssize_t k = 0; k < w; k++) {                                       \
+                    unsigned char *plane = o + k * n + j0;                                 \
+                    for (Py_ssize_t j = 0; j < m; j++)                                     \
+                        plane[j] = (unsigned char)(z[j] >> (8 * k));                       \
+                }                                                                          \
+            }                                                                              \
+            at += n;                                                                       \
+        }                                                                                  \
+    }
+STORED(uint8_t, 8)
+STORED(uint16_t, 16)
+STORED(uint32_t, 32)
+STORED(uint64_t, 64)
+
+/* codec_planes(views, h1, h2, h3, orders, w, cur, out): gathers the rows' words (`views`,
+ * bytes-like, a row each) into `cur` (writable, their total length), and writes each row's
+ * stored words (order orders[r]) as w byte planes into `out` (as long), the rows one after
+ * the other. The histories are the rows' previous words joined as `cur` is (None where no
+ * row's order reaches them). The caller allocates cur and out (numpy: huge pages, where a
+ * fresh 25 MB bytes object cost ~20 ms of page faults a step here). */
+PyObject *py_codec_planes(PyObject *self, PyObject *args) {
+    PyObject *views, *objs[3];
+    Py_buffer hist[3] = {{0}}, orders, cur, out;
+    int w;
+    if (!PyArg_ParseTuple(args, "O!OOOy*iw*w*", &PyList_Type, &views, &objs[0], &objs[1],
+                          &objs[2], &orders, &w, &cur, &out))
+        return NULL;
+    PyObject *result = NULL;
+    int got[3] = {0, 0, 0};
+    const Py_ssize_t rows = PyList_GET_SIZE(views);
+    Py_ssize_t held = 0, total = 0, top = 0;
+    Py_buffer *bufs = PyMem_Calloc(rows ? rows : 1, sizeof(Py_buffer));
+    int64_t *sizes = PyMem_Calloc(rows ? rows : 1, sizeof(int64_t));
+    const unsigned char *ord = orders.buf;
+    if (bufs == NULL || sizes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if ((w != 1 && w != 2 && w != 4 && w != 8) || orders.len != rows) {
+        PyErr_SetString(PyExc_ValueError, "codec_planes: a bad width, or not an order a row");
+        goto done;
+    }
+    for (; held < rows; held++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(views, held), &bufs[held], PyBUF_SIMPLE) < 0)
+            goto done;
+        if (bufs[held].len % w || ord[held] > 3) {
+            held++;
+            PyErr_Format(PyExc_ValueError, "codec_planes: row %zd has %zd bytes (width %d) "
+                         "or order %d", held - 1, bufs[held - 1].len, w, (int)ord[held - 1]);
+            goto done;
+        }
+        sizes[held] = bufs[held].len / w;
+        total += bufs[held].len;
+        if (ord[held] > top) top = ord[held];
+    }
+    if (cur.len != total || out.len != total) {
+        PyErr_SetString(PyExc_ValueError, "codec_planes: cur and out must be as long as the rows");
+        goto done;
+    }
+    for (int k = 0; k < 3; k++) {
+        if (objs[k] == Py_None) {
+            if (k < top) {
+                PyErr_Format(PyExc_ValueError, "codec_planes: an order-%d row needs history %d",
+                             (int)top, k + 1);
+                goto done;
+            }
+            continue;
+        }
+        if (PyObject_GetBuffer(objs[k], &hist[k], PyBUF_SIMPLE) < 0) goto done;
+        got[k] = 1;
+        if (hist[k].len != total) {
+            PyErr_SetString(PyExc_ValueError, "codec_planes: a history is not as long as the rows");
+            goto done;
+        }
+    }
+    {
+        unsigned char *c = cur.buf, *o = out.buf;
+        const void *h[3] = {got[0] ? hist[0].buf : NULL, got[1] ? hist[1].buf : NULL,
+                            got[2] ? hist[2].buf : NULL};
+        Py_BEGIN_ALLOW_THREADS
+        Py_ssize_t at = 0;
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            memcpy(c + at, bufs[r].buf, (size_t)bufs[r].len);
+            at += bufs[r].len;
+        }
+        switch (w) {
+        case 1: stored_8((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
+        case 2: stored_16((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
+        case 4: stored_32((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
+        default: stored_64((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t r = 0; r < held; r++) PyBuffer_Release(&bufs[r]);
+    PyMem_Free(bufs);
+    PyMem_Free(sizes);
+    PyBuffer_Release(&orders);
+    PyBuffer_Release(&cur);
+    PyBuffer_Release(&out);
+    for (int k = 0; k < 3; k++)
+        if (got[k]) PyBuffer_Release(&hist[k]);
+    return result;
+}
