@@ -9,6 +9,7 @@ import pytest
 
 from tfblackbox.cli.main import main as cli
 from helpers import scalars
+from tfblackbox.schema.tables import TABLES
 from tfblackbox.schema import (FORMAT_VERSION, NotAStoreError, RunNotFoundError, Store,
                                StoreDamageError, StoreVersionError, compact, verify)
 
@@ -144,6 +145,27 @@ def test_compaction_swaps_segments_and_keeps_every_row(store, store_dir):
     assert sorted(os.listdir(os.path.dirname(os.path.join(store_dir, seg.path)))) == [
         os.path.basename(seg.path)]
     assert verify(store).ok
+
+
+def test_compaction_leaves_segments_of_a_mib_or_more_as_they_are(store):
+    """What compaction is for is many tiny flushes; rewriting a dump step's segments of
+    MBs cost a sixth of a DumpHook run's CPU at its finish."""
+    import numpy as np
+    w, a = store.begin_attempt("r1")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        rows = [dict(step=i, wall_time=1.0 * i, tag="t", attempt=a, file="f", offset=2 * i + k,
+                     index=2 * i + k, what="summary", length=700_000,
+                     record=rng.bytes(700_000))   # incompressible: ~1.4 MB a file
+                for k in range(2)]
+        store.write_segment("r1", "tfevents_records", pa.Table.from_pylist(
+            rows, schema=TABLES["tfevents_records"]), w)
+        store.write_segment("r1", "scalars", scalars([i], a), w)
+    big = sorted(g.path for g in store.segments("r1", "tfevents_records"))
+    assert all(g.size_bytes >= 1 << 20 for g in store.segments("r1", "tfevents_records"))
+    assert compact(store, "r1") == {("r1", "scalars"): (3, 1)}
+    assert sorted(g.path for g in store.segments("r1", "tfevents_records")) == big
+    assert store.read("r1", "tfevents_records").num_rows == 6
 
 
 def test_segments_are_cast_to_the_schema_constant(store):

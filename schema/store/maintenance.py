@@ -110,12 +110,16 @@ def _check_segment(location, g):
 
 
 def compact(store, run_id=None, table=None, min_segments=2, target_bytes=256 << 20,
-            large_bytes=8 << 20):
+            large_bytes=1 << 20):
     """Merges each (run, table)'s small segments into files of about `target_bytes`.
 
-    Segments of `large_bytes` or more are left as they are: rewriting them gains little and
-    costs a run's finish (tools/bench_dump: 300 dumped steps flushed as two ~25 MB segments
-    took 1.7 s to merge at finish; with 64 MiB as the bar they were). The new file is written
+    Segments of `large_bytes` or more are left as they are: rewriting them gains little (a
+    reader of a step range skips files by their steps as it skips row groups) and costs a
+    run's finish. tools/bench_dump: 300 dumped steps flushed as two ~25 MB segments took 1.7 s
+    to merge at finish with 64 MiB as the bar; at 2 509 tensors, 16 steps of ~4.7 MB took
+    ~2.2 s of its CPU with 8 MiB as the bar (py-spy), a sixth of the whole run's. What
+    compaction is for is a long run's many tiny flushes (KBs of scalars every few seconds).
+    The new file is written
     and registered in the same transaction that unregisters the old ones; the old files are
     deleted only after that commit. Processes compacting one run at once (attempts finishing
     together) each merge what the others did not take: a group another process compacted
