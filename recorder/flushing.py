@@ -117,6 +117,7 @@ class Flushing:
                            key=(name, type(e).__name__, getattr(e, "errno", None)))
         if self.held_bytes() > self.max_unwritten_bytes:   # only what could not be written
             self._shed()
+        self._unstored = bool(self._held)
         for note in (self._note_dropped, self._note_losses):
             try:
                 note()
