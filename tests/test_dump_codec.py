@@ -219,9 +219,12 @@ def test_the_compiled_codec_stores_what_its_numpy_twin_stores(monkeypatch):
     steps = list(range(8)) + [3, 3, 9, 10, 11, 12, 2]
     compiled = _encoded_steps(monkeypatch, False, steps)
     pure = _encoded_steps(monkeypatch, True, steps)
+    # a run's content past int32 offsets goes through binary_array (here: past 1 KB)
+    monkeypatch.setattr(tfdbg_v1_codec, "OFFSETS_LIMIT", 1000)
+    split = _encoded_steps(monkeypatch, False, steps)
     codecs = set()
-    for c, p in zip(compiled, pure):
-        assert c.equals(p)
+    for c, p, s in zip(compiled, pure, split):
+        assert c.equals(p) and s.equals(c)
         codecs |= set(c["codec"].to_pylist())
     assert {"w4o0", "w4o1", "w4o2", "w4o3", "w8o3", "w2o3", "w1o3"} <= codecs
 
@@ -232,18 +235,21 @@ def test_codec_planes_refuses_what_does_not_add_up():
         pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
     words = [b"\x01\x00\x00\x00" * 3, b"\x02\x00\x00\x00"]
     h1 = np.zeros(16, np.uint8)
-    cur, out = np.empty(16, np.uint8), np.empty(16, np.uint8)
-    nat.codec_planes(words, h1, None, None, bytes([1, 0]), 4, cur, out)
+    cur, out = np.empty(16, np.uint8), np.full(20, 9, np.uint8)
+    at = np.array([0, 16], np.int64)    # row 1 after a 4-byte gap (another width's row)
+    nat.codec_planes(words, h1, None, None, bytes([1, 0]), 4, cur, out, at)
     # row 0: 1 - 0 zigzagged is 2, in 4 planes of 3 bytes; row 1 (order 0): its word as is
-    assert out.tolist() == [2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0] + [2, 0, 0, 0]
+    assert out.tolist() == [2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0] + [9] * 4 + [2, 0, 0, 0]
     assert cur.view(np.int32).tolist() == [1, 1, 1, 2]
     for args, message in [
-            ((words, None, None, None, bytes([1, 0]), 4, cur, out), "order-1 row needs"),
-            ((words, h1, None, None, bytes([1]), 4, cur, out), "not an order a row"),
-            ((words, h1, None, None, bytes([1, 0]), 3, cur, out), "bad width"),
-            ((words, h1, None, None, bytes([1, 4]), 4, cur, out), "row 1 has 4 bytes"),
-            ((words, h1, None, None, bytes([1, 0]), 8, cur, out), "row 0 has 12 bytes"),
-            ((words, h1, None, None, bytes([1, 0]), 4, cur[:8], out), "as long as the rows"),
-            ((words, h1[:8], None, None, bytes([1, 0]), 4, cur, out), "history is not")]:
+            ((words, None, None, None, bytes([1, 0]), 4, cur, out, at), "order-1 row needs"),
+            ((words, h1, None, None, bytes([1]), 4, cur, out, at), "an order and a place"),
+            ((words, h1, None, None, bytes([1, 0]), 4, cur, out, at[:1]), "a place a row"),
+            ((words, h1, None, None, bytes([1, 0]), 3, cur, out, at), "bad width"),
+            ((words, h1, None, None, bytes([1, 4]), 4, cur, out, at), "row 1 has 4 bytes"),
+            ((words, h1, None, None, bytes([1, 0]), 8, cur, out, at), "row 0 has 12 bytes"),
+            ((words, h1, None, None, bytes([1, 0]), 4, cur, out, at + 2), "row 1's place 18"),
+            ((words, h1, None, None, bytes([1, 0]), 4, cur[:8], out, at), "as long as the rows"),
+            ((words, h1[:8], None, None, bytes([1, 0]), 4, cur, out, at), "history is not")]:
         with pytest.raises(ValueError, match=message):
             nat.codec_planes(*args)

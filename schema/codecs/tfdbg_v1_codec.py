@@ -166,20 +166,28 @@ class Encoder:
             events.append(data[:start] + data[end:])
             at.append(start), codecs.append(_CODECS[w][order]), runs.append(key_run)
             csteps.append(key_step), cpos.append(pos)
-        content = out.content
-        content.extend([None] * len(tensors))
+        # the content column's data buffer of this run, laid out row by row: each width's
+        # planes are written in place (no row-sized pieces copied together afterwards)
+        lengths = np.zeros(len(tensors), np.int64)
+        for members in by_width.values():
+            for m in members:
+                lengths[m[0]] = m[2] - m[1]
+        offsets = np.zeros(len(tensors) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), np.uint8)
         for w, members in by_width.items():
-            for m, planes in zip(members, self._encode_width(w, members, tensors)):
-                content[base + m[0]] = planes
+            self._encode_width(w, members, tensors, data, offsets)
+        out.content.append(_content_column(data, offsets, [codec is not None for codec in
+                                                           codecs[base:]]))
         out.n += len(tensors)
 
-
-    def _encode_width(self, w, members, tensors):
-        """The content (stored words as byte planes) of every row of width w in one go;
-        updates their histories. In the steady state (the same chains as last time, each one
-        dump further) the predictions come from the previous calls' arrays whole, with no
-        per-row copies. The compiled codec_planes does the arithmetic and the planes in one
-        pass; the numpy below is its twin."""
+    def _encode_width(self, w, members, tensors, data, offsets):
+        """The content (stored words as byte planes) of every row of width w in one go,
+        written into `data` at the rows' `offsets`; updates their histories. In the steady
+        state (the same chains as last time, each one dump further) the predictions come
+        from the previous calls' arrays whole, with no per-row copies. The compiled
+        codec_planes does the arithmetic and the planes in one pass; the numpy below is its
+        twin."""
         # members: (row, content start, end, order, chain state or None, chain)
         views = [memoryview(tensors[m[0]].data)[m[1]:m[2]] for m in members]
         sizes = np.fromiter(((m[2] - m[1]) // w for m in members), np.int64, len(members))
@@ -203,13 +211,13 @@ class Encoder:
             hist = [_joined([m[4][0][-k] if m[4] and len(m[4][0]) >= k else None
                              for m in members], sizes, w) for k in (1, 2, 3)[:top]]
             hist += [None] * (3 - len(hist))
+        places = offsets[[m[0] for m in members]]
         if nat is not None:   # gathers the views into cur as it goes
-            planes = np.empty(len(gathered), np.uint8)
             nat.codec_planes(views, *hist[:top], *[None] * (3 - top), bytes(orders), w,
-                             gathered, planes)
-            contents = _slices(memoryview(planes), sizes, w)
+                             gathered, data, places)
         else:
-            contents = _transposed(_stored(cur, hist, orders, sizes, top, steady, w), sizes, w)
+            _transpose_into(_stored(cur, hist, orders, sizes, top, steady, w), sizes, w, data,
+                            places)
         at = 0
         for m, size in zip(members, sizes.tolist()):
             history = m[4] and m[4][0]
@@ -219,7 +227,6 @@ class Encoder:
                     del history[0]
             at += size
         self._groups[w] = (signature, (group + [cur])[-MAX_ORDER:])
-        return contents
 
 
 class EncodedRows:
@@ -229,19 +236,20 @@ class EncodedRows:
         self.n = 0
         self.events, self.at, self.codecs, self.runs, self.csteps, self.cpos = (
             [], [], [], [], [], [])
-        self.content = []
+        self.content = []   # a binary column a run (encode() call)
 
     def columns(self):
         return {"event": binary_array(self.events),
                 "content_at": pa.array(self.at, pa.int32()),
                 "codec": pa.array(self.codecs, pa.string()),
-                "content": binary_array(self.content),
+                "content": _one_column(self.content),
                 "chain_run": pa.array(self.runs, pa.string()),
                 "chain_step": pa.array(self.csteps, pa.int64()),
                 "chain_pos": pa.array(self.cpos, pa.int32())}
 
 
 _CODECS = {w: [f"w{w}o{order}" for order in range(MAX_ORDER + 1)] for w in _INT}
+OFFSETS_LIMIT = 1 << 31   # a binary column's int32 offsets
 
 
 def _stored(cur, hist, orders, sizes, top, steady, w):
@@ -258,23 +266,33 @@ def _stored(cur, hist, orders, sizes, top, steady, w):
     return stored
 
 
-def _transposed(words, sizes, w):
-    """Each row's words as w byte planes (bytes a row)."""
-    planes, at, out = words.view(np.uint8), 0, []
-    for size in sizes.tolist():
+def _transpose_into(words, sizes, w, data, places):
+    """Each row's words as w byte planes, into `data` at its place."""
+    planes, at = words.view(np.uint8), 0
+    for size, place in zip(sizes.tolist(), places.tolist()):
         nbytes = size * w
-        out.append(planes[at:at + nbytes].reshape(-1, w).T.tobytes())
+        data[place:place + nbytes] = planes[at:at + nbytes].reshape(-1, w).T.ravel()
         at += nbytes
-    return out
 
 
-def _slices(planes, sizes, w):
-    """codec_planes' output cut a row each (views, no copies: binary_array joins them)."""
-    out, at = [], 0
-    for size in sizes.tolist():
-        out.append(planes[at:at + size * w])
-        at += size * w
-    return out
+def _one_column(parts):
+    """The runs' content columns as one (chunked where there are several)."""
+    if len(parts) == 1:
+        return parts[0]
+    return pa.chunked_array([c for p in parts for c in (
+        p.chunks if isinstance(p, pa.ChunkedArray) else [p])], pa.binary())
+
+
+def _content_column(data, offsets, valid):
+    """One run's content as a binary column over `data` (nulls where no codec applies)."""
+    if offsets[-1] >= OFFSETS_LIMIT:   # past int32 offsets: pyarrow cuts them into chunks
+        return binary_array([bytes(data[a:b]) if v else None
+                             for a, b, v in zip(offsets[:-1], offsets[1:], valid)])
+    valid = np.array(valid, bool)
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.binary(), len(valid), [
+        bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
+        null_count=int((~valid).sum()))
 
 
 def _residual(cur, h1, h2, h3, order, w):

@@ -15,14 +15,14 @@
 #define STORED(T, BITS)                                                                      \
     static void stored_##BITS(const T *cur, const T *h1, const T *h2, const T *h3,         \
                               const unsigned char *orders, const int64_t *sizes,           \
-                              Py_ssize_t rows, unsigned char *out) {                       \
+                              const int64_t *out_at, Py_ssize_t rows, unsigned char *out) { \
         const Py_ssize_t w = sizeof(T);                                                    \
         T z[BLOCK];                                                                        \
         Py_ssize_t at = 0;                                                                 \
         for (Py_ssize_t r = 0; r < rows; r++) {                                            \
             const Py_ssize_t n = (Py_ssize_t)sizes[r];                                     \
             const int order = orders[r];                                                   \
-            unsigned char *o = out + at * w;                                               \
+            unsigned char *o = out + out_at[r];                                            \
             for (Py_ssize_t j0 = 0; j0 < n; j0 += BLOCK) {                                 \
                 const Py_ssize_t m = n - j0 < BLOCK ? n - j0 : BLOCK;                      \
                 const T *c = cur + at + j0;                                                \
@@ -55,19 +55,20 @@ STORED(uint16_t, 16)
 STORED(uint32_t, 32)
 STORED(uint64_t, 64)
 
-/* codec_planes(views, h1, h2, h3, orders, w, cur, out): gathers the rows' words (`views`,
- * bytes-like, a row each) into `cur` (writable, their total length), and writes each row's
- * stored words (order orders[r]) as w byte planes into `out` (as long), the rows one after
- * the other. The histories are the rows' previous words joined as `cur` is (None where no
+/* codec_planes(views, h1, h2, h3, orders, w, cur, out, out_at): gathers the rows' words
+ * (`views`, bytes-like, a row each) into `cur` (writable, their total length), and writes each
+ * row's stored words (order orders[r]) as w byte planes into `out` at out_at[r] (int64 a row:
+ * the caller lays out a binary column's data buffer, other rows between). The histories are the rows' previous words joined as `cur` is (None where no
  * row's order reaches them). The caller allocates cur and out (numpy: huge pages, where a
  * fresh 25 MB bytes object cost ~20 ms of page faults a step here). */
 PyObject *py_codec_planes(PyObject *self, PyObject *args) {
     PyObject *views, *objs[3];
-    Py_buffer hist[3] = {{0}}, orders, cur, out;
+    Py_buffer hist[3] = {{0}}, orders, cur, out, where;
     int w;
-    if (!PyArg_ParseTuple(args, "O!OOOy*iw*w*", &PyList_Type, &views, &objs[0], &objs[1],
-                          &objs[2], &orders, &w, &cur, &out))
+    if (!PyArg_ParseTuple(args, "O!OOOy*iw*w*y*", &PyList_Type, &views, &objs[0], &objs[1],
+                          &objs[2], &orders, &w, &cur, &out, &where))
         return NULL;
+    const int64_t *out_at = where.buf;
     PyObject *result = NULL;
     int got[3] = {0, 0, 0};
     const Py_ssize_t rows = PyList_GET_SIZE(views);
@@ -79,8 +80,10 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    if ((w != 1 && w != 2 && w != 4 && w != 8) || orders.len != rows) {
-        PyErr_SetString(PyExc_ValueError, "codec_planes: a bad width, or not an order a row");
+    if ((w != 1 && w != 2 && w != 4 && w != 8) || orders.len != rows ||
+        where.len != rows * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "codec_planes: a bad width, or not an order and a place a row");
         goto done;
     }
     for (; held < rows; held++) {
@@ -92,12 +95,19 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
                          "or order %d", held - 1, bufs[held - 1].len, w, (int)ord[held - 1]);
             goto done;
         }
+        if (out_at[held] < 0 || out_at[held] > out.len - bufs[held].len) {
+            held++;
+            PyErr_Format(PyExc_ValueError, "codec_planes: row %zd's place %lld is outside "
+                         "the %zd bytes of out", held - 1, (long long)out_at[held - 1],
+                         out.len);
+            goto done;
+        }
         sizes[held] = bufs[held].len / w;
         total += bufs[held].len;
         if (ord[held] > top) top = ord[held];
     }
-    if (cur.len != total || out.len != total) {
-        PyErr_SetString(PyExc_ValueError, "codec_planes: cur and out must be as long as the rows");
+    if (cur.len != total) {
+        PyErr_SetString(PyExc_ValueError, "codec_planes: cur must be as long as the rows");
         goto done;
     }
     for (int k = 0; k < 3; k++) {
@@ -127,10 +137,10 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
             at += bufs[r].len;
         }
         switch (w) {
-        case 1: stored_8((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
-        case 2: stored_16((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
-        case 4: stored_32((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
-        default: stored_64((void *)c, h[0], h[1], h[2], ord, sizes, rows, o); break;
+        case 1: stored_8((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        case 2: stored_16((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        case 4: stored_32((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        default: stored_64((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
         }
         Py_END_ALLOW_THREADS
     }
@@ -142,6 +152,7 @@ done:
     PyBuffer_Release(&orders);
     PyBuffer_Release(&cur);
     PyBuffer_Release(&out);
+    PyBuffer_Release(&where);
     for (int k = 0; k < 3; k++)
         if (got[k]) PyBuffer_Release(&hist[k]);
     return result;
