@@ -253,3 +253,21 @@ def test_codec_planes_refuses_what_does_not_add_up():
             ((words, h1[:8], None, None, bytes([1, 0]), 4, cur, out, at), "history is not")]:
         with pytest.raises(ValueError, match=message):
             nat.codec_planes(*args)
+
+
+def test_a_word_array_is_used_again_only_once_nothing_refers_to_it():
+    from tfblackbox.schema.codecs.word_buffers import SPARES, WordBuffers
+    pool = WordBuffers()
+    first = pool.take(64)
+    history = first.view(np.int32)[4:8]           # a chain's history: a view of a view
+    del first
+    second = pool.take(64)
+    assert not np.shares_memory(second, history)  # still referred to: a new array
+    address = history.base.ctypes.data
+    del history
+    third = pool.take(64)                         # the first array, free again
+    assert third.ctypes.data == address
+    assert pool.take(32).nbytes == 32             # another size: a new one
+    del second, third
+    pool.take(8)
+    assert len(pool._free) <= SPARES

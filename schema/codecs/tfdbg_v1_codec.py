@@ -38,6 +38,7 @@ from ..formats import native
 from ..formats.wire import span
 from ..tables.tfdbg_v1 import TFDBG_V1_TENSORS
 from .rows import binary_array
+from .word_buffers import WordBuffers
 
 KEY_EVERY = 32          # dumps per chain between key frames: what one step's read may decode
 MAX_ORDER = 3
@@ -120,9 +121,11 @@ class Encoder:
         self.key_every, self.history_bytes = key_every, history_bytes
         self._chains = {}     # chain -> [[words...], step, key run, key step, position]
         self._groups = {}     # width -> (the chains of the last call, its arrays)
+        self._buffers = WordBuffers()
 
     def forget(self):
         self._chains, self._groups = {}, {}
+        self._buffers.clear()
 
     def encode(self, out, step, run_key, tensors, tags, devices):
         """Appends the rows of one session.run's `tensors` (TensorFile-like: data, dtype,
@@ -192,9 +195,8 @@ class Encoder:
         views = [memoryview(tensors[m[0]].data)[m[1]:m[2]] for m in members]
         sizes = np.fromiter(((m[2] - m[1]) // w for m in members), np.int64, len(members))
         nat = native.module()
-        # numpy allocates big arrays in huge pages: a fresh bytes object of a step's words
-        # cost ~20 ms of page faults on a 25 MB step here
-        gathered = np.empty(int(sizes.sum()) * w, np.uint8) if nat is not None else None
+        # an array of an earlier step no history refers to any more (word_buffers.py)
+        gathered = self._buffers.take(int(sizes.sum()) * w) if nat is not None else None
         cur = (gathered.view(_INT[w]) if nat is not None
                else np.frombuffer(b"".join(views), _INT[w]))
         orders = [m[3] for m in members]

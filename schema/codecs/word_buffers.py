@@ -1,0 +1,44 @@
+"""The dump codec's word arrays, used again once nothing refers to them.
+
+Each dumped step gathers its tensors' words into one array (tfdbg_v1_codec.Encoder), kept
+for the next steps' predictions: the last MAX_ORDER arrays whole, and every chain's history
+as views into them. A fresh 25 MB array a step cost 50-100 ms of the kernel's page faults
+and huge-page compaction on this VM (codec_planes itself: 10-12 ms); handing back an array
+no view or history holds any more cut that to nothing. Whether one is held is read from its
+reference count: numpy gives every view of it (slices of slices too) a reference to it.
+"""
+
+import sys
+
+import numpy as np
+
+SPARES = 2      # free arrays kept for later steps (each a step's words of one width)
+
+
+class WordBuffers:
+    def __init__(self):
+        self._lent = []     # arrays handed out, maybe still referred to
+        self._free = []     # arrays nothing else refers to
+
+    def take(self, nbytes):
+        """A uint8 array of `nbytes` (contents undefined)."""
+        self._collect()
+        for i, a in enumerate(self._free):
+            if a.nbytes == nbytes:
+                array = self._free.pop(i)
+                break
+        else:
+            array = np.empty(nbytes, np.uint8)
+        self._lent.append(array)
+        return array
+
+    def _collect(self):
+        held = []
+        for a in self._lent:
+            # references: _lent's, the loop's `a`, getrefcount's argument
+            (held if sys.getrefcount(a) > 3 else self._free).append(a)
+        self._lent = held
+        del self._free[:-SPARES]   # the newest few; the rest go back to the allocator
+
+    def clear(self):
+        self._lent, self._free = [], []
