@@ -13,7 +13,7 @@ import tf2_files
 from tfblackbox.ingest import tensorboard as import_tfevents
 from tfblackbox.schema import RunExistsError, RunNotFoundError, Store
 from tfblackbox.schema.store import segments
-from test_triggers_catalog import CommitAnswerLost
+from test_triggers_catalog import behind_a_lost_commit_answer
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -72,10 +72,7 @@ def test_an_attempt_ends_and_its_run_finishes_in_one_commit(store):
 
 def test_a_created_run_whose_commit_answer_was_lost_is_made_once(postgres, pg_url, tmp_path,
                                                                   caplog):
-    proxy = CommitAnswerLost(postgres.port)
-    try:
-        url = pg_url.replace(f":{postgres.port}/", f":{proxy.port}/")
-        store = Store.create(url, data=str(tmp_path / "d"))
+    with behind_a_lost_commit_answer(postgres, pg_url, tmp_path) as (proxy, store):
         proxy.armed = True
         with caplog.at_level(logging.WARNING, logger="tfblackbox"):
             writer_id, attempt = store.begin_attempt("r", "h", 5, create=dict(name="n", pid=5))
@@ -83,9 +80,6 @@ def test_a_created_run_whose_commit_answer_was_lost_is_made_once(postgres, pg_ur
         assert attempt == 1 and [w.writer_id for w in store.writers("r")] == [writer_id]
         db = pg_url.rsplit("/", 1)[1]
         assert postgres.sql("SELECT run_id, name FROM runs", db) == [("r", "n")]
-        store.close()
-    finally:
-        proxy.close()
 
 
 def _logdir(tmp_path):

@@ -2,6 +2,7 @@
 (format 4), recorded once even when the commit's answer is lost, shown by `tfblackbox show`
 and carried along by `tfblackbox merge` with its attempt's writer id remapped."""
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -207,12 +208,23 @@ class CommitAnswerLost:
         self.listener.close()
 
 
-def test_a_trigger_whose_commit_answer_was_lost_is_recorded_once(postgres, pg_url, tmp_path,
-                                                                 caplog):
+@contextlib.contextmanager
+def behind_a_lost_commit_answer(postgres, pg_url, tmp_path):
+    """(proxy, store): a store whose PostgreSQL connection goes through CommitAnswerLost,
+    which the caller arms."""
     proxy = CommitAnswerLost(postgres.port)
     try:
         url = pg_url.replace(f":{postgres.port}/", f":{proxy.port}/")
         store = Store.create(url, data=str(tmp_path / "d"))
+        yield proxy, store
+        store.close()
+    finally:
+        proxy.close()
+
+
+def test_a_trigger_whose_commit_answer_was_lost_is_recorded_once(postgres, pg_url, tmp_path,
+                                                                 caplog):
+    with behind_a_lost_commit_answer(postgres, pg_url, tmp_path) as (proxy, store):
         [w] = run_with_attempts(store, "r", attempts=1)
         proxy.armed = True
         with caplog.at_level(logging.WARNING, logger="tfblackbox"):
@@ -224,6 +236,3 @@ def test_a_trigger_whose_commit_answer_was_lost_is_recorded_once(postgres, pg_ur
         assert postgres.sql("SELECT trigger_id, kind, step FROM triggers", db) == [
             (trigger_id, "nan", 12)]
         assert [t.trigger_id for t in store.triggers("r")] == [trigger_id]
-        store.close()
-    finally:
-        proxy.close()
