@@ -169,8 +169,8 @@ def binary_array(values):
 
 def _joined(values, total):
     """The values one after the other. Past a few MB into a numpy array: numpy allocates those
-    in huge pages, and a bytes join of a dump step's 25 MB spent 14 ms of its 5 in page
-    faults here."""
+    in huge pages. Joining 2 509 slices of 25 MB took 14 ms as bytes (mostly page faults)
+    and 5 ms this way here."""
     if total < JOIN_IN_NUMPY:
         return pa.py_buffer(b"".join(values))
     out = np.empty(total, np.uint8)
