@@ -256,18 +256,57 @@ def test_codec_planes_refuses_what_does_not_add_up():
 
 
 def test_a_word_array_is_used_again_only_once_nothing_refers_to_it():
-    from tfblackbox.schema.codecs.word_buffers import SPARES, WordBuffers
+    from tfblackbox.schema.codecs.word_buffers import MAX_FREE, POOLED, SPARES, WordBuffers
     pool = WordBuffers()
-    first = pool.take(64)
+    big = POOLED * 4
+    first = pool.take(big)
     history = first.view(np.int32)[4:8]           # a chain's history: a view of a view
     del first
-    second = pool.take(64)
+    second = pool.take(big)
     assert not np.shares_memory(second, history)  # still referred to: a new array
     address = history.base.ctypes.data
     del history
-    third = pool.take(64)                         # the first array, free again
+    third = pool.take(big)                        # the first array, free again
     assert third.ctypes.data == address
-    assert pool.take(32).nbytes == 32             # another size: a new one
-    del second, third
-    pool.take(8)
-    assert len(pool._free) <= SPARES
+    assert pool.take(POOLED).nbytes == POOLED     # another size: a new one
+    held = [pool.take(big) for _ in range(SPARES + 1)]
+    del second, third, held
+    pool.take(POOLED * 2)
+    assert sum(a.nbytes == big for a in pool._free) == SPARES   # the newest of a size
+    for n in range(MAX_FREE + 2):
+        pool.take(POOLED * (10 + n))
+    pool.take(POOLED * 2)
+    assert len(pool._free) <= MAX_FREE
+
+
+def test_a_steps_arrays_of_several_sizes_each_come_back():
+    """A step takes one array a width (22 MB of floats, 34 kB of int64s, ...): the small ones
+    must not push the large one out of the spares (it was made afresh every step)."""
+    from tfblackbox.schema.codecs.word_buffers import POOLED, WordBuffers
+    pool = WordBuffers()
+    sizes = [POOLED * 8, POOLED, POOLED * 2, 16]
+    addresses = None
+    for _step in range(4):
+        arrays = [pool.take(n) for n in sizes]
+        got = [a.ctypes.data for a in arrays[:3]]
+        if addresses is not None:
+            assert got == addresses               # every pooled size: last step's array
+        addresses = got
+        del arrays
+
+
+def test_a_content_buffer_arrow_still_holds_is_not_handed_out():
+    import pyarrow as pa
+    from tfblackbox.schema.codecs.word_buffers import POOLED, WordBuffers
+    pool = WordBuffers()
+    data = pool.take(POOLED)
+    data[:] = 7
+    column = pa.Array.from_buffers(pa.binary(), 1, [
+        None, pa.py_buffer(np.array([0, POOLED], np.int32)), pa.py_buffer(data)])
+    del data
+    again = pool.take(POOLED)                     # the writer has not stored the rows yet
+    again[:] = 1
+    assert column[0].as_py() == bytes([7]) * POOLED
+    address = np.frombuffer(column.buffers()[2], np.uint8).ctypes.data
+    del column
+    assert pool.take(POOLED).ctypes.data == address

@@ -6,13 +6,17 @@ as views into them. A fresh 25 MB array a step cost 50-100 ms of the kernel's pa
 and huge-page compaction on this VM (codec_planes itself: 10-12 ms); handing back an array
 no view or history holds any more cut that to nothing. Whether one is held is read from its
 reference count: numpy gives every view of it (slices of slices too) a reference to it.
+The content columns' data (tfdbg_v1_codec.Encoder.encode) comes from a pool of its own: Arrow
+refers to it, through the buffer protocol, until the writer stored the rows.
 """
 
 import sys
 
 import numpy as np
 
-SPARES = 2      # free arrays kept for later steps (each a step's words of one width)
+SPARES = 2      # free arrays of one size kept for later steps (a step's words of one width)
+MAX_FREE = 8    # free arrays kept in all (the oldest go first)
+POOLED = 1 << 18  # smaller arrays come from malloc's heap, whose pages are mapped already
 
 
 class WordBuffers:
@@ -22,6 +26,8 @@ class WordBuffers:
 
     def take(self, nbytes):
         """A uint8 array of `nbytes` (contents undefined)."""
+        if nbytes < POOLED:
+            return np.empty(nbytes, np.uint8)
         self._collect()
         for i, a in enumerate(self._free):
             if a.nbytes == nbytes:
@@ -38,7 +44,13 @@ class WordBuffers:
             # references: _lent's, the loop's `a`, getrefcount's argument
             (held if sys.getrefcount(a) > 3 else self._free).append(a)
         self._lent = held
-        del self._free[:-SPARES]   # the newest few; the rest go back to the allocator
+        # the newest few of each size (steps take arrays of several sizes: one per width)
+        keep, count = [], {}
+        for a in reversed(self._free):
+            if count.get(a.nbytes, 0) < SPARES and len(keep) < MAX_FREE:
+                count[a.nbytes] = count.get(a.nbytes, 0) + 1
+                keep.append(a)
+        self._free = keep[::-1]   # the rest go back to the allocator
 
     def clear(self):
         self._lent, self._free = [], []
