@@ -355,7 +355,7 @@ def test_capture_records_parse_with_tfs_name_collision_suffixes():
         "1700000000000002"]
     assert got[0].device_dir == "_tfdbg_device_,job_localhost,replica_0,task_0,device_CPU_0"
     assert (got[0].dtype, got[0].shape, got[4].dtype, got[4].shape) == (
-        "float32", [2], "string", [])
+        "float32", (2,), "string", ())
     assert got[1].data == b"\x09evt" and got[4].output_slot == 1
     with pytest.raises(DumpLayoutError, match="malformed"):
         parse_records(blob[:-3])

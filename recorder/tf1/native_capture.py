@@ -268,7 +268,9 @@ def parse_records(blob):
         if clen and cat + clen > le:
             raise DumpLayoutError(f"capture record at byte {i}: tensor content {cat}+{clen} "
                                   f"lies outside its {le}-byte Event")
-        dims = list(struct.unpack_from(f"<{rank}q", blob, j)) if rank else []
+        # a tuple of ints: the collector untracks it, so it is not among the objects whose
+        # promotion sets off full collections (~0.2 s each in a TensorFlow process)
+        dims = struct.unpack_from(f"<{rank}q", blob, j) if rank else ()
         j += 8 * rank
         # the strings repeat run after run: decoded (and the device dir derived) once
         raw = bytes(blob[j:j + ld + ln + lo])
@@ -356,7 +358,7 @@ def self_test(lib_path):
             if not any(a == b for a, b in zip(ours, theirs)):
                 print(f"self-test: the Event of {t.node_name}:{t.output_slot} differs from TF's")
                 return 1
-            if proto.tensor_info(t.data) != (t.dtype, t.shape):
+            if proto.tensor_info(t.data) != (t.dtype, list(t.shape)):
                 print(f"self-test: dtype/shape of {t.node_name} differ from its Event's")
                 return 1
             if (t.content if t.content[1] > t.content[0] else None) != content_span(t.data):

@@ -158,14 +158,18 @@ class Encoder:
                 history, key_run, key_step, pos = [], run_key, step, 0
                 if room < end - start:
                     history = None        # no room to remember it: key frames only
+                state = None
             else:
                 history, _s, key_run, key_step, pos = state
                 pos += 1
-            if history is not None:
+            if history is None:
+                chains.pop(chain, None)
+            elif state is None:
                 room -= end - start
                 chains[chain] = state = [history, step, key_run, key_step, pos]
-            else:
-                chains.pop(chain, None)
+            else:   # one dump further: the chain's list updated, not made again (a list a
+                room -= end - start   # tensor a step fed the collector's full collections)
+                state[1], state[4] = step, pos
             order = min(len(history or ()), MAX_ORDER)
             by_width.setdefault(w, []).append((i, start, end, order, state, chain))
             events.append(data[:start] + data[end:])

@@ -105,7 +105,7 @@ class TensorFile:
     # known without parsing `data` when the tensor comes from the in-memory capture
     device_name: str | None = None
     dtype: str | None = None
-    shape: list | None = None
+    shape: tuple | list | None = None   # the capture's: a tuple (the collector untracks it)
     content: tuple | None = None   # (start, end) of tensor_content's payload in data when known
                                    # ((0, 0): there is none)
 
