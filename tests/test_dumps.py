@@ -361,6 +361,63 @@ def test_capture_records_parse_with_tfs_name_collision_suffixes():
         parse_records(blob[:-3])
 
 
+def _content_record(blob, ts, node, dtype, dims, event, cat, clen):
+    """_record with a tensor content span (cat, clen) inside the Event."""
+    import struct
+    device, op = "/job:localhost/replica:0/task:0/device:CPU:0", "DebugIdentity"
+    strings = device.encode() + node.encode() + op.encode() + event
+    body = struct.pack("<QiiIIIIIII", ts, 0, dtype, len(dims), len(device), len(node.encode()),
+                       len(op), len(event), cat, clen)
+    body += struct.pack(f"<{len(dims)}q", *dims) + strings
+    return blob + struct.pack("<I", len(body)) + body
+
+
+def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch):
+    """Same TensorFile objects field for field: names it has not seen (Python learns them),
+    repeats in one take (collision suffixes across both paths), content spans, dtypes outside
+    TF's enum; and the same errors for damage, wherever it sits."""
+    from tfblackbox.recorder.tf1 import native_capture
+    from tfblackbox.schema.formats import native
+    if not native.available():
+        pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
+    blob = b""
+    for step in range(3):
+        for k in range(40):
+            blob = _content_record(blob, 1700000000000000 + step, f"net/layer{k % 7}/w",
+                                   (1, 2, 19, 9, 155, 119)[k % 6], (k % 3, 4, 1)[:k % 4],
+                                   b"\x09" + bytes(range(k % 50)) + b"payload" * (k % 3),
+                                   1, (k % 50) // 2)
+    blob = _content_record(blob, 1700000000000009, "t\u00e4gged/\u00fc", 1, (), b"xy", 0, 0)
+
+    def parse(pure, data):
+        native_capture._NAMES.clear()
+        if pure:
+            monkeypatch.setenv("TFBLACKBOX_PURE_PYTHON", "1")
+        else:
+            monkeypatch.delenv("TFBLACKBOX_PURE_PYTHON", raising=False)
+        try:
+            return native_capture.parse_records(data)
+        except Exception as e:   # DumpLayoutError; struct.error for a header cut short
+            return f"{type(e).__name__}: {e}"
+
+    compiled, pure = parse(False, memoryview(blob)), parse(True, memoryview(blob))
+    assert len(compiled) == 121 and compiled == pure
+    parse(False, blob)   # the names learned: the compiled loop takes records up to dtype 155
+    taken = []
+    stop = native.module().capture_records(blob, 0, native_capture._NAMES,
+                                           native_capture._DTYPES,
+                                           native_capture.layout.TensorFile, taken, {})
+    assert len(taken) == 4 and taken == compiled[:4] and 0 < stop < len(blob)
+    assert {t.ext_timestamp for t in compiled} >= {"1700000000000000", "1700000000000000-5"}
+    assert {t.dtype for t in compiled} >= {"float32", "dtype55_ref", "float16_ref"}
+    assert compiled[-1].node_name == "t\u00e4gged/\u00fc"
+    for cut in (3, 40, len(blob) // 2 + 1):   # a record cut short, at the end
+        assert parse(False, blob[:-cut]) == parse(True, blob[:-cut])
+    bad = _content_record(blob, 1, "n", 1, (), b"abc", 2, 5)   # content past its Event
+    assert parse(False, bad) == parse(True, bad)
+    assert "lies outside its 3-byte Event" in parse(False, bad)
+
+
 def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, caplog):
     import logging
 

@@ -10,6 +10,7 @@
  * native.py loads it; tests/test_native_decode.py holds both paths to the same rows.
  * This file: the module, crc32c and framing; the decoding in _native_*.c (_native.h);
  * _native_chunk.c: whole chunks into flat columns, for import-tfevents.
+ * _native_capture.c: the in-memory dump capture's records into TensorFile objects.
  */
 #include "_native.h"
 
@@ -162,6 +163,8 @@ static PyMethodDef methods[] = {
      "Decodes the framed records of a buffer into flat columns (import-tfevents)."},
     {"codec_planes", py_codec_planes, METH_VARARGS,
      "codec_planes(views, h1, h2, h3, orders, w, cur, out): the dump codec's byte planes."},
+    {"capture_records", py_capture_records, METH_VARARGS,
+     "capture_records(blob, pos, names, dtypes, make, out, seen): the dump capture's records."},
     {"setup", py_setup, METH_VARARGS, "setup(numpy.frombuffer)."},
     {"hardware_crc", py_hardware_crc, METH_NOARGS, "Whether crc32c uses SSE4.2."},
     {NULL, NULL, 0, NULL},

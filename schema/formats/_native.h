@@ -2,7 +2,7 @@
  * _native_wire.c: the wire format and the column lists; _native_summary.c: Summary values;
  * _native_events.c: tfevents records;
  * _native_chunk.c: chunks of records into flat columns; _native_codec.c: the dump codec's
- * byte planes). What it is: _native.c. */
+ * byte planes; _native_capture.c: the dump capture's records). What it is: _native.c. */
 #ifndef TFBLACKBOX_NATIVE_H
 #define TFBLACKBOX_NATIVE_H
 #define PY_SSIZE_T_CLEAN
@@ -70,6 +70,7 @@ PyObject *py_decode_events(PyObject *self, PyObject *args);
 PyObject *py_decode_chunk(PyObject *self, PyObject *args);
 PyObject *py_frame_spans(PyObject *self, PyObject *args);
 PyObject *py_codec_planes(PyObject *self, PyObject *args);
+PyObject *py_capture_records(PyObject *self, PyObject *args);
 
 extern const char *SCALAR_COLS[], *HISTO_COLS[], *RAW_COLS[];
 extern PyObject *frombuffer, *f8, *s_empty, *s_histo, *s_tensor, *s_summary, *s_histograms,
