@@ -418,6 +418,45 @@ def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch)
     assert "lies outside its 3-byte Event" in parse(False, bad)
 
 
+def test_a_taken_buffer_goes_back_to_the_capture_only_once_no_tensor_refers_to_it():
+    """parse_records' data are slices of the capture's buffer, not copies: release() must not
+    let the capture write the next run into it while a tensor still refers to it."""
+    import gc
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.debug.lib import debug_utils
+    from tfblackbox.recorder.tf1 import native_capture
+    nat = native_capture.load(tf, "memory")
+    url = nat.register("tfblackbox-test-lifetime")
+    g = tf.Graph()
+    with g.as_default():
+        feed = tf.compat.v1.placeholder(tf.float32, [256])
+        out = tf.identity(feed * 2.0, name="doubled")
+    options = config_pb2.RunOptions()
+    debug_utils.watch_graph(options, g, debug_urls=[url])
+    with tf.compat.v1.Session(graph=g) as sess:
+        sess.run(out, {feed: np.full(256, 1.0, np.float32)}, options=options)
+        records, _f, _n = nat.take("tfblackbox-test-lifetime")
+        tensors = native_capture.parse_records(records.view)
+        assert tensors and all(isinstance(t.data, memoryview) for t in tensors)
+        before = [bytes(t.data) for t in tensors]
+        records.release()
+        assert not records.released            # the tensors still refer to it
+        for i in range(4):                      # runs the capture writes while they live
+            sess.run(out, {feed: np.full(256, 7.0 + i, np.float32)}, options=options)
+            later, _f, _n = nat.take("tfblackbox-test-lifetime")
+            assert bytes(later.view[:16]) and later.size > 0
+            later.release()
+            assert later.released                  # nothing refers to it: back at once
+        assert [bytes(t.data) for t in tensors] == before
+        del tensors
+        gc.collect()
+        assert records.released
+    nat.close("tfblackbox-test-lifetime")
+
+
 def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, caplog):
     import logging
 

@@ -232,6 +232,9 @@ class DumpCapture:
                 with self._cond:
                     self._busy = 0
                     self._cond.notify_all()
+            # the parsed tensors' data are slices of the capture's buffers (Records): dropped
+            # now, not when the next batch comes, so the capture gets its buffers back
+            read = batches = None
 
     def _failed(self, batch, e):
         log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s", batch.step, e)

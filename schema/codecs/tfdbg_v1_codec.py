@@ -172,7 +172,7 @@ class Encoder:
                 state[1], state[4] = step, pos
             order = min(len(history or ()), MAX_ORDER)
             by_width.setdefault(w, []).append((i, start, end, order, state, chain))
-            events.append(data[:start] + data[end:])
+            events.append(b"".join((data[:start], data[end:])))   # data: bytes or a memoryview
             at.append(start), codecs.append(_CODECS[w][order]), runs.append(key_run)
             csteps.append(key_step), cpos.append(pos)
         # the content column's data buffer of this run, laid out row by row: each width's

@@ -27,9 +27,9 @@ static PyObject *dims_of(const unsigned char *p, uint32_t rank) {
 
 /* One well-formed record whose names and dtype are known -> out.append(make(...)).
  * Returns 1 done, 0 Python's to take, -1 error set. */
-static int take_one(const unsigned char *b, Py_ssize_t i, Py_ssize_t end, PyObject *names,
-                    PyObject *dtypes, PyObject *make, PyObject *out, PyObject *seen,
-                    Py_ssize_t *next) {
+static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssize_t end,
+                    PyObject *names, PyObject *dtypes, PyObject *make, PyObject *out,
+                    PyObject *seen, Py_ssize_t *next) {
     if (end - i < HEAD) return 0;
     const uint32_t n = u32(b + i);
     uint64_t ts;
@@ -84,7 +84,9 @@ static int take_one(const unsigned char *b, Py_ssize_t i, Py_ssize_t end, PyObje
     if (set < 0) goto done;
     ext = k ? PyUnicode_FromFormat("%llu-%ld", (unsigned long long)ts, k)
             : PyUnicode_FromFormat("%llu", (unsigned long long)ts);
-    data = PyBytes_FromStringAndSize((const char *)(names_at + ld + ln + lo), le);
+    /* blob[start:stop]: of a memoryview a slice (no copy; it keeps the buffer alive), as
+     * _parse_one takes it */
+    data = PySequence_GetSlice(blob, (Py_ssize_t)(stop - le), (Py_ssize_t)stop);
     dims = dims_of(b + j, rank);
     content = Py_BuildValue("(II)", cat, cat + clen);
     if (ext == NULL || data == NULL || dims == NULL || content == NULL) goto done;
@@ -114,7 +116,7 @@ PyObject *py_capture_records(PyObject *self, PyObject *args) {
     Py_ssize_t i = pos < 0 ? 0 : pos;
     while (i < end) {
         Py_ssize_t next = i;
-        const int got = take_one(b, i, end, names, dtypes, make, out, seen, &next);
+        const int got = take_one(blob, b, i, end, names, dtypes, make, out, seen, &next);
         if (got < 0) { PyBuffer_Release(&view); return NULL; }
         if (got == 0) break;
         i = next;
