@@ -183,7 +183,8 @@ class Encoder:
                 lengths[m[0]] = m[2] - m[1]
         offsets = np.zeros(len(tensors) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        # pooled: a fresh 25 MB buffer a step was ~8% of DumpHook's CPU in page faults
+        # pooled: page faults writing a fresh 25 MB buffer a step were ~3% of DumpHook's
+        # CPU samples (perf, 2 509 tensors)
         data = self._contents.take(int(offsets[-1]))
         for w, members in by_width.items():
             self._encode_width(w, members, tensors, data, offsets)

@@ -62,6 +62,9 @@ static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssi
         PyErr_SetString(PyExc_TypeError, "capture_records: names values must be 4-tuples");
         return -1;
     }
+    /* held while make() runs Python code (another thread may add to `names` meanwhile) */
+    Py_INCREF(known);
+    Py_INCREF(dname);
     PyObject *device = PyTuple_GET_ITEM(known, 0), *dev_dir = PyTuple_GET_ITEM(known, 1),
              *node = PyTuple_GET_ITEM(known, 2), *op = PyTuple_GET_ITEM(known, 3);
     PyObject *py_slot = NULL, *py_ts = NULL, *name = NULL, *ext = NULL, *data = NULL,
@@ -99,6 +102,7 @@ static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssi
 done:
     Py_XDECREF(py_slot); Py_XDECREF(py_ts); Py_XDECREF(name); Py_XDECREF(ext);
     Py_XDECREF(data); Py_XDECREF(dims); Py_XDECREF(content); Py_XDECREF(tf);
+    Py_DECREF(known); Py_DECREF(dname);
     return status;
 }
 
