@@ -240,9 +240,9 @@ class Native:
 class Records:
     """One take()'s records, in capture.cc's buffer (no copy). parse_records' TensorFiles
     refer into it (their data is a memoryview slice, not a copy: 25 MB a step at 2 509
-    tensors, whose fresh pages cost ~17 ms a step), so release() gives the buffer back to the
-    capture only once nothing refers to it any more: at once if nothing does, else when the
-    last slice goes (a finalizer on the array every slice keeps alive)."""
+    tensors, whose copy took 10-17 ms a step in a micro-benchmark), so release() gives the
+    buffer back to the capture only once nothing refers to it any more: at once if nothing
+    does, else when the last slice goes (a finalizer on the array every slice keeps alive)."""
 
     def __init__(self, lib, address, handle, size):
         self.size = size
