@@ -169,14 +169,14 @@ def test_replay_matches_the_store(store_copy, tmp_path, capsys):
 def test_windowed_replay_logs_the_same_history(store_copy, tmp_path, monkeypatch):
     """A replay reads the store a window of steps at a time (memory stays flat); tiny windows
     must give the same history, step for step, as one big window."""
-    from tfblackbox.replay.wandb import rows as wandb_rows, timeline
+    from tfblackbox.replay.wandb import plan_rows, rows as wandb_rows, timeline
     whole = str(tmp_path / "whole")
     shutil.copytree(store_copy, whole)
     assert replay(whole, tmp_path / "w1") == EXIT_OK
     monkeypatch.setattr(wandb_rows, "WINDOW_ROWS", 7)
     s = Store.open(store_copy)
     plan = timeline.plan_chunk(s, s.run("alpha"), None, {})
-    assert len(list(timeline.iter_batches(s, "alpha", plan))) > 5
+    assert len(list(plan_rows.iter_batches(s, "alpha", plan))) > 5
     assert replay(store_copy, tmp_path / "w2") == EXIT_OK
 
     def simple(wdir):

@@ -316,4 +316,5 @@ def test_follow_during_the_run_pushes_what_the_one_shot_replay_pushes(runs):
     # every epoch's tf.summary values are there (a live replay once dropped all but epoch 0)
     epochs = [r["global_step"] for r in followed if "train/epoch_loss" in r]
     assert epochs == [0, 1, 2, 3]
-    assert result["late_rows"]["count"] == result["refused_rows"]["count"] == 0
+    assert result["late_rows"]["count"] == result["refused_rows"]["count"] == 0, (
+        result["late_rows"], result["refused_rows"])

@@ -6,15 +6,20 @@ could refuse, or gets later than a one-shot replay would give them, are reported
 
 import json
 import math
+import time
 
 import pyarrow as pa
+import pytest
 
 import wandb_log
 from tfblackbox.cli.exits import EXIT_OK
 from tfblackbox.cli.main import replay_main
+from tfblackbox.replay.wandb import plan_rows, timeline
 from tfblackbox.schema import SCALARS, Store
+from tfblackbox.schema.errors import ReplayError
 from tfblackbox.schema.store import catalog as cat
-from tfblackbox.schema.tables import TFEVENTS_RECORDS
+from tfblackbox.schema.store.maintenance import compact
+from tfblackbox.schema.tables import TENSORS, TFEVENTS_RECORDS
 
 
 def replay(store, wandb_dir, *extra):
@@ -245,3 +250,92 @@ def test_online_uploads_the_offline_chunk_with_wandb_sync(tmp_path, monkeypatch)
     real_upload("/staged/run-dir", types.SimpleNamespace(entity="team"), "time")
     assert ran == [[push.sys.executable, "-m", "wandb", "sync", "--project", "time",
                     "--entity", "team", "/staged/run-dir"]]
+
+
+def tensor_summary(store, run_id, file, index, step, wall, tag):
+    """A tfevents record whose decoded row is a tensor (W&B gets no value from it), as the
+    Keras TensorBoard callback's model summary (train/keras)."""
+    store.write_segment(run_id, "tfevents_records", pa.Table.from_pydict({
+        "step": [step], "wall_time": [wall], "tag": [tag], "attempt": [1], "file": [file],
+        "source": [f"/logs/{file}"], "offset": [index * 100], "index": [index],
+        "what": ["summary"], "length": [10], "crc": [0], "record": [b""], "cuts": [None]},
+        schema=TFEVENTS_RECORDS))
+    store.write_segment(run_id, "tensors", pa.Table.from_pylist(
+        [{"step": step, "wall_time": wall, "tag": tag, "attempt": 1, "dtype": "string",
+          "shape": [], "plugin_name": "text", "tensor": b"model"}], schema=TENSORS))
+
+
+def test_a_tfevents_row_with_no_wandb_value_is_passed_not_pushed_late(tmp_path, capsys):
+    """A live replay whose first chunk holds a tensor-only tfevents group (no W&B value) goes
+    on after it: the next chunk neither pushes it nor reports it late (it once did, each time
+    the group came first in a chunk)."""
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r", project="late")
+    store.begin_attempt("r")
+    tfevents(store, "r", "train/events.1", [(0, 0, 99.5, "", "file_version")])
+    tensor_summary(store, "r", "train/events.1", 1, 0, 99.6, "train/keras")
+    tfevents(store, "r", "train/events.1", [(2, 1, 100.5, "train/loss", "summary")])
+    scalars(store, "r", [0], [100.0], tag="batch/loss")
+    set_times(store, "r", 99.0, None, [(99.0, None)])
+    with store.catalog.session(write=True) as s:
+        s.get(cat.RunRow, "r").heartbeat_at = 1e12
+    wdir = tmp_path / "wandb"
+    assert replay(store.root, wdir, "--json") == EXIT_OK
+    first = json.loads(capsys.readouterr().out)["runs"][0]
+    assert first["pushed_steps"] == 1 and first["late_rows"]["count"] == 0
+    tfevents(store, "r", "train/events.1", [(3, 2, 101.5, "train/loss", "summary")])
+    scalars(store, "r", [1], [101.0], tag="batch/loss")
+    set_times(store, "r", 99.0, 102.0, [(99.0, 102.0)], age=0.0)
+    assert replay(store.root, wdir, "--json") == EXIT_OK
+    second = json.loads(capsys.readouterr().out)["runs"][0]
+    assert second["late_rows"] == {"count": 0, "tags": []}
+    rows = sorted((r for f in wandb_log.run_files(str(wdir)) for r in wandb_log.history(f)),
+                  key=lambda r: r["_step"])
+    assert [(r["_step"], r.get("global_step"), sorted(k for k in r if not k.startswith("_")))
+            for r in rows] == [
+        (0, None, ["batch/loss"]), (1, 1, ["global_step", "train/loss"]),
+        (2, None, ["batch/loss"]), (3, 2, ["global_step", "train/loss"])]
+
+
+def live_plan(tmp_path):
+    """A live run with two flushes of logged and tfevents rows registered a minute ago, and
+    the plan of its first chunk."""
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r", project="race")
+    store.begin_attempt("r")
+    tfevents(store, "r", "train/events.1", [(0, 0, 99.5, "", "file_version"),
+                                            (1, 1, 100.5, "train/loss", "summary")])
+    scalars(store, "r", [0], [100.0], tag="batch/loss")
+    tfevents(store, "r", "train/events.1", [(2, 2, 101.5, "train/loss", "summary"),
+                                            (3, 3, 102.5, "train/loss", "summary")])
+    scalars(store, "r", [1, 2], [101.0, 102.0], tag="batch/loss")
+    set_times(store, "r", 99.0, None, [(99.0, None)])
+    with store.catalog.session(write=True) as s:
+        s.get(cat.RunRow, "r").heartbeat_at = time.time()
+    plan = timeline.plan_chunk(store, store.run("r"), None, {})
+    assert plan.until is not None
+    assert [(k, x if k == "log" else x.step) for k, x, _t in plan.slots] == [
+        ("log", 0), ("sync", 1), ("log", 1), ("sync", 2), ("log", 2)]
+    return store, plan
+
+
+def test_rows_planned_before_the_finish_compacts_the_run_are_all_pushed(tmp_path):
+    """The run's finish compacts its segments, registering the merged files anew: a chunk
+    planned just before reads its rows after. Each planned row is still pushed (a live
+    --follow replay once pushed the logged rows of such a chunk and left out the tfevents
+    rows among them, then pushed those late)."""
+    store, plan = live_plan(tmp_path)
+    assert compact(store, "r")[("r", "scalars")] == (4, 1)
+    got = [(slot, rows.scalars[i]) for slot, rows, i in plan_rows.iter_rows(store, "r", plan)]
+    assert [slot for slot, _v in got] == plan.slots
+    assert [v for _s, v in got] == [{"batch/loss": 0.0}, {"train/loss": 1.0},
+                                    {"batch/loss": 1.0}, {"train/loss": 2.0},
+                                    {"batch/loss": 2.0}]
+
+
+def test_planned_rows_gone_from_the_store_fail_the_chunk_naming_them(tmp_path):
+    store, plan = live_plan(tmp_path)
+    with store.catalog.session(write=True) as s:
+        s.execute(cat.delete(cat.SegmentRow).where(cat.SegmentRow.table_name == "scalars"))
+    with pytest.raises(ReplayError, match=r"run r: 5 row\(s\) .* \(step 0 first\)"):
+        list(plan_rows.iter_rows(store, "r", plan))

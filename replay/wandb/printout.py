@@ -6,7 +6,8 @@ from tfblackbox.cli.exits import print_json
 from .artifacts import Artifacts
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
-from .timeline import LIVE_SETTLE_SECS, iter_batches, plan_chunk
+from .plan_rows import iter_batches
+from .timeline import LIVE_SETTLE_SECS, plan_chunk
 
 
 # -- dry run --------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from .artifacts import Artifacts
 from .extras import Extras
 from .naming import destination, project_of, wandb_run_id
 from .system import System
-from .timeline import iter_rows, plan_chunk
+from .plan_rows import iter_rows
+from .timeline import plan_chunk
 
 
 @dataclasses.dataclass
@@ -280,6 +281,12 @@ def _settings(wandb, console=False, training=None):
                           **(training or {}))
 
 
+def _passed(wstate, group):
+    """A tfevents group was pushed (or has nothing to push): its logdir goes on after it."""
+    d = wstate.setdefault("dirs", {})
+    d[group.dir] = list(max(tuple(d.get(group.dir, ("", -2))), group.end))
+
+
 def _log_rows(run, rows, factory, run_id, progress, chunk, extras, wstate, total):
     """Logs the plan's rows at their W&B steps (timeline.py): a synced row at the next step, a
     logged row at its recorder step plus the synced rows before it. Updates `wstate` and
@@ -298,6 +305,12 @@ def _log_rows(run, rows, factory, run_id, progress, chunk, extras, wstate, total
     try:
         for n, (slot, group, i) in enumerate(rows):
             kind, key, t = slot
+            if group is None:   # its rows make no W&B values (tensors only): passed over
+                if kind == "log":
+                    cursor = key
+                else:
+                    _passed(wstate, key)
+                continue
             if kind == "log":
                 before(run, key)
                 row = convert(group.row(i, factory), key)
@@ -311,8 +324,7 @@ def _log_rows(run, rows, factory, run_id, progress, chunk, extras, wstate, total
                 w = nxt
                 k += 1
                 chunk["synced"] += 1
-                d = wstate.setdefault("dirs", {})
-                d[key.dir] = list(max(tuple(d.get(key.dir, ("", -2))), key.end))
+                _passed(wstate, key)
             nxt = w + 1
             wstate["t"] = max(wstate.get("t", t), t)
             if named:

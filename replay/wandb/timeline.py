@@ -36,7 +36,6 @@ drops) is reported as refused. Both are counted with their tags in the replay's 
 """
 
 import dataclasses
-import functools
 import heapq
 import math
 import os
@@ -45,9 +44,6 @@ import time
 
 from tfblackbox.schema.store.records import run_state
 from tfblackbox.schema.store.windows import SETTLE_SECS
-
-from . import rows as _rows
-from .rows import group_rows, read_tables
 
 TB_LAG_SECS = float(os.environ.get("TFBLACKBOX_TB_LAG_SECS", "130"))
 LIVE_SETTLE_SECS = 2 * SETTLE_SECS   # a live run's step is pushed once registered this long
@@ -144,11 +140,18 @@ class Synced:
         return out
 
 
+def raw_records(store, run_id):
+    """_RAW columns of every tfevents record registered now."""
+    if not store.segments(run_id, "tfevents_records"):
+        return {c: [] for c in _RAW}
+    raw = store.read(run_id, "tfevents_records", columns=_RAW)
+    return {c: raw[c].to_pylist() for c in _RAW}
+
+
 def load_synced(store, record, now, running):
-    if not store.segments(record.run_id, "tfevents_records"):
-        return Synced({c: [] for c in _RAW})
-    raw = store.read(record.run_id, "tfevents_records", columns=_RAW)
-    raw = {c: raw[c].to_pylist() for c in _RAW}
+    raw = raw_records(store, record.run_id)
+    if not raw["step"]:
+        return Synced(raw)
     settled = None
     if running:   # records registered by then: their flushes' decoded rows were by now - SETTLE
         t = store.read(record.run_id, "tfevents_records", columns=["file", "index"],
@@ -324,56 +327,3 @@ def _refused(store, run_id, synced, cursor, wstate, until):
             if w > wall and not (synced and synced.is_synced(s, w, tag)):
                 out.append((s, tag, w))
     return out
-
-
-# -- the rows of a plan, batch by batch ---------------------------------------------------
-
-def _parts(plan, batch):
-    """The plan's slots in runs of about `batch` stored rows."""
-    part, n = [], 0
-    for slot in plan.slots:
-        part.append(slot)
-        n += plan.sizes.get(slot[1], 1) if slot[0] == "log" else len(slot[1].events)
-        if n >= batch:
-            yield part
-            part, n = [], 0
-    if part:
-        yield part
-
-
-def iter_batches(store, run_id, plan, batch=None):
-    """Yields (slots, logged Rows, synced Rows) for the plan's slots, about `batch` stored rows
-    (rows.WINDOW_ROWS) at a time, read together so that memory does not grow with the chunk
-    (either Rows may be None; synced Rows are keyed by the slot's position in the batch)."""
-    synced = plan.synced
-    for part in _parts(plan, batch or _rows.WINDOW_ROWS):
-        logged = [s[1] for s in part if s[0] == "log"]
-        groups = {id(s[1]): n for n, s in enumerate(part) if s[0] == "sync"}
-        log_rows = sync_rows = None
-        if logged:
-            log_rows = group_rows(read_tables(store, run_id, logged[0], logged[-1] + 1,
-                                              registered=(None, plan.until)), key=(
-                lambda s, w, tag: None if synced and synced.is_synced(s, w, tag) else s))
-        if groups:
-            span = [e[0] for s in part if s[0] == "sync" for e in s[1].events]
-
-            sync_rows = group_rows(read_tables(store, run_id, min(span), max(span) + 1,
-                                               registered=(None, plan.until)),
-                                   functools.partial(_group_key, synced, groups))
-        yield part, log_rows, sync_rows
-
-
-def _group_key(synced, groups, step, wall, tag):
-    g = synced.group_of(step, wall, tag)
-    return None if g is None else groups.get(id(g))
-
-
-def iter_rows(store, run_id, plan, batch=None):
-    """Yields (slot, Rows, i) for each slot of the plan that has values, in order."""
-    for part, log_rows, sync_rows in iter_batches(store, run_id, plan, batch):
-        at_log = {s: i for i, s in enumerate(log_rows.steps)} if log_rows else {}
-        at_sync = {n: i for i, n in enumerate(sync_rows.steps)} if sync_rows else {}
-        for n, slot in enumerate(part):
-            i = at_log.get(slot[1]) if slot[0] == "log" else at_sync.get(n)
-            if i is not None:
-                yield slot, log_rows if slot[0] == "log" else sync_rows, i
