@@ -303,10 +303,11 @@ def test_follow_during_the_run_pushes_what_the_one_shot_replay_pushes(runs):
     assert result["ok"] and result["complete"] and result["state"] == "finished"
     live = [f for f in runs["follow"] if wandb_log.history(f)]
     assert len(live) >= 2, "the follow replay pushed nothing while the run trained"
-    # rows of one step from two sources (Keras' epoch/*, tf.summary's train/*) may land in
-    # different --follow pushes: compared in (step, original time) order on both sides
+    # the pushes' rows in W&B step order; every row has a step of its own (timeline.py)
     def in_order(rows):
-        return sorted(rows, key=lambda r: (r["_step"], r.get("_timestamp", 0.0)))
+        rows = sorted(rows, key=lambda r: r["_step"])
+        assert len({r["_step"] for r in rows}) == len(rows), "two rows at one W&B step"
+        return rows
 
     followed = in_order(r for f in runs["follow"] for r in wandb_log.history(f))
     once = in_order(wandb_log.history(runs["once"]))
