@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfblackbox.schema import Store
-from tfblackbox.schema.codecs import rows, tfdbg_v1_codec, tfdbg_v1_rows
+from tfblackbox.schema.codecs import rows, tfdbg_v1_codec, tfdbg_v1_decode, tfdbg_v1_rows
 from tfblackbox.schema.formats import native, tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.wire import encode_varint, length_delimited
 
@@ -90,7 +90,7 @@ def record(tmp_path, steps, key_every=4):
 
 def decoded(store, steps=None):
     got = {}
-    for r in tfdbg_v1_codec.read_debug_tensors(store, "r", steps, [
+    for r in tfdbg_v1_decode.read_debug_tensors(store, "r", steps, [
             "step", "run_key", "node_name", "timestamp", "ext_timestamp", "event", "codec"]):
         ext = r["ext_timestamp"] or str(r["timestamp"])
         got[(r["run_key"], r["node_name"], ext)] = r["event"]
@@ -171,12 +171,12 @@ def test_a_step_decreasing_or_repeated_starts_a_new_chain(tmp_path):
 
 def test_a_missing_link_is_reported_not_guessed(tmp_path):
     store, originals = record(tmp_path, list(range(6)), key_every=8)
-    rows_ = tfdbg_v1_codec.read_debug_tensors(store, "r")
+    rows_ = tfdbg_v1_decode.read_debug_tensors(store, "r")
     # lose step 2's rows: steps 3.. of each chain cannot be rebuilt, 0 and 1 still can
     kept = [r for r in rows_ if r["step"] != 2]
     raw = store.read("r", "tfdbg_v1_tensors").to_pylist()
     raw = [r for r in raw if r["step"] != 2]
-    events = tfdbg_v1_codec.decode_events(raw)
+    events = tfdbg_v1_decode.decode_events(raw)
     damaged = set()
     for r, e in zip(raw, events):
         ext = r["ext_timestamp"] or str(r["timestamp"])
@@ -243,8 +243,9 @@ def test_codec_planes_refuses_what_does_not_add_up():
     assert cur.view(np.int32).tolist() == [1, 1, 1, 2]
     for args, message in [
             ((words, None, None, None, bytes([1, 0]), 4, cur, out, at), "order-1 row needs"),
-            ((words, h1, None, None, bytes([1]), 4, cur, out, at), "an order and a place"),
-            ((words, h1, None, None, bytes([1, 0]), 4, cur, out, at[:1]), "a place a row"),
+            ((words, h1, None, None, bytes([1]), 4, cur, out, at), "not an order, a place"),
+            ((words, h1, None, None, bytes([1, 0]), 4, cur, out, at[:1]),
+             r"a place \(and a span\) a row"),
             ((words, h1, None, None, bytes([1, 0]), 3, cur, out, at), "bad width"),
             ((words, h1, None, None, bytes([1, 4]), 4, cur, out, at), "row 1 has 4 bytes"),
             ((words, h1, None, None, bytes([1, 0]), 8, cur, out, at), "row 0 has 12 bytes"),
@@ -253,6 +254,17 @@ def test_codec_planes_refuses_what_does_not_add_up():
             ((words, h1[:8], None, None, bytes([1, 0]), 4, cur, out, at), "history is not")]:
         with pytest.raises(ValueError, match=message):
             nat.codec_planes(*args)
+    # with spans, each row is its view's [start:end]: the same planes, no slices made
+    whole = [b"\xff" * 4 + words[0] + b"\xee", b"\xdd" * 2 + words[1]]
+    spans = np.array([[4, 16], [2, 6]], np.int64)
+    out2, cur2 = np.full(20, 9, np.uint8), np.empty(16, np.uint8)
+    nat.codec_planes(whole, h1, None, None, bytes([1, 0]), 4, cur2, out2, at, spans)
+    assert out2.tolist() == out.tolist() and cur2.tolist() == cur.tolist()
+    for bad, message in [(np.array([[4, 18], [2, 6]], np.int64), "row 0's span 4..18"),
+                         (np.array([[4, 16], [3, 2]], np.int64), "row 1's span 3..2"),
+                         (np.array([[4, 16]], np.int64), r"\(and a span\) a row")]:
+        with pytest.raises(ValueError, match=message):
+            nat.codec_planes(whole, h1, None, None, bytes([1, 0]), 4, cur2, out2, at, bad)
 
 
 def test_a_word_array_is_used_again_only_once_nothing_refers_to_it():

@@ -16,7 +16,7 @@ import re
 import shutil
 
 from tfblackbox.schema import BlackboxError, DumpLayoutError
-from tfblackbox.schema.codecs import tfdbg_v1_codec
+from tfblackbox.schema.codecs import tfdbg_v1_decode
 from tfblackbox.schema.formats import tfdbg_v1 as proto, tfdbg_v1_layout as layout
 from tfblackbox.schema.formats.files import pid_alive as _pid_alive
 
@@ -37,7 +37,7 @@ def rebuild_run(store, run_id, target, steps=None, node_re=None):
     for g in store.read(run_id, "tfdbg_v1_graphs", latest_only=False).to_pylist():
         graphs.setdefault((g["device"], g["graph_hash"]), g)
     by_run = collections.defaultdict(list)
-    for t in tfdbg_v1_codec.read_debug_tensors(store, run_id, steps, TENSOR_COLUMNS):
+    for t in tfdbg_v1_decode.read_debug_tensors(store, run_id, steps, TENSOR_COLUMNS):
         by_run[(t["attempt"], t["run_key"])].append(t)
     os.makedirs(target, exist_ok=True)
     remove_leftovers(target)

@@ -30,13 +30,14 @@ of writer CPU for 70 M words, against 0.3 s for splitting each row here); zstd l
 came out alike on the planes.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 
 from ..errors import StoreDamageError
 from ..formats import native
 from ..formats.wire import span
-from ..tables.tfdbg_v1 import TFDBG_V1_TENSORS
 from .rows import binary_array
 from .word_buffers import WordBuffers
 
@@ -171,44 +172,54 @@ class Encoder:
                 room -= end - start   # tensor a step fed the collector's full collections)
                 state[1], state[4] = step, pos
             order = min(len(history or ()), MAX_ORDER)
-            by_width.setdefault(w, []).append((i, start, end, order, state, chain))
+            rows = by_width.get(w)
+            if rows is None:
+                rows = by_width[w] = _WidthRows([], [], [], [], [], [])
+            # parallel lists, not a tuple a tensor: each tuple (it holds the chain's state)
+            # lived through the step and fed the collector's full collections
+            rows.row.append(i), rows.start.append(start), rows.end.append(end)
+            rows.order.append(order), rows.state.append(state), rows.chain.append(chain)
             events.append(b"".join((data[:start], data[end:])))   # data: bytes or a memoryview
             at.append(start), codecs.append(_CODECS[w][order]), runs.append(key_run)
             csteps.append(key_step), cpos.append(pos)
         # the content column's data buffer of this run, laid out row by row: each width's
         # planes are written in place (no row-sized pieces copied together afterwards)
         lengths = np.zeros(len(tensors), np.int64)
-        for members in by_width.values():
-            for m in members:
-                lengths[m[0]] = m[2] - m[1]
+        for rows in by_width.values():
+            lengths[rows.row] = np.subtract(rows.end, rows.start)
         offsets = np.zeros(len(tensors) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         # pooled: page faults writing a fresh 25 MB buffer a step were ~3% of DumpHook's
         # CPU samples (perf, 2 509 tensors)
         data = self._contents.take(int(offsets[-1]))
-        for w, members in by_width.items():
-            self._encode_width(w, members, tensors, data, offsets)
+        for w, rows in by_width.items():
+            self._encode_width(w, rows, tensors, data, offsets)
         out.content.append(_content_column(data, offsets, [codec is not None for codec in
                                                            codecs[base:]]))
         out.n += len(tensors)
 
-    def _encode_width(self, w, members, tensors, data, offsets):
+    def _encode_width(self, w, rows, tensors, data, offsets):
         """The content (stored words as byte planes) of every row of width w in one go,
         written into `data` at the rows' `offsets`; updates their histories. In the steady
         state (the same chains as last time, each one dump further) the predictions come
         from the previous calls' arrays whole, with no per-row copies. The compiled
         codec_planes does the arithmetic and the planes in one pass; the numpy below is its
         twin."""
-        # members: (row, content start, end, order, chain state or None, chain)
-        views = [memoryview(tensors[m[0]].data)[m[1]:m[2]] for m in members]
-        sizes = np.fromiter(((m[2] - m[1]) // w for m in members), np.int64, len(members))
+        sizes = np.subtract(rows.end, rows.start) // w
         nat = native.module()
+        if nat is not None:   # the rows' data whole and their spans: no slice object a row
+            views = [tensors[r].data for r in rows.row]
+            spans = np.empty((len(views), 2), np.int64)
+            spans[:, 0], spans[:, 1] = rows.start, rows.end
+        else:
+            views = [memoryview(tensors[r].data)[a:b]
+                     for r, a, b in zip(rows.row, rows.start, rows.end)]
         # an array of an earlier step no history refers to any more (word_buffers.py)
         gathered = self._buffers.take(int(sizes.sum()) * w) if nat is not None else None
         cur = (gathered.view(_INT[w]) if nat is not None
                else np.frombuffer(b"".join(views), _INT[w]))
-        orders = [m[3] for m in members]
-        signature = [m[4] is not None and m[5] for m in members]
+        orders, states = rows.order, rows.state
+        signature = [state is not None and chain for state, chain in zip(states, rows.chain)]
         last = self._groups.get(w)
         group = [] if last is None or last[0] != signature or 0 in orders else last[1]
         top = max(orders)
@@ -218,25 +229,35 @@ class Encoder:
         elif steady:
             hist = (group[::-1] + [None, None])[:3]
         else:
-            hist = [_joined([m[4][0][-k] if m[4] and len(m[4][0]) >= k else None
-                             for m in members], sizes, w) for k in (1, 2, 3)[:top]]
+            hist = [_joined([st[0][-k] if st and len(st[0]) >= k else None
+                             for st in states], sizes, w) for k in (1, 2, 3)[:top]]
             hist += [None] * (3 - len(hist))
-        places = offsets[[m[0] for m in members]]
+        places = offsets[rows.row]
         if nat is not None:   # gathers the views into cur as it goes
             nat.codec_planes(views, *hist[:top], *[None] * (3 - top), bytes(orders), w,
-                             gathered, data, places)
+                             gathered, data, places, spans)
         else:
             _transpose_into(_stored(cur, hist, orders, sizes, top, steady, w), sizes, w, data,
                             places)
         at = 0
-        for m, size in zip(members, sizes.tolist()):
-            history = m[4] and m[4][0]
+        for state, size in zip(states, sizes.tolist()):
+            history = state and state[0]
             if history is not None:
                 history.append(cur[at:at + size])
                 if len(history) > MAX_ORDER:
                     del history[0]
             at += size
         self._groups[w] = (signature, (group + [cur])[-MAX_ORDER:])
+
+
+class _WidthRows(NamedTuple):
+    """The rows of one width in an encode() call, as parallel lists."""
+    row: list      # position in the run's tensors
+    start: list    # content span in the tensor's data
+    end: list
+    order: list    # prediction order
+    state: list    # the chain's state list, None when it is not remembered
+    chain: list    # the chain's key
 
 
 class EncodedRows:
@@ -327,89 +348,3 @@ def _joined(parts, sizes, w):
     """One array of the given parts (None: zeros of that row's size)."""
     return np.concatenate([p if p is not None else np.zeros(int(s), _INT[w])
                            for p, s in zip(parts, sizes)])
-
-
-# -- decoding (every reader) ----------------------------------------------------------------------
-
-def decode_events(rows):
-    """The dump Event bytes of each row (dicts with attempt, run_key, step, device, tag,
-    timestamp, ext_timestamp, event and the format-3 columns), in row order. A row whose
-    chain is incomplete in `rows` gets a StoreDamageError instead of bytes, naming what is
-    missing; the other rows decode."""
-    out = [None] * len(rows)
-    coded = [i for i, r in enumerate(rows) if r.get("codec") is not None]
-    for i, r in enumerate(rows):
-        if r.get("codec") is None:
-            out[i] = r["event"]
-    occ = occurrences([((rows[i]["attempt"], rows[i]["run_key"], rows[i]["device"],
-                         rows[i]["tag"]), _order_key(rows[i]["timestamp"],
-                                                     rows[i]["ext_timestamp"]))
-                       for i in coded])
-    chains = {}
-    for i, o in zip(coded, occ):
-        r = rows[i]
-        w, _order = parse_codec(r["codec"])
-        chains.setdefault((r["attempt"], r["device"], r["tag"], o, w, r["chain_run"]),
-                          []).append(i)
-    for (_a, _d, _t, _o, w, _run), members in chains.items():
-        members.sort(key=lambda i: rows[i]["chain_pos"])
-        history, expect = [], 0
-        for i in members:
-            r = rows[i]
-            _w, order = parse_codec(r["codec"])
-            if r["chain_pos"] != expect or len(history) < order:
-                out[i] = StoreDamageError(
-                    f"debug tensor {r['tag']} of {r['run_key']} (step {r['step']}) is encoded "
-                    f"against dump {r['chain_pos'] - 1} of its chain from {r['chain_run']} "
-                    f"(step {r['chain_step']}), which is not in the store")
-                history, expect = [], -1    # the rest of this chain cannot be decoded
-                continue
-            stored = _stored_words(r, w)
-            words = stored if order == 0 else _unzigzag(stored, w) + _predict(
-                *(history[::-1] + [None, None])[:3], order)
-            words = words.astype(_INT[w], copy=False)
-            history = (history + [words])[-MAX_ORDER:]
-            expect += 1
-            event, at = r["event"], r["content_at"]
-            out[i] = event[:at] + words.tobytes() + event[at:]
-    return out
-
-
-def _stored_words(row, w):
-    data = row["content"]
-    if data is None or len(data) % w:
-        raise StoreDamageError(f"debug tensor {row['tag']} of {row['run_key']}: codec "
-                               f"{row['codec']} but {0 if data is None else len(data)} bytes "
-                               f"of content")
-    planes = np.frombuffer(data, np.uint8)
-    return planes.reshape(w, -1).T.copy().view(_INT[w]).reshape(-1) if w > 1 else (
-        planes.view(np.int8))
-
-
-CODEC_COLUMNS = ["attempt", "run_key", "step", "device", "tag", "timestamp", "ext_timestamp",
-                 "event", "content_at", "content", "codec", "chain_run", "chain_step",
-                 "chain_pos"]
-
-
-def read_debug_tensors(store, run_id, steps=None, columns=None):
-    """A run's tfdbg_v1_tensors rows (dicts, sorted by step) with `event` decoded back to the
-    Event bytes TF wrote, or a StoreDamageError where its chain is incomplete. With `steps`,
-    the key frames and deltas before the range that its rows need are read too (at most
-    KEY_EVERY dumps of each chain) and left out of the result."""
-    wanted = list(columns) if columns is not None else TFDBG_V1_TENSORS.names
-    cols = list(dict.fromkeys(wanted + CODEC_COLUMNS))
-    rows = store.read(run_id, "tfdbg_v1_tensors", steps=steps, columns=cols).to_pylist()
-    lo = steps[0] if steps is not None else None
-    first = min((r["chain_step"] for r in rows if r["codec"] is not None), default=None)
-    before = []
-    if lo is not None and first is not None and first < lo:
-        before = store.read(run_id, "tfdbg_v1_tensors", steps=(first, lo),
-                            columns=cols).to_pylist()
-    events = decode_events(before + rows)[len(before):]
-    extra = [c for c in cols if c not in wanted]
-    for r, event in zip(rows, events):
-        r["event"] = event
-        for c in extra:
-            del r[c]
-    return rows
-

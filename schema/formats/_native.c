@@ -162,7 +162,8 @@ static PyMethodDef methods[] = {
     {"decode_chunk", py_decode_chunk, METH_VARARGS,
      "Decodes the framed records of a buffer into flat columns (import-tfevents)."},
     {"codec_planes", py_codec_planes, METH_VARARGS,
-     "codec_planes(views, h1, h2, h3, orders, w, cur, out): the dump codec's byte planes."},
+     "codec_planes(views, h1, h2, h3, orders, w, cur, out, out_at[, spans]): the dump "
+     "codec's byte planes."},
     {"capture_records", py_capture_records, METH_VARARGS,
      "capture_records(blob, pos, names, dtypes, make, out, seen): the dump capture's records."},
     {"setup", py_setup, METH_VARARGS, "setup(numpy.frombuffer)."},

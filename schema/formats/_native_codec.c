@@ -55,18 +55,20 @@ STORED(uint16_t, 16)
 STORED(uint32_t, 32)
 STORED(uint64_t, 64)
 
-/* codec_planes(views, h1, h2, h3, orders, w, cur, out, out_at): gathers the rows' words
- * (`views`, bytes-like, a row each) into `cur` (writable, their total length), and writes each
+/* codec_planes(views, h1, h2, h3, orders, w, cur, out, out_at[, spans]): gathers the rows'
+ * words (`views`, bytes-like, a row each; with `spans`, int64 (start, end) a row, the row is
+ * view[start:end], so the caller makes no slice objects) into `cur` (writable, their total
+ * length), and writes each
  * row's stored words (order orders[r]) as w byte planes into `out` at out_at[r] (int64 a row:
  * the caller lays out a binary column's data buffer, other rows between). The histories are the rows' previous words joined as `cur` is (None where no
  * row's order reaches them). The caller allocates cur and out (numpy: huge pages, where a
  * fresh 25 MB bytes object cost ~20 ms of page faults a step here). */
 PyObject *py_codec_planes(PyObject *self, PyObject *args) {
-    PyObject *views, *objs[3];
-    Py_buffer hist[3] = {{0}}, orders, cur, out, where;
-    int w;
-    if (!PyArg_ParseTuple(args, "O!OOOy*iw*w*y*", &PyList_Type, &views, &objs[0], &objs[1],
-                          &objs[2], &orders, &w, &cur, &out, &where))
+    PyObject *views, *objs[3], *span_obj = Py_None;
+    Py_buffer hist[3] = {{0}}, orders, cur, out, where, spans = {0};
+    int w, got_spans = 0;
+    if (!PyArg_ParseTuple(args, "O!OOOy*iw*w*y*|O", &PyList_Type, &views, &objs[0], &objs[1],
+                          &objs[2], &orders, &w, &cur, &out, &where, &span_obj))
         return NULL;
     const int64_t *out_at = where.buf;
     PyObject *result = NULL;
@@ -75,35 +77,56 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
     Py_ssize_t held = 0, total = 0, top = 0;
     Py_buffer *bufs = PyMem_Calloc(rows ? rows : 1, sizeof(Py_buffer));
     int64_t *sizes = PyMem_Calloc(rows ? rows : 1, sizeof(int64_t));
+    const unsigned char **row_at = PyMem_Calloc(rows ? rows : 1, sizeof(unsigned char *));
+    Py_ssize_t *row_len = PyMem_Calloc(rows ? rows : 1, sizeof(Py_ssize_t));
     const unsigned char *ord = orders.buf;
-    if (bufs == NULL || sizes == NULL) {
+    if (bufs == NULL || sizes == NULL || row_at == NULL || row_len == NULL) {
         PyErr_NoMemory();
         goto done;
     }
+    if (span_obj != Py_None) {
+        if (PyObject_GetBuffer(span_obj, &spans, PyBUF_SIMPLE) < 0) goto done;
+        got_spans = 1;
+    }
     if ((w != 1 && w != 2 && w != 4 && w != 8) || orders.len != rows ||
-        where.len != rows * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "codec_planes: a bad width, or not an order and a place a row");
+        where.len != rows * (Py_ssize_t)sizeof(int64_t) ||
+        (got_spans && spans.len != rows * 2 * (Py_ssize_t)sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "codec_planes: a bad width, or not an order, a place "
+                        "(and a span) a row");
         goto done;
     }
     for (; held < rows; held++) {
         if (PyObject_GetBuffer(PyList_GET_ITEM(views, held), &bufs[held], PyBUF_SIMPLE) < 0)
             goto done;
-        if (bufs[held].len % w || ord[held] > 3) {
+        row_at[held] = bufs[held].buf;
+        row_len[held] = bufs[held].len;
+        if (got_spans) {
+            const int64_t *sp = (const int64_t *)spans.buf + 2 * held;
+            if (sp[0] < 0 || sp[0] > sp[1] || sp[1] > bufs[held].len) {
+                held++;
+                PyErr_Format(PyExc_ValueError, "codec_planes: row %zd's span %lld..%lld is "
+                             "outside its %zd bytes", held - 1, (long long)sp[0],
+                             (long long)sp[1], bufs[held - 1].len);
+                goto done;
+            }
+            row_at[held] += sp[0];
+            row_len[held] = (Py_ssize_t)(sp[1] - sp[0]);
+        }
+        if (row_len[held] % w || ord[held] > 3) {
             held++;
             PyErr_Format(PyExc_ValueError, "codec_planes: row %zd has %zd bytes (width %d) "
-                         "or order %d", held - 1, bufs[held - 1].len, w, (int)ord[held - 1]);
+                         "or order %d", held - 1, row_len[held - 1], w, (int)ord[held - 1]);
             goto done;
         }
-        if (out_at[held] < 0 || out_at[held] > out.len - bufs[held].len) {
+        if (out_at[held] < 0 || out_at[held] > out.len - row_len[held]) {
             held++;
             PyErr_Format(PyExc_ValueError, "codec_planes: row %zd's place %lld is outside "
                          "the %zd bytes of out", held - 1, (long long)out_at[held - 1],
                          out.len);
             goto done;
         }
-        sizes[held] = bufs[held].len / w;
-        total += bufs[held].len;
+        sizes[held] = row_len[held] / w;
+        total += row_len[held];
         if (ord[held] > top) top = ord[held];
     }
     if (cur.len != total) {
@@ -133,8 +156,8 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         Py_ssize_t at = 0;
         for (Py_ssize_t r = 0; r < rows; r++) {
-            memcpy(c + at, bufs[r].buf, (size_t)bufs[r].len);
-            at += bufs[r].len;
+            memcpy(c + at, row_at[r], (size_t)row_len[r]);
+            at += row_len[r];
         }
         switch (w) {
         case 1: stored_8((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
@@ -149,6 +172,9 @@ done:
     for (Py_ssize_t r = 0; r < held; r++) PyBuffer_Release(&bufs[r]);
     PyMem_Free(bufs);
     PyMem_Free(sizes);
+    PyMem_Free(row_at);
+    PyMem_Free(row_len);
+    if (got_spans) PyBuffer_Release(&spans);
     PyBuffer_Release(&orders);
     PyBuffer_Release(&cur);
     PyBuffer_Release(&out);

@@ -118,7 +118,7 @@ def _rows(c, child, s, freed_at):
 def _dumps(c, s, freed_at):
     """Every dumped step in the store is whole and decodes: dropping held dumps took the
     rows encoded against them, and the step's run row, along."""
-    from tfblackbox.schema.codecs.tfdbg_v1_codec import read_debug_tensors
+    from tfblackbox.schema.codecs.tfdbg_v1_decode import read_debug_tensors
     runs = s.read("full", "tfdbg_v1_runs", columns=["step", "run_key", "tensor_count"])
     tensors = read_debug_tensors(s, "full", columns=["run_key", "event"])
     bad = [t["event"] for t in tensors if not isinstance(t["event"], bytes)]
