@@ -286,3 +286,21 @@ def test_tfevents_rows_are_the_ones_tfs_protos_give(compiled, monkeypatch, tmp_p
                 theirs.setdefault(name, []).extend(comparable_rows(table))
     assert {k: v for k, v in ours.items() if v} == theirs
     assert {"scalars", "histograms", "media"} <= set(theirs)
+
+
+def test_a_build_of_other_sources_is_not_used(monkeypatch, caplog):
+    """An editable install keeps its old build until reinstalled: a build whose ABI is not
+    the sources' is refused with the notice (its functions take other arguments), and the
+    pure paths run."""
+    from tfblackbox.schema.formats import _native
+    monkeypatch.delenv("TFBLACKBOX_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(native, "_state", "untried")
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(_native, "ABI", native.ABI - 1)
+    with caplog.at_level(logging.WARNING, logger="tfblackbox"):
+        assert native.module() is None
+    assert not native.available()
+    assert f"ABI {native.ABI - 1}, these need {native.ABI}" in caplog.text
+    monkeypatch.setattr(_native, "ABI", native.ABI)
+    monkeypatch.setattr(native, "_state", "untried")
+    assert native.module() is _native and native.available()

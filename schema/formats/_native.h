@@ -10,6 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Raised with every change of a function's arguments or results; native.py's ABI must match
+ * (2: codec_planes takes spans) */
+#define TFBB_NATIVE_ABI 2
+
 typedef struct { const unsigned char *p; Py_ssize_t n; } span_t;
 
 /* one field: its number, wire type, payload (start, end) and a varint's value */

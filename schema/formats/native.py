@@ -16,6 +16,7 @@ import os
 
 log = logging.getLogger("tfblackbox")
 
+ABI = 2                 # _native.h's TFBB_NATIVE_ABI: the build these sources call
 _module = None
 _state = "untried"      # "untried", "loaded", "missing"
 
@@ -30,6 +31,9 @@ def module():
             import numpy as np
 
             from . import _native
+            if getattr(_native, "ABI", 1) != ABI:
+                raise ImportError(f"the build there is of other sources: ABI "
+                                  f"{getattr(_native, 'ABI', 1)}, these need {ABI}")
             _native.setup(np.frombuffer)
             _module, _state = _native, "loaded"
         except ImportError as e:
@@ -43,7 +47,7 @@ def module():
 def available():
     """Whether the extension loads (regardless of TFBLACKBOX_PURE_PYTHON)."""
     try:
-        from . import _native  # noqa: F401
+        from . import _native
     except ImportError:
         return False
-    return True
+    return getattr(_native, "ABI", 1) == ABI
