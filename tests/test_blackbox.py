@@ -276,6 +276,48 @@ def test_sigterm_writes_the_ring_then_the_process_exits_as_terminated(tmp_path):
     assert all(load(d).dumped_tensor_data for d in rebuilt(store, tmp_path / "out"))
 
 
+LOST_EXIT = textwrap.dedent("""
+    import os, signal, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.path.insert(0, {tests!r})
+    import tensorflow as tf
+    from tfblackbox import recorder
+    from test_blackbox import build, feed
+    tf.compat.v1.disable_eager_execution()
+
+    class Finalized:
+        def __del__(self):   # the handler runs in here: its SystemExit is only printed
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10))
+
+    recorder.init(store=sys.argv[1], run_id="bg")
+    hook = recorder.DumpHook(keep_last=3, persist_on=("signal",))
+    x, fetches = build(tf)
+    with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
+        for s in range(30):
+            sess.run(fetches, {{x: feed(s)}})
+            if s == 10:
+                Finalized()
+""")
+
+
+def test_sigterm_whose_exit_a_finalizer_swallowed_still_ends_the_run(tmp_path):
+    """Python runs a signal handler in whatever the main thread executes next; inside a
+    __del__ the SystemExit it raises is only printed. The hook raises it again before the
+    next step, so the process still exits as terminated (it once trained on)."""
+    script = tmp_path / "train.py"
+    script.write_text(LOST_EXIT.format(tests=os.path.dirname(__file__)))
+    store = str(tmp_path / "store")
+    done = subprocess.run([sys.executable, str(script), store], capture_output=True, text=True,
+                          timeout=300)
+    assert "Exception ignored" in done.stderr, done.stderr[-3000:]   # it was swallowed
+    assert done.returncode == 143, done.stderr[-3000:]
+    s = Store.open(store)
+    [t] = s.triggers("bg")
+    assert t.kind == "signal" and t.step == 10
+    assert [(r.status, r.exit_code) for r in s.runs()] == [("failed", 143)]
+
+
 def test_kill_9_loses_the_ring_and_the_store_verifies(tmp_path):
     proc, store = _start(tmp_path)
     proc.kill()

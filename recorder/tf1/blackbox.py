@@ -329,6 +329,7 @@ class SignalTrap:
     def __init__(self, on_signal, on_exit):
         self._on_signal, self._on_exit = on_signal, on_exit
         self._previous = {}
+        self.exit_code = None   # set once SIGTERM's default exit was raised
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
@@ -357,7 +358,16 @@ class SignalTrap:
             previous(signum, frame)
         elif previous == signal.SIG_DFL and signum == signal.SIGTERM:
             self._on_exit(128 + signum)
+            self.exit_code = 128 + signum
             raise SystemExit(128 + signum)
+
+    def raise_pending(self):
+        """Raises the exit again if the handler's was lost. Python runs a handler in whatever
+        the main thread executes next; inside a __del__ or a weakref callback a SystemExit is
+        only printed ("Exception ignored in"), and training went on (seen once in CI: the
+        trigger written, the process still training 13 minutes later)."""
+        if self.exit_code is not None:
+            raise SystemExit(self.exit_code)
 
 
 def summary_scalars(tf, graph):

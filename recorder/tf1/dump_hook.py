@@ -205,6 +205,8 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         self._steps.start(session, self._run, "DumpHook")
 
     def before_run(self, run_context):
+        if self._signals is not None:
+            self._signals.raise_pending()   # SIGTERM's exit, if the handler's was lost
         fetches = self._fetches
         if fetches is None:   # made once a session: the same requests every run
             fetches = self._fetches = dict(self._steps.fetches())
