@@ -47,6 +47,19 @@ def set_times(store, run_id, started, ended, attempts, age=60.0):
             seg.created_at -= age
 
 
+def still_running(store, run_id):
+    """Marks the run as recording still (a heartbeat far ahead), its segments aged a minute."""
+    set_times(store, run_id, 99.0, None, [(99.0, None)])
+    with store.catalog.session(write=True) as s:
+        s.get(cat.RunRow, run_id).heartbeat_at = 1e12
+
+
+def replayed(store, wdir, capsys):
+    """`replay --json` of the store into wdir: its result for the (one) run."""
+    assert replay(store.root, wdir, "--json") == EXIT_OK
+    return json.loads(capsys.readouterr().out)["runs"][0]
+
+
 def records(wdir):
     [path] = wandb_log.run_files(str(wdir))
     return path, list(wandb_log.read_records(path))
@@ -130,12 +143,9 @@ def test_a_row_at_a_step_already_pushed_is_reported_not_dropped_silently(tmp_pat
     store.create_run("r", project="late")
     store.begin_attempt("r")
     scalars(store, "r", [0, 1, 2, 3], [100.0, 101.0, 102.0, 103.0])
-    set_times(store, "r", 99.0, None, [(99.0, None)])
-    with store.catalog.session(write=True) as s:
-        s.get(cat.RunRow, "r").heartbeat_at = 1e12
+    still_running(store, "r")
     wdir = tmp_path / "wandb"
-    assert replay(store.root, wdir, "--json") == EXIT_OK
-    first = json.loads(capsys.readouterr().out)["runs"][0]
+    first = replayed(store, wdir, capsys)
     assert first["cursor_after"] == 3 and first["refused_rows"]["count"] == 0
     scalars(store, "r", [1], [104.0], tag="backwards")     # log(step=1) after step 3
     scalars(store, "r", [4], [105.0])
@@ -181,12 +191,9 @@ def test_tfevents_rows_are_rows_of_their_own_and_a_late_one_is_pushed_and_report
                                             (2, 0, 100.6, "train/epoch_acc", "summary"),
                                             (3, 1, 101.5, "train/epoch_loss", "summary"),
                                             (4, 2, 102.5, "train/epoch_loss", "summary")])
-    set_times(store, "r", 99.0, None, [(99.0, None)])
-    with store.catalog.session(write=True) as s:
-        s.get(cat.RunRow, "r").heartbeat_at = 1e12
+    still_running(store, "r")
     wdir = tmp_path / "wandb"
-    assert replay(store.root, wdir, "--json") == EXIT_OK
-    first = json.loads(capsys.readouterr().out)["runs"][0]
+    first = replayed(store, wdir, capsys)
     rows = [r for f in wandb_log.run_files(str(wdir)) for r in wandb_log.history(f)]
     # in time order: each tfevents step its own row with global_step, after the logged row
     # before it; the file's last group waits (more events of its step may come)
@@ -276,18 +283,14 @@ def test_a_tfevents_row_with_no_wandb_value_is_passed_not_pushed_late(tmp_path, 
     tensor_summary(store, "r", "train/events.1", 1, 0, 99.6, "train/keras")
     tfevents(store, "r", "train/events.1", [(2, 1, 100.5, "train/loss", "summary")])
     scalars(store, "r", [0], [100.0], tag="batch/loss")
-    set_times(store, "r", 99.0, None, [(99.0, None)])
-    with store.catalog.session(write=True) as s:
-        s.get(cat.RunRow, "r").heartbeat_at = 1e12
+    still_running(store, "r")
     wdir = tmp_path / "wandb"
-    assert replay(store.root, wdir, "--json") == EXIT_OK
-    first = json.loads(capsys.readouterr().out)["runs"][0]
+    first = replayed(store, wdir, capsys)
     assert first["pushed_steps"] == 1 and first["late_rows"]["count"] == 0
     tfevents(store, "r", "train/events.1", [(3, 2, 101.5, "train/loss", "summary")])
     scalars(store, "r", [1], [101.0], tag="batch/loss")
     set_times(store, "r", 99.0, 102.0, [(99.0, 102.0)], age=0.0)
-    assert replay(store.root, wdir, "--json") == EXIT_OK
-    second = json.loads(capsys.readouterr().out)["runs"][0]
+    second = replayed(store, wdir, capsys)
     assert second["late_rows"] == {"count": 0, "tags": []}
     rows = sorted((r for f in wandb_log.run_files(str(wdir)) for r in wandb_log.history(f)),
                   key=lambda r: r["_step"])
