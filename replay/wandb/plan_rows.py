@@ -3,7 +3,8 @@
 Each slot of the plan is read back with the segments the plan saw (a live run's, registered by
 `plan.until`), grouped into W&B rows: a logged row by its recorder step, a synced row by its
 tfevents group. A slot with stored rows that make no W&B values (tensors only) is passed; a
-slot with no stored rows at all is looked for again (a compaction moved them) or reported.
+slot with no stored rows at all is looked for again (a compaction moved them), then a tfevents
+group is passed (its summaries may decode to nothing) and a logged step is reported.
 """
 
 import functools
@@ -39,23 +40,24 @@ def iter_batches(store, run_id, plan, batch=None):
     them. A compaction between the plan and the read (the run's finish compacts its segments,
     registering the merged files anew) takes planned rows out of that window: a part with a
     slot that has no stored rows is read again from every registered segment, the rows told
-    apart by the tfevents records registered now. A slot still without stored rows means the
-    store lost them: the replay fails saying so (nothing is skipped for it)."""
+    apart by the tfevents records registered now. A logged step still without stored rows
+    means the store lost them: the replay fails saying so (nothing is skipped for it); a
+    tfevents group may hold summaries that decode to no row, and is passed."""
     synced = plan.synced
     for part in _parts(plan, batch or _rows.WINDOW_ROWS):
         read = _read_part(store, run_id, part, synced, (None, plan.until))
         if plan.until is not None and _missing(part, *read):
             read = _read_part(store, run_id, part, synced, None,
                               Synced(raw_records(store, run_id)))
-        lost = _missing(part, *read)
+        # a tfevents group may hold summaries that decode to no row at all (W&B's own sync
+        # gets nothing from them either): passed; a logged step always has rows
+        lost = [slot for slot in _missing(part, *read) if slot[0] == "log"]
         if lost:
-            kind, key, _t = lost[0]
-            what = f"step {key}" if kind == "log" else f"tfevents step {key.step} of {key.dir}/"
             raise ReplayError(
-                f"run {run_id}: {len(lost)} row(s) this replay planned to push could not be "
-                f"read back ({what} first): the store changed while they were pushed; the "
-                f"cursor stays, replay again (`tfblackbox verify --store {store.root}` if "
-                f"this repeats)")
+                f"run {run_id}: {len(lost)} logged step(s) this replay planned to push could "
+                f"not be read back (step {lost[0][1]} first): the store changed while they "
+                f"were pushed; the cursor stays, replay again (`tfblackbox verify --store "
+                f"{store.root}` if this repeats)")
         yield part, read[0], read[2]
 
 
