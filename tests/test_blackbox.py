@@ -16,7 +16,7 @@ import pytest
 from tfblackbox.cli.main import main as cli
 from tfblackbox.schema import Store, verify
 
-from test_dumps import load, run_dirs
+from test_dumps import assert_same, load, run_dirs, values
 
 BAD_STEP, N_STEPS, K = 12, 20, 3
 
@@ -191,6 +191,54 @@ def test_a_callable_sees_the_steps_scalar_summaries(tmp_path):
     assert dumped_steps(store, "bb")[0] == [4, 5, 6, 7]
     assert seen[:3] == [(0, ["loss"]), (1, ["loss"]), (2, ["loss"])]
     assert [(s, k) for s, k, _r in hook.triggers] == [(7, "callable")]
+
+
+def _drifting(tf):
+    """A graph whose variable is updated in place every step (the ring must not see later
+    values in an earlier step: it holds TF's tensors, not copies of them)."""
+    step = tf.compat.v1.train.get_or_create_global_step()
+    x = tf.compat.v1.placeholder(tf.float32, [256], name="x")
+    w = tf.compat.v1.get_variable("w", [256], initializer=tf.compat.v1.ones_initializer())
+    v = tf.compat.v1.get_variable("v", [256], initializer=tf.compat.v1.ones_initializer(),
+                                  use_resource=False)      # a ref variable, beside a resource
+    loss = tf.reduce_sum(x * w * v, name="loss")
+    tf.compat.v1.summary.scalar("loss", loss)
+    with tf.control_dependencies([loss]):
+        updates = [tf.compat.v1.assign_add(w, 0.5 * x), tf.compat.v1.assign_add(v, x)]
+    return x, [tf.compat.v1.assign_add(step, 1, name="train"), updates, loss]
+
+
+def _drift(tf, hooks, steps):
+    x, fetches = _drifting(tf)
+    with tf.compat.v1.train.MonitoredSession(hooks=hooks) as sess:
+        for s in range(steps):
+            sess.run(fetches, {x: np.linspace(-1, 1, 256, dtype=np.float32) * (s + 1)})
+
+
+def test_a_written_step_holds_its_own_values_as_dumping_debug_hook_does(tmp_path):
+    """Every tensor of the K+1 steps a trigger writes equals DumpingDebugHook's dump of the
+    same step, the updated variable's included."""
+    import tensorflow as tf
+    from tensorflow.python.debug.wrappers.hooks import DumpingDebugHook
+    from tfblackbox import recorder
+    with tf.Graph().as_default():
+        _drift(tf, [DumpingDebugHook(str(tmp_path / "ref"))], steps=8)
+    store = str(tmp_path / "bb")
+    recorder.init(store=store, run_id="bb")
+    hook = recorder.DumpHook(keep_last=K, persist_on=[lambda step, _values: step == 7])
+    with tf.Graph().as_default():
+        _drift(tf, [hook], steps=12)
+    recorder.finish()
+    assert hook.capture == "memory"
+    assert dumped_steps(store, "bb")[0] == [4, 5, 6, 7]
+    got, ref = rebuilt(store, tmp_path / "out"), run_dirs(str(tmp_path / "ref"))[4:8]
+    seen = []
+    for g, r in zip(got, ref):
+        mine = values(load(g))
+        assert_same(values(load(r)), mine)
+        seen.append((mine["mul/ReadVariableOp:0:DebugIdentity"][0].tobytes(),
+                     mine["v:0:DebugIdentity"][0].tobytes()))
+    assert len(set(seen)) == 4 and len({b for b, _ in seen}) == len({c for _, c in seen}) == 4
 
 
 def test_a_second_session_gets_a_new_ring_and_its_triggers_fire(tmp_path):

@@ -376,7 +376,7 @@ def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch)
     """Same TensorFile objects field for field: names it has not seen (Python learns them),
     repeats in one take (collision suffixes across both paths), content spans, dtypes outside
     TF's enum; and the same errors for damage, wherever it sits."""
-    from tfblackbox.recorder.tf1 import native_capture
+    from tfblackbox.recorder.tf1 import capture_records, native_capture
     from tfblackbox.schema.formats import native
     if not native.available():
         pytest.fail("the compiled extension is not built (pip install -e . with a C compiler)")
@@ -406,7 +406,7 @@ def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch)
     taken = []
     stop = native.module().capture_records(blob, 0, native_capture._NAMES,
                                            native_capture._DTYPES,
-                                           native_capture.layout.TensorFile, taken, {})
+                                           capture_records.layout.TensorFile, taken, {})
     assert len(taken) == 4 and taken == compiled[:4] and 0 < stop < len(blob)
     assert {t.ext_timestamp for t in compiled} >= {"1700000000000000", "1700000000000000-5"}
     assert {t.dtype for t in compiled} >= {"float32", "dtype55_ref", "float16_ref"}
@@ -455,6 +455,53 @@ def test_a_taken_buffer_goes_back_to_the_capture_only_once_no_tensor_refers_to_i
         gc.collect()
         assert records.released
     nat.close("tfblackbox-test-lifetime")
+
+
+def test_a_held_take_copies_no_content_until_filled_and_then_equals_a_copied_one():
+    """Black-box mode: the take keeps TF's tensors instead of copying their content; fill()
+    puts it in, and the records are then the very bytes the copying capture makes (tensors of
+    other kinds, strings here, are whole either way)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.debug.lib import debug_utils
+    from tfblackbox.recorder.tf1 import native_capture
+    nat = native_capture.load(tf, "memory")
+    g = tf.Graph()
+    with g.as_default():
+        feed = tf.compat.v1.placeholder(tf.float32, [256])
+        tf.identity(feed * 2.0, name="doubled")
+        tf.constant(["a", "bc"], name="names")
+    taken = {}
+    for key, hold in (("tfblackbox-test-copied", False), ("tfblackbox-test-held", True)):
+        url = nat.register(key, hold=hold)
+        options = config_pb2.RunOptions()
+        debug_utils.watch_graph(options, g, debug_urls=[url])
+        with tf.compat.v1.Session(graph=g) as sess:
+            for i in range(3):   # the third run's records come from prebuilt watches
+                sess.run(["doubled:0", "names:0"], {feed: np.full(256, 1.0 + i, np.float32)},
+                         options=options)
+                records, _f, _n = nat.take(key)
+                if i < 2:
+                    records.release()              # a ring's step that no trigger wrote
+                    assert records.released and records.view is None
+        taken[hold] = records
+    copied, held = taken[False], taken[True]
+    assert copied.held == 0 and held.held >= 2 * 256 * 4 and held.view is None
+    assert held.size == copied.size
+    wall_free = [(t.node_name, t.debug_op, t.dtype, bytes(t.data[9:]))   # Event after wall time
+                 for t in native_capture.parse_records(copied.view)]
+    assert [(t.node_name, t.debug_op, t.dtype, bytes(t.data[9:]))
+            for t in native_capture.parse_records(held.fill().view)] == wall_free
+    assert held.held == 0 and held.size == copied.size and held.fill() is held
+    assert {n for n, *_ in wall_free} >= {"doubled", "names"}
+    for records in (copied, held):
+        records.release()
+        assert records.released
+    unfilled, _f, _n = nat.take("tfblackbox-test-held")   # nothing ran since: no records
+    assert unfilled is None
+    for key in ("tfblackbox-test-copied", "tfblackbox-test-held"):
+        nat.close(key)
 
 
 def test_capture_falls_back_to_files_without_a_compiler(tmp_path, monkeypatch, caplog):

@@ -111,7 +111,7 @@ class DumpCapture:
         key = self._mem_keys.get(slot)
         if key is None:
             key = self._mem_keys[slot] = f"tfblackbox-{os.path.basename(self.root)}/t{slot}"
-            self.native.register(key)
+            self.native.register(key, hold=self.blackbox is not None)
         return "memcbk://" + key
 
     def take(self, slot, batch):
@@ -298,7 +298,7 @@ class DumpCapture:
             """The tensors and the run row (at once, or when the ring's step is written)."""
             if "records" in entry:
                 records = entry.pop("records")
-                d.tensors.extend(native_capture.parse_records(records.view))
+                d.tensors.extend(native_capture.parse_records(records.fill().view))
                 records.release()
             for t in d.tensors:
                 if t.device_name:              # the in-memory capture knows the true name

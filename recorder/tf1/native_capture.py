@@ -22,22 +22,21 @@ import logging
 import os
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 import threading
-import weakref
 
-import numpy as np
-
-from tfblackbox.schema.errors import DumpLayoutError, NativeCaptureUnavailable
+from tfblackbox.schema.errors import NativeCaptureUnavailable
 from tfblackbox.schema.codecs.tfdbg_v1_codec import content_span
-from tfblackbox.schema.formats import dtypes, native, tfdbg_v1 as proto, tfdbg_v1_layout as layout
+from tfblackbox.schema.formats import tfdbg_v1 as proto
+
+# the records a take hands over, and their parsing (callers have always found them here)
+from .capture_records import _DTYPES, _NAMES, Records, parse_records  # noqa: F401
 
 log = logging.getLogger("tfblackbox")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
-ABI_VERSION = 8
+ABI_VERSION = 9
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -191,6 +190,11 @@ class Native:
             lib.tfbb_take.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
                                       ctypes.POINTER(ctypes.c_void_p)]
             lib.tfbb_release.argtypes = [ctypes.c_void_p]
+            lib.tfbb_held_bytes.restype = ctypes.c_int64
+            lib.tfbb_held_bytes.argtypes = [ctypes.c_void_p]
+            lib.tfbb_fill.restype = ctypes.c_int64
+            lib.tfbb_fill.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+            lib.tfbb_hold.argtypes = [ctypes.c_char_p, ctypes.c_int]
             lib.tfbb_take_failed.restype = ctypes.c_int64
             lib.tfbb_take_failed.argtypes = [ctypes.c_char_p]
             lib.tfbb_take_nonfinite.restype = ctypes.c_int64
@@ -206,8 +210,11 @@ class Native:
             raise NativeUnavailable(f"cannot load {path}: {e}") from e
         self.path, self._lib = path, lib
 
-    def register(self, key):
+    def register(self, key, hold=False):
+        """memcbk://KEY. With hold (black-box mode) a plain tensor's content is not copied:
+        the take keeps TF's tensor until it is released, or filled in (Records.fill)."""
         self._lib.tfbb_register(key.encode())
+        self._lib.tfbb_hold(key.encode(), int(bool(hold)))
         return "memcbk://" + key
 
     def take(self, key):
@@ -216,7 +223,10 @@ class Native:
         data, handle = ctypes.c_void_p(), ctypes.c_void_p()
         k = key.encode()
         n = self._lib.tfbb_take(k, ctypes.byref(data), ctypes.byref(handle))
-        records = Records(self._lib, data.value, handle.value, n) if n > 0 else None
+        records = None
+        if n > 0:
+            records = Records(self._lib, data.value, handle.value, n,
+                              self._lib.tfbb_held_bytes(handle.value))
         return records, self._lib.tfbb_take_failed(k), self._lib.tfbb_take_nonfinite(k)
 
     def close(self, key):
@@ -237,90 +247,6 @@ class Native:
         self._lib.tfbb_test_fail_next(key.encode(), n)
 
 
-class Records:
-    """One take()'s records, in capture.cc's buffer (no copy). parse_records' TensorFiles
-    refer into it (their data is a memoryview slice, not a copy: 25 MB a step at 2 509
-    tensors, whose copy took 10-17 ms a step in a micro-benchmark), so release() gives the
-    buffer back to the capture only once nothing refers to it any more: at once if nothing
-    does, else when the last slice goes (a finalizer on the array every slice keeps alive)."""
-
-    def __init__(self, lib, address, handle, size):
-        self.size = size
-        base = np.frombuffer((ctypes.c_char * size).from_address(address), np.uint8)
-        self._finalizer = weakref.finalize(base, lib.tfbb_release, handle)
-        self.view = memoryview(base)
-
-    def release(self):
-        if self.view is not None:
-            self.view.release()
-            self.view = None   # the array goes with the last slice; its finalizer gives it back
-
-    @property
-    def released(self):
-        """Whether capture.cc has its buffer back."""
-        return not self._finalizer.alive
-
-    def __del__(self):
-        self.release()
-
-
-_HEAD = struct.Struct("<IQiiIIIIIII")
-
-
-def parse_records(blob):
-    """TensorFile objects (the device dir derived from the device name, as TF names it) of a
-    take()'s records (bytes or a memoryview). Names repeated within them get TF's collision
-    suffix (`<micros>-1`, ...), as the files of one run dir would. Their data is a slice of
-    `blob` (Records: the capture's buffer stays theirs while they live). The compiled
-    capture_records makes them where it can (2 509 records: ~8 ms in Python, 3-5 ms in C);
-    a record it leaves (names not seen yet, an odd dtype, damage) is _parse_one's."""
-    out, seen, i, end = [], {}, 0, len(blob)
-    nat = native.module()
-    while i < end:
-        if nat is not None:
-            i = nat.capture_records(blob, i, _NAMES, _DTYPES, layout.TensorFile, out, seen)
-            if i >= end:
-                break
-        i = _parse_one(blob, i, end, out, seen)
-    return out
-
-
-def _parse_one(blob, i, end, out, seen):
-    """The record at byte i -> out; returns where the next one starts."""
-    names, unpack, head = _NAMES, _HEAD.unpack_from, _HEAD.size
-    n, ts, slot, dtype, rank, ld, ln, lo, le, cat, clen = unpack(blob, i)
-    j = i + head
-    if i + 4 + n > end or j + 8 * rank + ld + ln + lo + le != i + 4 + n:
-        raise DumpLayoutError(f"capture record at byte {i} of {end} is malformed")
-    if clen and cat + clen > le:
-        raise DumpLayoutError(f"capture record at byte {i}: tensor content {cat}+{clen} "
-                              f"lies outside its {le}-byte Event")
-    # a tuple of ints: the collector untracks it, so it is not among the objects whose
-    # promotion sets off full collections (~0.2 s each in a TensorFlow process)
-    dims = struct.unpack_from(f"<{rank}q", blob, j) if rank else ()
-    j += 8 * rank
-    # the strings repeat run after run: decoded (and the device dir derived) once
-    raw = bytes(blob[j:j + ld + ln + lo])
-    known = names.get((raw, ld, ln))
-    if known is None:
-        device = str(raw[:ld], "utf-8")
-        known = names[(raw, ld, ln)] = (device, layout.device_dir(device),
-                                        str(raw[ld:ld + ln], "utf-8"),
-                                        str(raw[ld + ln:], "utf-8"))
-    device, dev_dir, node, op = known
-    data = blob[j + ld + ln + lo:i + 4 + n]   # of a memoryview: a slice, not a copy
-    name = (dev_dir, node, slot, op, ts)
-    k = seen.get(name, 0)
-    seen[name] = k + 1
-    out.append(layout.TensorFile(dev_dir, node, slot, op, ts, f"{ts}-{k}" if k else str(ts),
-                                 data, device, dtypes.name(dtype), dims, (cat, cat + clen)))
-    return i + 4 + n
-
-
-_NAMES: dict = {}   # (device + node + op bytes, lengths) -> decoded names; bounded by the graph
-_DTYPES = {enum: dtypes.name(enum) for enum in list(range(1, 34)) + list(range(101, 134))}
-
-
 def self_test(lib_path):
     """Runs a graph with every watched tensor sent both to a file:// dir (TF's own writer) and
     to the library; each captured Event must equal TF's file byte for byte once the wall time
@@ -332,7 +258,9 @@ def self_test(lib_path):
     from tensorflow.core.protobuf import config_pb2
     from tensorflow.python.debug.lib import debug_utils
     native = Native(lib_path)
-    url = native.register("tfblackbox-self-test")
+    # black-box mode: the content is held and filled in (the other mode only copies it at
+    # once), and NaN/Inf are counted
+    url = native.register("tfblackbox-self-test", hold=True)
     g = tf.Graph()
     with g.as_default():
         x = tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4))
@@ -364,7 +292,7 @@ def self_test(lib_path):
                 with open(os.path.join(folder, name), "rb") as f:
                     files[(os.path.relpath(folder, root), name)] = f.read()
         taken, failed, nonfinite = native.take("tfblackbox-self-test")
-        records = parse_records(taken.view) if taken else []
+        records = parse_records(taken.fill().view) if taken else []
         for t in records:   # slices of the capture's buffer: compared as bytes
             t.data = bytes(t.data)
         if failed or not records:

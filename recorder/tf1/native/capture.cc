@@ -14,6 +14,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -37,16 +38,57 @@ struct Prebuilt {
   std::string tail;
 };
 
+// Black-box mode: a tensor whose content the sink keeps by reference instead of copying it.
+// The tensor is the output of the Copy node tfdbg puts before every debug op (a deep copy that
+// nothing else consumes), so nobody writes into its buffer while it is held. `at` is where its
+// content belongs in the sink's records.
+struct Held {
+  size_t at;
+  tensorflow::Tensor tensor;
+};
+
+// The sink's lock. TF's compute threads publish tensors at once and hold it for well under a
+// microsecond (a record's header, or its content's copy); a std::mutex made them sleep and
+// wake through futex calls, 12% of their time at 2 509 tensors (perf), so waiters spin,
+// yielding the core after a while (the holder may be descheduled on a busy machine).
+class SpinLock {
+ public:
+  void lock() {
+    for (int n = 0; locked_.exchange(true, std::memory_order_acquire); ++n) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++n > 100) {
+          std::this_thread::yield();
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        }
+      }
+    }
+  }
+  void unlock() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
 struct Sink {
-  std::mutex mu;
+  SpinLock mu;
   std::string data;   // records, see append_record
+  // Black-box mode (tfbb_hold): the content of plain tensors stays in TF's buffers, held here
+  // until the ring drops the step (nothing copied) or a trigger writes it (tfbb_fill copies).
+  std::atomic<bool> hold{false};   // also: check for NaN/Inf (only the ring's trigger asks)
+  std::vector<Held> held;
+  int64_t held_bytes = 0;
   // Buffers handed back by tfbb_release, reused by the next takes: a ring holding K steps
   // of a large graph would otherwise map (and fault in) a fresh buffer every run.
   std::vector<std::string> spare;
   std::unordered_map<std::string, Prebuilt> prebuilt;   // by the debug node's name
   bool open = true;
   int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
-  int64_t fail_next = 0;  // tests: make the next N captures fail as an allocation would
+  // tests: make the next N captures fail as an allocation would (atomic: read by every
+  // capture, so not one more acquisition of mu, which TF's threads contend for)
+  std::atomic<int64_t> fail_next{0};
   int64_t nonfinite = 0;  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode)
 };
 
@@ -235,8 +277,19 @@ void put_raw(std::string* out, T v) {
 // u32 offset and length of the tensor_content payload in the Event; then rank i64 dims and
 // those four strings. dtype and dims are the Event's TensorProto's. Written straight into the
 // sink: the tensor's content is copied once.
+// The content of a plain tensor: copied into the sink, or held by reference (black-box mode).
+void append_content(Sink* sink, const tensorflow::Tensor* tensor, const char* data, size_t n) {
+  if (sink->hold && tensor != nullptr) {
+    sink->held.push_back(Held{sink->data.size(), *tensor});
+    sink->held_bytes += static_cast<int64_t>(n);
+  } else {
+    sink->data.append(data, n);
+  }
+}
+
 void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
-                   const Captured& captured, bool plain) {
+                   const Captured& captured, bool plain, const tensorflow::Tensor* tensor,
+                   bool nonfinite) {
   std::string rec;
   rec.reserve(44 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
               key.debug_op.size() + captured.head.size());
@@ -260,10 +313,12 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
   rec += key.debug_op;
   const size_t head_at = rec.size();
   rec += captured.head;
-  std::lock_guard<std::mutex> lock(sink->mu);
+  std::lock_guard<SpinLock> lock(sink->mu);
   if (!sink->open) return;
+  if (nonfinite) ++sink->nonfinite;
   sink->data += rec;
-  if (captured.content) sink->data.append(captured.content, captured.content_len);
+  if (captured.content && captured.content_len)
+    append_content(sink, plain ? tensor : nullptr, captured.content, captured.content_len);
   sink->data += captured.tail;
   if (!plain || sink->prebuilt.size() > 1000000) return;   // bounded by the graphs' watches
   Prebuilt& p = sink->prebuilt[key.debug_node_name];
@@ -304,7 +359,7 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
   out += p.head;
   const double wall = static_cast<double>(wall_time_us);
   std::memcpy(&out[wall_at], &wall, 8);
-  if (p.content_len) out.append(content.data(), p.content_len);
+  if (p.content_len) append_content(sink, &tensor, content.data(), p.content_len);
   out += p.tail;
   return true;
 }
@@ -312,6 +367,8 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
 // A take()'s buffer, given back to its sink's spares by tfbb_release.
 struct Taken {
   std::string data;
+  std::vector<Held> held;   // black-box mode: contents still to be put in (tfbb_fill)
+  int64_t held_bytes = 0;
   std::weak_ptr<Sink> sink;
 };
 constexpr size_t kSpareBuffers = 8;   // the ring's K+1 steps (K=5) and two in flight
@@ -326,7 +383,7 @@ std::shared_ptr<Sink> find(const char* key) {
 int64_t take_count(const char* key, int64_t Sink::*counter) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return 0;
-  std::lock_guard<std::mutex> lock(sink->mu);
+  std::lock_guard<SpinLock> lock(sink->mu);
   int64_t n = (*sink).*counter;
   (*sink).*counter = 0;
   return n;
@@ -344,7 +401,7 @@ int tfbb_register(const char* key) {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_sinks->find(k);
     if (it != g_sinks->end()) {
-      std::lock_guard<std::mutex> l2(it->second->mu);
+      std::lock_guard<SpinLock> l2(it->second->mu);
       it->second->open = true;
       return 0;
     }
@@ -354,35 +411,34 @@ int tfbb_register(const char* key) {
   tensorflow::DebugCallbackRegistry::singleton()->RegisterCallback(
       k, [sink](const tensorflow::DebugNodeKey& node_key, const tensorflow::Tensor& tensor) {
         try {
-          {
-            std::lock_guard<std::mutex> lock(sink->mu);
-            if (sink->fail_next > 0) {
-              --sink->fail_next;
-              throw std::bad_alloc();
-            }
+          int64_t fail = sink->fail_next.load(std::memory_order_relaxed);
+          while (fail > 0 && !sink->fail_next.compare_exchange_weak(fail, fail - 1)) {
           }
+          if (fail > 0) throw std::bad_alloc();
           uint64_t now = tensorflow::Env::Default()->NowMicros();
           const bool plain = tensor.IsInitialized() &&
                              tensor.dtype() != tensorflow::DT_STRING &&
                              tensorflow::DataTypeCanUseMemcpy(tensor.dtype());
+          // checked before the lock, which is then taken once a tensor: TF's threads publish
+          // at once and each extra acquisition showed as futex wake-ups in perf
+          const bool bad = sink->hold.load(std::memory_order_relaxed) &&
+                           node_key.debug_op == "DebugIdentity" && tensor.IsInitialized() &&
+                           has_nonfinite(tensor);
           bool done = false;
           if (plain) {
-            std::lock_guard<std::mutex> lock(sink->mu);
+            std::lock_guard<SpinLock> lock(sink->mu);
             if (!sink->open) return;
             done = append_prebuilt(sink.get(), node_key, now, tensor);
+            if (done && bad) ++sink->nonfinite;
           }
           if (!done)
-            append_record(sink.get(), node_key, now, capture(node_key, tensor, now), plain);
-          if (node_key.debug_op == "DebugIdentity" && tensor.IsInitialized() &&
-              has_nonfinite(tensor)) {
-            std::lock_guard<std::mutex> lock(sink->mu);
-            ++sink->nonfinite;
-          }
+            append_record(sink.get(), node_key, now, capture(node_key, tensor, now), plain,
+                          &tensor, bad);
         } catch (...) {   // an exception here would terminate the training process
           // the recorder's own nodes (OWN_SCOPE, dump_capture.py) are never recorded, so
           // losing one loses nothing and is not counted
           if (node_key.node_name.rfind("tfblackbox/", 0) == 0) return;
-          std::lock_guard<std::mutex> lock(sink->mu);
+          std::lock_guard<SpinLock> lock(sink->mu);
           ++sink->failed;
         }
       });
@@ -398,12 +454,15 @@ int64_t tfbb_take(const char* key, const char** data, void** handle) {
   if (!sink) return -1;
   auto* taken = new Taken();
   {
-    std::lock_guard<std::mutex> lock(sink->mu);
+    std::lock_guard<SpinLock> lock(sink->mu);
     if (sink->data.empty()) {
       delete taken;
       return 0;
     }
     taken->data.swap(sink->data);
+    taken->held.swap(sink->held);
+    taken->held_bytes = sink->held_bytes;
+    sink->held_bytes = 0;
     taken->sink = sink;
     if (!sink->spare.empty()) {   // a released buffer: its memory is mapped already
       sink->data.swap(sink->spare.back());
@@ -416,11 +475,50 @@ int64_t tfbb_take(const char* key, const char** data, void** handle) {
   return static_cast<int64_t>(taken->data.size());
 }
 
+// Bytes of content a take holds in TF's tensors (black-box mode), beside its records' size.
+int64_t tfbb_held_bytes(void* handle) { return static_cast<Taken*>(handle)->held_bytes; }
+
+// Puts the held contents into a take's records (so they are whole, as without tfbb_hold) and
+// lets the tensors go. Returns the records' new size and sets *data (-1: out of memory; the
+// take is unchanged).
+int64_t tfbb_fill(void* handle, const char** data) {
+  auto* taken = static_cast<Taken*>(handle);
+  if (!taken->held.empty()) {
+    try {
+      std::string whole;
+      whole.reserve(taken->data.size() + static_cast<size_t>(taken->held_bytes));
+      size_t from = 0;
+      for (const Held& h : taken->held) {
+        whole.append(taken->data, from, h.at - from);
+        auto content = h.tensor.tensor_data();
+        whole.append(content.data(), content.size());
+        from = h.at;
+      }
+      whole.append(taken->data, from, std::string::npos);
+      taken->data.swap(whole);
+    } catch (...) {
+      return -1;
+    }
+    std::vector<Held>().swap(taken->held);
+    taken->held_bytes = 0;
+  }
+  *data = taken->data.data();
+  return static_cast<int64_t>(taken->data.size());
+}
+
+// Black-box mode for KEY (on != 0): plain tensors' content is held, not copied (tfbb_fill).
+void tfbb_hold(const char* key, int on) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return;
+  std::lock_guard<SpinLock> lock(sink->mu);
+  sink->hold.store(on != 0);
+}
+
 // Gives a take's buffer back: kept for a later take (a few of them), else freed.
 void tfbb_release(void* handle) {
   auto* taken = static_cast<Taken*>(handle);
   if (std::shared_ptr<Sink> sink = taken->sink.lock()) {
-    std::lock_guard<std::mutex> lock(sink->mu);
+    std::lock_guard<SpinLock> lock(sink->mu);
     if (sink->open && sink->spare.size() < kSpareBuffers) {
       taken->data.clear();
       sink->spare.push_back(std::move(taken->data));
@@ -433,9 +531,11 @@ void tfbb_release(void* handle) {
 void tfbb_close(const char* key) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return;
-  std::lock_guard<std::mutex> lock(sink->mu);
+  std::lock_guard<SpinLock> lock(sink->mu);
   sink->open = false;
   std::string().swap(sink->data);
+  std::vector<Held>().swap(sink->held);
+  sink->held_bytes = 0;
   sink->spare.clear();
   sink->prebuilt.clear();
 }
@@ -450,8 +550,7 @@ int64_t tfbb_take_nonfinite(const char* key) { return take_count(key, &Sink::non
 void tfbb_test_fail_next(const char* key, int64_t n) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return;
-  std::lock_guard<std::mutex> lock(sink->mu);
-  sink->fail_next = n;
+  sink->fail_next.store(n);
 }
 
 // The floor of the capture's cost (tools/bench_blackbox): memcbk://KEY whose callback keeps
@@ -479,6 +578,6 @@ int64_t tfbb_discarded(const char* key) {
   return it == g_discard_counts->end() ? -1 : it->second->load();
 }
 
-int tfbb_abi_version() { return 8; }
+int tfbb_abi_version() { return 9; }
 
 }  // extern "C"
