@@ -70,6 +70,10 @@ def test_pip_wheel_holds_the_extension_and_it_loads(tmp_path):
     lines = _probe(unpacked)
     (so,) = [n for n in names if n.startswith(EXTENSION) and n.endswith(".so")]
     assert lines == [f"MODULE {unpacked}/{so}"]
+    # DumpHook's capture is compiled on first use from these: a wheel without one cannot
+    from tfblackbox.recorder.tf1 import native_capture
+    for source in native_capture.SOURCES + native_capture.HEADERS:
+        assert f"tfblackbox/recorder/tf1/native/{os.path.basename(source)}" in names
 
 
 def test_without_a_compiler_the_wheel_is_built_without_it_and_decodes_in_pure_python(

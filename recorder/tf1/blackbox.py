@@ -4,16 +4,17 @@
                                                       ("spike", "loss", 10.0)))
 
 With `keep_last=K` each dumped step is captured as usual but goes to a ring in memory (this
-module, on DumpCapture's ingest thread) instead of the store. The ring holds K+1 steps (the K
-before a trigger and the one it fires at) and at most `max_ring_bytes` (default a tenth of the
-machine's RAM; the oldest steps leave first). When a trigger fires, the ring's steps up to the
-trigger's, at most K+1 of them, are written as ordinary dumped steps, and the next `after`
-dumped steps are written as they come; then the ring fills again. Nothing is written unless a
-trigger fires, and a process killed with SIGKILL loses the ring.
+module, on DumpCapture's ingest thread) instead of the store; the in-memory capture then holds
+TF's tensors by reference and copies a step's content only when a trigger writes it. The ring
+holds K+1 steps (the K before a trigger and the one it fires at) and at most `max_ring_bytes`
+(default a tenth of the machine's RAM; the oldest steps leave first). When a trigger fires, the
+ring's steps up to the trigger's, at most K+1 of them, are written as ordinary dumped steps,
+and the next `after` dumped steps are written as they come; then the ring fills again. Nothing
+is written unless a trigger fires, and a process killed with SIGKILL loses the ring.
 
 Triggers (persist_on):
-- "nan": a watched float tensor of the step holds NaN or +-Inf (checked on the captured
-  buffers with numpy, on the ingest thread);
+- "nan": a watched float tensor of the step holds NaN or +-Inf (checked in C++ as TF hands
+  each tensor over; with capture="files", with numpy on the ingest thread);
 - "exception": a session.run raised (its partial dumps are the trigger's step, status 'error');
 - "signal": SIGTERM (preemption; the process then exits as it would have, or the handler that
   was there runs) or SIGUSR1 (an operator's snapshot; training goes on);

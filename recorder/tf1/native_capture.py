@@ -35,7 +35,10 @@ from .capture_records import _DTYPES, _NAMES, Records, parse_records  # noqa: F4
 
 log = logging.getLogger("tfblackbox")
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "capture.cc")
+NATIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
+# compiled together into one library; the header is hashed with them (a build is keyed by all)
+SOURCES = [os.path.join(NATIVE_DIR, n) for n in ("capture.cc", "capture_event.cc")]
+HEADERS = [os.path.join(NATIVE_DIR, "capture_event.h")]
 ABI_VERSION = 9
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
@@ -67,8 +70,9 @@ def _flags(tf):
 def library_path(tf):
     compile_flags, link_flags = _flags(tf)
     h = hashlib.sha256()
-    with open(SOURCE, "rb") as f:
-        h.update(f.read())
+    for source in SOURCES + HEADERS:
+        with open(source, "rb") as f:
+            h.update(os.path.basename(source).encode() + b"\0" + f.read())
     for part in (tf.__version__, tf.sysconfig.get_lib(), platform.machine(), *compile_flags,
                  *link_flags):
         h.update(b"\0" + str(part).encode())
@@ -131,7 +135,7 @@ def _build(path):
     tmp = f"{path}.{os.getpid()}.tmp"
     log.warning("tfblackbox: building the in-memory dump capture for TensorFlow %s (once per "
                 "install, ~30 s) into %s", tf.__version__, path)
-    cmd = [compiler, "-O2", "-shared", "-fPIC", "-w", *compile_flags, SOURCE, "-o", tmp,
+    cmd = [compiler, "-O2", "-shared", "-fPIC", "-w", *compile_flags, *SOURCES, "-o", tmp,
            *link_flags]
     try:
         _run(cmd, "compiling capture.cc", failed)

@@ -1,4 +1,4 @@
-/* The in-memory dump capture's records -> TensorFile objects (recorder/tf1/native_capture.py:
+/* The in-memory dump capture's records -> TensorFile objects (recorder/tf1/capture_records.py:
  * parse_records is the spec and the pure twin). On 2 509 records the Python loop took ~8 ms
  * (the data aside) and this 3-5 ms, making the same objects from the record headers.
  *
@@ -8,7 +8,7 @@
  * in `names` yet (Python decodes and learns them), a dtype not in `dtypes`. */
 #include "_native.h"
 
-#define HEAD 48   /* struct "<IQiiIIIIIII" of native_capture.py: _HEAD */
+#define HEAD 48   /* struct "<IQiiIIIIIII" of capture_records.py: _HEAD */
 
 static uint32_t u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
