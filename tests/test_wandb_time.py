@@ -336,6 +336,39 @@ def test_rows_planned_before_the_finish_compacts_the_run_are_all_pushed(tmp_path
                                     {"batch/loss": 2.0}]
 
 
+def test_a_group_with_no_stored_row_is_passed_without_reading_past_the_plans_window(tmp_path):
+    """A live chunk's tfevents group whose summaries decode to no row is missing from the
+    plan's window with no compaction: nothing is read past the window. (It once set off a read
+    of every segment, and a flush that had registered a decoded row ahead of its raw record
+    then made that row look logged: here, train/acc joined logged step 1's row.)"""
+    store = Store.create(str(tmp_path / "store"))
+    store.create_run("r", project="race")
+    store.begin_attempt("r")
+    tfevents(store, "r", "train/events.1", [(0, 0, 99.5, "", "file_version"),
+                                            (1, 1, 100.5, "train/loss", "summary")])
+    raw = [(2, 2, 101.5, "train/empty", "summary")]     # decodes to no row at all
+    tfevents(store, "r", "train/events.1", raw)
+    with store.catalog.session(write=True) as s:       # take its decoded rows back out
+        last = s.scalars(cat.select(cat.SegmentRow).where(
+            cat.SegmentRow.table_name == "scalars").order_by(
+            cat.SegmentRow.segment_id.desc())).first()
+        s.delete(last)
+    tfevents(store, "r", "train/events.1", [(3, 3, 102.5, "train/loss", "summary")])
+    scalars(store, "r", [0, 1, 2], [100.0, 101.0, 102.0], tag="batch/loss")
+    set_times(store, "r", 99.0, None, [(99.0, None)])
+    with store.catalog.session(write=True) as s:
+        s.get(cat.RunRow, "r").heartbeat_at = time.time()
+    plan = timeline.plan_chunk(store, store.run("r"), None, {})
+    assert [(k, x if k == "log" else x.step) for k, x, _t in plan.slots] == [
+        ("log", 0), ("sync", 1), ("log", 1), ("sync", 2), ("log", 2)]
+    scalars_at(store, "r", [(3, 1, 101.2, "train/acc", "summary")])   # its raw record: later
+    got = [(slot, rows.scalars[i] if rows else None)
+           for slot, rows, i in plan_rows.iter_rows(store, "r", plan)]
+    assert [slot for slot, _v in got] == plan.slots
+    assert [v for _s, v in got] == [{"batch/loss": 0.0}, {"train/loss": 1.0},
+                                    {"batch/loss": 1.0}, None, {"batch/loss": 2.0}]
+
+
 def test_planned_rows_gone_from_the_store_fail_the_chunk_naming_them(tmp_path):
     store, plan = live_plan(tmp_path)
     with store.catalog.session(write=True) as s:

@@ -3,8 +3,9 @@
 Each slot of the plan is read back with the segments the plan saw (a live run's, registered by
 `plan.until`), grouped into W&B rows: a logged row by its recorder step, a synced row by its
 tfevents group. A slot with stored rows that make no W&B values (tensors only) is passed; a
-slot with no stored rows at all is looked for again (a compaction moved them), then a tfevents
-group is passed (its summaries may decode to nothing) and a logged step is reported.
+slot with no stored rows at all is looked for again if a segment of the plan's window is gone
+(a compaction moved them), then a tfevents group is passed (its summaries may decode to
+nothing) and a logged step is reported.
 """
 
 import functools
@@ -39,14 +40,19 @@ def iter_batches(store, run_id, plan, batch=None):
     A live run's rows are read from the segments registered by `plan.until`, as the plan saw
     them. A compaction between the plan and the read (the run's finish compacts its segments,
     registering the merged files anew) takes planned rows out of that window: a part with a
-    slot that has no stored rows is read again from every registered segment, the rows told
-    apart by the tfevents records registered now. A logged step still without stored rows
-    means the store lost them: the replay fails saying so (nothing is skipped for it); a
-    tfevents group may hold summaries that decode to no row, and is passed."""
+    slot that has no stored rows, when a segment of the window is gone, is read again from
+    every registered segment, the rows told apart by the tfevents records registered now.
+    Without a gone segment nothing moved, and nothing is read past the window: a flush
+    registers its tables one by one, and a decoded tfevents row registered ahead of its raw
+    record would look logged. A logged step still without stored rows means the store lost
+    them: the replay fails saying so (nothing is skipped for it); a tfevents group may hold
+    summaries that decode to no row, and is passed."""
     synced = plan.synced
+    moved = None
     for part in _parts(plan, batch or _rows.WINDOW_ROWS):
         read = _read_part(store, run_id, part, synced, (None, plan.until))
-        if plan.until is not None and _missing(part, *read):
+        if plan.until is not None and _missing(part, *read) and (
+                moved or (moved := _window_moved(store, run_id, plan))):
             read = _read_part(store, run_id, part, synced, None,
                               Synced(raw_records(store, run_id)))
         # a tfevents group may hold summaries that decode to no row at all (W&B's own sync
@@ -59,6 +65,13 @@ def iter_batches(store, run_id, plan, batch=None):
                 f"were pushed; the cursor stays, replay again (`tfblackbox verify --store "
                 f"{store.root}` if this repeats)")
         yield part, read[0], read[2]
+
+
+def _window_moved(store, run_id, plan):
+    """Whether a segment of the plan's window is no longer registered (compacted, merged)."""
+    if plan.window is None:   # not listed: assume it moved, and look
+        return True
+    return not plan.window <= {g.segment_id for g in store.segments(run_id)}
 
 
 def _read_part(store, run_id, part, synced, registered, classify=None):

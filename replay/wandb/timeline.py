@@ -179,6 +179,9 @@ class Plan:
     refused: list
     pending: bool         # rows exist that this chunk leaves for a later one
     seen: float | None
+    # a live run's segments registered by `until`, listed before they were read: while all of
+    # them are there, the plan's rows are where it saw them (plan_rows.py)
+    window: frozenset | None = None
 
     @property
     def logged(self):
@@ -202,6 +205,10 @@ def plan_chunk(store, record, cursor, wstate, now=None):
     # the segments registered 2 * SETTLE_SECS ago has all its rows in those (a flush holds
     # whole steps).
     until = now - SETTLE_SECS if running else None
+    window = None
+    if running:   # listed before the rows are read: a compaction in between shows as a gap
+        window = frozenset(g.segment_id for g in store.segments(record.run_id)
+                           if g.created_at <= until)
     sizes = {}                              # logged step -> stored rows (batching)
     walls = _logged_walls(synced, store, record.run_id, lo, until, sizes)
     steps = sorted(walls)
@@ -259,7 +266,7 @@ def plan_chunk(store, record, cursor, wstate, now=None):
             slot[2] < last_t]
     refused = _refused(store, record.run_id, synced, cursor, wstate, until)
     pending = n_logged < len(steps) or len(slots) - n_logged < sum(map(len, queues.values()))
-    return Plan(slots, sizes, limit, synced, until, late, refused, pending, now)
+    return Plan(slots, sizes, limit, synced, until, late, refused, pending, now, window)
 
 
 _KEY_TABLES = ("scalars", "histograms", "media", "tensors", "log_values", "wandb_objects")
