@@ -85,8 +85,9 @@ struct Sink {
   std::atomic<bool> hold{false};   // also: check for NaN/Inf (only the ring's trigger asks)
   std::vector<Held> held;
   int64_t held_bytes = 0;
-  // Buffers handed back by tfbb_release, reused by the next takes: a ring holding K steps
-  // of a large graph would otherwise map (and fault in) a fresh buffer every run.
+  // Buffers handed back by tfbb_release, reused by the next takes: while the ingest keeps up,
+  // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
+  // tensors is filled a page fault at a time on TF's threads).
   std::vector<std::string> spare;
   std::unordered_map<std::string, Prebuilt> prebuilt;   // by the debug node's name
   bool open = true;
@@ -208,7 +209,7 @@ struct Taken {
   int64_t held_bytes = 0;
   std::weak_ptr<Sink> sink;
 };
-constexpr size_t kSpareBuffers = 8;   // the ring's K+1 steps (K=5) and two in flight
+constexpr size_t kSpareBuffers = 8;   // what a burst of the ingest's releases hands back
 
 std::shared_ptr<Sink> find(const char* key) {
   std::lock_guard<std::mutex> lock(g_mu);
