@@ -1,4 +1,4 @@
-// capture_event.h: a captured tensor's Event bytes and the NaN/Inf check.
+// The Event bytes of a captured tensor and the NaN/Inf check (declared in capture_event.h).
 #include "capture_event.h"
 
 #include <cstring>
