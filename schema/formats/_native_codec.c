@@ -8,45 +8,57 @@
 #pragma GCC optimize("O3")   /* vectorizes the plane loops (-O2 leaves them scalar) */
 #endif
 
-/* zigzag(cur - prediction) of each word, or the word itself for order 0; all in wrapping
- * unsigned arithmetic of the word's width, as numpy's int arithmetic wraps. A block of words
- * at a time: one loop an order, then one a byte plane, simple enough for gcc to vectorize. */
-#define BLOCK 2048
+/* Each row's words are copied into `cur` (the next steps' history), then zigzag(cur -
+ * prediction) of each word, or the word itself for order 0, goes straight to its byte planes;
+ * all in wrapping unsigned arithmetic of the word's width, as numpy's int arithmetic wraps.
+ * One loop an order over a row, its pointers `restrict`, so gcc vectorizes it whole (the
+ * plane loop's k is unrolled). Against a gather of every row first and then a block of
+ * words at a time through a scratch array, one plane at a time: 9.3-10 ms against 14.7-16.5
+ * for 2 509 float32 rows of 9 kB at order 3. */
+#define ZIGZAG(T, BITS, d) ((T)((T)((d) << 1) ^ (T)(0 - (T)((d) >> ((BITS) - 1)))))
+#define PLANES(T, v, o, n, j)                                                              \
+    for (int k = 0; k < (int)sizeof(T); k++) (o)[k * (n) + (j)] = (unsigned char)((v) >> (8 * k))
 #define STORED(T, BITS)                                                                      \
-    static void stored_##BITS(const T *cur, const T *h1, const T *h2, const T *h3,         \
-                              const unsigned char *orders, const int64_t *sizes,           \
-                              const int64_t *out_at, Py_ssize_t rows, unsigned char *out) { \
-        const Py_ssize_t w = sizeof(T);                                                    \
-        T z[BLOCK];                                                                        \
+    /* one row; restrict on parameters (gcc ignores it on locals and versions for aliasing) */ \
+    __attribute__((noinline)) static void row_##BITS(                                       \
+            const T *restrict c, const T *restrict a, const T *restrict b,                 \
+            const T *restrict e, int order, Py_ssize_t n, unsigned char *restrict o) {     \
+        switch (order) {                                                                   \
+        case 0:                                                                            \
+            for (Py_ssize_t j = 0; j < n; j++) { const T v = c[j]; PLANES(T, v, o, n, j); } \
+            break;                                                                         \
+        case 1:                                                                            \
+            for (Py_ssize_t j = 0; j < n; j++) {                                           \
+                const T d = (T)(c[j] - a[j]);                                              \
+                const T v = ZIGZAG(T, BITS, d);                                            \
+                PLANES(T, v, o, n, j);                                                     \
+            }                                                                              \
+            break;                                                                         \
+        case 2:                                                                            \
+            for (Py_ssize_t j = 0; j < n; j++) {                                           \
+                const T d = (T)(c[j] - (T)(a[j] + (T)(a[j] - b[j])));                      \
+                const T v = ZIGZAG(T, BITS, d);                                            \
+                PLANES(T, v, o, n, j);                                                     \
+            }                                                                              \
+            break;                                                                         \
+        default:                                                                           \
+            for (Py_ssize_t j = 0; j < n; j++) {                                           \
+                const T d = (T)(c[j] - (T)((T)(3 * (T)(a[j] - b[j])) + e[j]));             \
+                const T v = ZIGZAG(T, BITS, d);                                            \
+                PLANES(T, v, o, n, j);                                                     \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    static void stored_##BITS(const unsigned char *const *src, T *cur, const T *h1,        \
+                              const T *h2, const T *h3, const unsigned char *orders,       \
+                              const int64_t *sizes, const int64_t *out_at, Py_ssize_t rows, \
+                              unsigned char *out) {                                        \
         Py_ssize_t at = 0;                                                                 \
         for (Py_ssize_t r = 0; r < rows; r++) {                                            \
             const Py_ssize_t n = (Py_ssize_t)sizes[r];                                     \
-            const int order = orders[r];                                                   \
-            unsigned char *o = out + out_at[r];                                            \
-            for (Py_ssize_t j0 = 0; j0 < n; j0 += BLOCK) {                                 \
-                const Py_ssize_t m = n - j0 < BLOCK ? n - j0 : BLOCK;                      \
-                const T *c = cur + at + j0;                                                \
-                const T *a = h1 ? h1 + at + j0 : NULL, *b = h2 ? h2 + at + j0 : NULL;      \
-                const T *e = h3 ? h3 + at + j0 : NULL;                                     \
-                if (order == 0)                                                            \
-                    for (Py_ssize_t j = 0; j < m; j++) z[j] = c[j];                        \
-                else if (order == 1)                                                       \
-                    for (Py_ssize_t j = 0; j < m; j++) z[j] = (T)(c[j] - a[j]);            \
-                else if (order == 2)                                                       \
-                    for (Py_ssize_t j = 0; j < m; j++)                                     \
-                        z[j] = (T)(c[j] - (T)(a[j] + (T)(a[j] - b[j])));                   \
-                else                                                                       \
-                    for (Py_ssize_t j = 0; j < m; j++)                                     \
-                        z[j] = (T)(c[j] - (T)((T)(3 * (T)(a[j] - b[j])) + e[j]));          \
-                if (order) /* (d << 1) ^ (d >> BITS-1), that shift arithmetic */           \
-                    for (Py_ssize_t j = 0; j < m; j++)                                     \
-                        z[j] = (T)((T)(z[j] << 1) ^ (T)(0 - (T)(z[j] >> (BITS - 1))));     \
-                for (Py_ssize_t k = 0; k < w; k++) {                                       \
-                    unsigned char *plane = o + k * n + j0;                                 \
-                    for (Py_ssize_t j = 0; j < m; j++)                                     \
-                        plane[j] = (unsigned char)(z[j] >> (8 * k));                       \
-                }                                                                          \
-            }                                                                              \
+            memcpy(cur + at, src[r], (size_t)n * sizeof(T));                               \
+            row_##BITS(cur + at, h1 ? h1 + at : NULL, h2 ? h2 + at : NULL,                 \
+                       h3 ? h3 + at : NULL, orders[r], n, out + out_at[r]);                \
             at += n;                                                                       \
         }                                                                                  \
     }
@@ -154,16 +166,11 @@ PyObject *py_codec_planes(PyObject *self, PyObject *args) {
         const void *h[3] = {got[0] ? hist[0].buf : NULL, got[1] ? hist[1].buf : NULL,
                             got[2] ? hist[2].buf : NULL};
         Py_BEGIN_ALLOW_THREADS
-        Py_ssize_t at = 0;
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            memcpy(c + at, row_at[r], (size_t)row_len[r]);
-            at += row_len[r];
-        }
         switch (w) {
-        case 1: stored_8((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
-        case 2: stored_16((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
-        case 4: stored_32((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
-        default: stored_64((void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        case 1: stored_8(row_at, (void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        case 2: stored_16(row_at, (void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        case 4: stored_32(row_at, (void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
+        default: stored_64(row_at, (void *)c, h[0], h[1], h[2], ord, sizes, out_at, rows, o); break;
         }
         Py_END_ALLOW_THREADS
     }
