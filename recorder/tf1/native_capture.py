@@ -38,8 +38,8 @@ log = logging.getLogger("tfblackbox")
 NATIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
 # compiled together into one library; the header is hashed with them (a build is keyed by all)
 SOURCES = [os.path.join(NATIVE_DIR, n) for n in ("capture.cc", "capture_event.cc")]
-HEADERS = [os.path.join(NATIVE_DIR, "capture_event.h")]
-ABI_VERSION = 9
+HEADERS = [os.path.join(NATIVE_DIR, n) for n in ("capture_event.h", "capture_sink.h")]
+ABI_VERSION = 10
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")
 
@@ -192,19 +192,15 @@ class Native:
             lib.tfbb_register.argtypes = [ctypes.c_char_p]
             lib.tfbb_take.restype = ctypes.c_int64
             lib.tfbb_take.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
-                                      ctypes.POINTER(ctypes.c_void_p)]
+                                      ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_int64)]
             lib.tfbb_release.argtypes = [ctypes.c_void_p]
-            lib.tfbb_held_bytes.restype = ctypes.c_int64
-            lib.tfbb_held_bytes.argtypes = [ctypes.c_void_p]
             lib.tfbb_fill.restype = ctypes.c_int64
             lib.tfbb_fill.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
             lib.tfbb_hold.argtypes = [ctypes.c_char_p, ctypes.c_int]
-            lib.tfbb_take_failed.restype = ctypes.c_int64
-            lib.tfbb_take_failed.argtypes = [ctypes.c_char_p]
-            lib.tfbb_take_nonfinite.restype = ctypes.c_int64
-            lib.tfbb_take_nonfinite.argtypes = [ctypes.c_char_p]
             lib.tfbb_close.argtypes = [ctypes.c_char_p]
             lib.tfbb_test_fail_next.argtypes = [ctypes.c_char_p, ctypes.c_int64]
+            lib.tfbb_test_fail_fill.argtypes = [ctypes.c_char_p, ctypes.c_int64]
             lib.tfbb_register_discard.argtypes = [ctypes.c_char_p]
             lib.tfbb_discarded.restype = ctypes.c_int64
             lib.tfbb_discarded.argtypes = [ctypes.c_char_p]
@@ -224,14 +220,13 @@ class Native:
     def take(self, key):
         """(Records or None, tensors that could not be captured, DebugIdentity float tensors
         holding NaN or +-Inf) since the last take."""
-        data, handle = ctypes.c_void_p(), ctypes.c_void_p()
-        k = key.encode()
-        n = self._lib.tfbb_take(k, ctypes.byref(data), ctypes.byref(handle))
+        data, handle, counts = ctypes.c_void_p(), ctypes.c_void_p(), (ctypes.c_int64 * 3)()
+        n = self._lib.tfbb_take(key.encode(), ctypes.byref(data), ctypes.byref(handle), counts)
+        held, failed, nonfinite = counts
         records = None
         if n > 0:
-            records = Records(self._lib, data.value, handle.value, n,
-                              self._lib.tfbb_held_bytes(handle.value))
-        return records, self._lib.tfbb_take_failed(k), self._lib.tfbb_take_nonfinite(k)
+            records = Records(self._lib, data.value, handle.value, n, held)
+        return records, failed, nonfinite
 
     def close(self, key):
         self._lib.tfbb_close(key.encode())
@@ -249,6 +244,10 @@ class Native:
     def fail_next(self, key, n):
         """Tests only: the next n tensors of `key` take the out-of-memory path."""
         self._lib.tfbb_test_fail_next(key.encode(), n)
+
+    def fail_fill(self, key, n):
+        """Tests only: the next n fills of `key`'s held takes run out of memory."""
+        self._lib.tfbb_test_fail_fill(key.encode(), n)
 
 
 def self_test(lib_path):

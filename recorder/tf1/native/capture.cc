@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "capture_event.h"
+#include "capture_sink.h"
 #include "tensorflow/core/debug/debug_callback_registry.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor.pb.h"
@@ -30,74 +31,10 @@ namespace {
 using tfbb::Captured;
 using tfbb::capture;
 using tfbb::has_nonfinite;
-
-// What a watch's records share run after run while its tensor keeps its dtype and shape:
-// everything but the wall time and the content (built once by capture(), then copied).
-struct Prebuilt {
-  std::string device, node, op;
-  int32_t slot = 0, dtype = 0;
-  std::vector<int64_t> dims;
-  uint32_t total = 0, content_len = 0;
-  std::string middle;   // the record after its wall time, up to the Event
-  std::string head;     // the Event up to the content; bytes 1..8 are the wall time
-  std::string tail;
-};
-
-// Black-box mode: a tensor whose content the sink keeps by reference instead of copying it.
-// The tensor is the output of the Copy node tfdbg puts before every debug op (a deep copy that
-// nothing else consumes), so nobody writes into its buffer while it is held. `at` is where its
-// content belongs in the sink's records.
-struct Held {
-  size_t at;
-  tensorflow::Tensor tensor;
-};
-
-// The sink's lock. TF's compute threads publish tensors at once and hold it for well under a
-// microsecond (a record's header, or its content's copy); a std::mutex made them sleep and
-// wake through futex calls, 12% of their time at 2 509 tensors (perf), so waiters spin,
-// yielding the core after a while (the holder may be descheduled on a busy machine).
-class SpinLock {
- public:
-  void lock() {
-    for (int n = 0; locked_.exchange(true, std::memory_order_acquire); ++n) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++n > 100) {
-          std::this_thread::yield();
-        } else {
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        }
-      }
-    }
-  }
-  void unlock() { locked_.store(false, std::memory_order_release); }
-
- private:
-  std::atomic<bool> locked_{false};
-};
-
-struct Sink {
-  SpinLock mu;
-  std::string data;   // records, see append_record
-  // Black-box mode (tfbb_hold): the content of plain tensors stays in TF's buffers, held here
-  // until the ring drops the step (nothing copied) or a trigger writes it (tfbb_fill copies).
-  std::atomic<bool> hold{false};   // also: check for NaN/Inf (only the ring's trigger asks)
-  std::vector<Held> held;
-  int64_t held_bytes = 0;
-  // Buffers handed back by tfbb_release, reused by the next takes: while the ingest keeps up,
-  // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
-  // tensors is filled a page fault at a time on TF's threads).
-  std::vector<std::string> spare;
-  std::unordered_map<std::string, Prebuilt> prebuilt;   // by the debug node's name
-  bool open = true;
-  int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
-  // tests: make the next N captures fail as an allocation would (atomic: read by every
-  // capture, so not one more acquisition of mu, which TF's threads contend for)
-  std::atomic<int64_t> fail_next{0};
-  int64_t nonfinite = 0;  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode)
-};
-
+using tfbb::Held;
+using tfbb::Prebuilt;
+using tfbb::Sink;
+using tfbb::SpinLock;
 
 std::mutex g_mu;
 // Never destroyed: TF may call a callback while the process exits.
@@ -217,16 +154,6 @@ std::shared_ptr<Sink> find(const char* key) {
   return it == g_sinks->end() ? nullptr : it->second;
 }
 
-// A counter of KEY's sink, reset as it is read.
-int64_t take_count(const char* key, int64_t Sink::*counter) {
-  std::shared_ptr<Sink> sink = find(key);
-  if (!sink) return 0;
-  std::lock_guard<SpinLock> lock(sink->mu);
-  int64_t n = (*sink).*counter;
-  (*sink).*counter = 0;
-  return n;
-}
-
 }  // namespace
 
 extern "C" {
@@ -285,22 +212,31 @@ int tfbb_register(const char* key) {
 
 // Hands KEY's records over without copying: *data points into a buffer that stays valid until
 // tfbb_release(*handle). Returns their size (0: none, *handle is null; -1: unknown key).
-int64_t tfbb_take(const char* key, const char** data, void** handle) {
+// counts[0]: bytes of content the take holds in TF's tensors (black-box mode), beside its
+// records; counts[1]: tensors that could not be captured since the last take; counts[2]:
+// DebugIdentity float tensors with NaN or +-Inf since the last take. One call and one
+// acquisition of the sink's lock a step.
+int64_t tfbb_take(const char* key, const char** data, void** handle, int64_t* counts) {
   *data = nullptr;
   *handle = nullptr;
+  counts[0] = counts[1] = counts[2] = 0;
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return -1;
   auto* taken = new Taken();
   {
     std::lock_guard<SpinLock> lock(sink->mu);
+    counts[1] = sink->failed;
+    counts[2] = sink->nonfinite;
+    sink->failed = sink->nonfinite = 0;
     if (sink->data.empty()) {
       delete taken;
       return 0;
     }
     taken->data.swap(sink->data);
     taken->held.swap(sink->held);
-    taken->held_bytes = sink->held_bytes;
+    taken->held_bytes = counts[0] = sink->held_bytes;
     sink->held_bytes = 0;
+    sink->held.reserve(taken->held.size());   // as for data: no regrowing in TF's threads
     taken->sink = sink;
     if (!sink->spare.empty()) {   // a released buffer: its memory is mapped already
       sink->data.swap(sink->spare.back());
@@ -313,15 +249,18 @@ int64_t tfbb_take(const char* key, const char** data, void** handle) {
   return static_cast<int64_t>(taken->data.size());
 }
 
-// Bytes of content a take holds in TF's tensors (black-box mode), beside its records' size.
-int64_t tfbb_held_bytes(void* handle) { return static_cast<Taken*>(handle)->held_bytes; }
-
 // Puts the held contents into a take's records (so they are whole, as without tfbb_hold) and
 // lets the tensors go. Returns the records' new size and sets *data (-1: out of memory; the
 // take is unchanged).
 int64_t tfbb_fill(void* handle, const char** data) {
   auto* taken = static_cast<Taken*>(handle);
   if (!taken->held.empty()) {
+    if (std::shared_ptr<Sink> sink = taken->sink.lock()) {   // tests: as out of memory
+      int64_t fail = sink->fail_fills.load();
+      while (fail > 0 && !sink->fail_fills.compare_exchange_weak(fail, fail - 1)) {
+      }
+      if (fail > 0) return -1;
+    }
     try {
       std::string whole;
       whole.reserve(taken->data.size() + static_cast<size_t>(taken->held_bytes));
@@ -378,17 +317,18 @@ void tfbb_close(const char* key) {
   sink->prebuilt.clear();
 }
 
-// Tensors of KEY that could not be captured since the last call.
-int64_t tfbb_take_failed(const char* key) { return take_count(key, &Sink::failed); }
-
-// DebugIdentity float tensors of KEY with NaN or +-Inf since the last call.
-int64_t tfbb_take_nonfinite(const char* key) { return take_count(key, &Sink::nonfinite); }
-
 // Tests: the next N tensors of KEY fail to be captured, through the out-of-memory path.
 void tfbb_test_fail_next(const char* key, int64_t n) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return;
   sink->fail_next.store(n);
+}
+
+// Tests: the next N tfbb_fill calls of KEY's takes fail as out of memory (the take unchanged).
+void tfbb_test_fail_fill(const char* key, int64_t n) {
+  std::shared_ptr<Sink> sink = find(key);
+  if (!sink) return;
+  sink->fail_fills.store(n);
 }
 
 // The floor of the capture's cost (tools/bench_blackbox): memcbk://KEY whose callback keeps
@@ -416,6 +356,6 @@ int64_t tfbb_discarded(const char* key) {
   return it == g_discard_counts->end() ? -1 : it->second->load();
 }
 
-int tfbb_abi_version() { return 9; }
+int tfbb_abi_version() { return 10; }
 
 }  // extern "C"

@@ -1,0 +1,87 @@
+// The per-key state of the in-memory capture (capture.cc): what TF's threads append to and
+// Python takes from after each session.run.
+#ifndef TFBLACKBOX_CAPTURE_SINK_H_
+#define TFBLACKBOX_CAPTURE_SINK_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "tensorflow/core/framework/tensor.h"
+
+namespace tfbb {
+
+// What a watch's records share run after run while its tensor keeps its dtype and shape:
+// everything but the wall time and the content (built once by capture(), then copied).
+struct Prebuilt {
+  std::string device, node, op;
+  int32_t slot = 0, dtype = 0;
+  std::vector<int64_t> dims;
+  uint32_t total = 0, content_len = 0;
+  std::string middle;   // the record after its wall time, up to the Event
+  std::string head;     // the Event up to the content; bytes 1..8 are the wall time
+  std::string tail;
+};
+
+// Black-box mode: a tensor whose content the sink keeps by reference instead of copying it.
+// The tensor is the output of the Copy node tfdbg puts before every debug op (a deep copy that
+// nothing else consumes), so nobody writes into its buffer while it is held. `at` is where its
+// content belongs in the sink's records.
+struct Held {
+  size_t at;
+  tensorflow::Tensor tensor;
+};
+
+// The sink's lock. TF's compute threads publish tensors at once and hold it for well under a
+// microsecond (a record's header, or its content's copy); a std::mutex made them sleep and
+// wake through futex calls, 12% of their time at 2 509 tensors (perf), so waiters spin,
+// yielding the core after a while (the holder may be descheduled on a busy machine).
+class SpinLock {
+ public:
+  void lock() {
+    for (int n = 0; locked_.exchange(true, std::memory_order_acquire); ++n) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++n > 100) {
+          std::this_thread::yield();
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        }
+      }
+    }
+  }
+  void unlock() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+struct Sink {
+  SpinLock mu;
+  std::string data;   // records, see append_record
+  // Black-box mode (tfbb_hold): the content of plain tensors stays in TF's buffers, held here
+  // until the ring drops the step (nothing copied) or a trigger writes it (tfbb_fill copies).
+  std::atomic<bool> hold{false};   // also: check for NaN/Inf (only the ring's trigger asks)
+  std::vector<Held> held;
+  int64_t held_bytes = 0;
+  // Buffers handed back by tfbb_release, reused by the next takes: while the ingest keeps up,
+  // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
+  // tensors is filled a page fault at a time on TF's threads).
+  std::vector<std::string> spare;
+  std::unordered_map<std::string, Prebuilt> prebuilt;   // by the debug node's name
+  bool open = true;
+  int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
+  // tests: make the next N captures fail as an allocation would (atomic: read by every
+  // capture, so not one more acquisition of mu, which TF's threads contend for)
+  std::atomic<int64_t> fail_next{0};
+  std::atomic<int64_t> fail_fills{0};   // tests: the next N tfbb_fill calls run out of memory
+  int64_t nonfinite = 0;  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode)
+};
+
+}  // namespace tfbb
+
+#endif  // TFBLACKBOX_CAPTURE_SINK_H_
