@@ -111,6 +111,41 @@ def test_a_nan_writes_the_k_steps_before_it_and_its_own(tmp_path, reference_bad_
     assert verify(Store.open(store)).ok
 
 
+def test_steps_whose_held_tensors_cannot_be_read_back_are_written_incomplete(tmp_path, caplog):
+    """Filling a held step's content in can run out of memory (forced through the capture's
+    test switch, for the NaN step and the first ring step written with it): the trigger still
+    fires on the capture's NaN count, the two steps are written with status 'incomplete' and
+    no tensors, the error names them, and the other steps are written whole."""
+    import logging
+    import threading
+
+    import tensorflow as tf
+    from tfblackbox import recorder
+    store = str(tmp_path / "oom")
+    recorder.init(store=store, run_id="oom")
+    hook = recorder.DumpHook(keep_last=K, capture="memory")
+
+    def fail_two_fills(s):   # after the first step, when the thread's capture key exists
+        if s == 0:
+            key = hook._capture._mem_keys[threading.get_ident()]
+            hook._capture.native.fail_fill(key, 2)
+
+    with caplog.at_level(logging.ERROR, logger="tfblackbox"), tf.Graph().as_default():
+        train(tf, [hook], on_step=fail_two_fills, bad=BAD_STEP)
+        recorder.finish()
+    steps, statuses = dumped_steps(store, "oom")
+    assert steps == [9, 10, 11, 12]
+    assert statuses == ["incomplete", "ok", "ok", "incomplete"]
+    [(step, kind, reason)] = hook.triggers
+    assert (step, kind) == (BAD_STEP, "nan") and "could not be read back" in reason
+    for s in (9, 12):
+        assert f"dumped step {s} could not be read back" in caplog.text
+    counts = Store.open(store).read("oom", "tfdbg_v1_runs", columns=["tensor_count"])
+    counts = counts["tensor_count"].to_pylist()
+    assert counts[0] == counts[3] == 0 and counts[1] == counts[2] > 0
+    assert verify(Store.open(store)).ok
+
+
 def test_show_lists_the_trigger(tmp_path, capsys):
     store, _hook = record(tmp_path, feed_kw=dict(bad=BAD_STEP))
     capsys.readouterr()

@@ -229,6 +229,10 @@ class BlackBox:
                     self.fire(e["seq"], e["step"], "nan",
                               f"NaN or Inf in {bad.node_name}:{bad.output_slot} "
                               f"({bad.debug_op}) at step {e['step']}")
+                elif e.get("nonfinite"):   # counted as TF wrote them; their values are gone
+                    self.fire(e["seq"], e["step"], "nan",
+                              f"NaN or Inf in {e['nonfinite']} tensor(s) at step {e['step']} "
+                              f"(their values could not be read back)")
             if e["seq"] <= self._through:
                 self._write([completed(e)], None)
             else:

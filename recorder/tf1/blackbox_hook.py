@@ -24,13 +24,13 @@ class BlackBoxHook:
 
         def record(entries):   # the disk budget counts what is written, not the ring
             nbytes = sum(e["nbytes"] for e in entries)
-            if self._max_bytes is not None and cap.bytes_recorded + nbytes > self._max_bytes:
+            if self._max_bytes is not None and cap.jobs.bytes_recorded + nbytes > self._max_bytes:
                 self.budget_exhausted = True
                 log.warning("tfblackbox: DumpHook: disk budget max_bytes=%d reached (%d bytes "
                             "of dumps recorded); %d dumped step(s) of a trigger not written",
-                            self._max_bytes, cap.bytes_recorded, len(entries))
+                            self._max_bytes, cap.jobs.bytes_recorded, len(entries))
                 return False
-            return cap._record(entries)
+            return cap.jobs.record(entries)
         self._box = cap.blackbox = blackbox.BlackBox(
             self.keep_last, self.max_ring_bytes, self._after, self._triggers, record,
             self._note_trigger, self._fired)

@@ -23,10 +23,11 @@ import os
 import shutil
 import threading
 
-from tfblackbox.schema.codecs import tfdbg_v1_codec, tfdbg_v1_rows
+from tfblackbox.schema.codecs import tfdbg_v1_rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto, tfdbg_v1_layout as layout
 
 from . import native_capture
+from .dump_jobs import DumpJobs
 from .. import scratch
 
 log = logging.getLogger("tfblackbox")
@@ -69,12 +70,8 @@ class DumpCapture:
         self.root = staging_root or default_staging_root()
         os.makedirs(self.root, exist_ok=True)
         self.max_pending = max_pending
-        self.bytes_recorded = 0        # uncompressed bytes handed to the writer (the budget)
-        self.largest_run = 0           # bytes of the largest dumped session.run so far
         self.largest_seen = 0          # bytes of the largest one taken (queued or recorded)
-        self.runs_recorded = 0
-        self.runs_dropped = 0          # refused by a full writer queue
-        self.tensors_recorded = 0
+        self.jobs = DumpJobs(run, self._device)   # what the ingest read, to the writer
         self._queue = collections.deque()
         self._cond = threading.Condition()
         self._busy = 0
@@ -83,14 +80,8 @@ class DumpCapture:
         self._made = set()             # reusable staging dirs known to exist
         self._closed = False
         self._seq = 0
-        self._graphs_seen = set()      # (device, hash) already recorded
         self._executor_graphs = {}     # executor key -> {device: GraphFile}
         self._device_names = {}        # device dir -> real device name
-        self._encoder = tfdbg_v1_codec.Encoder()   # tensors against earlier dumps (ingest order)
-        # times the writer dropped held dump rows, graph rows (counted on its thread): later
-        # rows must not be encoded against them, graphs are recorded again
-        self._drops, self._drops_seen = [0, 0], [0, 0]
-        run.writer.on_drop(self._dropped)
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
         self._thread.start()
@@ -210,7 +201,7 @@ class DumpCapture:
                         not batches or size < MAX_BATCH_BYTES):
                     batches.append(self._queue.popleft())
                     records = batches[-1].records
-                    size += records.size if records is not None else self.largest_run
+                    size += records.size if records is not None else self.jobs.largest_run
                 self._busy = len(batches)
             read = []
             for batch in batches:
@@ -222,7 +213,7 @@ class DumpCapture:
                     self._done_reading(batch)
             try:
                 if self.blackbox is None:
-                    self._record(read)
+                    self.jobs.record(read)
                 else:
                     self.blackbox.take(read)
             except Exception as e:   # never take the training down
@@ -253,7 +244,7 @@ class DumpCapture:
             self._cond.notify_all()
 
     def _read(self, batch):
-        """One dumped run's files and captured tensors, as what _record() needs of it."""
+        """One dumped run's files and captured tensors, as what DumpJobs.record() needs."""
         d = layout.read_dump_dir(batch.path, remove=True)
         # black-box mode: the ring keeps the captured buffer as it is, parsed only if a trigger
         # writes its step (parsing 2 500 tensors in Python cost ~25 ms a step, mostly thrown
@@ -298,8 +289,16 @@ class DumpCapture:
             """The tensors and the run row (at once, or when the ring's step is written)."""
             if "records" in entry:
                 records = entry.pop("records")
-                d.tensors.extend(native_capture.parse_records(records.fill().view))
-                records.release()
+                try:
+                    d.tensors.extend(native_capture.parse_records(records.fill().view))
+                except MemoryError as e:   # the run row is still written, marked
+                    log.error("tfblackbox: DumpHook: the tensors of dumped step %s could not be "
+                              "read back (%s); the step is recorded with status 'incomplete' "
+                              "and without them", step, e)
+                    if entry["status"] == "ok":
+                        entry["status"] = "incomplete"
+                finally:
+                    records.release()
             for t in d.tensors:
                 if t.device_name:              # the in-memory capture knows the true name
                     self._device_names[t.device_dir] = t.device_name
@@ -323,73 +322,6 @@ class DumpCapture:
                          ring_bytes=batch.records.size + len(meta or b""))
             return entry
         return complete()
-
-    def _record(self, read):
-        """One writer job for the runs read: their graphs not recorded yet, tensors (encoded)
-        and run rows. Returns whether the writer took it."""
-        if not read:
-            return True
-        if self._drops != self._drops_seen:   # nothing may refer to rows the writer dropped
-            drops = list(self._drops)
-            self._encoder.forget()
-            if drops[1] != self._drops_seen[1]:
-                self._graphs_seen.clear()
-            self._drops_seen = drops
-        # while the writer holds rows it could not store, dumps are key frames: one it drops
-        # then takes no later dump with it (their memory is the same; only files grow)
-        self._encoder.key_every = 1 if self.run.writer.holding() else tfdbg_v1_codec.KEY_EVERY
-        graphs, sizes = [], {}
-        for r in read:
-            sizes[r["seq"]] = r["nbytes"]
-            for item in r["graphs"]:
-                key = (item[1].device_dir, item[1].graph_hash)
-                if key not in self._graphs_seen:
-                    self._graphs_seen.add(key)      # given back if the job is not queued
-                    graphs.append((r["step"], item))
-                    sizes[r["seq"]] += len(item[3])
-        try:
-            with_tensors = [(r["step"], r["run_key"], r["tensors"]) for r in read
-                            if r["tensors"]]
-            tensors = (tfdbg_v1_rows.debug_tensor_runs(with_tensors, self._device, self._encoder)
-                       if with_tensors else None)
-            queued = self._submit(graphs, tensors, [r["run_row"] for r in read], read, sizes)
-        except BaseException:
-            queued = None
-            raise
-        finally:
-            if not queued:
-                self._encoder.forget()          # later rows must not be encoded against these
-                for _step, (_device, g, _w, _gd) in graphs:
-                    self._graphs_seen.discard((g.device_dir, g.graph_hash))
-        return queued
-
-    def _dropped(self, tables):   # the writer's thread
-        if tables & {"tfdbg_v1_tensors", "tfdbg_v1_runs", "tfdbg_v1_graphs"}:
-            self._drops[1] += "tfdbg_v1_graphs" in tables
-            self._drops[0] += 1
-
-    def _submit(self, graphs, tensors, run_rows, read, sizes):
-        nbytes = sum(sizes.values())
-
-        def job(buffers):
-            for step, (device, g, wall, graph_def) in graphs:
-                buffers.add("tfdbg_v1_graphs", **tfdbg_v1_rows.debug_graph_row(
-                    step, device, g.graph_hash, g.timestamp, wall, graph_def))
-            if tensors is not None:
-                buffers.add_table("tfdbg_v1_tensors", tensors)
-            for run_row in run_rows:
-                buffers.add("tfdbg_v1_runs", **run_row)
-
-        # the ingest is not the training thread: it waits for the writer rather than drop
-        # dumped steps (a backlog makes DumpHook skip steps, counted, instead)
-        if self.run.submit(job, nbytes, block=True):
-            self.bytes_recorded += nbytes
-            self.largest_run = max([self.largest_run] + list(sizes.values()))
-            self.runs_recorded += len(read)
-            self.tensors_recorded += sum(len(r["tensors"]) for r in read)
-            return True
-        self.runs_dropped += len(read)
-        return False
 
     def _device(self, dev_dir):
         name = self._device_names.get(dev_dir)

@@ -252,9 +252,9 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         if self._capture is not None:
             capture, self._capture = self._capture, None
             capture.close()
-            if capture.runs_dropped:
+            if capture.jobs.runs_dropped:
                 log.warning("tfblackbox: DumpHook: %d dumped step(s) were dropped because the "
-                            "writer queue was full", capture.runs_dropped)
+                            "writer queue was full", capture.jobs.runs_dropped)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -287,18 +287,18 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
         cap = self._capture
         pending = cap.pending()
         if pending >= self._max_pending or (
-                pending * max(cap.largest_seen, cap.largest_run) > self._max_pending_bytes):
+                pending * max(cap.largest_seen, cap.jobs.largest_run) > self._max_pending_bytes):
             self.skipped_busy += 1
             if self.skipped_busy == 1 or self.skipped_busy % 100 == 0:
                 log.warning("tfblackbox: DumpHook: %d dumped steps wait for ingestion; step %s "
                             "not dumped (%d skipped so far)", pending, step, self.skipped_busy)
             return None
         if self._max_bytes is not None and self._box is None and (
-                cap.bytes_recorded + (pending + 1) * cap.largest_run > self._max_bytes):
+                cap.jobs.bytes_recorded + (pending + 1) * cap.jobs.largest_run > self._max_bytes):
             self.budget_exhausted = True
             log.warning("tfblackbox: DumpHook: disk budget max_bytes=%d reached (%d bytes of "
                         "dumps recorded in %d steps); no more dumps are recorded in this run. "
-                        "Training goes on.", self._max_bytes, cap.bytes_recorded,
+                        "Training goes on.", self._max_bytes, cap.jobs.bytes_recorded,
                         self.dumped_steps)
             return None
         args = run_context.original_args
