@@ -111,27 +111,41 @@ def test_a_nan_writes_the_k_steps_before_it_and_its_own(tmp_path, reference_bad_
     assert verify(Store.open(store)).ok
 
 
-def test_steps_whose_held_tensors_cannot_be_read_back_are_written_incomplete(tmp_path, caplog):
-    """Filling a held step's content in can run out of memory (forced through the capture's
-    test switch, for the NaN step and the first ring step written with it): the trigger still
-    fires on the capture's NaN count, the two steps are written with status 'incomplete' and
-    no tensors, the error names them, and the other steps are written whole."""
+@pytest.mark.parametrize("how", ["fill", "parse"])
+def test_steps_whose_held_tensors_cannot_be_read_back_are_written_incomplete(
+        tmp_path, caplog, monkeypatch, how):
+    """Reading a held step back can fail: filling its content in runs out of memory (forced
+    through the capture's test switch), or its records do not parse. Here for the NaN step and
+    the first ring step written with it: the trigger still fires on the capture's NaN count,
+    the two steps are written with status 'incomplete' and no tensors, the error names them,
+    and the other steps are written whole."""
     import logging
     import threading
 
     import tensorflow as tf
     from tfblackbox import recorder
+    from tfblackbox.recorder.tf1 import native_capture
+    from tfblackbox.schema.errors import DumpLayoutError
     store = str(tmp_path / "oom")
     recorder.init(store=store, run_id="oom")
     hook = recorder.DumpHook(keep_last=K, capture="memory")
+    parse, failures = native_capture.parse_records, [2]
 
-    def fail_two_fills(s):   # after the first step, when the thread's capture key exists
-        if s == 0:
+    def damaged(blob):   # the first two parses meet damage
+        if failures[0]:
+            failures[0] -= 1
+            raise DumpLayoutError("captured records: a record runs past the end (test)")
+        return parse(blob)
+
+    def fail_two_reads(s):   # after the first step, when the thread's capture key exists
+        if s == 0 and how == "fill":
             key = hook._capture._mem_keys[threading.get_ident()]
             hook._capture.native.fail_fill(key, 2)
+        elif s == 0:
+            monkeypatch.setattr(native_capture, "parse_records", damaged)
 
     with caplog.at_level(logging.ERROR, logger="tfblackbox"), tf.Graph().as_default():
-        train(tf, [hook], on_step=fail_two_fills, bad=BAD_STEP)
+        train(tf, [hook], on_step=fail_two_reads, bad=BAD_STEP)
         recorder.finish()
     steps, statuses = dumped_steps(store, "oom")
     assert steps == [9, 10, 11, 12]

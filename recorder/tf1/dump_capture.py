@@ -291,7 +291,7 @@ class DumpCapture:
                 records = entry.pop("records")
                 try:
                     d.tensors.extend(native_capture.parse_records(records.fill().view))
-                except MemoryError as e:   # the run row is still written, marked
+                except Exception as e:   # out of memory, damage: the run row is still written
                     log.error("tfblackbox: DumpHook: the tensors of dumped step %s could not be "
                               "read back (%s); the step is recorded with status 'incomplete' "
                               "and without them", step, e)
