@@ -22,6 +22,7 @@ corrupt record is reported, the records before it are imported and the bytes fro
 kept unframed (exit 1).
 """
 
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -137,9 +138,11 @@ class _Import:
         self.buffers = ColumnBuffers(attempt)
         self.group = None
         self.nbytes = self.rows = self.segments = self.records = 0
+        self.before_write = self.check = lambda: None
 
     def hand_over(self):
         """Passes the rows decoded so far to the group's encoders."""
+        self.check()          # a begin that failed stops the import now, not at its end
         if not self.buffers.rows:
             return
         self.rows += self.buffers.rows
@@ -151,6 +154,7 @@ class _Import:
     def flush(self, also=None):
         """Writes the group; `also(session)` joins its transaction (or has one of its own)."""
         self.hand_over()
+        self.before_write()   # the attempt is in the catalog
         if self.group is not None:
             group, self.group = self.group, None
             self.segments += len(group.write(also))
@@ -167,6 +171,44 @@ class _Import:
     def close(self):
         if self.group is not None:
             self.group.close()
+
+
+class _Begun:
+    """The import's attempt, begun in the catalog. A new run's first attempt is 1, so its
+    begin (a durable commit, ~9 ms here) runs on a thread while the decoding starts; it is
+    joined before anything is written (writer_id())."""
+
+    def __init__(self, store, run_id, create):
+        args = (run_id, socket.gethostname(), os.getpid())
+        self._run_id, self._future, self._writer = run_id, None, None
+        if create is None:
+            self._writer, self.attempt = store.begin_attempt(*args)
+            return
+        self.attempt = 1
+        pool = concurrent.futures.ThreadPoolExecutor(1, "tfblackbox-import-begin")
+        self._future = pool.submit(store.begin_attempt, *args, create=create)
+        pool.shutdown(wait=False)
+
+    def writer_id(self):
+        if self._writer is None:
+            writer, attempt = self._future.result()   # raises what the begin raised
+            if attempt != self.attempt:   # the run was created here: cannot happen
+                raise BlackboxError(f"run {self._run_id!r}: its import began attempt "
+                                    f"{attempt}, not {self.attempt}")
+            self._writer = writer
+        return self._writer
+
+    def check(self):
+        """Raises what the begin raised, if it is over; does not wait."""
+        if self._future is not None and self._future.done():
+            self.writer_id()
+
+    def began(self):
+        """Whether the begin committed (its writer is to be ended); waits for it."""
+        if self._writer is None:
+            concurrent.futures.wait([self._future])
+            return self._future.exception() is None
+        return True
 
 
 def _first_wall_time(path):
@@ -215,9 +257,9 @@ def import_run(store, run_id, run_name, files, project=None, logdir=None):
                       command=" ".join(sys.argv), started_at=min(walls, default=None))
     # the run's creation joins the attempt's begin, and the attempt's end (with the run's
     # finish) the last segment group: an import of one flush commits twice, not five times
-    writer_id, attempt = store.begin_attempt(run_id, socket.gethostname(), os.getpid(),
-                                             create=create)
-    out = _Import(store, run_id, attempt, None)   # see segments.write_group: no first_step
+    begun = _Begun(store, run_id, create)
+    out = _Import(store, run_id, begun.attempt, None)   # see segments.write_group: no first_step
+    out.before_write, out.check = begun.writer_id, begun.check
     record = None if created else store.run(run_id)
     last_wall, ended = None, False
     try:
@@ -228,12 +270,12 @@ def import_run(store, run_id, run_name, files, project=None, logdir=None):
         if created or "import-tfevents" in record.tags:   # a recorded run keeps its own end
             ends = [t for t in (last_wall, record.ended_at if record else None) if t]
             finish = (run_id, 0, max(ends, default=None))
-        out.flush(also=store.attempt_end(writer_id, finish))
+        out.flush(also=store.attempt_end(begun.writer_id(), finish))
         ended = True
     finally:
         out.close()
-        if not ended:
-            store.end_attempt(writer_id)
+        if not ended and begun.began():
+            store.end_attempt(begun.writer_id())
     result["segments"] = out.segments
     return result
 

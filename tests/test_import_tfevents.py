@@ -6,6 +6,8 @@ import json
 import os
 import struct
 
+import pytest
+
 import tb_helpers
 import tf2_files
 from tfblackbox.cli.main import main as cli_main, replay_main
@@ -222,3 +224,34 @@ def test_a_killed_import_resumes_without_losing_or_doubling_a_record(tmp_path):
     scalars = store.scalars("k").to_pylist()
     assert [r["step"] for r in scalars if r["tag"] == "loss"] == list(range(12))
     _check_record_by_record(store, "k", logdir, tmp_path)
+
+
+def test_a_new_runs_begin_that_fails_stops_the_import_before_it_writes(tmp_path, monkeypatch):
+    """A new run's attempt is begun on a thread while the decoding starts: when the catalog
+    refuses it, the import raises that error, at the first chunk handed over rather than
+    after every file, and leaves no run, attempt or segment behind."""
+    from tfblackbox.ingest import tensorboard as importer
+    from tfblackbox.schema.errors import CatalogError
+    logdir = tmp_path / "logs"
+    tf2_files.run_script("loop", logdir, "--steps", 12)
+    monkeypatch.setattr(importer, "CHUNK_BYTES", 2000)
+    store = Store.create(str(tmp_path / "store"))
+    chunks = []
+    decode = importer.decode_next
+
+    def counted(*args):
+        chunks.append(1)
+        return decode(*args)
+
+    def refused(self, *args, **kwargs):
+        raise CatalogError("the catalog refused the write (test)")
+
+    monkeypatch.setattr(importer, "decode_next", counted)
+    importer.import_logdir(Store.create(str(tmp_path / "whole")), str(logdir), run_id="k")
+    whole, chunks[:] = len(chunks), []
+    monkeypatch.setattr(Store, "begin_attempt", refused)
+    with pytest.raises(CatalogError, match="refused the write"):
+        importer.import_logdir(store, str(logdir), run_id="k")
+    assert not store.has_run("k")
+    assert store.segments() == []
+    assert 0 < len(chunks) < whole   # stopped before the end
