@@ -23,6 +23,8 @@ import hashlib
 import json
 import time
 
+import pyarrow as pa
+
 from . import catalog as cat
 from . import segments
 from . import artifacts as art
@@ -243,7 +245,8 @@ def _rows_not_in(dest, src, g):
     """g's rows less those the destination holds (as a multiset: a row recorded twice in the
     source and once in the destination is copied once)."""
     from ..tables import schema_of
-    theirs = src.data.parquet_file(g.path).read().cast(schema_of(g.table))
+    theirs = segments.read_back(src.data.parquet_file(g.path).read().cast(schema_of(g.table)),
+                                g.table)
     ours = dest.read(g.run_id, g.table, latest_only=False, steps=(g.min_step, g.max_step + 1))
     have = collections.Counter(_row_keys(ours))
     keep = []
@@ -252,7 +255,7 @@ def _rows_not_in(dest, src, g):
             have[key] -= 1
         else:
             keep.append(i)
-    return theirs.take(keep)
+    return theirs.take(pa.array(keep, pa.int64()))   # typed: an empty list is null-typed
 
 
 def _row_keys(table):

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
+from ..codecs import histogram_edges
 from ..tables import STEPLESS, WRITE_OPTIONS, schema_of, table_name
 
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -102,9 +103,21 @@ def parquet_options(name):
     return options
 
 
+def stored(table, name):
+    """The rows of table `name` as a segment keeps them: cast to the schema constant, a
+    histogram's repeated left edges cut (histogram_edges.py; Store.read puts them back)."""
+    table = table.cast(schema_of(name)) if table.schema != schema_of(name) else table
+    return histogram_edges.compact(table) if name == histogram_edges.TABLE else table
+
+
+def read_back(table, name):
+    """A segment's rows as the store gives them (stored's inverse)."""
+    return histogram_edges.expand(table) if name == histogram_edges.TABLE else table
+
+
 def encode(table, name):
     """Casts a table to its schema constant and serialises it to Parquet bytes."""
-    table = table.cast(schema_of(name)) if table.schema != schema_of(name) else table
+    table = stored(table, name)
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **parquet_options(name))
     return table, sink.getvalue()
@@ -120,7 +133,7 @@ def write_streamed(data, rel_path, name, batches):
     with data.new_file(rel_path) as sink:
         with pq.ParquetWriter(sink, schema, **parquet_options(name)) as writer:
             for batch in batches:
-                t = pa.Table.from_batches([batch]).cast(schema)
+                t = stored(pa.Table.from_batches([batch]), name)
                 if t.num_rows == 0:
                     continue
                 writer.write_table(t, row_group_size=ROW_GROUP_ROWS)
@@ -178,9 +191,9 @@ class StreamEncoder:
         self.rows, self.min_step, self.max_step = 0, None, None
 
     def write(self, table):
-        table = table.cast(self.schema) if table.schema != self.schema else table
         if table.num_rows == 0:
             return
+        table = stored(table, self.table_name)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         lo, hi = step_range(table)
         self.rows += table.num_rows

@@ -326,6 +326,7 @@ class Store:
         except StoreDamageError:
             # a compaction may have swapped the files between listing and reading: list again
             result = self._scan_registered(run_id, table, schema, steps, registered)
+        result = segments.read_back(result, table)
         if latest_only:
             result = self._latest_attempts(run_id, result)
         if result.num_rows > 1 and not _sorted(result["step"]):

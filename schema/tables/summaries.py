@@ -15,7 +15,9 @@ HISTOGRAMS = pa.schema(_KEY + [
     pa.field("sum_squares", pa.float64()),
     pa.field("bucket_limits", pa.list_(pa.float64())),   # right edges, as HistogramProto
     pa.field("bucket_counts", pa.list_(pa.float64())),
-    pa.field("bucket_lefts", pa.list_(pa.float64())),    # left edges; only for plugin tensors
+    # left edges; only for plugin tensors. In a segment, the first one alone when the rest
+    # repeat bucket_limits (format 8, codecs/histogram_edges.py); Store.read gives them all
+    pa.field("bucket_lefts", pa.list_(pa.float64())),
     pa.field("source", pa.string()),                      # "histo" or "tensor"
 ])
 
