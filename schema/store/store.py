@@ -326,7 +326,8 @@ class Store:
         except StoreDamageError:
             # a compaction may have swapped the files between listing and reading: list again
             result = self._scan_registered(run_id, table, schema, steps, registered)
-        result = segments.read_back(result, table)
+        if columns is None or "bucket_lefts" in columns:   # else nothing to put back
+            result = segments.read_back(result, table)
         if latest_only:
             result = self._latest_attempts(run_id, result)
         if result.num_rows > 1 and not _sorted(result["step"]):
