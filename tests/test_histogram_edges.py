@@ -1,5 +1,6 @@
-"""Store format 8 keeps a TF2 histogram's left edges once (schema/codecs/histogram_edges.py):
-what a segment holds, and that every reader gets the whole lists back, bit for bit."""
+"""Store format 8 keeps a TF2 histogram's left edges once, and format 9 evenly spaced edges as
+their two ends (schema/codecs/histogram_edges.py): what a segment holds, and that every reader
+gets the whole lists back, bit for bit."""
 
 import numpy as np
 import pytest
@@ -107,3 +108,97 @@ def test_a_store_keeps_the_first_edge_and_its_readers_get_the_whole_list(tmp_pat
     merge([source], dest)   # the compacted segment's rows are all there: compared whole
     back = dest.read("r", "histograms", latest_only=False)
     assert [_bits(x) for x in back["bucket_lefts"].to_pylist()] == expected
+
+
+def _linspace(first, last, buckets):
+    """Right edges as TF's linspace kernel makes them (first + i * step, the last `last`)."""
+    step = (last - first) / buckets
+    return [first + step * i for i in range(1, buckets)] + [last]
+
+
+def _even_rows():
+    """(limits, counts, lefts): evenly spaced edges (also from -0.0, and between values far
+    apart), and rows like them that are not cut: an edge one bit off, an end not finite, a
+    count missing, one bucket, no left edges."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(90):
+        k = [2, 5, 30][i % 3]
+        first, last = sorted(rng.normal(scale=10.0 ** int(rng.integers(-3, 4)), size=2))
+        if i % 9 == 1:
+            first = -0.0
+        limits = _linspace(first, last, k)
+        if i % 9 == 4:
+            limits[k // 2 - 1] = float(np.nextafter(limits[k // 2 - 1], np.inf))
+        if i % 9 == 5:
+            limits[-1] = np.inf
+        if i % 9 == 6:
+            first = np.nan
+        counts = [float(c) for c in rng.integers(0, 9, size=k - (i % 9 == 7))]
+        rows.append((limits, counts, None if i % 9 == 8 else [first] + limits[:-1]))
+    rows += [([3.0], [1.0], [1.0]), ([], [], [])]
+    return rows
+
+
+def _even_table(rows):
+    return pa.table({"step": np.arange(len(rows), dtype=np.int64),
+                     "bucket_limits": pa.array([r[0] for r in rows], LIST),
+                     "bucket_counts": pa.array([r[1] for r in rows], LIST),
+                     "bucket_lefts": pa.array([r[2] for r in rows], LIST)})
+
+
+def _is_even(limits, counts, lefts):
+    return (lefts is not None and len(limits) >= 2 and len(counts) == len(limits)
+            and np.isfinite(lefts[0]) and np.isfinite(limits[-1])
+            and _bits(lefts[1:]) == _bits(limits[:-1])
+            and _bits(limits) == _bits(_linspace(lefts[0], limits[-1], len(limits))))
+
+
+def test_evenly_spaced_edges_are_kept_as_their_two_ends_and_come_back_bit_for_bit():
+    rows = _even_rows()
+    cut = histogram_edges.compact(_even_table(rows))
+    limits, lefts = cut["bucket_limits"].to_pylist(), cut["bucket_lefts"].to_pylist()
+    even = 0
+    for (whole_limits, counts, whole_lefts), kept_limits, kept_lefts in zip(rows, limits, lefts):
+        if _is_even(whole_limits, counts, whole_lefts):
+            even += 1
+            assert _bits(kept_limits) == _bits(whole_limits[-1:])
+            assert _bits(kept_lefts) == _bits(whole_lefts[:1])
+        else:   # format 8's cut at most
+            assert _bits(kept_limits) == _bits(whole_limits)
+    assert 40 <= even < len(rows) - 30
+    again = histogram_edges.compact(cut)   # cut once only
+    for name in ("bucket_limits", "bucket_lefts"):
+        assert [_bits(x) for x in again[name].to_pylist()] == [
+            _bits(x) for x in cut[name].to_pylist()]
+    for start, n in ((0, len(rows)), (13, 50)):
+        back = histogram_edges.expand(cut.slice(start, n))
+        for name, i in (("bucket_limits", 0), ("bucket_counts", 1), ("bucket_lefts", 2)):
+            assert [_bits(x) for x in back[name].to_pylist()] == [
+                _bits(r[i]) for r in rows[start:start + n]], name
+
+
+def test_a_store_read_of_the_right_edges_alone_gets_them_whole(tmp_path):
+    """Store.read puts the edges back whenever bucket_limits or bucket_lefts is read, from
+    the columns it does not return."""
+    rows = [r for r in _even_rows() if r[2] is not None and len(r[0]) == len(r[1])]
+    n = len(rows)
+    table = pa.table({
+        "step": np.arange(n, dtype=np.int64), "wall_time": np.full(n, 1e9),
+        "tag": ["w"] * n, "attempt": np.ones(n, np.int32),
+        "num": np.ones(n), "min": np.zeros(n), "max": np.ones(n), "sum": np.zeros(n),
+        "sum_squares": np.zeros(n),
+        "bucket_limits": pa.array([r[0] for r in rows], LIST),
+        "bucket_counts": pa.array([r[1] for r in rows], LIST),
+        "bucket_lefts": pa.array([r[2] for r in rows], LIST),
+        "source": ["tensor"] * n}).cast(schema_of("histograms"))
+    store = Store.create(str(tmp_path / "s"))
+    store.create_run("r")
+    writer, _attempt = store.begin_attempt("r", "h", 1)
+    store.write_segment("r", "histograms", table, writer)
+    [seg] = store.segments("r", "histograms")
+    raw = store.data.parquet_file(seg.path).read()["bucket_limits"].to_pylist()
+    assert sum(len(x) == 1 for x in raw) >= 40
+    got = store.read("r", "histograms", columns=["step", "bucket_limits"])
+    assert got.column_names == ["step", "bucket_limits"]
+    assert [_bits(x) for x in got["bucket_limits"].to_pylist()] == [_bits(r[0]) for r in rows]

@@ -20,9 +20,10 @@ import time
 
 from ..errors import MigrationError, StoreVersionError
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 # format version -> alembic revision
-REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007", 8: "0008"}
+REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007",
+             8: "0008", 9: "0009"}
 VERSION_TABLE = "alembic_version"   # alembic's default, where it looks for the revision
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 

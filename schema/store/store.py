@@ -326,7 +326,8 @@ class Store:
         except StoreDamageError:
             # a compaction may have swapped the files between listing and reading: list again
             result = self._scan_registered(run_id, table, schema, steps, registered)
-        if columns is None or "bucket_lefts" in columns:   # else nothing to put back
+        if columns is None or {"bucket_lefts", "bucket_limits"} & set(columns):
+            # (else nothing to put back: histogram_edges.py cuts only these lists)
             result = segments.read_back(result, table)
         if latest_only:
             result = self._latest_attempts(run_id, result)

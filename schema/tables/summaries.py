@@ -13,7 +13,9 @@ HISTOGRAMS = pa.schema(_KEY + [
     pa.field("max", pa.float64()),
     pa.field("sum", pa.float64()),
     pa.field("sum_squares", pa.float64()),
-    pa.field("bucket_limits", pa.list_(pa.float64())),   # right edges, as HistogramProto
+    # right edges, as HistogramProto. In a segment, the last one alone when they are
+    # tf.linspace's (format 9, codecs/histogram_edges.py); Store.read gives them all
+    pa.field("bucket_limits", pa.list_(pa.float64())),
     pa.field("bucket_counts", pa.list_(pa.float64())),
     # left edges; only for plugin tensors. In a segment, the first one alone when the rest
     # repeat bucket_limits (format 8, codecs/histogram_edges.py); Store.read gives them all
