@@ -9,7 +9,9 @@ import sys
 from setuptools import Extension, setup
 
 _DIR = "schema/formats"
-_ARGS = [] if sys.platform == "win32" else ["-O2", "-std=c11", "-fvisibility=hidden"]
+# -ffp-contract=off: the histogram edges the decoder checks are computed as numpy computes them
+_ARGS = [] if sys.platform == "win32" else ["-O2", "-std=c11", "-fvisibility=hidden",
+                                             "-ffp-contract=off"]
 _NATIVE = Extension(
     "tfblackbox.schema.formats._native",
     [f"{_DIR}/_native.c", f"{_DIR}/_native_wire.c", f"{_DIR}/_native_summary.c",

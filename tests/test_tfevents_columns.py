@@ -1,14 +1,16 @@
 """import-tfevents' chunk decoder (codecs/tfevents_columns.py: frame_spans + decode_chunk into
 flat columns) against decode_records, the spec: the same rows byte for byte (Arrow IPC bytes
-of every table), the same warnings and the same last step, on the compiled path and the pure
-one, for what TF1 and TF2 write and for damaged, cut and non-UTF-8 records between good ones."""
+of every table, as a segment keeps them), the same warnings and the same last step, on the
+compiled path and the pure one, for what TF1 and TF2 write and for damaged, cut and non-UTF-8
+records between good ones."""
 
+import numpy as np
 import pytest
 
 import tf2_files
 from helpers import missing
 from test_native_decode import PURE, _damaged, _ipc, _paths, _tf1_file
-from tfblackbox.schema.codecs import tfevents_columns
+from tfblackbox.schema.codecs import histogram_edges, tfevents_columns
 from tfblackbox.schema.codecs.rows import ColumnBuffers
 from tfblackbox.schema.codecs.tfevents_decode import FileSource, decode_records
 from tfblackbox.schema.formats import native, tfrecord
@@ -34,7 +36,15 @@ def _decode_file(path, namespace, max_bytes, next_chunk):
         if not count:
             break
         total += size
-    return _ipc(buffers.take()), buffers.rows, (src.last_step, src.last_wall), total
+    return _ipc(_stored(buffers.take())), buffers.rows, (src.last_step, src.last_wall), total
+
+
+def _stored(tables):
+    """The rows as a segment keeps them: decode_chunk writes a histogram's edges in that form
+    (histogram_edges.py), decode_records whole, and the store cuts them (a no-op on cut rows).
+    That cutting is exact both ways (tests/test_histogram_edges.py)."""
+    return {name: histogram_edges.compact(t) if name == histogram_edges.TABLE else t
+            for name, t in tables.items()}
 
 
 def _span_chunk(src, reader, buffers, max_bytes):
@@ -141,6 +151,14 @@ def test_decode_chunk_takes_every_record_of_a_tf2_loop_in_one_call(compiled, mon
     stop, step, wall, tags, cols = nat.decode_chunk(buf, spans, 0, 0, 0, "", src.metadata,
                                                     src.tags)
     assert (stop, step, wall, sorted(tags)) == (1201, 599, 601.0, ["", "loss", "w"])
+    # edges 0..5, evenly spaced: a row keeps its first left edge and its last right one alone
+    limits, counts, lefts = (np.frombuffer(cols[k], "<f8") for k in (24, 25, 26))
+    assert (limits.tolist(), lefts.tolist(), len(counts)) == ([5.0] * 600, [0.0] * 600, 3000)
+    whole = ColumnBuffers(attempt=1)
+    tfevents_columns._add(src, whole, tags, cols)
+    got = histogram_edges.expand(whole.take()["histograms"])
+    assert got["bucket_limits"].to_pylist() == [[1.0, 2.0, 3.0, 4.0, 5.0]] * 600
+    assert got["bucket_lefts"].to_pylist() == [[0.0, 1.0, 2.0, 3.0, 4.0]] * 600
     assert _by_chunks(str(path), "", 1 << 20) == _by_records(str(path), "", 1 << 20)
     monkeypatch.setenv(PURE, "1")
     assert _by_chunks(str(path), "", 1000) == _by_records(str(path), "", 1 << 20)
@@ -285,5 +303,5 @@ def test_span_chunks_cut_a_read_as_the_tail_cuts_its_records(compiled, monkeypat
         buffers = ColumnBuffers(attempt=3)
         for c in chunks:
             c.decode_into(src, buffers)
-        assert _ipc(buffers.take()) == _by_records(str(path), "", 1 << 20)[0], limit
+        assert _ipc(_stored(buffers.take())) == _by_records(str(path), "", 1 << 20)[0], limit
     assert tfevents_columns.SpanChunk.split(b"", 0, b"", 0, 1 << 20) == []

@@ -12,7 +12,7 @@
 
 /* Raised with every change of a function's arguments or results; native.py's ABI must match
  * (2: codec_planes takes spans) */
-#define TFBB_NATIVE_ABI 2
+#define TFBB_NATIVE_ABI 3
 
 typedef struct { const unsigned char *p; Py_ssize_t n; } span_t;
 

@@ -6,6 +6,8 @@
  * it cannot decode exactly as the pure path would; the caller decodes that one and calls again. */
 #include "_native.h"
 
+#include <math.h>
+
 /* a column: a bytes object written in place and cut to its length at the end (no copy) */
 typedef struct { PyObject *obj; char *p; Py_ssize_t len, cap; } grow_t;
 
@@ -39,12 +41,34 @@ static PyObject *take(grow_t *g) {
 }
 
 #define FIRST_ROOM (256 << 10)   /* bytes a column starts with, at most */
+
+/* Store formats 8 and 9 (codecs/histogram_edges.py, which cuts the pure path's rows the same
+ * way): whether a [k, 3] histogram's left edges repeat its right edges (all but its first
+ * needless), and in *even whether its right edges are also tf.linspace's from the first left
+ * edge to the last right one (all but that last needless). Bit for bit: the expansion
+ * computes `first + step * i` as numpy does, one rounding a step (no contraction to FMA:
+ * setup.py builds with -ffp-contract=off, and each operation is a statement of its own). */
+static int cut_edges(const double *lefts, const double *limits, Py_ssize_t k, int *even) {
+    *even = 0;
+    if (k < 2 || memcmp(lefts + 1, limits, 8 * (size_t)(k - 1)) != 0) return 0;
+    double first = lefts[0], last = limits[k - 1];
+    if (!isfinite(first) || !isfinite(last)) return 1;
+    double span = last - first;
+    double step = span / (double)k;
+    for (Py_ssize_t i = 1; i < k; i++) {
+        double rise = step * (double)i;
+        double edge = first + rise;
+        if (memcmp(&edge, &limits[i - 1], 8) != 0) return 1;
+    }
+    *even = 1;
+    return 1;
+}
 #define PUT(g, v) grow(&(g), &(v), sizeof(v))
 
 /* the columns of one call, in the order chunk_names lists them (tfevents_columns.py) */
 enum { R_STEP, R_WALL, R_TAG, R_OFFSET, R_INDEX, R_WHAT, R_LENGTH, R_CRC, R_REC_END, R_DATA,
        R_CUT, C_AT, C_SIZE, S_STEP, S_WALL, S_TAG, S_VALUE, H_STEP, H_WALL, H_TAG, H_NUM, H_MIN,
-       H_MAX, H_END, H_LIMITS, H_COUNTS, H_LEFTS, NCOLS };
+       H_MAX, H_END, H_LIMITS, H_COUNTS, H_LEFTS, H_LIMITS_END, H_LEFTS_END, NCOLS };
 
 /* frame_spans(buf, pos) -> (int64 positions of the records' headers as bytes, pos after them,
  * status, need): frame() without a bytes object a record */
@@ -149,14 +173,17 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
     int32_t zero32 = 0;
     seen_t seen[SEEN];
     int nseen = 0;
-    if (!tags || !numbers || !PUT(c[R_REC_END], zero32) || !PUT(c[H_END], zero32)) goto done;
+    if (!tags || !numbers || !PUT(c[R_REC_END], zero32) || !PUT(c[H_END], zero32) ||
+        !PUT(c[H_LIMITS_END], zero32) || !PUT(c[H_LEFTS_END], zero32))
+        goto done;
     /* room for the first records (more as they come: a bytes object grows in place, by
      * mremap once large); room for the whole rest up front made a call that stops early,
      * after a few records, cost a millisecond */
     Py_ssize_t rest = i < total ? buf.len - spans[i] : 0;
     if (rest < 0) rest = 0;
     for (int k = 0; k < NCOLS; k++) {
-        Py_ssize_t bound = k == R_DATA ? rest : k >= H_LIMITS ? rest / 3 + 8 : 8 * (total - i) + 8;
+        Py_ssize_t bound = k == R_DATA ? rest : k >= H_LIMITS && k <= H_LEFTS ? rest / 3 + 8
+                                                                : 8 * (total - i) + 8;
         if (!reserve(&c[k], bound < FIRST_ROOM ? bound : FIRST_ROOM)) goto done;
     }
     for (; i < total; i++) {
@@ -167,7 +194,7 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
         if (length > (uint64_t)(buf.len - at - 16)) break;
         const unsigned char *b = (const unsigned char *)buf.buf + at + 12;
         Py_ssize_t n = (Py_ssize_t)length;
-        if (c[R_DATA].len + n > INT32_MAX - 1 || c[H_LIMITS].len > (INT32_MAX - 1) / 2) break;
+        if (c[R_DATA].len + n > INT32_MAX - 1 || c[H_COUNTS].len > (INT32_MAX - 1) / 2) break;
         event_t e;
         if (!event_of(b, n, &e)) break;
         PyObject *full = NULL;
@@ -217,11 +244,20 @@ PyObject *py_decode_chunk(PyObject *self, PyObject *args) {
             }
             const double *lefts = arr[0], *limits = arr[1], *counts = arr[2];
             double num = pairwise(counts, k), lo = lefts[0], hi = limits[k - 1];
-            int32_t end = (int32_t)(c[H_LIMITS].len / 8);
+            /* the store's form (histogram_edges.py): edges it gives back are not kept */
+            int even = 0, repeat = cut_edges(lefts, limits, k, &even);
+            if (even) {
+                arr[1][0] = hi;
+                c[H_LIMITS].len -= 8 * (k - 1);
+            }
+            if (repeat) c[H_LEFTS].len -= 8 * (k - 1);
+            int32_t end = (int32_t)(c[H_COUNTS].len / 8), mend = (int32_t)(c[H_LIMITS].len / 8),
+                    lend = (int32_t)(c[H_LEFTS].len / 8);
             int64_t cat = e.c_at, csize = e.c_end - e.c_at;
             if (!PUT(c[H_STEP], e.step) || !PUT(c[H_WALL], e.wall) || !PUT(c[H_TAG], tag) ||
                 !PUT(c[H_NUM], num) || !PUT(c[H_MIN], lo) || !PUT(c[H_MAX], hi) ||
-                !PUT(c[H_END], end) || !PUT(c[C_AT], cat) || !PUT(c[C_SIZE], csize) ||
+                !PUT(c[H_END], end) || !PUT(c[H_LIMITS_END], mend) ||
+                !PUT(c[H_LEFTS_END], lend) || !PUT(c[C_AT], cat) || !PUT(c[C_SIZE], csize) ||
                 /* the content lives in the histogram row: cut from the raw record */
                 !grow(&c[R_DATA], b, e.c_at) || !grow(&c[R_DATA], b + e.c_end, n - e.c_end))
                 goto done;
