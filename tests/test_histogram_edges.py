@@ -68,21 +68,25 @@ def test_repeated_left_edges_are_cut_to_the_first_and_come_back_bit_for_bit(tf1_
     assert [_bits(x) for x in again] == [_bits(x) for x in lefts]
 
 
-def test_a_store_keeps_the_first_edge_and_its_readers_get_the_whole_list(tmp_path):
-    """Through the store: the segment file holds the cut lists, Store.read and a merge
-    into another store give the whole ones (the merge copies no row twice)."""
-    rows = _rows()[:40]
+def _histograms(rows):
+    """Whole rows of the histograms table from (limits, counts, lefts)."""
     n = len(rows)
-    schema = schema_of("histograms")
-    table = pa.table({
+    return pa.table({
         "step": np.arange(n, dtype=np.int64), "wall_time": np.full(n, 1e9),
         "tag": ["w"] * n, "attempt": np.ones(n, np.int32),
         "num": np.ones(n), "min": np.zeros(n), "max": np.ones(n), "sum": np.zeros(n),
         "sum_squares": np.zeros(n),
         "bucket_limits": pa.array([r[0] for r in rows], LIST),
-        "bucket_counts": pa.array([[1.0] * len(r[0]) for r in rows], LIST),
-        "bucket_lefts": pa.array([r[1] for r in rows], LIST),
-        "source": ["tensor"] * n}).cast(schema)
+        "bucket_counts": pa.array([r[1] for r in rows], LIST),
+        "bucket_lefts": pa.array([r[2] for r in rows], LIST),
+        "source": ["tensor"] * n}).cast(schema_of("histograms"))
+
+
+def test_a_store_keeps_the_first_edge_and_its_readers_get_the_whole_list(tmp_path):
+    """Through the store: the segment file holds the cut lists, Store.read and a merge
+    into another store give the whole ones (the merge copies no row twice)."""
+    rows = _rows()[:40]
+    table = _histograms([(limits, [1.0] * len(limits), lefts) for limits, lefts in rows])
     store = Store.create(str(tmp_path / "a"))
     store.create_run("r")
     writer, _attempt = store.begin_attempt("r", "h", 1)
@@ -182,16 +186,7 @@ def test_a_store_read_of_the_right_edges_alone_gets_them_whole(tmp_path):
     """Store.read puts the edges back whenever bucket_limits or bucket_lefts is read, from
     the columns it does not return."""
     rows = [r for r in _even_rows() if r[2] is not None and len(r[0]) == len(r[1])]
-    n = len(rows)
-    table = pa.table({
-        "step": np.arange(n, dtype=np.int64), "wall_time": np.full(n, 1e9),
-        "tag": ["w"] * n, "attempt": np.ones(n, np.int32),
-        "num": np.ones(n), "min": np.zeros(n), "max": np.ones(n), "sum": np.zeros(n),
-        "sum_squares": np.zeros(n),
-        "bucket_limits": pa.array([r[0] for r in rows], LIST),
-        "bucket_counts": pa.array([r[1] for r in rows], LIST),
-        "bucket_lefts": pa.array([r[2] for r in rows], LIST),
-        "source": ["tensor"] * n}).cast(schema_of("histograms"))
+    table = _histograms(rows)
     store = Store.create(str(tmp_path / "s"))
     store.create_run("r")
     writer, _attempt = store.begin_attempt("r", "h", 1)
