@@ -54,7 +54,8 @@ def _with_list(table, name, offsets, values, valid):
 
 def compact(table):
     """`table` (histogram rows) with the left edges that repeat the right edges cut to the
-    first one; the table itself when no row has any."""
+    first one (format 8), and of those rows the right edges that are tf.linspace's cut to
+    the last one (format 9); the table itself when no row has any."""
     if table.num_rows == 0 or "bucket_lefts" not in table.column_names:
         return table
     lo, lv, lvalid = _lists(table["bucket_lefts"])
