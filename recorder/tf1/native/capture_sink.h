@@ -72,7 +72,8 @@ struct Sink {
   // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
   // tensors is filled a page fault at a time on TF's threads).
   std::vector<std::string> spare;
-  std::unordered_map<std::string, Prebuilt> prebuilt;   // by the debug node's name
+  // by the address of the debug op's DebugNodeKey (see append_prebuilt in capture.cc)
+  std::unordered_map<const void*, Prebuilt> prebuilt;
   bool open = true;
   int64_t failed = 0;  // tensors not captured (out of memory): counted, never thrown into TF
   // tests: make the next N captures fail as an allocation would (atomic: read by every
