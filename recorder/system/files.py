@@ -7,9 +7,16 @@ diff against HEAD as `diff.patch`, plus against the upstream fork point as
 --submodule=diff`, kept when not empty)."""
 
 import contextlib
+import email
 import os
+import re
 
 from .facts import _git, git_root
+
+# The end of a METADATA file's headers: its first empty line, as email's parser ends them
+# (a line ends at \r\n, \r or \n, so after \n or \r a \n or \r that is not the \n of \r\n
+# begins an empty line), or an empty first line.
+_HEADERS_END = re.compile(r"\A[\r\n]|\n[\r\n]|\r\r|\r\n\r")
 
 
 def requirements():
@@ -17,8 +24,20 @@ def requirements():
     lines = []
     for d in distributions():
         with contextlib.suppress(KeyError, UnicodeDecodeError, TypeError):
-            lines.append(f"{d.metadata['Name']}=={d.version}\n")
+            name, version = name_version(d)
+            lines.append(f"{name}=={version}\n")
     return "".join(lines).encode()
+
+
+def name_version(dist):
+    """(metadata['Name'], version) of an importlib.metadata Distribution, as those give them,
+    from the metadata's headers alone. `dist.metadata` parses the whole file, the long
+    description included, and `dist.version` parses it again: ~60 ms of every run's start
+    for this venv's ~150 packages."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("")
+    end = _HEADERS_END.search(text)
+    headers = email.message_from_string(text if end is None else text[:end.end()])
+    return headers["Name"], headers["Version"]
 
 
 def run_files(save_code, env):

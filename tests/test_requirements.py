@@ -1,0 +1,48 @@
+"""requirements.txt's lines, read from each distribution's metadata headers alone: the same
+as importlib.metadata's own `metadata['Name']` and `version`, which parse the whole file."""
+
+import email
+import random
+from importlib.metadata import PathDistribution, distributions
+
+from tfblackbox.recorder.system import files
+
+
+def test_requirements_equal_importlib_metadata_for_every_installed_distribution():
+    expected = []
+    for d in distributions():
+        try:
+            expected.append(f"{d.metadata['Name']}=={d.version}\n")
+        except (KeyError, UnicodeDecodeError, TypeError):
+            pass
+    assert len(expected) > 50   # this venv: TensorFlow, wandb, pyarrow and their own
+    assert files.requirements() == "".join(expected).encode()
+
+
+def test_metadata_with_crlf_a_long_description_and_folded_headers(tmp_path):
+    info = tmp_path / "odd_pkg-1.2.dist-info"
+    info.mkdir()
+    body = "Name: not-this\r\nVersion: 0\r\n" + "a long description line\r\n" * 5000
+    (info / "METADATA").write_bytes(
+        ("Metadata-Version: 2.1\r\nName: odd-pkg\r\nSummary: one\r\n  folded on\r\n"
+         "Version: 1.2\r\n\r\n" + body).encode())
+    assert files.name_version(PathDistribution(info)) == ("odd-pkg", "1.2")
+
+
+def test_header_end_matches_email_parser_on_every_kind_of_line_ending():
+    """Random header and body lines with \\n, \\r\\n and \\r endings, empty lines anywhere
+    (the first one ends the headers, also as the very first line): the cut headers give the
+    same Name, Version and folded Summary as the whole text does."""
+    rng = random.Random(7)
+    parts = ["Name: pkg", "Version: 1.0", "Summary: x", " folded", "\tfolded too", "",
+             "Name: late", "Version: 9", "not a header", "Description: d"]
+    for _ in range(20000):
+        lines = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
+        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
+        if text and rng.random() < 0.3:
+            text = text[:-1]   # no line ending at the end of the file
+        whole = email.message_from_string(text)
+        end = files._HEADERS_END.search(text)
+        cut = email.message_from_string(text if end is None else text[:end.end()])
+        for header in ("Name", "Version", "Summary"):
+            assert cut.get_all(header) == whole.get_all(header), (text, header)
