@@ -185,7 +185,7 @@ def test_no_trigger_writes_nothing_and_the_ring_stays_bounded(tmp_path):
 
 def test_partition_graphs_are_parsed_only_when_a_step_is_written(tmp_path, monkeypatch):
     """The ring leaves TF's partition graphs unparsed (the recorder's nodes cut out of them in
-    Python: ~0.1-0.25 s at 2 509 tensors) unless a trigger writes a step that ran them."""
+    Python: ~0.1 s of CPU at 2 509 tensors) unless a trigger writes a step that ran them."""
     from tfblackbox.recorder.tf1 import dump_capture
     cut, real = [], dump_capture.proto.without_scope
     monkeypatch.setattr(dump_capture.proto, "without_scope",
