@@ -260,7 +260,7 @@ def test_a_callable_sees_the_steps_scalar_summaries(tmp_path):
 
 def _drifting(tf):
     """A graph whose variable is updated in place every step (the ring must not see later
-    values in an earlier step: it holds TF's tensors, not copies of them)."""
+    values in an earlier step: it copies TF's tensors into memory it reuses)."""
     step = tf.compat.v1.train.get_or_create_global_step()
     x = tf.compat.v1.placeholder(tf.float32, [256], name="x")
     w = tf.compat.v1.get_variable("w", [256], initializer=tf.compat.v1.ones_initializer())

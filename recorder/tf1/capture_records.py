@@ -24,9 +24,9 @@ class Records:
     buffer back to the capture only once nothing refers to it any more: at once if nothing
     does, else when the last slice goes (a finalizer on the array every slice keeps alive).
 
-    In black-box mode (`held` > 0) the tensors' content is still in TF's buffers: `view` is
-    None until fill() copies it in, which only a step that a trigger writes needs. `size` counts
-    the content either way (the memory is held)."""
+    In black-box mode (`held` > 0) the tensors' content is apart from the records, in the
+    capture's arena: `view` is None until fill() copies it in, which only a step that a
+    trigger writes needs. `size` counts the content either way (the memory is held)."""
 
     def __init__(self, lib, address, handle, size, held=0):
         self.size, self.held = size + held, held
@@ -43,7 +43,8 @@ class Records:
         self.view = memoryview(base)
 
     def fill(self):
-        """The records whole (the held content copied in; the tensors are let go). Returns self."""
+        """The records whole (the held content copied in, the arena's memory given back).
+        Returns self."""
         if self.held and self._finalizer.alive:
             self._finalizer.detach()
             data = ctypes.c_void_p()
@@ -61,7 +62,7 @@ class Records:
             self.view.release()
             self.view = None   # the array goes with the last slice; its finalizer gives it back
         elif self.held:
-            self._finalizer()  # nothing refers into it: the tensors go now
+            self._finalizer()  # nothing refers into it: the arena's memory goes back now
 
     @property
     def released(self):

@@ -5,6 +5,7 @@
 // such callbacks and turns each tensor into the very Event bytes tfdbg's file:// path would
 // write (see WrapTensorAsEvents in tensorflow/core/debug/debug_io_utils.cc), appended to a
 // per-key buffer that Python takes after each session.run. No file per tensor, no syscall.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -17,6 +18,10 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "capture_event.h"
 #include "capture_sink.h"
@@ -35,6 +40,11 @@ using tfbb::Held;
 using tfbb::Prebuilt;
 using tfbb::Sink;
 using tfbb::SpinLock;
+using tfbb::Chunk;
+
+// The arena's chunks: about a take's content (a 24-tensor graph's step is ~50 kB), at most
+// 4 MB (a 2 509-tensor step of 24 MB takes six)
+constexpr size_t kMinChunk = 64 << 10, kMaxChunk = 4 << 20;
 
 constexpr size_t kMaxPrebuilt = 1 << 20;   // prebuilt records a sink keeps: above any graph
 
@@ -54,10 +64,70 @@ void put_raw(std::string* out, T v) {
 // u32 offset and length of the tensor_content payload in the Event; then rank i64 dims and
 // those four strings. dtype and dims are the Event's TensorProto's. Written straight into the
 // sink: the tensor's content is copied once.
-// The content of a plain tensor: copied into the sink, or held by reference (black-box mode).
-void append_content(Sink* sink, const tensorflow::Tensor* tensor, const char* data, size_t n) {
-  if (sink->hold && tensor != nullptr) {
-    sink->held.push_back(Held{sink->data.size(), *tensor});
+// Copies n bytes with stores that bypass the cache. The ring's copy is not read again unless
+// a trigger writes it; ordinary stores would first read every line of the cold destination
+// and push TF's working set out of the cache. (Before, the ring held TF's tensors instead of
+// copying them: then TF's Copy node wrote each step into memory the ring had held for steps,
+// and its loop cost 1.3-1.6x what it does with this copy, tools/bench_blackbox at 2 509
+// tensors.)
+void stream_copy(char* dst, const char* src, size_t n) {
+#if defined(__x86_64__)
+  while (n && (reinterpret_cast<uintptr_t>(dst) & 15)) {
+    *dst++ = *src++;
+    --n;
+  }
+  for (; n >= 64; n -= 64, dst += 64, src += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 48), d);
+  }
+  _mm_sfence();   // the streamed stores are seen before the lock's release
+#endif
+  std::memcpy(dst, src, n);
+}
+
+// n bytes of the sink's arena: the last chunk's, a spare chunk's or a new one's (called with
+// sink->mu held; throws std::bad_alloc, which the callback counts as a failed capture).
+char* arena_alloc(Sink* sink, size_t n) {
+  tfbb::Arena& a = sink->arena;
+  const size_t need = (n + 63) & ~size_t{63};   // each copy starts on a cache line
+  if (a.chunks.empty() || a.chunks.back().cap - a.used < need) {
+    Chunk c;
+    if (!sink->spare_chunks.empty() && sink->spare_chunks.back().cap >= need) {
+      c = std::move(sink->spare_chunks.back());
+      sink->spare_chunks.pop_back();
+    } else {
+      c.cap = std::max(need, std::max(sink->chunk_size, kMinChunk));
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, c.cap) != 0) throw std::bad_alloc();
+      c.p.reset(static_cast<char*>(p));
+    }
+    a.chunks.push_back(std::move(c));
+    a.used = 0;
+  }
+  char* at = a.chunks.back().p.get() + a.used;
+  a.used += need;
+  return at;
+}
+
+// Where a plain tensor's n bytes of content go in black-box mode: the arena, taken before any
+// of its record is appended (an allocation that fails leaves no half record); nullptr when
+// they are copied into the records.
+char* content_place(Sink* sink, size_t n) {
+  return sink->hold && n ? arena_alloc(sink, n) : nullptr;
+}
+
+// The content of a plain tensor: streamed to `place` in the arena (to be put in by tfbb_fill
+// if a trigger writes the step), else copied into the records.
+void append_content(Sink* sink, char* place, const char* data, size_t n) {
+  if (place != nullptr) {
+    stream_copy(place, data, n);
+    sink->held.push_back(Held{sink->data.size(), place, n});
     sink->held_bytes += static_cast<int64_t>(n);
   } else {
     sink->data.append(data, n);
@@ -65,8 +135,7 @@ void append_content(Sink* sink, const tensorflow::Tensor* tensor, const char* da
 }
 
 void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
-                   const Captured& captured, bool plain, const tensorflow::Tensor* tensor,
-                   bool nonfinite) {
+                   const Captured& captured, bool plain, bool nonfinite) {
   std::string rec;
   rec.reserve(44 + 8 * captured.dims.size() + key.device_name.size() + key.node_name.size() +
               key.debug_op.size() + captured.head.size());
@@ -92,10 +161,11 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
   rec += captured.head;
   std::lock_guard<SpinLock> lock(sink->mu);
   if (!sink->open) return;
+  const size_t n = captured.content ? captured.content_len : 0;
+  char* place = content_place(sink, n);
   if (nonfinite) ++sink->nonfinite;
   sink->data += rec;
-  if (captured.content && captured.content_len)
-    append_content(sink, plain ? tensor : nullptr, captured.content, captured.content_len);
+  if (n) append_content(sink, place, captured.content, n);
   sink->data += captured.tail;
   if (!plain) return;
   // one entry per debug op kernel; executors made again and again leave stale addresses, so
@@ -134,6 +204,7 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
   if (content.size() != p.content_len || p.node != key.node_name || p.op != key.debug_op ||
       p.device != key.device_name)
     return false;
+  char* place = content_place(sink, p.content_len);
   std::string& out = sink->data;
   put_raw<uint32_t>(&out, p.total);
   put_raw<uint64_t>(&out, wall_time_us);
@@ -142,7 +213,7 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
   out += p.head;
   const double wall = static_cast<double>(wall_time_us);
   std::memcpy(&out[wall_at], &wall, 8);
-  if (p.content_len) append_content(sink, &tensor, content.data(), p.content_len);
+  if (p.content_len) append_content(sink, place, content.data(), p.content_len);
   out += p.tail;
   return true;
 }
@@ -152,6 +223,7 @@ struct Taken {
   std::string data;
   std::vector<Held> held;   // black-box mode: contents still to be put in (tfbb_fill)
   int64_t held_bytes = 0;
+  std::vector<Chunk> chunks;   // the arena memory they are in
   std::weak_ptr<Sink> sink;
 };
 constexpr size_t kSpareBuffers = 8;   // what a burst of the ingest's releases hands back
@@ -206,7 +278,7 @@ int tfbb_register(const char* key) {
           }
           if (!done)
             append_record(sink.get(), node_key, now, capture(node_key, tensor, now), plain,
-                          &tensor, bad);
+                          bad);
         } catch (...) {   // an exception here would terminate the training process
           // the recorder's own nodes (OWN_SCOPE, dump_capture.py) are never recorded, so
           // losing one loses nothing and is not counted
@@ -220,7 +292,7 @@ int tfbb_register(const char* key) {
 
 // Hands KEY's records over without copying: *data points into a buffer that stays valid until
 // tfbb_release(*handle). Returns their size (0: none, *handle is null; -1: unknown key).
-// counts[0]: bytes of content the take holds in TF's tensors (black-box mode), beside its
+// counts[0]: bytes of content the take keeps in the arena (black-box mode), beside its
 // records; counts[1]: tensors that could not be captured since the last take; counts[2]:
 // DebugIdentity float tensors with NaN or +-Inf since the last take. One call and one
 // acquisition of the sink's lock a step.
@@ -242,6 +314,12 @@ int64_t tfbb_take(const char* key, const char** data, void** handle, int64_t* co
     }
     taken->data.swap(sink->data);
     taken->held.swap(sink->held);
+    taken->chunks.swap(sink->arena.chunks);
+    sink->arena.used = 0;
+    // the next run is likely as large: a chunk that fits it whole, up to kMaxChunk
+    sink->chunk_size = std::min(kMaxChunk, (static_cast<size_t>(taken->held_bytes) + 2 * kMinChunk)
+                                               & ~(kMinChunk - 1));
+    sink->chunks_per_take = std::max(sink->chunks_per_take, taken->chunks.size());
     taken->held_bytes = counts[0] = sink->held_bytes;
     sink->held_bytes = 0;
     sink->held.reserve(taken->held.size());   // as for data: no regrowing in TF's threads
@@ -257,8 +335,22 @@ int64_t tfbb_take(const char* key, const char** data, void** handle, int64_t* co
   return static_cast<int64_t>(taken->data.size());
 }
 
-// Puts the held contents into a take's records (so they are whole, as without tfbb_hold) and
-// lets the tensors go. Returns the records' new size and sets *data (-1: out of memory; the
+// A take's arena chunks back to its sink's spares, as many as two takes use (the ring drops a
+// step as the next comes in); chunks of another size than the sink's are freed.
+void give_back_chunks(Taken* taken) {
+  if (taken->chunks.empty()) return;
+  if (std::shared_ptr<Sink> sink = taken->sink.lock()) {
+    std::lock_guard<SpinLock> lock(sink->mu);
+    for (Chunk& c : taken->chunks)
+      if (sink->open && c.cap == sink->chunk_size &&
+          sink->spare_chunks.size() < 2 * sink->chunks_per_take)
+        sink->spare_chunks.push_back(std::move(c));
+  }
+  std::vector<Chunk>().swap(taken->chunks);
+}
+
+// Puts the arena's contents into a take's records (so they are whole, as without tfbb_hold)
+// and gives its chunks back. Returns the records' new size and sets *data (-1: out of memory; the
 // take is unchanged).
 int64_t tfbb_fill(void* handle, const char** data) {
   auto* taken = static_cast<Taken*>(handle);
@@ -275,8 +367,7 @@ int64_t tfbb_fill(void* handle, const char** data) {
       size_t from = 0;
       for (const Held& h : taken->held) {
         whole.append(taken->data, from, h.at - from);
-        auto content = h.tensor.tensor_data();
-        whole.append(content.data(), content.size());
+        whole.append(h.copy, h.len);
         from = h.at;
       }
       whole.append(taken->data, from, std::string::npos);
@@ -286,12 +377,13 @@ int64_t tfbb_fill(void* handle, const char** data) {
     }
     std::vector<Held>().swap(taken->held);
     taken->held_bytes = 0;
+    give_back_chunks(taken);
   }
   *data = taken->data.data();
   return static_cast<int64_t>(taken->data.size());
 }
 
-// Black-box mode for KEY (on != 0): plain tensors' content is held, not copied (tfbb_fill).
+// Black-box mode for KEY (on != 0): plain tensors' content goes to the arena (tfbb_fill).
 void tfbb_hold(const char* key, int on) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return;
@@ -302,6 +394,7 @@ void tfbb_hold(const char* key, int on) {
 // Gives a take's buffer back: kept for a later take (a few of them), else freed.
 void tfbb_release(void* handle) {
   auto* taken = static_cast<Taken*>(handle);
+  give_back_chunks(taken);
   if (std::shared_ptr<Sink> sink = taken->sink.lock()) {
     std::lock_guard<SpinLock> lock(sink->mu);
     if (sink->open && sink->spare.size() < kSpareBuffers) {
@@ -322,6 +415,9 @@ void tfbb_close(const char* key) {
   std::vector<Held>().swap(sink->held);
   sink->held_bytes = 0;
   sink->spare.clear();
+  std::vector<Chunk>().swap(sink->arena.chunks);
+  sink->arena.used = 0;
+  std::vector<Chunk>().swap(sink->spare_chunks);
   sink->prebuilt.clear();
 }
 

@@ -5,12 +5,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include "tensorflow/core/framework/tensor.h"
 
 namespace tfbb {
 
@@ -26,13 +26,28 @@ struct Prebuilt {
   std::string tail;
 };
 
-// Black-box mode: a tensor whose content the sink keeps by reference instead of copying it.
-// The tensor is the output of the Copy node tfdbg puts before every debug op (a deep copy that
-// nothing else consumes), so nobody writes into its buffer while it is held. `at` is where its
-// content belongs in the sink's records.
+// Black-box mode: a tensor's content kept apart from the records, streamed into the sink's
+// arena (`len` bytes at `copy`); `at` is where it belongs in the records.
 struct Held {
   size_t at;
-  tensorflow::Tensor tensor;
+  const char* copy;
+  size_t len;
+};
+
+struct FreeDeleter {
+  void operator()(char* p) const { std::free(p); }
+};
+
+// Memory of the ring's contents, in chunks that never move (so a take's Held pointers stay
+// valid) and go back to the sink's spares when the ring drops a step: once the ring has
+// filled, its copies go to memory it has touched before, with no page faults.
+struct Chunk {
+  std::unique_ptr<char, FreeDeleter> p;
+  size_t cap = 0;
+};
+struct Arena {
+  std::vector<Chunk> chunks;
+  size_t used = 0;   // bytes taken of the last chunk
 };
 
 // The sink's lock. TF's compute threads publish tensors at once and hold it for well under a
@@ -63,11 +78,15 @@ class SpinLock {
 struct Sink {
   SpinLock mu;
   std::string data;   // records, see append_record
-  // Black-box mode (tfbb_hold): the content of plain tensors stays in TF's buffers, held here
-  // until the ring drops the step (nothing copied) or a trigger writes it (tfbb_fill copies).
+  // Black-box mode (tfbb_hold): the content of plain tensors goes to the arena, apart from the
+  // records, until the ring drops the step or a trigger writes it (tfbb_fill puts it in).
   std::atomic<bool> hold{false};   // also: check for NaN/Inf (only the ring's trigger asks)
   std::vector<Held> held;
   int64_t held_bytes = 0;
+  Arena arena;
+  std::vector<Chunk> spare_chunks;   // given back by released takes (tfbb_release)
+  size_t chunk_size = 0;        // new chunks' size: about a take's content, at most kMaxChunk
+  size_t chunks_per_take = 0;   // the most a take has had: how many spares are worth keeping
   // Buffers handed back by tfbb_release, reused by the next takes: while the ingest keeps up,
   // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
   // tensors is filled a page fault at a time on TF's threads).
