@@ -96,7 +96,16 @@ static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssi
     PyObject *args[11] = {dev_dir, node, py_slot, op, py_ts, ext, data, device, dname, dims,
                           content};
     tf = PyObject_Vectorcall(make, args, 11, NULL);
-    if (tf == NULL || PyList_Append(out, tf) < 0) goto done;
+    if (tf == NULL) goto done;
+    /* Not tracked by the cycle collector: a step's 2 509 TensorFiles live while the ingest
+     * encodes it, long enough to be promoted to the oldest generation, whose growth sets off
+     * full collections (0.2-0.35 s each in a TensorFlow process with a large graph). Untracked,
+     * a step promotes half as many objects (sampled mid-run: ~2 300 memoryviews and as many
+     * TensorFiles before, the memoryviews alone after). A TensorFile refers to strings, ints,
+     * tuples and a memoryview, none of which refers back, so it is in no cycle; a dataclass
+     * instance's dealloc untracks with the checked PyObject_GC_UnTrack. */
+    if (PyObject_GC_IsTracked(tf)) PyObject_GC_UnTrack(tf);
+    if (PyList_Append(out, tf) < 0) goto done;
     *next = (Py_ssize_t)stop;
     status = 1;
 done:
