@@ -4,8 +4,9 @@
                                                       ("spike", "loss", 10.0)))
 
 With `keep_last=K` each dumped step is captured as usual but goes to a ring in memory (this
-module, on DumpCapture's ingest thread) instead of the store; the in-memory capture then holds
-TF's tensors by reference and copies a step's content only when a trigger writes it. The ring
+module, on DumpCapture's ingest thread) instead of the store; the in-memory capture then
+streams each tensor's content into memory of its own, apart from the records, and puts it in
+only when a trigger writes the step (tfbb_hold/tfbb_fill in native/capture.cc). The ring
 holds K+1 steps (the K before a trigger and the one it fires at) and at most `max_ring_bytes`
 (default a tenth of the machine's RAM; the oldest steps leave first). When a trigger fires, the
 ring's steps up to the trigger's, at most K+1 of them, are written as ordinary dumped steps,

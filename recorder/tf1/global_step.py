@@ -35,7 +35,9 @@ def step_before_run(tf):
     if graph.finalized:   # no op can be added: fetch the variable itself (its racy read)
         return step, False
     target = step.handle if hasattr(step, "handle") else step._ref()   # resource or ref variable
-    increments = [op for op in graph.get_operations()
+    # the ops that take the variable itself as their first input: among its consumers, not a
+    # walk of the whole graph (one C call a node: ~10k ops at 2 509 watched tensors)
+    increments = [op for op in target.consumers()
                   if op.type in _INCREMENTS and op.inputs and op.inputs[0] is target]
     with tf.control_dependencies(None), tf.name_scope("tfblackbox/"):
         # a copy: Identity of a ref variable aliases its buffer and shows the later increment
