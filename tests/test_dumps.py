@@ -332,6 +332,68 @@ def test_native_capture_builds_events_byte_identical_to_tfs_files():
     assert native_capture.self_test(native.path) == 0
 
 
+def test_the_rings_copy_checks_every_float_dtype_for_nan_and_inf_in_the_same_pass():
+    """Black-box mode streams each tensor into its arena and checks it for NaN/Inf on the way
+    (64-byte SSE2 blocks, then the tail): every float dtype, the bad value in a block or in
+    the tail, the largest finite values not counted, integers with a float's bit pattern not
+    counted. The second run takes the prebuilt records (the fast path); its copies, filled
+    in, equal the first run's and TF's fetched values."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.debug.lib import debug_utils
+    from tfblackbox.recorder.tf1 import native_capture
+    from tfblackbox.recorder.tf1.blackbox import nonfinite
+    native = native_capture.load(tf, "memory")
+    key = f"tfbb-nan-test-{os.getpid()}"
+    url = native.register(key, hold=True)
+
+    def values(dtype, n, at=None, bad=np.inf):
+        a = np.linspace(-3, 3, n).astype(dtype)
+        if at is not None:
+            a[at] = bad
+        return a
+
+    arrays = {
+        "f32_block": values(np.float32, 1000, 500), "f32_tail": values(np.float32, 1000, 999,
+                                                                          np.nan),
+        "f32_ok": values(np.float32, 1000, 3, np.finfo(np.float32).max),
+        "f64_block": values(np.float64, 300, 100, -np.inf),
+        "f64_ok": values(np.float64, 300, 299, np.finfo(np.float64).max),
+        "f16_block": values(np.float16, 1000, 700, np.nan),
+        "f16_ok": values(np.float16, 1000, 0, np.finfo(np.float16).max),
+        "c64_block": values(np.complex64, 100) + np.where(np.arange(100) == 50, np.nan,
+                                                           0).astype(np.complex64) * 1j,
+        "i32_ok": np.full(1000, 0x7f800000, np.int32),
+    }
+    with tf.Graph().as_default() as g:
+        fetches = {name: tf.identity(tf.constant(a), name=name) for name, a in arrays.items()}
+        fetches["bf16_block"] = tf.cast(tf.constant(values(np.float32, 1000, 10)), tf.bfloat16,
+                                        name="bf16_block")
+        options = config_pb2.RunOptions()
+        debug_utils.watch_graph(options, g, debug_urls=[url])
+        with tf.compat.v1.Session(graph=g) as sess:
+            takes = []
+            for _ in range(2):   # the first builds each watch's record, the second reuses it
+                fetched = sess.run(fetches, options=options)
+                takes.append(native.take(key))
+    native.close(key)
+    for records, failed, counted in takes:
+        tensors = native_capture.parse_records(records.fill().view)
+        bad = {t.node_name for t in tensors if t.debug_op == "DebugIdentity" and nonfinite(t)}
+        # (grappler folds the constants into the fetched nodes: those are what TF watches)
+        assert bad == {"f32_block", "f32_tail", "f64_block", "f16_block", "c64_block",
+                       "bf16_block"}
+        assert failed == 0 and counted == len(bad)
+    first, second = ([(t.node_name, bytes(t.data)) for t in native_capture.parse_records(
+        r.view)] for r, _f, _c in takes)
+    # the same Events but for their wall times (bytes 1..8 of each Event)
+    assert [(n, d[:1] + d[9:]) for n, d in first] == [(n, d[:1] + d[9:]) for n, d in second]
+    mine = {t.node_name: t for t in native_capture.parse_records(takes[1][0].view)}
+    for name, value in fetched.items():
+        start, end = mine[name].content
+        assert bytes(mine[name].data[start:end]) == np.asarray(value).tobytes(), name
+
+
 def _record(blob, ts, node, slot=0, op="DebugIdentity", dtype=1, dims=(2,),
             device="/job:localhost/replica:0/task:0/device:CPU:0", event=b"\x09evt"):
     import struct

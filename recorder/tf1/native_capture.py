@@ -37,8 +37,10 @@ log = logging.getLogger("tfblackbox")
 
 NATIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
 # compiled together into one library; the header is hashed with them (a build is keyed by all)
-SOURCES = [os.path.join(NATIVE_DIR, n) for n in ("capture.cc", "capture_event.cc")]
-HEADERS = [os.path.join(NATIVE_DIR, n) for n in ("capture_event.h", "capture_sink.h")]
+SOURCES = [os.path.join(NATIVE_DIR, n) for n in ("capture.cc", "capture_arena.cc",
+                                                  "capture_event.cc")]
+HEADERS = [os.path.join(NATIVE_DIR, n) for n in ("capture_arena.h", "capture_event.h",
+                                                  "capture_sink.h")]
 ABI_VERSION = 10
 BUILD_TIMEOUT = 600
 MODES = ("auto", "memory", "files")

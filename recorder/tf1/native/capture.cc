@@ -19,10 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <emmintrin.h>
-#endif
-
+#include "capture_arena.h"
 #include "capture_event.h"
 #include "capture_sink.h"
 #include "tensorflow/core/debug/debug_callback_registry.h"
@@ -41,9 +38,11 @@ using tfbb::Prebuilt;
 using tfbb::Sink;
 using tfbb::SpinLock;
 using tfbb::Chunk;
+using tfbb::arena_alloc;
+using tfbb::copy_content;
 
-// The arena's chunks: about a take's content (a 24-tensor graph's step is ~50 kB), at most
-// 4 MB (a 2 509-tensor step of 24 MB takes six)
+// The arena's chunks (capture_arena.cc): about a take's content, at most 4 MB (a 2 509-tensor
+// step of 24 MB takes six)
 constexpr size_t kMinChunk = 64 << 10, kMaxChunk = 4 << 20;
 
 constexpr size_t kMaxPrebuilt = 1 << 20;   // prebuilt records a sink keeps: above any graph
@@ -64,57 +63,6 @@ void put_raw(std::string* out, T v) {
 // u32 offset and length of the tensor_content payload in the Event; then rank i64 dims and
 // those four strings. dtype and dims are the Event's TensorProto's. Written straight into the
 // sink: the tensor's content is copied once.
-// Copies n bytes with stores that bypass the cache. The ring's copy is not read again unless
-// a trigger writes it; ordinary stores would first read every line of the cold destination
-// and push TF's working set out of the cache. (Before, the ring held TF's tensors instead of
-// copying them: then TF's Copy node wrote each step into memory the ring had held for steps,
-// and its loop cost 1.3-1.6x what it does with this copy, tools/bench_blackbox at 2 509
-// tensors.)
-void stream_copy(char* dst, const char* src, size_t n) {
-#if defined(__x86_64__)
-  while (n && (reinterpret_cast<uintptr_t>(dst) & 15)) {
-    *dst++ = *src++;
-    --n;
-  }
-  for (; n >= 64; n -= 64, dst += 64, src += 64) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16));
-    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
-    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 48));
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst), a);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 16), b);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 32), c);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 48), d);
-  }
-  _mm_sfence();   // the streamed stores are seen before the lock's release
-#endif
-  std::memcpy(dst, src, n);
-}
-
-// n bytes of the sink's arena: the last chunk's, a spare chunk's or a new one's (called with
-// sink->mu held; throws std::bad_alloc, which the callback counts as a failed capture).
-char* arena_alloc(Sink* sink, size_t n) {
-  tfbb::Arena& a = sink->arena;
-  const size_t need = (n + 63) & ~size_t{63};   // each copy starts on a cache line
-  if (a.chunks.empty() || a.chunks.back().cap - a.used < need) {
-    Chunk c;
-    if (!sink->spare_chunks.empty() && sink->spare_chunks.back().cap >= need) {
-      c = std::move(sink->spare_chunks.back());
-      sink->spare_chunks.pop_back();
-    } else {
-      c.cap = std::max(need, std::max(sink->chunk_size, kMinChunk));
-      void* p = nullptr;
-      if (posix_memalign(&p, 64, c.cap) != 0) throw std::bad_alloc();
-      c.p.reset(static_cast<char*>(p));
-    }
-    a.chunks.push_back(std::move(c));
-    a.used = 0;
-  }
-  char* at = a.chunks.back().p.get() + a.used;
-  a.used += need;
-  return at;
-}
-
 // Where a plain tensor's n bytes of content go in black-box mode: the arena, taken before any
 // of its record is appended (an allocation that fails leaves no half record); nullptr when
 // they are copied into the records.
@@ -122,16 +70,29 @@ char* content_place(Sink* sink, size_t n) {
   return sink->hold && n ? arena_alloc(sink, n) : nullptr;
 }
 
-// The content of a plain tensor: streamed to `place` in the arena (to be put in by tfbb_fill
-// if a trigger writes the step), else copied into the records.
-void append_content(Sink* sink, char* place, const char* data, size_t n) {
-  if (place != nullptr) {
-    stream_copy(place, data, n);
-    sink->held.push_back(Held{sink->data.size(), place, n});
-    sink->held_bytes += static_cast<int64_t>(n);
-  } else {
+// A content bound for the arena, copied by the callback once the sink's lock is let go (the
+// NaN/Inf check made in the same pass): TF's threads publish at once, and the copy held the
+// lock for most of its time. sink->copying counts it until done (tfbb_close waits for it).
+struct Pending {
+  char* dst = nullptr;
+  const char* src = nullptr;
+  size_t n = 0;
+};
+
+// The content of a plain tensor (with sink->mu held): to `place` in the arena, now or as
+// `pending` when the caller copies it after the lock, else into the records.
+void append_content(Sink* sink, char* place, const char* data, size_t n, Pending* pending) {
+  if (place == nullptr) {
     sink->data.append(data, n);
+    return;
   }
+  if (pending != nullptr) {
+    *pending = Pending{place, data, n};   // counted in sink->copying by the caller, last
+  } else {
+    copy_content(place, data, n, tensorflow::DT_INVALID, false);
+  }
+  sink->held.push_back(Held{sink->data.size(), place, n});
+  sink->held_bytes += static_cast<int64_t>(n);
 }
 
 void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
@@ -165,7 +126,7 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
   char* place = content_place(sink, n);
   if (nonfinite) ++sink->nonfinite;
   sink->data += rec;
-  if (n) append_content(sink, place, captured.content, n);
+  if (n) append_content(sink, place, captured.content, n, nullptr);
   sink->data += captured.tail;
   if (!plain) return;
   // one entry per debug op kernel; executors made again and again leave stale addresses, so
@@ -191,7 +152,7 @@ void append_record(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wal
 // ~100-character name (4% of TF's threads at 2 509 tensors, by perf). A new kernel at a freed
 // kernel's address fails the name checks below and is built anew.
 bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t wall_time_us,
-                     const tensorflow::Tensor& tensor) {
+                     const tensorflow::Tensor& tensor, Pending* pending) {
   auto it = sink->prebuilt.find(&key);
   if (it == sink->prebuilt.end()) return false;
   const Prebuilt& p = it->second;
@@ -205,6 +166,8 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
       p.device != key.device_name)
     return false;
   char* place = content_place(sink, p.content_len);
+  if (place != nullptr && sink->held.size() == sink->held.capacity())   // no throw once appending
+    sink->held.reserve(2 * sink->held.size() + 64);
   std::string& out = sink->data;
   put_raw<uint32_t>(&out, p.total);
   put_raw<uint64_t>(&out, wall_time_us);
@@ -213,8 +176,9 @@ bool append_prebuilt(Sink* sink, const tensorflow::DebugNodeKey& key, uint64_t w
   out += p.head;
   const double wall = static_cast<double>(wall_time_us);
   std::memcpy(&out[wall_at], &wall, 8);
-  if (p.content_len) append_content(sink, place, content.data(), p.content_len);
+  if (p.content_len) append_content(sink, place, content.data(), p.content_len, pending);
   out += p.tail;
+  if (pending->dst != nullptr) sink->copying.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -264,18 +228,25 @@ int tfbb_register(const char* key) {
           const bool plain = tensor.IsInitialized() &&
                              tensor.dtype() != tensorflow::DT_STRING &&
                              tensorflow::DataTypeCanUseMemcpy(tensor.dtype());
-          // checked before the lock, which is then taken once a tensor: TF's threads publish
-          // at once and each extra acquisition showed as futex wake-ups in perf
-          const bool bad = sink->hold.load(std::memory_order_relaxed) &&
-                           node_key.debug_op == "DebugIdentity" && tensor.IsInitialized() &&
-                           has_nonfinite(tensor);
+          // the ring's NaN/Inf check (only its trigger asks); the lock is taken once a tensor:
+          // TF's threads publish at once and each extra acquisition showed as futex wake-ups
+          const bool check = sink->hold.load(std::memory_order_relaxed) &&
+                             node_key.debug_op == "DebugIdentity" && tensor.IsInitialized();
           bool done = false;
           if (plain) {
-            std::lock_guard<SpinLock> lock(sink->mu);
-            if (!sink->open) return;
-            done = append_prebuilt(sink.get(), node_key, now, tensor);
-            if (done && bad) ++sink->nonfinite;
+            Pending pending;
+            {
+              std::lock_guard<SpinLock> lock(sink->mu);
+              if (!sink->open) return;
+              done = append_prebuilt(sink.get(), node_key, now, tensor, &pending);
+            }
+            if (pending.dst != nullptr) {
+              if (copy_content(pending.dst, pending.src, pending.n, tensor.dtype(), check))
+                sink->nonfinite.fetch_add(1, std::memory_order_relaxed);
+              sink->copying.fetch_sub(1, std::memory_order_release);
+            }
           }
+          const bool bad = !done && check && has_nonfinite(tensor);
           if (!done)
             append_record(sink.get(), node_key, now, capture(node_key, tensor, now), plain,
                           bad);
@@ -306,8 +277,8 @@ int64_t tfbb_take(const char* key, const char** data, void** handle, int64_t* co
   {
     std::lock_guard<SpinLock> lock(sink->mu);
     counts[1] = sink->failed;
-    counts[2] = sink->nonfinite;
-    sink->failed = sink->nonfinite = 0;
+    counts[2] = sink->nonfinite.exchange(0);
+    sink->failed = 0;
     if (sink->data.empty()) {
       delete taken;
       return 0;
@@ -409,16 +380,22 @@ void tfbb_release(void* handle) {
 void tfbb_close(const char* key) {
   std::shared_ptr<Sink> sink = find(key);
   if (!sink) return;
-  std::lock_guard<SpinLock> lock(sink->mu);
-  sink->open = false;
-  std::string().swap(sink->data);
-  std::vector<Held>().swap(sink->held);
-  sink->held_bytes = 0;
-  sink->spare.clear();
-  std::vector<Chunk>().swap(sink->arena.chunks);
-  sink->arena.used = 0;
-  std::vector<Chunk>().swap(sink->spare_chunks);
-  sink->prebuilt.clear();
+  std::vector<Chunk> chunks, spares;
+  {
+    std::lock_guard<SpinLock> lock(sink->mu);
+    sink->open = false;
+    std::string().swap(sink->data);
+    std::vector<Held>().swap(sink->held);
+    sink->held_bytes = 0;
+    sink->spare.clear();
+    chunks.swap(sink->arena.chunks);
+    sink->arena.used = 0;
+    spares.swap(sink->spare_chunks);
+    sink->prebuilt.clear();
+  }
+  // a callback may still be copying into a chunk (a session.run on another thread): the
+  // chunks are freed once it is done, and no new copy starts on a closed sink
+  while (sink->copying.load(std::memory_order_acquire) > 0) std::this_thread::yield();
 }
 
 // Tests: the next N tensors of KEY fail to be captured, through the out-of-memory path.

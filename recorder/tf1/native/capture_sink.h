@@ -99,7 +99,9 @@ struct Sink {
   // capture, so not one more acquisition of mu, which TF's threads contend for)
   std::atomic<int64_t> fail_next{0};
   std::atomic<int64_t> fail_fills{0};   // tests: the next N tfbb_fill calls run out of memory
-  int64_t nonfinite = 0;  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode)
+  // DebugIdentity float tensors holding NaN or +-Inf (black-box mode); counted after the lock
+  std::atomic<int64_t> nonfinite{0};
+  std::atomic<int> copying{0};   // contents being copied into the arena outside the lock
 };
 
 }  // namespace tfbb
