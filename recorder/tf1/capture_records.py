@@ -26,7 +26,7 @@ class Records:
 
     In black-box mode (`held` > 0) the tensors' content is apart from the records, in the
     capture's arena: `view` is None until fill() copies it in, which only a step that a
-    trigger writes needs. `size` counts the content either way (the memory is held)."""
+    trigger writes needs. `size` counts the arena's chunks too (the memory the take holds)."""
 
     def __init__(self, lib, address, handle, size, held=0):
         self.size, self.held = size + held, held
@@ -53,7 +53,7 @@ class Records:
                 self._finalizer = weakref.finalize(self, self._lib.tfbb_release, self._handle)
                 raise MemoryError(f"cannot fill in the {self.held} bytes of a captured step's "
                                   f"tensors: out of memory")
-            self.held = 0
+            self.held, self.size = 0, n   # the records whole; the arena's chunks went back
             self._wrap(data.value, n)
         return self
 

@@ -263,7 +263,7 @@ int tfbb_register(const char* key) {
 
 // Hands KEY's records over without copying: *data points into a buffer that stays valid until
 // tfbb_release(*handle). Returns their size (0: none, *handle is null; -1: unknown key).
-// counts[0]: bytes of content the take keeps in the arena (black-box mode), beside its
+// counts[0]: bytes of arena the take keeps (black-box mode: its contents' chunks), beside its
 // records; counts[1]: tensors that could not be captured since the last take; counts[2]:
 // DebugIdentity float tensors with NaN or +-Inf since the last take. One call and one
 // acquisition of the sink's lock a step.
@@ -287,12 +287,17 @@ int64_t tfbb_take(const char* key, const char** data, void** handle, int64_t* co
     taken->held.swap(sink->held);
     taken->chunks.swap(sink->arena.chunks);
     sink->arena.used = 0;
-    // the next run is likely as large: a chunk that fits it whole, up to kMaxChunk
-    sink->chunk_size = std::min(kMaxChunk, (static_cast<size_t>(taken->held_bytes) + 2 * kMinChunk)
-                                               & ~(kMinChunk - 1));
-    sink->chunks_per_take = std::max(sink->chunks_per_take, taken->chunks.size());
-    taken->held_bytes = counts[0] = sink->held_bytes;
+    taken->held_bytes = sink->held_bytes;
     sink->held_bytes = 0;
+    // the next run is likely as large: chunks of a sixteenth of it (what its last chunk can
+    // leave unused), 64 kB to 4 MB
+    sink->chunk_size = std::min(kMaxChunk, std::max(kMinChunk, (static_cast<size_t>(
+        taken->held_bytes) / 16 + kMinChunk - 1) & ~(kMinChunk - 1)));
+    sink->chunks_per_take = std::max(sink->chunks_per_take, taken->chunks.size());
+    // the ring counts the memory the take keeps: its chunks whole, not only their contents
+    size_t arena = 0;
+    for (const Chunk& c : taken->chunks) arena += c.cap;
+    counts[0] = static_cast<int64_t>(std::max(arena, static_cast<size_t>(taken->held_bytes)));
     sink->held.reserve(taken->held.size());   // as for data: no regrowing in TF's threads
     taken->sink = sink;
     if (!sink->spare.empty()) {   // a released buffer: its memory is mapped already

@@ -21,8 +21,7 @@ namespace tfbb {
 
 namespace {
 
-// The arena's chunks: about a take's content (a 24-tensor graph's step is ~50 kB), at most
-// 4 MB (a 2 509-tensor step of 24 MB takes six)
+// The smallest chunk (a 24-tensor graph's step is ~50 kB); capture.cc sizes the others
 constexpr size_t kMinChunk = 64 << 10;
 
 template <typename Bits>

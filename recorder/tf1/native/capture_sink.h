@@ -85,7 +85,7 @@ struct Sink {
   int64_t held_bytes = 0;
   Arena arena;
   std::vector<Chunk> spare_chunks;   // given back by released takes (tfbb_release)
-  size_t chunk_size = 0;        // new chunks' size: about a take's content, at most kMaxChunk
+  size_t chunk_size = 0;        // new chunks' size: a sixteenth of a take's content (tfbb_take)
   size_t chunks_per_take = 0;   // the most a take has had: how many spares are worth keeping
   // Buffers handed back by tfbb_release, reused by the next takes: while the ingest keeps up,
   // a run's records go into memory that is mapped already (a fresh ~24 MB buffer at 2 509
