@@ -41,8 +41,8 @@ using tfbb::Chunk;
 using tfbb::arena_alloc;
 using tfbb::copy_content;
 
-// The arena's chunks (capture_arena.cc): about a take's content, at most 4 MB (a 2 509-tensor
-// step of 24 MB takes six)
+// The arena's chunks (capture_arena.cc): a sixteenth of a take's content, 64 kB to 4 MB (see
+// tfbb_take)
 constexpr size_t kMinChunk = 64 << 10, kMaxChunk = 4 << 20;
 
 constexpr size_t kMaxPrebuilt = 1 << 20;   // prebuilt records a sink keeps: above any graph
