@@ -41,9 +41,8 @@ using tfbb::Chunk;
 using tfbb::arena_alloc;
 using tfbb::copy_content;
 
-// The arena's chunks (capture_arena.cc): a sixteenth of a take's content, 64 kB to 4 MB (see
-// tfbb_take)
-constexpr size_t kMinChunk = 64 << 10, kMaxChunk = 4 << 20;
+using tfbb::kMaxChunk;
+using tfbb::kMinChunk;
 
 constexpr size_t kMaxPrebuilt = 1 << 20;   // prebuilt records a sink keeps: above any graph
 

@@ -5,6 +5,7 @@
 // next Copy then wrote each step into memory that had left the cache, and the ring's loop at
 // 2 509 tensors cost 15-48% more CPU (three pairs, tools/bench_blackbox's graph).
 #include "capture_arena.h"
+#include "capture_event.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -20,20 +21,6 @@
 namespace tfbb {
 
 namespace {
-
-// The smallest chunk (a 24-tensor graph's step is ~50 kB); capture.cc sizes the others
-constexpr size_t kMinChunk = 64 << 10;
-
-template <typename Bits>
-bool exponent_all_ones(const char* data, size_t n, Bits mask) {
-  Bits any = 0;
-  for (size_t i = 0; i < n; ++i) {
-    Bits b;
-    std::memcpy(&b, data + i * sizeof(Bits), sizeof(Bits));
-    any |= static_cast<Bits>(-static_cast<Bits>((b & mask) == mask));
-  }
-  return any != 0;
-}
 
 #if defined(__x86_64__)
 // Lanes of v whose `m` bits are all set, as all-ones lanes (SSE2 has no 64-bit compare: the

@@ -10,6 +10,10 @@
 
 namespace tfbb {
 
+// The arena's chunks: a sixteenth of a take's content (tfbb_take), 64 kB (a 24-tensor graph's
+// step is ~50 kB) to 4 MB
+constexpr size_t kMinChunk = 64 << 10, kMaxChunk = 4 << 20;
+
 // n bytes of the sink's arena, 64-byte aligned: the last chunk's, a spare chunk's or a new
 // one's. Called with sink->mu held; throws std::bad_alloc.
 char* arena_alloc(Sink* sink, size_t n);
