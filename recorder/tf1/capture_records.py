@@ -51,8 +51,8 @@ class Records:
             n = self._lib.tfbb_fill(self._handle, ctypes.byref(data))
             if n < 0:
                 self._finalizer = weakref.finalize(self, self._lib.tfbb_release, self._handle)
-                raise MemoryError(f"cannot fill in the {self.held} bytes of a captured step's "
-                                  f"tensors: out of memory")
+                raise MemoryError(f"cannot fill in a captured step's tensors (kept in "
+                                  f"{self.held} bytes of the capture's arena): out of memory")
             self.held, self.size = 0, n   # the records whole; the arena's chunks went back
             self._wrap(data.value, n)
         return self
