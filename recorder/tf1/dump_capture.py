@@ -13,7 +13,8 @@ graph each (thread, watch config, fetches) executor ran and records each distinc
 
 With the in-memory capture (native_capture.py), the tensors skip the files: they go to one
 `memcbk://` key per thread, taken after each run with the run's Batch, and only the core
-metadata and new partition graphs still come through the staging URL.
+metadata and new partition graphs still come as files, to a fixed dir per thread that is never
+retargeted (metadata_staging.py).
 """
 
 import collections
@@ -23,11 +24,12 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 from tfblackbox.schema.codecs import tfdbg_v1_rows
 from tfblackbox.schema.formats import tfdbg_v1 as proto, tfdbg_v1_layout as layout
 
-from . import native_capture
+from . import metadata_staging, native_capture
 from .dump_jobs import DumpJobs
 from .. import scratch
 
@@ -42,6 +44,13 @@ REUSABLE_DIRS = 2    # per thread: one being written by TF while the other is in
 _MEM_KEYS = itertools.count()
 MAX_BATCH = 64       # dumped runs ingested together at most (one table, one writer job)
 MAX_BATCH_BYTES = 16 << 20   # and their captured bytes: a job well within the writer's queue
+# Black-box mode wakes its ingest once every few runs, not after each: a wake-up and the GIL's
+# hand-over cost the training thread ~60 us of a ~0.3 ms step at 24 tensors (perf, kernel
+# time), and nothing is written until a trigger fires. A NaN, a failed run or a trigger wakes
+# it at once; so do queued captures of WAKE_BYTES (their memory is not yet in the ring's count).
+WAKE_RUNS = 8
+WAKE_BYTES = 16 << 20
+WAKE_WAIT = 0.05     # seconds a queued run waits at most
 
 
 def default_staging_root():
@@ -59,6 +68,7 @@ class Batch:
         self.executor_key, self.status = executor_key, status
         self.path = None
         self.reused = None    # the reusable staging dir it was written to (None: a fresh one)
+        self.until = None     # in-memory capture: micros of its seal (its files are older)
         self.seq = 0          # its number among the runs sealed (DumpCapture.seal)
         self.records = None   # in-memory capture: the run's tensors (native_capture.Records)
         self.failed = 0       # in-memory capture: tensors it could not keep (out of memory)
@@ -73,12 +83,15 @@ class DumpCapture:
         self.sealed = 0                # runs sealed so far (each batch's seq)
         self.native = native           # native_capture.Native, or None: tensors come as files
         self._mem_keys = {}            # thread slot -> its memcbk key
+        self._fixed_dirs = {}          # in-memory capture: thread slot -> its fixed staging dir
         self.root = staging_root or default_staging_root()
         os.makedirs(self.root, exist_ok=True)
         self.max_pending = max_pending
         self.largest_seen = 0          # bytes of the largest one taken (queued or recorded)
         self.jobs = DumpJobs(run, self._device)   # what the ingest read, to the writer
         self._queue = collections.deque()
+        self._queued_bytes = 0         # black-box mode: the captures' bytes in _queue
+        self._urgent = False           # black-box mode: a queued run to look at now
         self._cond = threading.Condition()
         self._busy = 0
         self._in_use = set()           # reusable staging dirs taken by a run or the ingest
@@ -87,6 +100,7 @@ class DumpCapture:
         self._closed = False
         self._seq = 0
         self._executor_graphs = {}     # executor key -> ExecutorGraphs (its partition graphs)
+        self._signatures = ExecutorSignatures()
         self._device_names = {}        # device dir -> real device name
         self._thread = threading.Thread(target=self._loop, name="tfblackbox-dump-ingest",
                                         daemon=True)
@@ -99,7 +113,16 @@ class DumpCapture:
         return os.path.join(self.root, f"t{slot}", "cur")
 
     def url(self, slot):
+        """The thread's staging URL (files mode: the symlink; in-memory: its fixed dir)."""
+        if self.native is not None:
+            return "file://" + self._fixed_dir(slot)
         return "file://" + self.slot_dir(slot)
+
+    def _fixed_dir(self, slot):
+        path = self._fixed_dirs.get(slot)
+        if path is None:
+            path = self._fixed_dirs[slot] = metadata_staging.thread_dir(self.root, slot)
+        return path
 
     def tensor_url(self, slot):
         """Where thread `slot`'s debug ops send tensors: its memcbk key, or the staging URL."""
@@ -121,7 +144,10 @@ class DumpCapture:
 
     def acquire(self, slot):
         """Points thread `slot`'s staging URL at a dir for its next dumped run, a free
-        reusable one if there is one, else a fresh one. Returns (dir, reusable)."""
+        reusable one if there is one, else a fresh one. Returns (dir, reusable). The in-memory
+        capture's runs share the thread's fixed dir: (that dir, False), nothing to point."""
+        if self.native is not None:
+            return self._fixed_dir(slot), False
         base = os.path.join(self.root, f"t{slot}")
         with self._cond:
             path = next((p for p in (os.path.join(base, f"s{k}") for k in range(REUSABLE_DIRS))
@@ -161,11 +187,23 @@ class DumpCapture:
 
     def seal(self, slot, batch):
         """Queues the run's staging dir (batch.path, from acquire()) with its metadata."""
+        if self.native is not None:   # after its run, before the thread's next one
+            batch.until = int(time.time() * 1e6)
         with self._cond:
             self.sealed += 1
             batch.seq = self.sealed
             self._queue.append(batch)
+            if self.blackbox is not None:
+                self._queued_bytes += batch.records.size if batch.records is not None else 0
+                self._urgent = self._urgent or bool(batch.nonfinite) or batch.status != "ok"
+                if not self._wake_due():
+                    return
             self._cond.notify_all()
+
+    def _wake_due(self):
+        """(Under _cond) whether the queued runs are to be ingested now."""
+        return self.blackbox is None or self._urgent or len(self._queue) >= WAKE_RUNS or (
+            self._queued_bytes >= WAKE_BYTES)
 
     def wake(self):
         """A trigger fired: the ingest thread looks at it now."""
@@ -190,9 +228,14 @@ class DumpCapture:
     def _loop(self):
         while True:
             with self._cond:
-                while not self._queue and not self._closed and not (
-                        self.blackbox and self.blackbox.due()):
-                    self._cond.wait(1.0)
+                while not self._closed:
+                    if self._queue and (self._wake_due() or self.blackbox.waiting()):
+                        break
+                    if self.blackbox is not None and self.blackbox.due():
+                        break          # a trigger for steps already in the ring
+                    notified = self._cond.wait(WAKE_WAIT if self._queue else 1.0)
+                    if self._queue and not notified:   # waited long enough
+                        break
                 if not self._queue:
                     if not self._closed:      # a trigger fired for steps already ingested
                         self.blackbox.settle()
@@ -209,6 +252,9 @@ class DumpCapture:
                     records = batches[-1].records
                     size += records.size if records is not None else self.jobs.largest_run
                 self._busy = len(batches)
+                self._queued_bytes = sum(b.records.size for b in self._queue
+                                         if b.records is not None)
+                self._urgent = any(b.nonfinite or b.status != "ok" for b in self._queue)
             read = []
             for batch in batches:
                 try:
@@ -235,15 +281,15 @@ class DumpCapture:
 
     def _failed(self, batch, e):
         log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s", batch.step, e)
-        if batch.reused:     # whatever is left must not be taken for the next run's
-            with self._cond:
+        if batch.reused:     # whatever is left must not be taken for the next run's (a fixed
+            with self._cond:  # dir's leftovers are older than the next run: read_run drops them)
                 self._made.discard(batch.reused)
             shutil.rmtree(batch.reused, ignore_errors=True)
 
     def _done_reading(self, batch):
         if batch.records is not None and not batch.records_kept:
             batch.records.release()
-        if not batch.reused:
+        if not batch.reused and batch.until is None:
             shutil.rmtree(batch.path, ignore_errors=True)
         with self._cond:
             self._in_use.discard(batch.reused)
@@ -251,7 +297,11 @@ class DumpCapture:
 
     def _read(self, batch):
         """One dumped run's files and captured tensors, as what DumpJobs.record() needs."""
-        d = layout.read_dump_dir(batch.path, remove=True)
+        if batch.until is not None:
+            d = metadata_staging.read_run(batch.path, int(batch.wall_time * 1e6) - 1,
+                                          batch.until)
+        else:
+            d = layout.read_dump_dir(batch.path, remove=True)
         # black-box mode: the ring keeps the captured buffer as it is, parsed only if a trigger
         # writes its step (parsing 2 500 tensors in Python cost ~25 ms a step, mostly thrown
         # away with the step)
@@ -267,22 +317,22 @@ class DumpCapture:
         for path in d.unknown:
             log.warning("tfblackbox: DumpHook: unexpected file %s in the staging area; skipped",
                         path)
-            if batch.reused:     # it would come back with every later run of this dir
+            if batch.reused or batch.until is not None:   # it would come back with every run
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
                     os.remove(path))
-        ekey = (batch.executor_key, executor_signature(d.core_metadata))
+        ekey = (batch.executor_key, self._signatures.of(d.core_metadata))
         if d.graphs:
             self._executor_graphs[ekey] = ExecutorGraphs(d.graphs)
         executor = self._executor_graphs.get(ekey)   # this step's, whatever runs later
         step = batch.step
-        meta = d.core_metadata
-        if meta:
-            meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
         entry = {"step": step, "seq": batch.seq, "run_key": batch.run_key,
                  "status": batch.status, "nonfinite": batch.nonfinite}
 
         def complete():
             """The tensors and the run row (at once, or when the ring's step is written)."""
+            meta = d.core_metadata
+            if meta:
+                meta = proto.with_global_step(meta, step, drop_outputs=OWN_SCOPE)
             graphs = executor.parsed(self._device_names.update) if executor else {}
             # the executor's graphs, each recorded once (the first run written that ran it)
             entry["graphs"] = [(self._device(x), g, wall, graph_def) for x, (g, wall, graph_def)
@@ -319,7 +369,7 @@ class DumpCapture:
         if lazy:
             batch.records_kept = True
             entry.update(records=batch.records, complete=complete,
-                         ring_bytes=batch.records.size + len(meta or b""))
+                         ring_bytes=batch.records.size + len(d.core_metadata or b""))
             return entry
         return complete()
 
@@ -360,6 +410,31 @@ class ExecutorGraphs:
 
 def is_own_node(node_name):
     return node_name.startswith(OWN_SCOPE)
+
+
+class ExecutorSignatures:
+    """executor_signature, remembered by the bytes from `"input_names"` on: TF writes the
+    counters (global_step, session_run_index, executor_step_index) before the names, so a
+    training loop's steps share one key and the JSON is parsed once (~25 us a step)."""
+
+    MAX = 256   # distinct fetch/feed sets remembered; past that, parsed every time
+
+    def __init__(self):
+        self._known = {}
+
+    def of(self, core_metadata):
+        if not core_metadata:
+            return None
+        at = core_metadata.find(b'"input_names"')
+        if at < 0:
+            return executor_signature(core_metadata)
+        key = core_metadata[at:]
+        sig = self._known.get(key, self)
+        if sig is self:
+            sig = executor_signature(core_metadata)
+            if len(self._known) < self.MAX:
+                self._known[key] = sig
+        return sig
 
 
 def executor_signature(core_metadata):

@@ -130,7 +130,7 @@ class DumpDir:
     unknown: list = dataclasses.field(default_factory=list)   # paths that fit no rule
 
 
-def _read(path):
+def read_file(path):
     # os.read of the known size: a third of the cost of open().read() for these small files
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -172,11 +172,11 @@ def read_dump_dir(path, remove=False):
             _read_device_dir(out, entry, full, "", remove)
             continue
         if entry.startswith(CORE_METADATA_PREFIX) and CORE_METADATA_RE.match(entry):
-            out.core_metadata_name, out.core_metadata = entry, _read(full)
+            out.core_metadata_name, out.core_metadata = entry, read_file(full)
         elif entry == FETCHES_INFO:
-            out.fetches_info = _read(full)
+            out.fetches_info = read_file(full)
         elif entry == FEED_KEYS_INFO:
-            out.feed_keys_info = _read(full)
+            out.feed_keys_info = read_file(full)
         else:
             out.unknown.append(full)
             continue
@@ -197,13 +197,13 @@ def _read_device_dir(out, dev, folder, prefix, remove):
                 continue
             m = GRAPH_FILE_RE.match(name) if name.startswith(GRAPH_PREFIX) else None
             if m and not prefix:
-                out.graphs.append(GraphFile(dev, m.group(1), int(m.group(2)), _read(full)))
+                out.graphs.append(GraphFile(dev, m.group(1), int(m.group(2)), read_file(full)))
             else:
                 try:
                     base, slot, op, ts, ext = parse_dump_file_name(name)
                 except DumpLayoutError:
                     out.unknown.append(full)
                     continue
-                out.tensors.append(TensorFile(dev, prefix + base, slot, op, ts, ext, _read(full)))
+                out.tensors.append(TensorFile(dev, prefix + base, slot, op, ts, ext, read_file(full)))
             if remove:
                 os.remove(full)
