@@ -204,6 +204,7 @@ def _read_device_dir(out, dev, folder, prefix, remove):
                 except DumpLayoutError:
                     out.unknown.append(full)
                     continue
-                out.tensors.append(TensorFile(dev, prefix + base, slot, op, ts, ext, read_file(full)))
+                out.tensors.append(TensorFile(dev, prefix + base, slot, op, ts, ext,
+                                              read_file(full)))
             if remove:
                 os.remove(full)
