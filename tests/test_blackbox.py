@@ -183,6 +183,44 @@ def test_no_trigger_writes_nothing_and_the_ring_stays_bounded(tmp_path):
     assert dumped_steps(store2, "tight")[0] == [11, 12]
 
 
+def test_the_ring_takes_queued_steps_lazily_but_a_nan_at_once(tmp_path, monkeypatch):
+    """In memory the ring's ingest is woken every WAKE_RUNS runs, not after each: fewer than
+    that are taken within WAKE_WAIT all the same, and a step holding a NaN wakes it at once."""
+    import time
+    from tfblackbox.recorder.tf1 import dump_capture
+    wait = 0.5     # longer than the NaN's ingest and persisting take
+    monkeypatch.setattr(dump_capture, "WAKE_WAIT", wait)
+    seen = {}
+
+    def on_step(s):
+        box = hook._box
+        if s == 1:          # two runs queued, fewer than WAKE_RUNS
+            time.sleep(wait * 3)
+            seen["waited"] = box.ingested
+        if s == 4:
+            time.sleep(wait * 3)
+            seen["before_nan"] = box.ingested
+        if s == 5:          # the NaN step: its trigger fires without waiting for the others
+            deadline = time.monotonic() + 5
+            while not box.fired and time.monotonic() < deadline:
+                time.sleep(0.002)
+            seen["fired_after"] = time.monotonic() - (deadline - 5)
+
+    from tfblackbox import recorder
+    import tensorflow as tf
+    assert dump_capture.WAKE_RUNS > 2
+    run = recorder.init(store=str(tmp_path / "lazy"), run_id="lazy")
+    hook = recorder.DumpHook(keep_last=K, capture="memory")
+    with tf.Graph().as_default():
+        train(tf, [hook], 8, on_step=on_step, bad=5)
+    recorder.finish()
+    assert run.finished and hook.capture == "memory"
+    assert seen["waited"] == 2 and seen["before_nan"] == 5
+    assert seen["fired_after"] < wait
+    assert hook.triggers[0][:2] == (5, "nan")
+    assert dumped_steps(str(tmp_path / "lazy"), "lazy")[0] == [2, 3, 4, 5]
+
+
 def test_partition_graphs_are_parsed_only_when_a_step_is_written(tmp_path, monkeypatch):
     """The ring leaves TF's partition graphs unparsed (the recorder's nodes cut out of them in
     Python: ~0.1 s of CPU at 2 509 tensors) unless a trigger writes a step that ran them."""

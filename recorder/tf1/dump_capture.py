@@ -193,17 +193,23 @@ class DumpCapture:
             self.sealed += 1
             batch.seq = self.sealed
             self._queue.append(batch)
-            if self.blackbox is not None:
+            if self._lazy:
                 self._queued_bytes += batch.records.size if batch.records is not None else 0
                 self._urgent = self._urgent or bool(batch.nonfinite) or batch.status != "ok"
-                if not self._wake_due():
-                    return
+                if len(self._queue) > 1 and not self._wake_due():
+                    return    # the first queued one woke it: it waits WAKE_WAIT at most now
             self._cond.notify_all()
 
     def _wake_due(self):
         """(Under _cond) whether the queued runs are to be ingested now."""
-        return self.blackbox is None or self._urgent or len(self._queue) >= WAKE_RUNS or (
+        return not self._lazy or self._urgent or len(self._queue) >= WAKE_RUNS or (
             self._queued_bytes >= WAKE_BYTES)
+
+    @property
+    def _lazy(self):
+        """Black-box mode in memory wakes its ingest lazily (through files, a queued run keeps
+        a staging dir: past two a thread, each would be a fresh one, made and removed)."""
+        return self.blackbox is not None and self.native is not None
 
     def wake(self):
         """A trigger fired: the ingest thread looks at it now."""
