@@ -208,9 +208,14 @@ class Native:
             lib.tfbb_discarded.argtypes = [ctypes.c_char_p]
             if lib.tfbb_abi_version() != ABI_VERSION:
                 raise NativeUnavailable(f"{path} is not capture ABI {ABI_VERSION}")
+            # tfbb_take runs after every dumped session.run for a few microseconds and waits
+            # on nothing that needs Python: called holding the GIL (PyDLL), so the training
+            # thread does not hand the GIL to the ingest thread there and wait to get it back
+            take = ctypes.PyDLL(path).tfbb_take
+            take.restype, take.argtypes = lib.tfbb_take.restype, lib.tfbb_take.argtypes
         except (OSError, AttributeError) as e:
             raise NativeUnavailable(f"cannot load {path}: {e}") from e
-        self.path, self._lib = path, lib
+        self.path, self._lib, self._take = path, lib, take
 
     def register(self, key, hold=False):
         """memcbk://KEY. With hold (black-box mode) a plain tensor's content is not copied:
@@ -223,7 +228,7 @@ class Native:
         """(Records or None, tensors that could not be captured, DebugIdentity float tensors
         holding NaN or +-Inf) since the last take."""
         data, handle, counts = ctypes.c_void_p(), ctypes.c_void_p(), (ctypes.c_int64 * 3)()
-        n = self._lib.tfbb_take(key.encode(), ctypes.byref(data), ctypes.byref(handle), counts)
+        n = self._take(key.encode(), ctypes.byref(data), ctypes.byref(handle), counts)
         held, failed, nonfinite = counts
         records = None
         if n > 0:
