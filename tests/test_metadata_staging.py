@@ -115,3 +115,24 @@ def test_alternating_fetches_keep_each_runs_metadata_and_graphs_in_memory(tmp_pa
     assert len({g["graph_hash"] for g in graphs}) == 2
     assert runs[2]["graph_hashes"] == [graphs[0]["graph_hash"]]
     assert runs[3]["graph_hashes"] == [graphs[1]["graph_hash"]]
+
+
+def test_executor_signatures_share_one_parse_per_fetch_set_and_match_the_full_parse():
+    from tfblackbox.recorder.tf1.dump_capture import ExecutorSignatures, executor_signature
+
+    def meta(step, index, outputs):
+        msg = json.dumps({"global_step": step, "session_run_index": index,
+                          "executor_step_index": step, "input_names": ["x:0"],
+                          "output_names": outputs, "target_nodes": ["train"]},
+                         separators=(",", ":"))
+        return tfdbg_v1.log_message_event(msg)
+
+    sigs = ExecutorSignatures()
+    a1, a2, b = meta(0, 5, ["a:0"]), meta(1, 9, ["a:0"]), meta(0, 6, ["a:0", "b:0"])
+    for m in (a1, a2, b):
+        assert sigs.of(m) == executor_signature(m)
+    assert sigs.of(a1) == sigs.of(a2) != sigs.of(b)
+    assert len(sigs._known) == 2                     # the counters are not part of the key
+    assert sigs.of(None) is None and sigs.of(b"") is None
+    odd = tfdbg_v1.log_message_event("not json")     # no names: parsed as it is, every time
+    assert sigs.of(odd) == executor_signature(odd) and len(sigs._known) == 2

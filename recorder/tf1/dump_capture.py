@@ -287,8 +287,10 @@ class DumpCapture:
 
     def _failed(self, batch, e):
         log.error("tfblackbox: DumpHook could not record the dumps of step %s: %s", batch.step, e)
-        if batch.reused:     # whatever is left must not be taken for the next run's (a fixed
-            with self._cond:  # dir's leftovers are older than the next run: read_run drops them)
+        # whatever is left must not be taken for the next run's (a fixed dir's leftovers are
+        # older than the next run's start: read_run drops them)
+        if batch.reused:
+            with self._cond:
                 self._made.discard(batch.reused)
             shutil.rmtree(batch.reused, ignore_errors=True)
 
