@@ -118,7 +118,7 @@ def test_alternating_fetches_keep_each_runs_metadata_and_graphs_in_memory(tmp_pa
 
 
 def test_executor_signatures_share_one_parse_per_fetch_set_and_match_the_full_parse():
-    from tfblackbox.recorder.tf1.dump_capture import ExecutorSignatures, executor_signature
+    from tfblackbox.recorder.tf1.executor_graphs import ExecutorSignatures, executor_signature
 
     def meta(step, index, outputs):
         msg = json.dumps({"global_step": step, "session_run_index": index,

@@ -14,7 +14,8 @@ a symlink the hook points at a free staging dir before the run; a background thr
 run's files into rows and empties the dir for a later run. With `capture="auto"` (the default,
 or $TFBLACKBOX_DUMP_CAPTURE) the tensors themselves skip the files: the in-memory capture
 (native_capture.py, built once per TensorFlow install) takes them from TF's debug ops, and
-only the core metadata and partition graphs come as files. `capture="files"` never builds it;
+only the core metadata and partition graphs come as files, to one fixed dir per thread
+(metadata_staging.py). `capture="files"` never builds it;
 `capture="memory"` raises when it cannot be had. `hook.capture` says which one is in use.
 
 The global step (read exactly, see global_step.py) is fetched with the run and written into

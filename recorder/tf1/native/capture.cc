@@ -250,7 +250,7 @@ int tfbb_register(const char* key) {
             append_record(sink.get(), node_key, now, capture(node_key, tensor, now), plain,
                           bad);
         } catch (...) {   // an exception here would terminate the training process
-          // the recorder's own nodes (OWN_SCOPE, dump_capture.py) are never recorded, so
+          // the recorder's own nodes (OWN_SCOPE, executor_graphs.py) are never recorded, so
           // losing one loses nothing and is not counted
           if (node_key.node_name.rfind("tfblackbox/", 0) == 0) return;
           std::lock_guard<SpinLock> lock(sink->mu);
