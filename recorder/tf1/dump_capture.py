@@ -258,9 +258,10 @@ class DumpCapture:
                     records = batches[-1].records
                     size += records.size if records is not None else self.jobs.largest_run
                 self._busy = len(batches)
-                self._queued_bytes = sum(b.records.size for b in self._queue
-                                         if b.records is not None)
-                self._urgent = any(b.nonfinite or b.status != "ok" for b in self._queue)
+                if self._lazy:   # what stays queued (only the lazy wake counts it)
+                    self._queued_bytes = sum(b.records.size for b in self._queue
+                                             if b.records is not None)
+                    self._urgent = any(b.nonfinite or b.status != "ok" for b in self._queue)
             read = []
             for batch in batches:
                 try:
