@@ -269,6 +269,7 @@ def test_sigkill_at_each_point_then_rerun_leaves_every_step_once(tmp_path, point
         else True
 
 
+@pytest.mark.long   # 22 s; the default run keeps the kill at each named point above
 def test_sigkill_at_random_moments_then_rerun(tmp_path):
     store = str(tmp_path / "store")
     scalar_store(store, steps=3000)
