@@ -46,3 +46,32 @@ def test_header_end_matches_email_parser_on_every_kind_of_line_ending():
         cut = email.message_from_string(text if end is None else text[:end.end()])
         for header in ("Name", "Version", "Summary"):
             assert cut.get_all(header) == whole.get_all(header), (text, header)
+
+
+def test_header_scan_gives_what_email_gives_or_leaves_it_to_email():
+    """The scan of the first header lines, on random texts: where it answers, Name and Version
+    are email's get() of the whole text; it answers for the plain ones."""
+    rng = random.Random(11)
+    parts = ["Name: pkg", "name:pkg2", "NAME: p3  ", "Version: 1.0", "version:\t2",
+             "Name: pk\u00e9", "Summary: x", " folded", "\tfolded too", "", "From me", ":no name",
+             "not a header", "Metadata-Version: 2.1", "Name : spaced", "Version: 3 \x0b", "X-Y: z"]
+    answered = 0
+    for _ in range(20000):
+        lines = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
+        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
+        if text and rng.random() < 0.3:
+            text = text[:-1]   # no line ending at the end of the file
+        scanned = files._scan_name_version(text)
+        if scanned is not None:
+            whole = email.message_from_string(text)
+            assert scanned == (whole.get("Name"), whole.get("Version")), text
+            answered += 1
+    assert answered > 1000
+
+
+def test_header_scan_answers_for_the_installed_distributions():
+    """What makes requirements.txt cheap: every installed distribution's headers are plain."""
+    texts = [d.read_text("METADATA") or d.read_text("PKG-INFO") for d in distributions()]
+    texts = [t for t in texts if t]
+    assert len(texts) > 50
+    assert sum(files._scan_name_version(t) is not None for t in texts) >= 0.95 * len(texts)

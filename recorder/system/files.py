@@ -33,11 +33,48 @@ def name_version(dist):
     """(metadata['Name'], version) of an importlib.metadata Distribution, as those give them,
     from the metadata's headers alone. `dist.metadata` parses the whole file, the long
     description included, and `dist.version` parses it again: ~60 ms of every run's start
-    for this venv's ~170 distributions."""
+    for this venv's ~170 distributions. The headers' first lines are scanned as email's parser
+    reads them; what the scan does not vouch for goes to that parser. requirements() then takes
+    7 ms of CPU here, most of it reading the files, against 38 ms with the parser for each."""
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("")
+    scanned = _scan_name_version(text)
+    if scanned is not None:
+        return scanned
     end = _HEADERS_END.search(text)
     headers = email.message_from_string(text if end is None else text[:end.end()])
     return headers["Name"], headers["Version"]
+
+
+# A line and its ending, as email's feedparser splits them (\r\n, \r or \n); a header line
+# as its headerRE takes one (a name of printable ASCII other than ':' and space, then ':').
+_LINE = re.compile(r"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
+_HEADER = re.compile(r"[\041-\071\073-\176]*:")
+
+
+def _scan_name_version(text):
+    """(Name, Version) read from the header lines up to both, as email.message_from_string
+    and compat32's get() give them (the first of each name, case-insensitive, the value with
+    leading blanks stripped); None for whatever that parser treats its own way: a folded Name
+    or Version, a line that is no header ("From " lines too), or a header missing before
+    the headers end."""
+    found, pos, folding = {}, 0, False
+    while pos < len(text):
+        m = _LINE.match(text, pos)
+        line, pos = m.group(1), m.end()
+        if line[:1] in (" ", "\t"):
+            if folding:
+                return None
+            continue     # a folded line of another header, or a first line email drops
+        if len(found) == 2:
+            break        # the line after the second is not folding it
+        if not line or not _HEADER.match(line):
+            return None  # the headers end (or a unix-from) with one of them still missing
+        name, _colon, value = line.partition(":")
+        key = name.lower()
+        folding = key in ("name", "version") and key not in found
+        if folding:
+            found[key] = value.lstrip(" \t")
+    return (found["name"], found["version"]) if len(found) == 2 else None
 
 
 def run_files(save_code, env):
