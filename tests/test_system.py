@@ -3,6 +3,7 @@ metrics recorded at init and by the sampler, replayed offline into real wandb an
 from the .wandb transaction log; a TF1 MonitoredSession run; psutil and NVML failing for
 real; and wandb's own offline run of the same program as the yardstick."""
 
+import ctypes
 import json
 import os
 import subprocess
@@ -390,6 +391,25 @@ def test_nvml_gpu_keys_then_nvml_failing_stops_gpu_sampling_once(tmp_path, stub_
     fields = env_fields(records(path))
     assert fields["gpu_nvidia"] == [{"name": "Stub GPU", "memoryTotal": str(16 << 30)}]
     assert fields["gpu"] == "Stub GPU" and fields["gpu_count"] == 1
+
+
+def test_no_nvml_library_no_pynvml_import(stub_nvml):
+    """Without NVIDIA's library the bindings are not even imported (13-30 ms of every run's
+    start); with the library where dlopen finds it, they are, and see the GPU."""
+    code = ("import sys; from tfblackbox.recorder.system.nvml import open_nvml; n = open_nvml(); "
+            "print(n is not None and n.count, 'pynvml' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        pytest.skip("this machine has NVIDIA's NVML library")
+    except OSError:
+        pass
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert plain.stdout.split() == ["False", "False"], plain.stderr
+    stubbed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**env, "LD_LIBRARY_PATH": stub_nvml}, timeout=120)
+    assert stubbed.stdout.split() == ["1", "True"], stubbed.stderr
 
 
 def test_tensorboard_gets_system_scalars(recorded, tmp_path):
