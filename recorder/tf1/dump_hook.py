@@ -359,23 +359,27 @@ class DumpHook(BlackBoxHook, tf.compat.v1.train.SessionRunHook):
             from tensorflow.core.protobuf import config_pb2
             from tensorflow.python.debug.lib import debug_utils
             options = config_pb2.RunOptions()
-            debug_utils.watch_graph(
-                options, self._graph, debug_urls=[url], debug_ops=watch.debug_ops,
-                node_name_regex_allowlist=watch.node_name_regex_allowlist,
-                op_type_regex_allowlist=watch.op_type_regex_allowlist,
-                tensor_dtype_regex_allowlist=watch.tensor_dtype_regex_allowlist,
-                tolerate_debug_op_creation_failures=watch.tolerate_debug_op_creation_failures)
-            watches = options.debug_options.debug_tensor_watch_opts
-            wildcard = [w for w in watches if w.node_name == "*"]
-            if wildcard:
+            if watch.debug_ops and not (watch.node_name_regex_allowlist or
+                                        watch.op_type_regex_allowlist or
+                                        watch.tensor_dtype_regex_allowlist):
                 # Without allowlists watch_graph adds the "*" watch next to one watch per
                 # node with the same ops and URLs, which TF's DebugNodeInserter would apply
-                # anyway; the per-node ones only cost a copy (MonitoredSession merges hook
-                # options into each run's) and a serialization of ~100 protos a run.
-                keep = type(wildcard[0])()
-                keep.CopyFrom(wildcard[0])
-                del watches[:]
-                watches.add().CopyFrom(keep)
+                # anyway: those only cost a copy (MonitoredSession merges hook options into
+                # each run's), a serialization of ~100 protos a run and watch_graph's walk of
+                # the graph (31 ms at 2 509 tensors). The "*" watch alone, by its own helper.
+                debug_utils.add_debug_tensor_watch(
+                    options, "*", output_slot=-1, debug_ops=watch.debug_ops, debug_urls=[url],
+                    tolerate_debug_op_creation_failures=(
+                        watch.tolerate_debug_op_creation_failures))
+            else:
+                debug_utils.watch_graph(
+                    options, self._graph, debug_urls=[url], debug_ops=watch.debug_ops,
+                    node_name_regex_allowlist=watch.node_name_regex_allowlist,
+                    op_type_regex_allowlist=watch.op_type_regex_allowlist,
+                    tensor_dtype_regex_allowlist=watch.tensor_dtype_regex_allowlist,
+                    tolerate_debug_op_creation_failures=(
+                        watch.tolerate_debug_op_creation_failures))
+            watches = options.debug_options.debug_tensor_watch_opts
             # Always there: it carries the metadata URL, and TF applies "*" only when some
             # watch names a node
             meta = watches.add()
