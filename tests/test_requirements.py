@@ -29,18 +29,25 @@ def test_metadata_with_crlf_a_long_description_and_folded_headers(tmp_path):
     assert files.name_version(PathDistribution(info)) == ("odd-pkg", "1.2")
 
 
+def random_texts(seed, parts, n=20000):
+    """Texts of 0-8 lines drawn from `parts`, each ended by \\n, \\r\\n or \\r, some without
+    an ending at the very end of the file."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        lines = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
+        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
+        if text and rng.random() < 0.3:
+            text = text[:-1]
+        yield text
+
+
 def test_header_end_matches_email_parser_on_every_kind_of_line_ending():
     """Random header and body lines with \\n, \\r\\n and \\r endings, empty lines anywhere
     (the first one ends the headers, also as the very first line): the cut headers give the
     same Name, Version and folded Summary as the whole text does."""
-    rng = random.Random(7)
     parts = ["Name: pkg", "Version: 1.0", "Summary: x", " folded", "\tfolded too", "",
              "Name: late", "Version: 9", "not a header", "Description: d"]
-    for _ in range(20000):
-        lines = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
-        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
-        if text and rng.random() < 0.3:
-            text = text[:-1]   # no line ending at the end of the file
+    for text in random_texts(7, parts):
         whole = email.message_from_string(text)
         end = files._HEADERS_END.search(text)
         cut = email.message_from_string(text if end is None else text[:end.end()])
@@ -51,16 +58,11 @@ def test_header_end_matches_email_parser_on_every_kind_of_line_ending():
 def test_header_scan_gives_what_email_gives_or_leaves_it_to_email():
     """The scan of the first header lines, on random texts: where it answers, Name and Version
     are email's get() of the whole text; it answers for the plain ones."""
-    rng = random.Random(11)
     parts = ["Name: pkg", "name:pkg2", "NAME: p3  ", "Version: 1.0", "version:\t2",
              "Name: pk\u00e9", "Summary: x", " folded", "\tfolded too", "", "From me", ":no name",
              "not a header", "Metadata-Version: 2.1", "Name : spaced", "Version: 3 \x0b", "X-Y: z"]
     answered = 0
-    for _ in range(20000):
-        lines = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
-        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
-        if text and rng.random() < 0.3:
-            text = text[:-1]   # no line ending at the end of the file
+    for text in random_texts(11, parts):
         scanned = files._scan_name_version(text)
         if scanned is not None:
             whole = email.message_from_string(text)
