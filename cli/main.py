@@ -135,6 +135,30 @@ def _arrow_pool():
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _keep_freed_memory():
+    """For a command that makes and drops large buffers one chunk after another
+    (import-tfevents): glibc's malloc then keeps what was freed for the next chunk instead of
+    handing it back to the kernel, whose fresh pages cost a fault each (~3 us on a virtual
+    machine). By default a freed buffer above the mmap threshold is unmapped and the next one
+    faults anew: 7 500 faults in tools/bench_tensorboard's 7.9 MB import, 6 500 with this, and
+    58 -> 51 ms (medians of ten). Process-wide, so only for this process's own commands, never
+    in a training process. False where malloc is not glibc's."""
+    import ctypes
+    import platform
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return _quiet_on_closed_stdout(_main, argv)
 
@@ -246,6 +270,7 @@ def _run(args, store):
             store=store, out=args.out, runs=tuple(args.runs or ()), steps=args.steps,
             node=args.node, force=args.force, json=args.json))
     if args.command == "import-tfevents":
+        _keep_freed_memory()
         from tfblackbox.ingest import tensorboard
         return tensorboard.main(store, args.logdir, run_id=args.run_id, project=args.project,
                                   name=args.name, as_json=args.json)
