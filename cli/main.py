@@ -144,9 +144,9 @@ def _keep_freed_memory():
     (import-tfevents): glibc's malloc then keeps what was freed for the next chunk instead of
     handing it back to the kernel, whose fresh pages cost a fault each (~3 us on a virtual
     machine). By default a freed buffer above the mmap threshold is unmapped and the next one
-    faults anew: 7 500 faults in tools/bench_tensorboard's 7.9 MB import, 6 500 with this, and
-    58 -> 51 ms (medians of ten). Process-wide, so only for this process's own commands, never
-    in a training process. False where malloc is not glibc's."""
+    faults anew: 7 500 faults in tools/bench_tensorboard's 7.9 MB import, 6 600 with this, and
+    59 -> 52 ms (medians of ten alternating runs). Process-wide, so only for this process's own
+    commands, never in a training process. False where malloc is not glibc's."""
     import ctypes
     import platform
     if platform.libc_ver()[0] != "glibc":

@@ -4,7 +4,10 @@ itself parses from them; idempotent; a file that grew; bad input."""
 
 import json
 import os
+import platform
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -277,15 +280,12 @@ print(min(faults(), faults()))
 """
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc",
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                     reason="mallopt's parameters are glibc's")
 def test_import_keeps_freed_buffers_for_the_next_chunk():
     """The import's process keeps a freed chunk's memory for the next one: a 32 MB buffer made
     again after the first was dropped faults almost no page in; with malloc's defaults each one
     is mapped anew and faults in all of its 8 192 pages."""
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
     def second_buffer_faults(mode):
