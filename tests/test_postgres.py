@@ -293,7 +293,7 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
     """resume='allow' from processes starting one run at once: on PostgreSQL both may see no
     run, both insert; the loser's unique violation means 'it exists now', so it resumes."""
     from sqlalchemy import event
-    from sqlalchemy.orm import Session
+    from sqlalchemy.engine import Engine
 
     from tfblackbox import recorder
     from tfblackbox.schema import RunExistsError
@@ -301,12 +301,12 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
     rival = Store.open(pg_url, access="write")
     raced = []
 
-    def insert_first(session, _context, _instances):   # the other process wins the insert
-        ids = [o.run_id for o in session.new if type(o).__name__ == "RunRow"]
-        if ids and not raced:
-            raced.append(ids[0])
-            rival.create_run(ids[0], pid=1)
-    event.listen(Session, "before_flush", insert_first)
+    def insert_first(_conn, _cursor, statement, params, _context, _many):
+        # the other process wins the insert, between our lookup and our insert
+        if statement.startswith("INSERT INTO runs ") and not raced:
+            raced.append(params["run_id"])
+            rival.create_run(params["run_id"], pid=1)
+    event.listen(Engine, "before_cursor_execute", insert_first)
     try:
         with pytest.raises(RunExistsError, match="'shared' already exists"):
             Store.open(pg_url, access="write").create_run("shared", pid=2)
@@ -314,7 +314,7 @@ def test_a_run_created_by_another_process_between_lookup_and_insert_is_resumed(p
         run = recorder.init(store=pg_url, run_id="resumed", resume="allow")
         recorder.finish()
     finally:
-        event.remove(Session, "before_flush", insert_first)
+        event.remove(Engine, "before_cursor_execute", insert_first)
     assert raced == ["resumed"]
     assert run.attempt == 1 and [w.attempt for w in rival.writers("resumed")] == [1]
     assert {r.run_id: r.status for r in rival.runs()} == {"shared": "running",

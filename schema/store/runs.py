@@ -5,10 +5,12 @@ These are bound as methods of Store (`store.create_run(...)`), so `self` is a St
 
 import json
 import time
+import types
 
 from sqlalchemy import exc
 
 from . import catalog as cat
+from . import lifecycle_sql as sql
 from ..errors import CatalogError, RunExistsError, RunNotFoundError
 from .records import run_record
 
@@ -32,18 +34,19 @@ def _run_insert(self, run_id, config, tags, started_at, fields):
     now = time.time()
 
     def create(s):
-        row = s.get(cat.RunRow, run_id)
-        if row is not None:
-            if s.info.get("retry") and row.heartbeat_at == now and row.pid == fields.get("pid"):
-                return run_record(row)   # ours: a commit whose answer was lost
+        found = s.execute(sql.RUN_EXISTS, {"run_id": run_id}).first()
+        if found is not None:
+            if s.info.get("retry") and found.heartbeat_at == now and found.pid == fields.get("pid"):
+                return run_record(s.get(cat.RunRow, run_id))   # ours: its answer was lost
             raise RunExistsError(f"run {run_id!r} already exists in store {self.root}")
-        row = cat.RunRow(run_id=run_id, status="running", config_json=cat.dumps(config or {}),
+        values = sql.row(sql.RUN_COLUMNS, run_id=run_id, status="running",
+                         config_json=cat.dumps(config or {}),
                          tags_json=json.dumps(list(tags or [])),
-                         started_at=now if started_at is None else started_at,
-                         heartbeat_at=now, **fields)
-        s.add(row)
-        s.flush()
-        return run_record(row)
+                         started_at=now if started_at is None else started_at, heartbeat_at=now,
+                         **{("group_name" if k == "group" else k): v for k, v in fields.items()})
+        s.execute(sql.INSERT_RUN, values)
+        values["group"] = values.pop("group_name")
+        return run_record(types.SimpleNamespace(**values))
     return create
 
 
@@ -103,13 +106,11 @@ def begin_attempt(self, run_id, host=None, pid=None, create=None):
                 cat.WriterRow.pid == pid, cat.WriterRow.host == host))
             if mine is not None:
                 return mine.writer_id, mine.attempt
-        last = s.scalar(cat.select(cat.WriterRow.attempt).where(
-            cat.WriterRow.run_id == run_id).order_by(cat.WriterRow.attempt.desc()).limit(1))
-        w = cat.WriterRow(run_id=run_id, attempt=(last or 0) + 1, host=host, pid=pid,
-                          started_at=started, dropped_rows=0)
-        s.add(w)
-        s.flush()
-        return w.writer_id, w.attempt
+        attempt = (s.scalar(sql.LAST_ATTEMPT, {"run_id": run_id}) or 0) + 1
+        writer_id = s.scalar(sql.INSERT_WRITER, sql.row(
+            sql.WRITER_COLUMNS, run_id=run_id, attempt=attempt, host=host, pid=pid,
+            started_at=started, dropped_rows=0))
+        return writer_id, attempt
     for _ in range(ATTEMPT_TRIES):
         try:
             if insert is not None:
@@ -163,8 +164,7 @@ def attempt_end(self, writer_id, finish=None):
     done = None if finish is None else _run_finish(self, *finish)
 
     def end(s):
-        s.execute(cat.update(cat.WriterRow).where(cat.WriterRow.writer_id == writer_id)
-                  .values(ended_at=time.time()))
+        s.execute(sql.WRITER_END, {"now": time.time(), "writer_id": writer_id})
         if done is not None:
             done(s)
     return end
@@ -178,9 +178,9 @@ def finish_run(self, run_id, exit_code=0, ended_at=None):
 def _run_finish(self, run_id, exit_code, ended_at):
     def finish(s):   # a plain statement: cheaper than loading the row (no ORM flush)
         end = time.time() if ended_at is None else ended_at
-        done = s.execute(cat.update(cat.RunRow).where(cat.RunRow.run_id == run_id).values(
-            status="finished" if exit_code == 0 else "failed", exit_code=exit_code,
-            ended_at=end, heartbeat_at=end))
+        done = s.execute(sql.RUN_FINISH, {
+            "status": "finished" if exit_code == 0 else "failed", "exit_code": exit_code,
+            "end": end, "run_id": run_id})
         if done.rowcount == 0:
             raise RunNotFoundError(f"run {run_id!r} is not in store {self.root}")
     return finish

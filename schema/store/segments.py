@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import catalog as cat
+from . import lifecycle_sql as sql
 from ..codecs import histogram_edges
 from ..tables import STEPLESS, WRITE_OPTIONS, schema_of, table_name
 
@@ -236,25 +237,23 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
     it. `also(s, segment_id)` adds more to the same transaction. Plain statements, not ORM
     objects: on a server catalog each is a round trip, and this runs for every flush."""
     now = time.time()
-    values = dict(run_id=run_id, table_name=table_name, writer_id=writer_id, path=rel,
-                  row_count=rows, size_bytes=size, sha256=digest, min_step=lo, max_step=hi,
-                  created_at=now)
-    seg, writer, run = cat.SegmentRow, cat.WriterRow, cat.RunRow
+    values = sql.row(sql.SEGMENT_COLUMNS, run_id=run_id, table_name=table_name,
+                     writer_id=writer_id, path=rel, row_count=rows, size_bytes=size,
+                     sha256=digest, min_step=lo, max_step=hi, created_at=now)
+    seg = cat.SegmentRow
 
     def add(s):
         if s.info.get("retry"):
             done = s.scalar(cat.select(seg).where(seg.path == rel))
             if done is not None:
                 return to_record(done)
-        segment_id = s.execute(cat.insert(seg).values(**values)).inserted_primary_key[0]
+        segment_id = s.scalar(sql.INSERT_SEGMENT, values)
         # a stepless table's "steps" are record indices (tfdbg v2): they must not lower the
         # attempt's first step, which would hide earlier attempts' rows
         if writer_id is not None and lo is not None and table_name not in STEPLESS:
-            s.execute(cat.update(writer).where(
-                writer.writer_id == writer_id,
-                (writer.first_step.is_(None)) | (writer.first_step > lo)).values(first_step=lo))
+            s.execute(sql.WRITER_FIRST_STEP, {"step": lo, "writer_id": writer_id})
         if heartbeat:
-            s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+            s.execute(sql.RUN_HEARTBEAT, {"now": now, "run_id": run_id})
         if also is not None:
             also(s, segment_id)
         return SegmentRecord(segment_id, run_id, table_name, writer_id, rel, rows, size, digest,
@@ -296,12 +295,8 @@ def register_group(catalog, run_id, written, writer_id=None, also=None):
     their SegmentRecords. The caller removes the files if it raises. `also(session)` adds
     more to the transaction (an importer's attempt end with its last group)."""
     now = time.time()
-    seg, run = cat.SegmentRow, cat.RunRow
+    seg = cat.SegmentRow
     digests = [e.digest for _n, _r, e in written]
-    # the table's insert with its values as parameters: one compiled statement, cached,
-    # instead of one built and compiled a segment (a group of three with an attempt's end:
-    # 3.5 -> 1.8 ms, and 7.9 -> 2.7 ms the first time in a process)
-    insert = cat.insert(seg.__table__)
 
     def add(s):
         if s.info.get("retry") and written and s.scalar(
@@ -310,13 +305,13 @@ def register_group(catalog, run_id, written, writer_id=None, also=None):
                 seg.path.in_([w[1] for w in written])))]
         out = []
         for (name, rel, e), digest in zip(written, digests):
-            values = dict(run_id=run_id, table_name=name, writer_id=writer_id, path=rel,
-                          row_count=e.rows, size_bytes=len(e.data), sha256=digest,
-                          min_step=e.min_step, max_step=e.max_step, created_at=now)
-            segment_id = s.execute(insert, values).inserted_primary_key[0]
+            segment_id = s.scalar(sql.INSERT_SEGMENT, sql.row(
+                sql.SEGMENT_COLUMNS, run_id=run_id, table_name=name, writer_id=writer_id,
+                path=rel, row_count=e.rows, size_bytes=len(e.data), sha256=digest,
+                min_step=e.min_step, max_step=e.max_step, created_at=now))
             out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, e.rows,
                                      len(e.data), digest, e.min_step, e.max_step, now))
-        s.execute(cat.update(run).where(run.run_id == run_id).values(heartbeat_at=now))
+        s.execute(sql.RUN_HEARTBEAT, {"now": now, "run_id": run_id})
         if also is not None:
             also(s)
         return out

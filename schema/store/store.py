@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from . import catalog as cat
-from . import migrate, opening, segments
+from . import lifecycle_sql, migrate, opening, segments
 from . import runs as run_writes
 from . import losses as loss_rows
 from . import triggers as trigger_rows
@@ -224,7 +224,8 @@ class Store:
         return self.catalog.read(read)
 
     def has_run(self, run_id: str) -> bool:
-        return self.catalog.read(lambda s: s.get(cat.RunRow, run_id) is not None)
+        return self.catalog.read(
+            lambda s: s.execute(lifecycle_sql.RUN_EXISTS, {"run_id": run_id}).first() is not None)
 
     def writers(self, run_id: str) -> list[WriterRecord]:
         def read(s):
