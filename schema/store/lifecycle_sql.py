@@ -4,7 +4,7 @@ A process that records or imports one run runs each of these once or twice. SQLA
 compiles a Core or ORM statement the first time a process runs it, ~1 ms each here, and an
 ORM flush adds its unit of work: an import's begin and last commit spent 6-8 ms of CPU each,
 most of it compiling, against ~0.3 ms to execute. `text()` statements skip the compiler and run
-on SQLite and PostgreSQL alike (named parameters, `RETURNING` for new ids). The ORM models in
+on SQLite and PostgreSQL alike (named parameters). The ORM models in
 catalog.py stay the schema: the column lists here are read from them.
 """
 
@@ -13,16 +13,28 @@ from sqlalchemy import text
 from . import catalog as cat
 
 
-def _insert(table, returning=None):
-    names = [c.name for c in table.columns if c.name != returning]
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-           f"VALUES ({', '.join(':' + n for n in names)})")
-    return names, text(sql + (f" RETURNING {returning}" if returning else ""))
+class Insert:
+    """An insert of every column of `table` but its generated id, from named parameters."""
+
+    def __init__(self, table, generated=None):
+        self.columns = [c.name for c in table.columns if c.name != generated]
+        sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
+               f"VALUES ({', '.join(':' + n for n in self.columns)})")
+        self.plain = text(sql)
+        self.returning = text(f"{sql} RETURNING {generated}") if generated else None
+
+    def new_id(self, s, values):
+        """Runs it in session `s`; returns the row's generated id. PostgreSQL says it with
+        RETURNING; SQLite (which has RETURNING only from 3.35, and Python may be linked to an
+        older one) and others through the cursor's lastrowid."""
+        if s.get_bind().dialect.name == "postgresql":
+            return s.scalar(self.returning, values)
+        return s.execute(self.plain, values).lastrowid
 
 
-RUN_COLUMNS, INSERT_RUN = _insert(cat.RunRow.__table__)
-WRITER_COLUMNS, INSERT_WRITER = _insert(cat.WriterRow.__table__, returning="writer_id")
-SEGMENT_COLUMNS, INSERT_SEGMENT = _insert(cat.SegmentRow.__table__, returning="segment_id")
+INSERT_RUN = Insert(cat.RunRow.__table__)
+INSERT_WRITER = Insert(cat.WriterRow.__table__, generated="writer_id")
+INSERT_SEGMENT = Insert(cat.SegmentRow.__table__, generated="segment_id")
 
 RUN_EXISTS = text("SELECT heartbeat_at, pid FROM runs WHERE run_id = :run_id")
 LAST_ATTEMPT = text("SELECT max(attempt) FROM writers WHERE run_id = :run_id")
@@ -34,9 +46,9 @@ RUN_FINISH = text("UPDATE runs SET status = :status, exit_code = :exit_code, end
                   "heartbeat_at = :end WHERE run_id = :run_id")
 
 
-def row(columns, **values):
-    """An insert's parameters: every column, None where not given."""
-    unknown = set(values) - set(columns)
+def row(insert, **values):
+    """An Insert's parameters: every column, None where not given."""
+    unknown = set(values) - set(insert.columns)
     if unknown:
         raise TypeError(f"unknown catalog columns {sorted(unknown)}")
-    return {c: values.get(c) for c in columns}
+    return {c: values.get(c) for c in insert.columns}

@@ -39,12 +39,12 @@ def _run_insert(self, run_id, config, tags, started_at, fields):
             if s.info.get("retry") and found.heartbeat_at == now and found.pid == fields.get("pid"):
                 return run_record(s.get(cat.RunRow, run_id))   # ours: its answer was lost
             raise RunExistsError(f"run {run_id!r} already exists in store {self.root}")
-        values = sql.row(sql.RUN_COLUMNS, run_id=run_id, status="running",
+        values = sql.row(sql.INSERT_RUN, run_id=run_id, status="running",
                          config_json=cat.dumps(config or {}),
                          tags_json=json.dumps(list(tags or [])),
                          started_at=now if started_at is None else started_at, heartbeat_at=now,
                          **{("group_name" if k == "group" else k): v for k, v in fields.items()})
-        s.execute(sql.INSERT_RUN, values)
+        s.execute(sql.INSERT_RUN.plain, values)
         values["group"] = values.pop("group_name")
         return run_record(types.SimpleNamespace(**values))
     return create
@@ -107,8 +107,8 @@ def begin_attempt(self, run_id, host=None, pid=None, create=None):
             if mine is not None:
                 return mine.writer_id, mine.attempt
         attempt = (s.scalar(sql.LAST_ATTEMPT, {"run_id": run_id}) or 0) + 1
-        writer_id = s.scalar(sql.INSERT_WRITER, sql.row(
-            sql.WRITER_COLUMNS, run_id=run_id, attempt=attempt, host=host, pid=pid,
+        writer_id = sql.INSERT_WRITER.new_id(s, sql.row(
+            sql.INSERT_WRITER, run_id=run_id, attempt=attempt, host=host, pid=pid,
             started_at=started, dropped_rows=0))
         return writer_id, attempt
     for _ in range(ATTEMPT_TRIES):

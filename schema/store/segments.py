@@ -237,7 +237,7 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
     it. `also(s, segment_id)` adds more to the same transaction. Plain statements, not ORM
     objects: on a server catalog each is a round trip, and this runs for every flush."""
     now = time.time()
-    values = sql.row(sql.SEGMENT_COLUMNS, run_id=run_id, table_name=table_name,
+    values = sql.row(sql.INSERT_SEGMENT, run_id=run_id, table_name=table_name,
                      writer_id=writer_id, path=rel, row_count=rows, size_bytes=size,
                      sha256=digest, min_step=lo, max_step=hi, created_at=now)
     seg = cat.SegmentRow
@@ -247,7 +247,7 @@ def register(catalog, run_id, table_name, writer_id, rel, rows, size, digest, lo
             done = s.scalar(cat.select(seg).where(seg.path == rel))
             if done is not None:
                 return to_record(done)
-        segment_id = s.scalar(sql.INSERT_SEGMENT, values)
+        segment_id = sql.INSERT_SEGMENT.new_id(s, values)
         # a stepless table's "steps" are record indices (tfdbg v2): they must not lower the
         # attempt's first step, which would hide earlier attempts' rows
         if writer_id is not None and lo is not None and table_name not in STEPLESS:
@@ -305,8 +305,8 @@ def register_group(catalog, run_id, written, writer_id=None, also=None):
                 seg.path.in_([w[1] for w in written])))]
         out = []
         for (name, rel, e), digest in zip(written, digests):
-            segment_id = s.scalar(sql.INSERT_SEGMENT, sql.row(
-                sql.SEGMENT_COLUMNS, run_id=run_id, table_name=name, writer_id=writer_id,
+            segment_id = sql.INSERT_SEGMENT.new_id(s, sql.row(
+                sql.INSERT_SEGMENT, run_id=run_id, table_name=name, writer_id=writer_id,
                 path=rel, row_count=e.rows, size_bytes=len(e.data), sha256=digest,
                 min_step=e.min_step, max_step=e.max_step, created_at=now))
             out.append(SegmentRecord(segment_id, run_id, name, writer_id, rel, e.rows,
