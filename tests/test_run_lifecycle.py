@@ -129,3 +129,29 @@ def test_an_import_whose_files_cannot_be_written_ends_its_attempt_only(tmp_path,
     assert result["records"] > 0 and store.run("i").status == "finished"
     assert [r["step"] for r in store.scalars("i").to_pylist() if r["tag"] == "loss"] == \
         list(range(12))
+
+
+def test_the_plain_statements_give_what_the_catalog_holds(store):
+    """create_run, begin_attempt and a segment's registration run plain SQL
+    (schema/store/lifecycle_sql.py), and create_run's record is made from the values it
+    inserted: each must be what a read of the catalog gives back, every field."""
+    made = store.create_run("p", config={"lr": 0.5, "layers": (2, 3)}, tags=["a", "b"],
+                            started_at=123.25, project="proj", name="nm", group="g1",
+                            notes="why", host="h", pid=9, command="train.py",
+                            python_version="3.11", tf_version="2.x", git_commit="abc")
+    assert made == store.run("p")
+    assert (made.group, made.config, made.exit_code, made.ended_at) == (
+        "g1", {"lr": 0.5, "layers": [2, 3]}, None, None)
+    first = store.begin_attempt("p", "h", 9)
+    second = store.begin_attempt("p", "h2", 10)
+    assert [(w.writer_id, w.attempt, w.host, w.pid, w.dropped_rows) for w in
+            store.writers("p")] == [(first[0], 1, "h", 9, 0), (second[0], 2, "h2", 10, 0)]
+    assert second[0] != first[0]
+    rec = segments.register(store.catalog, "p", "scalars", second[0], "x/1.parquet", 4, 100,
+                            "d" * 64, 3, 7)
+    assert store.segments("p") == [rec]
+    assert (rec.table, rec.writer_id, rec.path, rec.row_count, rec.min_step, rec.max_step) == (
+        "scalars", second[0], "x/1.parquet", 4, 3, 7)
+    assert store.writers("p")[1].first_step == 3   # registered steps move the attempt's first
+    with pytest.raises(TypeError, match="unknown run fields"):
+        store.create_run("q", colour="red")
