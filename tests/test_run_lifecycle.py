@@ -153,5 +153,10 @@ def test_the_plain_statements_give_what_the_catalog_holds(store):
     assert (rec.table, rec.writer_id, rec.path, rec.row_count, rec.min_step, rec.max_step) == (
         "scalars", second[0], "x/1.parquet", 4, 3, 7)
     assert store.writers("p")[1].first_step == 3   # registered steps move the attempt's first
+    store.note_writer(second[0], first_step=5, dropped_rows=4)   # only lowers, only raises
+    store.note_writer(second[0], first_step=1, dropped_rows=2, error="boom")
+    w = store.writers("p")[1]
+    assert (w.first_step, w.dropped_rows, w.error) == (1, 4, "boom")
+    assert store.writers("p")[0].error is None
     with pytest.raises(TypeError, match="unknown run fields"):
         store.create_run("q", colour="red")

@@ -41,6 +41,9 @@ LAST_ATTEMPT = text("SELECT max(attempt) FROM writers WHERE run_id = :run_id")
 RUN_HEARTBEAT = text("UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id")
 WRITER_FIRST_STEP = text("UPDATE writers SET first_step = :step WHERE writer_id = :writer_id "
                          "AND (first_step IS NULL OR first_step > :step)")
+WRITER_DROPPED = text("UPDATE writers SET dropped_rows = :dropped WHERE writer_id = :writer_id "
+                      "AND (dropped_rows IS NULL OR dropped_rows < :dropped)")
+WRITER_ERROR = text("UPDATE writers SET error = :error WHERE writer_id = :writer_id")
 WRITER_END = text("UPDATE writers SET ended_at = :now WHERE writer_id = :writer_id")
 RUN_FINISH = text("UPDATE runs SET status = :status, exit_code = :exit_code, ended_at = :end, "
                   "heartbeat_at = :end WHERE run_id = :run_id")

@@ -125,16 +125,13 @@ def begin_attempt(self, run_id, host=None, pid=None, create=None):
 
 def note_writer(self, writer_id, first_step=None, dropped_rows=None, error=None):
     """Lowers first_step, raises dropped_rows, or records an error for a writer."""
-    def note(s):
-        w = s.get(cat.WriterRow, writer_id)
-        if w is None:
-            return
-        if first_step is not None and (w.first_step is None or first_step < w.first_step):
-            w.first_step = first_step
+    def note(s):   # plain statements: each finish() runs this once (lifecycle_sql.py)
+        if first_step is not None:
+            s.execute(sql.WRITER_FIRST_STEP, {"step": first_step, "writer_id": writer_id})
         if dropped_rows is not None:
-            w.dropped_rows = max(w.dropped_rows or 0, dropped_rows)
+            s.execute(sql.WRITER_DROPPED, {"dropped": dropped_rows, "writer_id": writer_id})
         if error is not None:
-            w.error = error
+            s.execute(sql.WRITER_ERROR, {"error": error, "writer_id": writer_id})
     self.catalog.transact(note)
 
 
