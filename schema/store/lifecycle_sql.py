@@ -1,11 +1,13 @@
-"""The catalog statements every run's life pays for once, as plain SQL.
+"""The catalog statements of a run's start and end, and of a segment's registration, as
+plain SQL.
 
-A process that records or imports one run runs each of these once or twice. SQLAlchemy
-compiles a Core or ORM statement the first time a process runs it, ~1 ms each here, and an
-ORM flush adds its unit of work: an import's begin and last commit spent 6-8 ms of CPU each,
-most of it compiling, against ~0.3 ms to execute. `text()` statements skip the compiler and run
-on SQLite and PostgreSQL alike (named parameters). The ORM models in
-catalog.py stay the schema: the column lists here are read from them.
+A process that records or imports one run runs most of these once or twice (the segment's
+insert and the heartbeat once a flush). SQLAlchemy compiles a Core or ORM statement the first
+time a process runs it, ~1 ms each here, and an ORM flush adds its unit of work: an import's
+begin and last commit spent 6-8 ms of CPU each, most of it compiling, against ~0.3 ms to
+execute. `text()` statements skip the compiler and run on SQLite and PostgreSQL alike (named
+parameters). The ORM models in catalog.py stay the schema: the column lists here are read
+from them.
 """
 
 from sqlalchemy import text
