@@ -45,15 +45,22 @@ def debug_tensor_runs(runs, device_of, encoder=None):
         for t in tensors:
             if t.dtype is None:      # the files capture: from the Event
                 t.dtype, t.shape = tfdbg_v1.tensor_info(t.data)
-            tags.append(f"{t.node_name}:{t.output_slot}:{t.debug_op}")
-            devices.append(device_of(t.device_dir))
-            nodes.append(t.node_name)
-            slots.append(t.output_slot)
-            ops.append(t.debug_op)
-            stamps.append(t.timestamp)
-            exts.append(None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp)
-            dtypes.append(t.dtype)
-            shapes.append(t.shape)
+        # column by column, not nine appends a tensor, and a device's name once a run
+        run_nodes = [t.node_name for t in tensors]
+        run_slots = [t.output_slot for t in tensors]
+        run_ops = [t.debug_op for t in tensors]
+        tags += [f"{n}:{k}:{o}" for n, k, o in zip(run_nodes, run_slots, run_ops)]
+        dirs = [t.device_dir for t in tensors]
+        names = {d: device_of(d) for d in set(dirs)}
+        devices += [names[d] for d in dirs]
+        nodes += run_nodes
+        slots += run_slots
+        ops += run_ops
+        stamps += [t.timestamp for t in tensors]
+        exts += [None if t.ext_timestamp == str(t.timestamp) else t.ext_timestamp
+                 for t in tensors]
+        dtypes += [t.dtype for t in tensors]
+        shapes += [t.shape for t in tensors]
         steps.append((step, len(tensors)))
         keys.append((run_key, len(tensors)))
         if coded is not None:
