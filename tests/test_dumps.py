@@ -466,7 +466,7 @@ def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch)
     assert len(compiled) == 121 and compiled == pure
     parse(False, blob)   # the names learned: the compiled loop takes records up to dtype 155
     taken = []
-    stop = native.module().capture_records(blob, 0, native_capture._NAMES,
+    stop = native.module().capture_records(memoryview(blob), 0, native_capture._NAMES,
                                            native_capture._DTYPES,
                                            capture_records.layout.TensorFile, taken, {})
     assert len(taken) == 4 and taken == compiled[:4] and 0 < stop < len(blob)
@@ -475,7 +475,7 @@ def test_the_compiled_capture_parse_makes_what_the_python_one_makes(monkeypatch)
     import gc
     import weakref
     assert not any(gc.is_tracked(t) for t in taken) and all(gc.is_tracked(t) for t in pure[-1:])
-    gone = weakref.ref(taken[0])
+    gone = weakref.ref(taken[0].data)   # a slice only the TensorFile refers to
     del taken[:]
     assert gone() is None
     assert {t.ext_timestamp for t in compiled} >= {"1700000000000000", "1700000000000000-5"}

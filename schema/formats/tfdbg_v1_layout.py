@@ -96,7 +96,7 @@ def inside(root, path):
 # slots: a step of DumpHook makes and drops one a watched tensor (2 509 at tools/bench_dump's
 # largest graph); without a __dict__ each, dropping a step's took ~1 ms instead of ~5 (in the
 # ingest, measured beside parse_records)
-@dataclasses.dataclass(slots=True, weakref_slot=True)
+@dataclasses.dataclass(slots=True)
 class TensorFile:
     device_dir: str
     node_name: str
