@@ -341,3 +341,69 @@ def test_a_content_buffer_arrow_still_holds_is_not_handed_out():
     address = np.frombuffer(column.buffers()[2], np.uint8).ctypes.data
     del column
     assert pool.take(POOLED).ctypes.data == address
+
+
+def _steady_tensors(step, micros, shape_of_kernel=300):
+    """One run as the in-memory capture gives it (content spans known): the same watches,
+    dtypes and sizes every step (widths 1, 2, 4 and 8, an empty tensor, a string, a loop
+    node dumped three times), the values drifting; `shape_of_kernel` changes one size."""
+    w = (np.linspace(-1, 1, shape_of_kernel, dtype=np.float32) * (1 + 0.01 * step))
+    out = [("dense/kernel/read", "float32", [shape_of_kernel], w.astype(np.float32).tobytes()),
+           ("ints", "int64", [4], np.array([-step, step * 7, 3, 2 ** 60], np.int64).tobytes()),
+           ("half", "float16", [10], (np.arange(10) * step).astype(np.float16).tobytes()),
+           ("flags", "bool", [5], bytes([step % 2, 1, 0, 1, step % 3 == 0])),
+           ("empty", "float32", [0], None)]
+    files = []
+    for node, dtype, shape, content in out:
+        files.append((node, micros, str(micros), event(micros, node, dtype, shape, content)))
+    for k in range(3):
+        files.append(("loop/body", micros + 1, f"{micros + 1}-{k}" if k else str(micros + 1),
+                      event(micros + 1, "loop/body", "float32", [4],
+                            np.full(4, k + step, np.float32).tobytes())))
+    files.append(("words", micros + 2, str(micros + 2), event(
+        micros + 2, "words", "string", [2], strings=[b"a", str(step).encode()])))
+    dtypes = {"dense/kernel/read": "float32", "ints": "int64", "half": "float16",
+              "flags": "bool", "empty": "float32", "loop/body": "float32", "words": "string"}
+    return [layout.TensorFile(layout.device_dir(DEVICE), node, 0, "DebugIdentity", ts, ext,
+                              data, DEVICE, dtypes[node], None,
+                              tfdbg_v1_codec.content_span(data) or (0, 0))
+            for node, ts, ext, data in files]
+
+
+def test_a_run_laid_out_as_the_last_is_encoded_as_the_row_by_row_path_would():
+    """Encoder's repeat of the last run's layout (DumpHook's steady state) gives the very rows
+    deciding each row gives: through key frames (key_every), a step going back, a size that
+    changes and comes back, a forget()."""
+    steps = list(range(14)) + [5, 6, 7, 8, 9] + list(range(20, 30))
+    kernel = {16: 200, 17: 200}             # two runs with another size, then the old one
+    tables, repeated = {}, {}
+    for fast in (True, False):
+        encoder = tfdbg_v1_codec.Encoder(key_every=8)
+        if not fast:
+            encoder._repeat = lambda *args: False
+        else:
+            real = encoder._repeat
+
+            def counted(*args, real=real):
+                took = real(*args)
+                repeated[len(repeated)] = took
+                return took
+            encoder._repeat = counted
+        out = []
+        for i, step in enumerate(steps):
+            if i == 24:
+                encoder.forget()
+            files = _steady_tensors(step, 1_700_000_000_000_000 + 10 * i, kernel.get(i, 300))
+            out.append(tfdbg_v1_rows.debug_tensor_table(
+                step, f"run_{i}_{step}", files, layout.device_name_from_dir, encoder))
+        tables[fast] = out
+    for i, (fast, slow) in enumerate(zip(tables[True], tables[False])):
+        assert fast.equals(slow), i
+    took = [repeated[i] for i in range(len(steps))]
+    # decided row by row: the first four runs (a key frame, then orders 1-3), each key frame
+    # (every 8th dump of a chain) and the three runs after it, the step going back (run 14),
+    # the size changing and coming back (16, 18), forget() (24); repeated in between
+    assert took == [False] * 4 + [True] * 4 + [False] * 4 + [True] * 2 + [False] * 6 + [
+        True] * 2 + [False] * 6 + [True]
+    repeated_codecs = tables[True][6]["codec"].to_pylist()   # a repeated run: every width
+    assert set(repeated_codecs) == {"w4o3", "w8o3", "w2o3", "w1o3", None}

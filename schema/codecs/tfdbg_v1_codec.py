@@ -39,6 +39,7 @@ from ..errors import StoreDamageError
 from ..formats import native
 from ..formats.wire import span
 from .rows import binary_array
+from .tfdbg_v1_words import _INT, _joined, _stored, _transpose_into
 from .word_buffers import WordBuffers
 
 KEY_EVERY = 32          # dumps per chain between key frames: what one step's read may decode
@@ -49,8 +50,6 @@ _WIDTH = {"float64": 8, "int64": 8, "uint64": 8, "complex128": 8,
           "float32": 4, "int32": 4, "uint32": 4, "complex64": 4, "qint32": 4,
           "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2, "qint16": 2, "quint16": 2}
 _WIDTH.update({name + "_ref": w for name, w in list(_WIDTH.items())})   # ref variables
-_INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def content_span(event):
@@ -85,19 +84,6 @@ def _order_key(timestamp, ext_timestamp):
     return timestamp, int(ext.split("-", 1)[1]) if "-" in ext else 0
 
 
-def _unzigzag(z, w):
-    z = z.view(_UINT[w])
-    return ((z >> 1) ^ (np.zeros_like(z) - (z & 1))).view(_INT[w])
-
-
-def _predict(h1, h2, h3, order):
-    if order == 1:
-        return h1
-    if order == 2:
-        return h1 + (h1 - h2)
-    return 3 * (h1 - h2) + h3
-
-
 def parse_codec(codec):
     try:
         w, order = codec[1:].split("o")
@@ -124,15 +110,19 @@ class Encoder:
         self._groups = {}     # width -> (the chains of the last call, its arrays)
         self._buffers = WordBuffers()
         self._contents = WordBuffers()   # content columns' data, once Arrow let go of them
+        self._last = None     # the last call's layout (_Layout), for the next call's fast path
 
     def forget(self):
-        self._chains, self._groups = {}, {}
+        self._chains, self._groups, self._last = {}, {}, None
         self._buffers.clear()
         self._contents.clear()
 
     def encode(self, out, step, run_key, tensors, tags, devices):
         """Appends the rows of one session.run's `tensors` (TensorFile-like: data, dtype,
         content, timestamp, ext_timestamp; sorted by canonical_key) to `out`."""
+        if self._repeat(out, step, tensors, tags, devices):
+            return
+        self._last = None
         base = out.n
         occ, last, k = [0] * len(tensors), None, 0
         for i, watch in enumerate(zip(devices, tags)):   # sorted: repeats are adjacent
@@ -194,9 +184,49 @@ class Encoder:
         data = self._contents.take(int(offsets[-1]))
         for w, rows in by_width.items():
             self._encode_width(w, rows, tensors, data, offsets)
-        out.content.append(_content_column(data, offsets, [codec is not None for codec in
-                                                           codecs[base:]]))
+        valid = [codec is not None for codec in codecs[base:]]
+        out.content.append(_content_column(data, offsets, valid))
         out.n += len(tensors)
+        self._last = _layout(tensors, tags, devices, by_width, offsets, valid, at[base:],
+                             codecs[base:], runs[base:], csteps[base:])
+
+    def _repeat(self, out, step, tensors, tags, devices):
+        """encode() of a run laid out as the last one (the same watches, dtypes and content
+        spans, in the same order) whose chains all go one dump further at the top order:
+        every row's chain, width, order, codec and place are the last call's, so only the
+        contents, the events and the positions are new. DumpHook's steady state: deciding
+        row by row was ~2/3 of encode()'s Python at 2 509 tensors. Returns False, having
+        changed nothing, where any row needs deciding."""
+        last = self._last
+        if last is None or tags != last.tags or devices != last.devices or [
+                t.dtype for t in tensors] != last.dtypes or [
+                t.content for t in tensors] != last.spans:
+            return False
+        every = self.key_every - 1
+        states = last.states
+        for state in states:
+            if state[1] > step or state[4] >= every:   # a new chain or a key frame is due
+                return False
+        for state in states:
+            state[1] = step
+            state[4] += 1
+        events = out.events
+        for t, (start, end) in zip(tensors, last.spans):
+            data = t.data
+            events.append(b"".join((data[:start], data[end:])) if start != end else data)
+        out.at += last.at
+        out.codecs += last.codecs
+        out.runs += last.runs
+        out.csteps += last.csteps
+        out.cpos += [state and state[4] for state in last.row_states]
+        offsets = last.offsets
+        data = self._contents.take(int(offsets[-1]))
+        for w, rows in last.by_width.items():
+            self._encode_width(w, rows, tensors, data, offsets)
+        out.content.append(_content_column(data, offsets, last.valid))
+        out.n += len(tensors)
+        return True
+
 
     def _encode_width(self, w, rows, tensors, data, offsets):
         """The content (stored words as byte planes) of every row of width w in one go,
@@ -249,6 +279,39 @@ class Encoder:
             at += size
         self._groups[w] = (signature, (group + [cur])[-MAX_ORDER:])
 
+def _layout(tensors, tags, devices, by_width, offsets, valid, at, codecs, runs, csteps):
+    """The _Layout of an encode() call, or None where a next call could not repeat it: a
+    content span unknown (files), a row's chain not remembered, an order below the top."""
+    spans = [t.content for t in tensors]
+    if None in spans:
+        return None
+    row_states = [None] * len(tensors)
+    for rows in by_width.values():
+        if None in rows.state or any(order != MAX_ORDER for order in rows.order):
+            return None
+        for row, state in zip(rows.row, rows.state):
+            row_states[row] = state
+    return _Layout(tags, devices, [t.dtype for t in tensors], spans, by_width, offsets, valid,
+                   at, codecs, runs, csteps, row_states,
+                   [state for state in row_states if state is not None])
+
+
+class _Layout(NamedTuple):
+    """What an encode() call decided row by row, kept for the next call (Encoder._repeat)."""
+    tags: list
+    devices: list
+    dtypes: list
+    spans: list       # each tensor's content span as given (t.content)
+    by_width: dict    # width -> _WidthRows
+    offsets: object   # the content column's offsets (numpy int64)
+    valid: list       # rows with a codec
+    at: list
+    codecs: list
+    runs: list
+    csteps: list
+    row_states: list  # each row's chain state (None: no content)
+    states: list      # the chains' states
+
 
 class _WidthRows(NamedTuple):
     """The rows of one width in an encode() call, as parallel lists."""
@@ -283,29 +346,6 @@ _CODECS = {w: [f"w{w}o{order}" for order in range(MAX_ORDER + 1)] for w in _INT}
 OFFSETS_LIMIT = 1 << 31   # a binary column's int32 offsets
 
 
-def _stored(cur, hist, orders, sizes, top, steady, w):
-    """The stored words: each row's words as they are (order 0) or its zigzagged residual."""
-    if top == 0:
-        return cur
-    if steady:
-        return _residual(cur, *hist, top, w)
-    stored = cur.copy()
-    for order in sorted(set(orders) - {0}):
-        mask = np.repeat(np.array(orders) == order, sizes)
-        stored[mask] = _residual(cur[mask], *(h if h is None else h[mask] for h in hist),
-                                 order, w)
-    return stored
-
-
-def _transpose_into(words, sizes, w, data, places):
-    """Each row's words as w byte planes, into `data` at its place."""
-    planes, at = words.view(np.uint8), 0
-    for size, place in zip(sizes.tolist(), places.tolist()):
-        nbytes = size * w
-        data[place:place + nbytes] = planes[at:at + nbytes].reshape(-1, w).T.ravel()
-        at += nbytes
-
-
 def _one_column(parts):
     """The runs' content columns as one (chunked where there are several)."""
     if len(parts) == 1:
@@ -324,27 +364,3 @@ def _content_column(data, offsets, valid):
     return pa.Array.from_buffers(pa.binary(), len(valid), [
         bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
         null_count=int((~valid).sum()))
-
-
-def _residual(cur, h1, h2, h3, order, w):
-    """zigzag(cur - prediction) as signed words, with as few temporaries as it takes."""
-    if order == 1:
-        d = np.subtract(cur, h1)
-    else:
-        d = np.subtract(h1, h2)
-        if order == 2:
-            d += h1
-        else:
-            d *= 3
-            d += h3
-        np.subtract(cur, d, out=d)
-    z = np.left_shift(d, 1)
-    d >>= 8 * w - 1
-    z ^= d
-    return z
-
-
-def _joined(parts, sizes, w):
-    """One array of the given parts (None: zeros of that row's size)."""
-    return np.concatenate([p if p is not None else np.zeros(int(s), _INT[w])
-                           for p, s in zip(parts, sizes)])

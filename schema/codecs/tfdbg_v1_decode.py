@@ -5,8 +5,8 @@ import numpy as np
 
 from ..errors import StoreDamageError
 from ..tables.tfdbg_v1 import TFDBG_V1_TENSORS
-from .tfdbg_v1_codec import (
-    _INT, MAX_ORDER, _order_key, _predict, _unzigzag, occurrences, parse_codec)
+from .tfdbg_v1_codec import MAX_ORDER, _order_key, occurrences, parse_codec
+from .tfdbg_v1_words import _INT, _predict, _unzigzag
 
 
 def decode_events(rows):
