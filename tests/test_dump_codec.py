@@ -370,7 +370,7 @@ def _steady_tensors(step, micros, shape_of_kernel=300):
             for node, ts, ext, data in files]
 
 
-def test_a_run_laid_out_as_the_last_is_encoded_as_the_row_by_row_path_would():
+def test_a_run_laid_out_as_the_last_is_encoded_as_the_row_by_row_path_would(codec_path):
     """Encoder's repeat of the last run's layout (DumpHook's steady state) gives the very rows
     deciding each row gives: through key frames (key_every), a step going back, a size that
     changes and comes back, a forget()."""
