@@ -16,7 +16,7 @@ _NATIVE = Extension(
     "tfblackbox.schema.formats._native",
     [f"{_DIR}/_native.c", f"{_DIR}/_native_wire.c", f"{_DIR}/_native_summary.c",
      f"{_DIR}/_native_events.c", f"{_DIR}/_native_chunk.c",
-     f"{_DIR}/_native_codec.c", f"{_DIR}/_native_capture.c"],
+     f"{_DIR}/_native_codec.c", f"{_DIR}/_native_capture.c", f"{_DIR}/_native_slice.c"],
     depends=[f"{_DIR}/_native.h"], optional=True, extra_compile_args=_ARGS)
 
 setup(ext_modules=[] if os.environ.get("TFBLACKBOX_NO_NATIVE") == "1" else [_NATIVE])

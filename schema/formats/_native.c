@@ -201,7 +201,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     for (int k = 3; k <= 10; k++) kind_names[k] = PyUnicode_InternFromString(KINDS[k]);
     kind_names[1] = kind_names[2] = kind_names[0];
     if (!f8 || !s_histo || !s_tensor || !s_summary || !s_histograms || !zero) return NULL;
+    if (PyType_Ready(&RecordSlice_Type) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "RecordSlice", (PyObject *)&RecordSlice_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     /* native.py loads only the build of its own sources: an editable install keeps an older
      * build until it is reinstalled */
     if (m != NULL && PyModule_AddIntConstant(m, "ABI", TFBB_NATIVE_ABI) < 0) {

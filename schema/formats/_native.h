@@ -2,7 +2,8 @@
  * _native_wire.c: the wire format and the column lists; _native_summary.c: Summary values;
  * _native_events.c: tfevents records;
  * _native_chunk.c: chunks of records into flat columns; _native_codec.c: the dump codec's
- * byte planes; _native_capture.c: the dump capture's records). What it is: _native.c. */
+ * byte planes; _native_capture.c: the dump capture's records; _native_slice.c: their
+ * tensors' data). What it is: _native.c. */
 #ifndef TFBLACKBOX_NATIVE_H
 #define TFBLACKBOX_NATIVE_H
 #define PY_SSIZE_T_CLEAN
@@ -11,10 +12,14 @@
 #include <string.h>
 
 /* Raised with every change of a function's arguments or results; native.py's ABI must match
- * (2: codec_planes takes spans) */
-#define TFBB_NATIVE_ABI 3
+ * (2: codec_planes takes spans; 4: capture_records' data are RecordSlices) */
+#define TFBB_NATIVE_ABI 4
 
 typedef struct { const unsigned char *p; Py_ssize_t n; } span_t;
+
+/* _native_slice.c: a read-only view into the capture's records, left out of the collector */
+extern PyTypeObject RecordSlice_Type;
+PyObject *record_slice(PyObject *base, const char *at, Py_ssize_t len);
 
 /* one field: its number, wire type, payload (start, end) and a varint's value */
 typedef struct { uint64_t number; int wire; Py_ssize_t start, end; uint64_t value; } field_t;

@@ -27,7 +27,8 @@ static PyObject *dims_of(const unsigned char *p, uint32_t rank) {
 
 /* One well-formed record whose names and dtype are known -> out.append(make(...)).
  * Returns 1 done, 0 Python's to take, -1 error set. */
-static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssize_t end,
+static int take_one(PyObject *blob, PyObject *base, const unsigned char *b, Py_ssize_t i,
+                    Py_ssize_t end,
                     PyObject *names, PyObject *dtypes, PyObject *make, PyObject *out,
                     PyObject *seen, Py_ssize_t *next) {
     if (end - i < HEAD) return 0;
@@ -89,7 +90,9 @@ static int take_one(PyObject *blob, const unsigned char *b, Py_ssize_t i, Py_ssi
             : PyUnicode_FromFormat("%llu", (unsigned long long)ts);
     /* blob[start:stop]: of a memoryview a slice (no copy; it keeps the buffer alive), as
      * _parse_one takes it */
-    data = PySequence_GetSlice(blob, (Py_ssize_t)(stop - le), (Py_ssize_t)stop);
+    data = base != NULL
+        ? record_slice(base, (const char *)b + (stop - le), (Py_ssize_t)le)
+        : PySequence_GetSlice(blob, (Py_ssize_t)(stop - le), (Py_ssize_t)stop);
     dims = dims_of(b + j, rank);
     content = Py_BuildValue("(II)", cat, cat + clen);
     if (ext == NULL || data == NULL || dims == NULL || content == NULL) goto done;
@@ -126,14 +129,29 @@ PyObject *py_capture_records(PyObject *self, PyObject *args) {
     if (PyObject_GetBuffer(blob, &view, PyBUF_SIMPLE) < 0) return NULL;
     const unsigned char *b = view.buf;
     const Py_ssize_t end = view.len;
+    /* what the RecordSlices refer to: a slice of the whole records shares the buffer with
+     * the take's memoryview and outlives its release(), as the memoryview slices did */
+    PyObject *base = NULL;
+    if (PyMemoryView_Check(blob)) {
+        const Py_buffer *v = PyMemoryView_GET_BUFFER(blob);
+        if (v->ndim == 1 && v->itemsize == 1 && PyBuffer_IsContiguous(v, 'C'))
+            base = PySequence_GetSlice(blob, 0, end);
+    } else if (PyBytes_Check(blob)) {
+        base = PyMemoryView_FromObject(blob);
+    }
+    if (base == NULL && PyErr_Occurred()) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     Py_ssize_t i = pos < 0 ? 0 : pos;
     while (i < end) {
         Py_ssize_t next = i;
-        const int got = take_one(blob, b, i, end, names, dtypes, make, out, seen, &next);
-        if (got < 0) { PyBuffer_Release(&view); return NULL; }
+        const int got = take_one(blob, base, b, i, end, names, dtypes, make, out, seen, &next);
+        if (got < 0) { Py_XDECREF(base); PyBuffer_Release(&view); return NULL; }
         if (got == 0) break;
         i = next;
     }
+    Py_XDECREF(base);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(i);
 }

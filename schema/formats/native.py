@@ -16,7 +16,7 @@ import os
 
 log = logging.getLogger("tfblackbox")
 
-ABI = 3                 # _native.h's TFBB_NATIVE_ABI: the build these sources call
+ABI = 4                 # _native.h's TFBB_NATIVE_ABI: the build these sources call
 _module = None
 _state = "untried"      # "untried", "loaded", "missing"
 
