@@ -19,7 +19,7 @@ from tfblackbox.schema.formats import dtypes, native, tfdbg_v1_layout as layout
 
 class Records:
     """One take()'s records, in capture.cc's buffer (no copy). parse_records' TensorFiles
-    refer into it (their data is a memoryview slice, not a copy: 25 MB a step at 2 509
+    refer into it (their data is a slice, not a copy: 25 MB a step at 2 509
     tensors, whose copy took 10-17 ms a step in a micro-benchmark), so release() gives the
     buffer back to the capture only once nothing refers to it any more: at once if nothing
     does, else when the last slice goes (a finalizer on the array every slice keeps alive).
@@ -80,7 +80,8 @@ def parse_records(blob):
     """TensorFile objects (the device dir derived from the device name, as TF names it) of a
     take()'s records (bytes or a memoryview). Names repeated within them get TF's collision
     suffix (`<micros>-1`, ...), as the files of one run dir would. Their data is a slice of
-    `blob` (Records: the capture's buffer stays theirs while they live). The compiled
+    `blob` (Records: the capture's buffer stays theirs while they live): a memoryview, or
+    from the compiled loop a RecordSlice, which the cycle collector does not follow. The compiled
     capture_records makes them where it can (2 509 records: ~8 ms in Python, 3-5 ms in C);
     a record it leaves (names not seen yet, an odd dtype, damage) is _parse_one's."""
     out, seen, i, end = [], {}, 0, len(blob)

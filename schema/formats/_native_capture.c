@@ -88,8 +88,9 @@ static int take_one(PyObject *blob, PyObject *base, const unsigned char *b, Py_s
     if (set < 0) goto done;
     ext = k ? PyUnicode_FromFormat("%llu-%ld", (unsigned long long)ts, k)
             : PyUnicode_FromFormat("%llu", (unsigned long long)ts);
-    /* blob[start:stop]: of a memoryview a slice (no copy; it keeps the buffer alive), as
-     * _parse_one takes it */
+    /* blob[start:stop] without a copy: a RecordSlice (_native_slice.c; it keeps the buffer
+     * alive and, unlike the memoryview slice _parse_one takes, is not followed by the cycle
+     * collector), or the slice itself for a blob of another kind */
     data = base != NULL
         ? record_slice(base, (const char *)b + (stop - le), (Py_ssize_t)le)
         : PySequence_GetSlice(blob, (Py_ssize_t)(stop - le), (Py_ssize_t)stop);
@@ -104,9 +105,10 @@ static int take_one(PyObject *blob, PyObject *base, const unsigned char *b, Py_s
      * encodes it, long enough to be promoted to the oldest generation, whose growth sets off
      * full collections (0.2-0.35 s each in a TensorFlow process with a large graph). Untracked,
      * a step promotes half as many objects (sampled mid-run: ~2 300 memoryviews and as many
-     * TensorFiles before, the memoryviews alone after). A TensorFile refers to strings, ints,
-     * tuples and a memoryview, none of which refers back, so it is in no cycle; a dataclass
-     * instance's dealloc untracks with the checked PyObject_GC_UnTrack. */
+     * TensorFiles before, the memoryviews alone after; RecordSlices then took the
+     * memoryviews' place). A TensorFile refers to strings, ints, tuples and its data, none of
+     * which refers back, so it is in no cycle; a dataclass instance's dealloc untracks with
+     * the checked PyObject_GC_UnTrack. */
     if (PyObject_GC_IsTracked(tf)) PyObject_GC_UnTrack(tf);
     if (PyList_Append(out, tf) < 0) goto done;
     *next = (Py_ssize_t)stop;
