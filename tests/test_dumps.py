@@ -513,6 +513,7 @@ def test_a_record_slice_reads_as_the_bytes_it_views_and_keeps_them_alive():
     d = data[1]
     assert not gc.is_tracked(d) and len(d) == len(event) and d == event and d != event[:-1]
     assert d == memoryview(event) and memoryview(event) == d and d == data[0] and d != "x"
+    assert None not in data and 8 not in data     # compared with what is not bytes: unequal
     assert bytes(d) == d.tobytes() == event and d[0] == 8 and d[-1] == ord("h")
     assert d[2:5] == b"abc" and isinstance(d[2:5], memoryview) and list(d)[:3] == [8, 1, 97]
     assert b"".join((d[:2], d[4:])) == b"\x08\x01cdefgh"

@@ -227,7 +227,6 @@ class Encoder:
         out.n += len(tensors)
         return True
 
-
     def _encode_width(self, w, rows, tensors, data, offsets):
         """The content (stored words as byte planes) of every row of width w in one go,
         written into `data` at the rows' `offsets`; updates their histories. In the steady
@@ -278,6 +277,7 @@ class Encoder:
                     del history[0]
             at += size
         self._groups[w] = (signature, (group + [cur])[-MAX_ORDER:])
+
 
 def _layout(tensors, tags, devices, by_width, offsets, valid, at, codecs, runs, csteps):
     """The _Layout of an encode() call, or None where a next call could not repeat it: a

@@ -28,9 +28,8 @@ static PyObject *dims_of(const unsigned char *p, uint32_t rank) {
 /* One well-formed record whose names and dtype are known -> out.append(make(...)).
  * Returns 1 done, 0 Python's to take, -1 error set. */
 static int take_one(PyObject *blob, PyObject *base, const unsigned char *b, Py_ssize_t i,
-                    Py_ssize_t end,
-                    PyObject *names, PyObject *dtypes, PyObject *make, PyObject *out,
-                    PyObject *seen, Py_ssize_t *next) {
+                    Py_ssize_t end, PyObject *names, PyObject *dtypes, PyObject *make,
+                    PyObject *out, PyObject *seen, Py_ssize_t *next) {
     if (end - i < HEAD) return 0;
     const uint32_t n = u32(b + i);
     uint64_t ts;

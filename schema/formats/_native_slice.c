@@ -55,13 +55,15 @@ static PyObject *slice_subscript(RecordSlice *self, PyObject *key) {
 }
 
 static PyObject *slice_richcompare(PyObject *a, PyObject *b, int op) {
-    if (op != Py_EQ && op != Py_NE) Py_RETURN_NOTIMPLEMENTED;
+    /* not bytes-like (`x in values` compares with None): no buffer asked, no error raised */
+    if ((op != Py_EQ && op != Py_NE) || !PyObject_CheckBuffer(a) || !PyObject_CheckBuffer(b))
+        Py_RETURN_NOTIMPLEMENTED;
     Py_buffer x, y;
     if (PyObject_GetBuffer(a, &x, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
         Py_RETURN_NOTIMPLEMENTED;
     }
-    if (PyObject_GetBuffer(b, &y, PyBUF_SIMPLE) < 0) {   /* not bytes-like: not equal */
+    if (PyObject_GetBuffer(b, &y, PyBUF_SIMPLE) < 0) {   /* not one block of bytes */
         PyErr_Clear();
         PyBuffer_Release(&x);
         Py_RETURN_NOTIMPLEMENTED;
@@ -73,11 +75,6 @@ static PyObject *slice_richcompare(PyObject *a, PyObject *b, int op) {
 }
 
 static PyObject *slice_tobytes(RecordSlice *self, PyObject *unused) {
-    (void)unused;
-    return PyBytes_FromStringAndSize(self->at, self->len);
-}
-
-static PyObject *slice_bytes(RecordSlice *self, PyObject *unused) {
     (void)unused;
     return PyBytes_FromStringAndSize(self->at, self->len);
 }
@@ -97,7 +94,7 @@ static PyMappingMethods slice_as_mapping = {
 static PyBufferProcs slice_as_buffer = {.bf_getbuffer = (getbufferproc)slice_getbuffer};
 static PyMethodDef slice_methods[] = {
     {"tobytes", (PyCFunction)slice_tobytes, METH_NOARGS, "The bytes, copied."},
-    {"__bytes__", (PyCFunction)slice_bytes, METH_NOARGS, "The bytes, copied."},
+    {"__bytes__", (PyCFunction)slice_tobytes, METH_NOARGS, "The bytes, copied."},
     {NULL, NULL, 0, NULL},
 };
 
